@@ -1,0 +1,18 @@
+//! The chat itself, independent of any transport.
+//!
+//! * [`message`] — what a chat message is and how a post is validated;
+//! * [`store`] — where messages live ([`store::MemoryStore`] now, durable stores later);
+//! * [`hub`] — assigns ids in one total order, keeps the cached history snapshot and fans
+//!   each new message out to every subscriber, whatever transport it is on.
+//!
+//! Transports (polling, streams, WebSockets, Socket.IO) are thin adapters over [`Hub`].
+
+pub mod hub;
+pub mod message;
+pub mod store;
+
+pub use hub::{
+    encode_list, now_millis, Delivery, Entry, Event, Hub, HubConfig, Since, Snapshot, Subscription,
+};
+pub use message::{Limits, Message, NewPost, PostError};
+pub use store::{MemoryStore, Page, Store, StoreError};

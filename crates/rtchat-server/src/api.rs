@@ -1,0 +1,122 @@
+//! What every HTTP endpoint shares: JSON error responses and reading a posted message.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use rtchat_core::PostError;
+
+/// An error answered as `{"error": "..."}` with a precise status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PostError> for ApiError {
+    fn from(e: PostError) -> ApiError {
+        let status = match e {
+            PostError::Json(_) | PostError::NotAnObject => StatusCode::BAD_REQUEST,
+            PostError::Missing(_)
+            | PostError::NotAString(_)
+            | PostError::Empty(_)
+            | PostError::TooLong { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PostError::ShuttingDown | PostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response()
+    }
+}
+
+/// `application/json`, the content type of every API answer.
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A `200 application/json` response from already encoded bytes (shared, not copied).
+pub fn json_bytes(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, JSON)], bytes).into_response()
+}
+
+/// Reads a post's body: JSON content type, at most `limit` bytes. The body is then parsed and
+/// validated by the hub.
+pub async fn read_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json(content_type) {
+        let got = if content_type.is_empty() {
+            "none"
+        } else {
+            content_type
+        };
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type must be application/json, got {got}"),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes fails either on the limit or on a broken connection.
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("could not read body: {e}"))
+        }
+    })
+}
+
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+    }
+}

@@ -1,0 +1,84 @@
+//! Which path goes where, and the state every handler shares.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use rtchat_core::Hub;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::api::ApiError;
+use crate::config::ServerConfig;
+use crate::{assets, request_log, transport};
+
+/// What every handler can reach: the chat, the settings, and the shutdown signal (parked
+/// requests answer when it fires).
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub config: Arc<ServerConfig>,
+    pub shutdown: CancellationToken,
+    /// Long polls currently parked, for `/stats`.
+    pub parked_polls: Arc<AtomicUsize>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
+        AppState {
+            hub,
+            config,
+            shutdown,
+            parked_polls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn build(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/poll",
+            get(transport::poll::get_poll).post(transport::poll::post_poll),
+        )
+        .route("/stats", get(transport::stats))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers(Any)
+                .max_age(std::time::Duration::from_secs(600)),
+        );
+
+    let app = match &state.config.web_root {
+        Some(dir) => api.fallback_service(
+            ServeDir::new(dir)
+                .append_index_html_on_directories(true)
+                .not_found_service(axum::routing::any(not_found)),
+        ),
+        None => api.fallback(assets::embedded),
+    };
+    app.layer(SetResponseHeaderLayer::overriding(
+        assets::NOSNIFF.0,
+        assets::NOSNIFF.1,
+    ))
+    .layer(axum::middleware::from_fn(request_log::log_request))
+    .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    assets::not_found(uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,142 @@
+//! HTTP polling, short and long (the course's first transport).
+//!
+//! * `GET /poll` — the history snapshot `{"msg":[...],"last":N}`, newest first.
+//! * `GET /poll?since=ID[&timeout=S]` — long poll: the messages with an id above `ID`, at once
+//!   if there are any, otherwise as soon as one is posted, or `{"msg":[]}` after the timeout.
+//!   `msg` is newest first like every `msg` list; when more than a history's worth is newer,
+//!   the oldest of them come first (`"more":true`) so the client can ask again without a gap.
+//! * `POST /poll` — `{"user","text"}` → `{"status":"ok","id":N}`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rtchat_core::encode_list;
+use serde::Deserialize;
+
+use crate::api::{json_bytes, read_json_body, ApiError};
+use crate::router::AppState;
+
+/// Query parameters of `GET /poll`.
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    since: Option<u64>,
+    /// Seconds to hold a long poll; clamped to the server's maximum.
+    timeout: Option<f64>,
+}
+
+/// `GET /poll`: the snapshot, or a long poll when `since` is given.
+pub async fn get_poll(
+    State(state): State<AppState>,
+    query: Result<Query<PollQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad query: {}; expected since=<message id>&timeout=<seconds>",
+                e.body_text()
+            ),
+        )
+    })?;
+    if state.config.fail_rate > 0.0 && fastrand::f64() < state.config.fail_rate {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected failure (--fail-rate)",
+        ));
+    }
+    let Some(since) = query.since else {
+        return Ok(json_bytes(state.hub.snapshot().json.clone()));
+    };
+    let timeout = match query.timeout {
+        Some(t) if !t.is_finite() || t < 0.0 => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "timeout must be a number of seconds, 0 or more",
+            ))
+        }
+        Some(t) => Duration::from_secs_f64(t).min(state.config.poll_timeout_max),
+        None => state.config.poll_timeout,
+    };
+    long_poll(&state, since, timeout).await
+}
+
+async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Response, ApiError> {
+    let hub = &state.hub;
+    // Watch before looking, so a post between the look and the wait still wakes us.
+    let mut changes = hub.watch();
+    let snapshot = changes.borrow_and_update().clone();
+    if since > snapshot.last_id {
+        // The client knows ids this server never handed out (it restarted with an empty
+        // memory store): give it the whole history to start over from.
+        let body = encode_list(snapshot.entries.iter(), snapshot.last_id, false);
+        return Ok(json_bytes(with_reset(body)));
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let _parked = Parked::new(&state.parked_polls);
+    loop {
+        let page = hub
+            .since(since, hub.config().history)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        if !page.entries.is_empty() {
+            let last = page.entries.last().map_or(since, |e| e.message.id);
+            let mut body = encode_list(page.entries.iter().rev(), last, page.more);
+            if page.truncated {
+                body = with_flag(body, "truncated");
+            }
+            return Ok(json_bytes(body));
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            () = &mut deadline => break,
+            () = state.shutdown.cancelled() => break,
+        }
+    }
+    Ok(json_bytes(encode_list(std::iter::empty(), since, false)))
+}
+
+fn with_reset(body: bytes::Bytes) -> bytes::Bytes {
+    with_flag(body, "reset")
+}
+
+/// Adds `"<flag>":true` to an encoded `{...}` object.
+fn with_flag(body: bytes::Bytes, flag: &str) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(body.len() + flag.len() + 8);
+    out.extend_from_slice(&body[..body.len() - 1]);
+    out.extend_from_slice(format!(",\"{flag}\":true}}").as_bytes());
+    out.into()
+}
+
+/// Counts a parked long poll for as long as it lives.
+struct Parked(Arc<AtomicUsize>);
+
+impl Parked {
+    fn new(counter: &Arc<AtomicUsize>) -> Parked {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Parked(counter.clone())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `POST /poll`: validates and stores a message; answers once it is stored.
+pub async fn post_poll(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_json_body(&headers, body, state.config.max_body).await?;
+    let entry = state.hub.post_json(&body).await?;
+    Ok(axum::Json(serde_json::json!({ "status": "ok", "id": entry.message.id })).into_response())
+}

@@ -1,0 +1,83 @@
+// Launch Debian's chromium through playwright-core, and run a browser scenario that
+// leaves screenshots + the server log in tests/browser/artifacts/ when it fails.
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ARTIFACTS = path.resolve(here, '..', 'artifacts');
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** Launch headless chromium (playwright uses a fresh temporary profile). */
+export async function launchBrowser() {
+  try {
+    await fs.access(CHROMIUM);
+  } catch {
+    throw new Error(`no browser at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  }
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+}
+
+function slug(s) {
+  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60);
+}
+
+/**
+ * Run `fn({newContext, newPage, pageErrors})`. Every page is watched for uncaught
+ * errors (the scenario fails on any). On failure, screenshots of all pages and the
+ * server's log go to artifacts/. Contexts are always closed.
+ */
+export async function scenario(browser, name, fn, { server } = {}) {
+  const contexts = [];
+  const pageErrors = [];
+  const newContext = async (opts) => {
+    const c = await browser.newContext(opts);
+    contexts.push(c);
+    return c;
+  };
+  const newPage = async (ctx) => {
+    const c = ctx ?? (await newContext());
+    const p = await c.newPage();
+    p.on('pageerror', (e) => pageErrors.push(`${p.url()}: ${e.message}`));
+    return p;
+  };
+  try {
+    await fn({ newContext, newPage, pageErrors });
+    assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
+  } catch (err) {
+    try {
+      await fs.mkdir(ARTIFACTS, { recursive: true });
+      let i = 0;
+      for (const c of contexts) {
+        for (const p of c.pages()) {
+          const file = path.join(ARTIFACTS, `${slug(name)}-${i++}.png`);
+          await p.screenshot({ path: file, fullPage: true, timeout: 5000 }).catch(() => {});
+        }
+      }
+      if (server) await fs.writeFile(path.join(ARTIFACTS, `${slug(name)}-server.log`), server.text());
+    } catch {
+      /* artifacts are best effort */
+    }
+    throw err;
+  } finally {
+    for (const c of contexts) await c.close().catch(() => {});
+  }
+}
+
+/** Save a screenshot into artifacts/ (used on success too, for a human to look at). */
+export async function saveScreenshot(page, file) {
+  await fs.mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, file), fullPage: true });
+}

@@ -1,0 +1,165 @@
+//! Starts a real `rtchat` process on an ephemeral port for integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running rtchat server, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub port: u16,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `rtchat serve --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables; with `PORT` among them the
+    /// server picks its address itself.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = vec!["serve"];
+        if !args.contains(&"--listen") && !env.iter().any(|(k, _)| *k == "PORT") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        all.extend(args);
+        let mut child = rtchat(&all, env).spawn().expect("spawn rtchat");
+        let stderr = drain_stderr(&mut child);
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("rtchat listening on ") => break line,
+                Some(Ok(_)) => continue,
+                _ => panic!(
+                    "rtchat exited before it was ready: {}",
+                    stderr.lock().unwrap()
+                ),
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let base = line["rtchat listening on ".len()..].trim().to_owned();
+        let port = base.rsplit(':').next().unwrap().parse().unwrap();
+        Server {
+            child,
+            base,
+            port,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `Command` for the rtchat binary under test, with piped output.
+pub fn rtchat(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtchat"));
+    cmd.args(args)
+        .env_remove("PORT")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn drain_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
+/// An HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Posts `{user, text}` to `/poll` and returns the response.
+pub async fn post(server: &Server, user: &str, text: &str) -> reqwest::Response {
+    client()
+        .post(server.url("/poll"))
+        .json(&serde_json::json!({ "user": user, "text": text }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET path` as JSON, asserting a 200.
+pub async fn get_json(server: &Server, path: &str) -> serde_json::Value {
+    let res = client().get(server.url(path)).send().await.unwrap();
+    assert_eq!(res.status(), 200, "GET {path}");
+    res.json().await.unwrap()
+}
+
+/// Waits until `/stats` shows `field` equal to `want` (the server's own count of parked
+/// requests or subscribers), failing after 10 s.
+pub async fn wait_for_stat(server: &Server, field: &str, want: u64) {
+    let start = Instant::now();
+    loop {
+        let stats = get_json(server, "/stats").await;
+        if stats[field].as_u64() == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{field} never reached {want}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

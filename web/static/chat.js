@@ -1,0 +1,293 @@
+/*
+ * rtchat shared chat helpers, used by every transport page.
+ *
+ * Plain browser JavaScript, no build step, no dependencies. Exposes one global:
+ * `window.RtChat`. All user-provided data is put into the page with
+ * textContent / createElement / setAttribute only — never innerHTML.
+ */
+(function () {
+  'use strict';
+
+  /** How many messages a page keeps and shows (the server's history size). */
+  var HISTORY = 50;
+  var USER_KEY = 'rtchat.user';
+
+  function pad2(n) {
+    return n < 10 ? '0' + n : String(n);
+  }
+
+  /**
+   * Format a message time (ms since the epoch) for display: "HH:MM" for today,
+   * "YYYY-MM-DD HH:MM" otherwise, local time. Returns '' for a missing/invalid time.
+   */
+  function formatTime(ms, now) {
+    var t = Number(ms);
+    if (!isFinite(t) || t <= 0) return '';
+    var d = new Date(t);
+    if (isNaN(d.getTime())) return '';
+    var today = now ? new Date(now) : new Date();
+    var hm = pad2(d.getHours()) + ':' + pad2(d.getMinutes());
+    if (d.getFullYear() === today.getFullYear() &&
+        d.getMonth() === today.getMonth() &&
+        d.getDate() === today.getDate()) {
+      return hm;
+    }
+    return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + ' ' + hm;
+  }
+
+  function hasId(m) {
+    return m != null && typeof m.id === 'number' && isFinite(m.id);
+  }
+
+  /**
+   * A stable key for a message: its id when the server gives one, else its content
+   * (the course's original server sends {user, text, time} without ids).
+   */
+  function messageKey(m) {
+    if (hasId(m)) return 'id:' + m.id;
+    return 'c:' + String(m && m.time) + '|' + String(m && m.user) + '|' + String(m && m.text);
+  }
+
+  /** Keep only well-formed message objects, with user/text coerced to strings. */
+  function sanitize(list) {
+    var out = [];
+    if (!Array.isArray(list)) return out;
+    for (var i = 0; i < list.length; i++) {
+      var m = list[i];
+      if (m == null || typeof m !== 'object') continue;
+      var clean = {
+        user: m.user == null ? '' : String(m.user),
+        text: m.text == null ? '' : String(m.text),
+        time: Number(m.time)
+      };
+      if (hasId(m)) clean.id = m.id;
+      out.push(clean);
+    }
+    return out;
+  }
+
+  /** Newest first: by id when both have one, else by time. */
+  function newestFirst(a, b) {
+    if (hasId(a) && hasId(b)) return b.id - a.id;
+    return (Number(b.time) || 0) - (Number(a.time) || 0);
+  }
+
+  /**
+   * Merge `incoming` into `current` (both newest first): dedupe by key, sort newest
+   * first, keep at most `limit` (default HISTORY). Returns a new array.
+   */
+  function mergeMessages(current, incoming, limit) {
+    var max = limit || HISTORY;
+    var byKey = new Map();
+    var all = sanitize(current).concat(sanitize(incoming));
+    for (var i = 0; i < all.length; i++) {
+      var k = messageKey(all[i]);
+      if (!byKey.has(k)) byKey.set(k, all[i]);
+    }
+    var merged = Array.from(byKey.values());
+    merged.sort(newestFirst);
+    return merged.slice(0, max);
+  }
+
+  /** Build the <li> for one message. Text only: nothing is parsed as HTML. */
+  function createMessageElement(m, key) {
+    var li = document.createElement('li');
+    li.className = 'msg';
+    li.setAttribute('data-key', key);
+    if (hasId(m)) li.setAttribute('data-id', String(m.id));
+
+    var meta = document.createElement('div');
+    meta.className = 'msg-meta';
+
+    var user = document.createElement('span');
+    user.className = 'msg-user';
+    user.textContent = m.user;
+    meta.appendChild(user);
+
+    var when = formatTime(m.time);
+    if (when) {
+      var time = document.createElement('time');
+      time.className = 'msg-time';
+      var d = new Date(Number(m.time));
+      time.setAttribute('datetime', d.toISOString());
+      time.title = d.toLocaleString();
+      time.textContent = when;
+      meta.appendChild(time);
+    }
+
+    var text = document.createElement('p');
+    text.className = 'msg-text';
+    text.textContent = m.text;
+
+    li.appendChild(meta);
+    li.appendChild(text);
+    return li;
+  }
+
+  /**
+   * Render `msgs` (newest first) into the list element `container`. Existing
+   * message elements are reused and only changes touch the DOM, so an aria-live
+   * list announces just the new messages. `emptyEl` (optional) is shown when
+   * there are no messages.
+   */
+  function renderMessages(container, msgs, emptyEl) {
+    var list = sanitize(msgs);
+    var existing = new Map();
+    var children = container.children;
+    for (var i = 0; i < children.length; i++) {
+      existing.set(children[i].getAttribute('data-key'), children[i]);
+    }
+    var seen = new Set();
+    var wanted = [];
+    for (var j = 0; j < list.length; j++) {
+      var key = messageKey(list[j]);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      wanted.push(existing.get(key) || createMessageElement(list[j], key));
+    }
+    var ref = container.firstChild;
+    for (var w = 0; w < wanted.length; w++) {
+      if (wanted[w] === ref) {
+        ref = ref.nextSibling;
+      } else {
+        container.insertBefore(wanted[w], ref);
+      }
+    }
+    while (ref) {
+      var next = ref.nextSibling;
+      container.removeChild(ref);
+      ref = next;
+    }
+    if (emptyEl) emptyEl.hidden = wanted.length > 0;
+  }
+
+  /**
+   * Set the connection dot. state: 'ok' (green), 'error' (red), 'connecting' or
+   * 'paused'. `label` is the full text for title/aria-label; `short` (optional)
+   * goes into `textEl`.
+   */
+  function setPresence(dot, state, label, textEl, short) {
+    if (!dot) return;
+    dot.setAttribute('data-state', state);
+    dot.setAttribute('aria-label', label);
+    dot.title = label;
+    if (textEl) textEl.textContent = short == null ? state : short;
+  }
+
+  function loadUserName() {
+    try {
+      return window.localStorage.getItem(USER_KEY) || '';
+    } catch (e) {
+      return '';
+    }
+  }
+
+  function saveUserName(name) {
+    try {
+      window.localStorage.setItem(USER_KEY, name);
+    } catch (e) {
+      /* storage may be disabled; the name just isn't remembered */
+    }
+  }
+
+  /** A friendly default name for a first visit. */
+  function defaultUserName() {
+    return 'guest-' + Math.floor(1000 + Math.random() * 9000);
+  }
+
+  /**
+   * Read an error message out of a failed response: the server's {"error": "..."}
+   * when present, else the HTTP status.
+   */
+  function responseError(res, body) {
+    if (body && typeof body === 'object' && typeof body.error === 'string' && body.error) {
+      return body.error;
+    }
+    return 'HTTP ' + res.status + (res.statusText ? ' ' + res.statusText : '');
+  }
+
+  /**
+   * POST {user, text} as JSON to `url`. Resolves to {ok: true, id} or
+   * {ok: false, error} (never rejects).
+   */
+  function postMessage(url, user, text) {
+    return fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user: user, text: text }),
+      cache: 'no-store'
+    }).then(function (res) {
+      return res.text().then(function (raw) {
+        var body = null;
+        try { body = raw ? JSON.parse(raw) : null; } catch (e) { body = null; }
+        if (!res.ok) return { ok: false, error: responseError(res, body) };
+        return { ok: true, id: body && body.id };
+      });
+    }, function (err) {
+      return { ok: false, error: 'Could not reach the server (' + (err && err.message || err) + ')' };
+    });
+  }
+
+  /**
+   * Wire a composer form: remembers the user name in localStorage, sends on submit
+   * (Enter in an input submits the form), shows errors in `errorEl`.
+   * opts: {form, userInput, textInput, button, errorEl, send(user, text) -> Promise<{ok, error}>, onSent}
+   */
+  function bindComposer(opts) {
+    var userInput = opts.userInput;
+    var textInput = opts.textInput;
+    var errorEl = opts.errorEl;
+    var sending = false;
+
+    var stored = loadUserName();
+    userInput.value = stored || defaultUserName();
+    if (!stored) saveUserName(userInput.value);
+    userInput.addEventListener('change', function () { saveUserName(userInput.value); });
+
+    function showError(msg) {
+      if (errorEl) errorEl.textContent = msg || '';
+    }
+
+    opts.form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      if (sending) return;
+      sending = true;
+      if (opts.button) opts.button.disabled = true;
+      var user = userInput.value;
+      var text = textInput.value;
+      saveUserName(user);
+      Promise.resolve(opts.send(user, text)).then(function (result) {
+        if (result && result.ok) {
+          showError('');
+          textInput.value = '';
+          if (opts.onSent) opts.onSent(result);
+        } else {
+          showError((result && result.error) || 'Sending failed');
+        }
+      }, function (err) {
+        showError('Sending failed: ' + (err && err.message || err));
+      }).then(function () {
+        sending = false;
+        if (opts.button) opts.button.disabled = false;
+        textInput.focus();
+      });
+    });
+
+    return { showError: showError };
+  }
+
+  window.RtChat = Object.freeze({
+    HISTORY: HISTORY,
+    formatTime: formatTime,
+    messageKey: messageKey,
+    sanitize: sanitize,
+    mergeMessages: mergeMessages,
+    renderMessages: renderMessages,
+    setPresence: setPresence,
+    loadUserName: loadUserName,
+    saveUserName: saveUserName,
+    responseError: responseError,
+    postMessage: postMessage,
+    bindComposer: bindComposer
+  });
+})();

@@ -1,0 +1,270 @@
+/*
+ * rtchat polling client: short polling, upgraded to long polling when the server
+ * supports `GET /poll?since=ID`.
+ *
+ * - Only one request is ever in flight: the next poll is scheduled with setTimeout
+ *   after the previous one finished (never setInterval).
+ * - Short polling every `interval` ms (default 3000).
+ * - A response with a numeric `last` means the server understands `since`: from then
+ *   on the page long-polls `GET /poll?since=<last>` and re-issues it right after each
+ *   answer, merging new messages (dedupe by id, newest 50 kept) and honouring `more`.
+ *   The course's original server (only `{"msg": [...]}`) keeps getting short polls.
+ * - Errors (network failure or HTTP status >= 400) back off: retry at once after the
+ *   first failure, then wait interval + n * step (n = consecutive failures - 1),
+ *   capped at `cap`, with +-20 % jitter; reset on success. After a failure the next
+ *   request re-reads the whole list (no `since`), so a restarted server leaves no gap.
+ * - Paused while the tab is hidden; polls at once when it becomes visible again.
+ *
+ * Tuning for tests via the page URL: ?interval=MS&step=MS&cap=MS&timeout=S&jitter=F
+ * (timeout = the long-poll timeout passed to the server; jitter = fraction, 0.2 default).
+ * Read-only debug hook: window.rtchatDebug.
+ */
+(function () {
+  'use strict';
+
+  var C = window.RtChat;
+  var POLL_URL = '/poll';
+
+  var params = new URLSearchParams(window.location.search);
+  function numParam(name, def) {
+    var raw = params.get(name);
+    if (raw === null || raw === '') return def;
+    var n = Number(raw);
+    return isFinite(n) && n >= 0 ? n : def;
+  }
+
+  var cfg = Object.freeze({
+    interval: numParam('interval', 3000),
+    step: numParam('step', 5000),
+    cap: numParam('cap', 30000),
+    timeout: numParam('timeout', null), // seconds; null = let the server pick (25 s)
+    jitter: Math.min(numParam('jitter', 0.2), 1)
+  });
+
+  /** Extra time a request may take on top of the long-poll hold before we give up on it. */
+  var REQUEST_GRACE_MS = 15000;
+  /** A long poll that comes back empty faster than this was not held: don't spin on it. */
+  var MIN_LONG_POLL_MS = 250;
+
+  var state = {
+    mode: 'short',       // 'short' | 'long'
+    failures: 0,         // consecutive failed requests
+    requests: 0,         // GET /poll requests issued so far
+    inFlight: false,
+    inFlightIsLong: false,
+    last: null,          // highest id we have (long mode only)
+    resync: false,       // next request: full list, no `since`
+    pollSoon: false,     // poll again right after the in-flight request
+    timer: null,
+    nextDelay: null,
+    more: 0,             // how many responses said `more: true`
+    lastError: '',
+    messages: []         // newest first
+  };
+
+  var els = {
+    list: document.getElementById('messages'),
+    empty: document.getElementById('empty'),
+    dot: document.getElementById('status-dot'),
+    status: document.getElementById('status-text'),
+    form: document.getElementById('composer'),
+    user: document.getElementById('user'),
+    text: document.getElementById('text'),
+    send: document.getElementById('send'),
+    error: document.getElementById('post-error')
+  };
+
+  function isHidden() {
+    return document.visibilityState === 'hidden';
+  }
+
+  function seconds(ms) {
+    var s = ms / 1000;
+    return (s < 10 ? Math.round(s * 10) / 10 : Math.round(s)) + ' s';
+  }
+
+  /** Delay before retry number `failures` (1 = the first failure: retry at once). */
+  function backoffDelay(failures) {
+    if (failures <= 1) return 0;
+    var base = Math.min(cfg.cap, cfg.interval + (failures - 1) * cfg.step);
+    var factor = 1 - cfg.jitter + 2 * cfg.jitter * Math.random();
+    return Math.max(0, Math.round(base * factor));
+  }
+
+  function fetchJson(url, timeoutMs) {
+    var ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    var timer = ctl ? setTimeout(function () { ctl.abort(); }, timeoutMs) : null;
+    return fetch(url, {
+      cache: 'no-store',
+      headers: { Accept: 'application/json' },
+      signal: ctl ? ctl.signal : undefined
+    }).then(function (res) {
+      return res.text().then(function (raw) {
+        var body = null;
+        try { body = raw ? JSON.parse(raw) : null; } catch (e) { body = null; }
+        if (!res.ok) {
+          var err = new Error(C.responseError(res, body));
+          err.status = res.status;
+          throw err;
+        }
+        if (body === null || typeof body !== 'object' || !Array.isArray(body.msg)) {
+          throw new Error('unexpected response from server');
+        }
+        return body;
+      });
+    }, function (err) {
+      if (err && err.name === 'AbortError') throw new Error('request timed out');
+      throw new Error('network error' + (err && err.message ? ' (' + err.message + ')' : ''));
+    }).finally(function () {
+      if (timer) clearTimeout(timer);
+    });
+  }
+
+  function schedule(delay) {
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.nextDelay = null;
+    if (isHidden()) return; // paused; visibilitychange restarts polling
+    state.nextDelay = delay;
+    state.timer = setTimeout(poll, delay);
+  }
+
+  function poll() {
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.nextDelay = null;
+    if (state.inFlight) { state.pollSoon = true; return; }
+    if (isHidden()) return;
+
+    var longPoll = state.mode === 'long' && !state.resync && typeof state.last === 'number';
+    var url = POLL_URL;
+    var hold = 0;
+    if (longPoll) {
+      url += '?since=' + encodeURIComponent(String(state.last));
+      if (cfg.timeout !== null) url += '&timeout=' + encodeURIComponent(String(cfg.timeout));
+      hold = (cfg.timeout !== null ? cfg.timeout : 25) * 1000;
+    }
+
+    state.inFlight = true;
+    state.inFlightIsLong = longPoll;
+    state.requests += 1;
+    var started = Date.now();
+
+    fetchJson(url, hold + REQUEST_GRACE_MS).then(function (data) {
+      state.inFlight = false;
+      onAnswer(data, longPoll, Date.now() - started);
+    }, function (err) {
+      state.inFlight = false;
+      onFailure(err);
+    });
+  }
+
+  function onAnswer(data, longPoll, elapsed) {
+    var supportsSince = typeof data.last === 'number' && isFinite(data.last);
+    var more = supportsSince && data.more === true;
+
+    if (longPoll && supportsSince) {
+      state.messages = C.mergeMessages(state.messages, data.msg, C.HISTORY);
+    } else {
+      // A full list (first request, short polling, or a resync after an error).
+      state.messages = C.mergeMessages([], data.msg, C.HISTORY);
+    }
+
+    // A `last` below what we asked for means the server lost its history
+    // (e.g. restarted): re-read the full list next time.
+    var wentBack = longPoll && supportsSince && data.last < state.last;
+    state.mode = 'short';
+    state.last = supportsSince ? data.last : null;
+    state.resync = wentBack;
+    state.failures = 0;
+    state.lastError = '';
+    if (more) state.more += 1;
+
+    C.renderMessages(els.list, state.messages, els.empty);
+
+    if (state.mode === 'long') {
+      C.setPresence(els.dot, 'ok', 'Connected: long polling, new messages arrive at once',
+        els.status, 'live · long polling');
+    } else {
+      C.setPresence(els.dot, 'ok', 'Connected: polling every ' + seconds(cfg.interval),
+        els.status, 'live · polling');
+    }
+
+    var delay;
+    if (state.pollSoon || more || wentBack) {
+      delay = 0;
+    } else if (state.mode === 'long') {
+      var empty = data.msg.length === 0;
+      // Guard against a server that answers long polls at once: don't hammer it.
+      delay = longPoll && empty && elapsed < MIN_LONG_POLL_MS ? cfg.interval : 0;
+    } else {
+      delay = cfg.interval;
+    }
+    state.pollSoon = false;
+    schedule(delay);
+  }
+
+  function onFailure(err) {
+    state.failures += 1;
+    state.resync = true;
+    state.pollSoon = false;
+    state.lastError = (err && err.message) || String(err);
+    var delay = backoffDelay(state.failures);
+    var label = 'Connection failing (' + state.lastError + '); ' +
+      (delay === 0 ? 'retrying now' : 'retrying in ' + seconds(delay)) +
+      ' — ' + state.failures + ' failed in a row';
+    C.setPresence(els.dot, 'error', label, els.status, 'offline · retrying');
+    schedule(delay);
+  }
+
+  /** After sending: make sure the new message shows up soon. */
+  function afterSend() {
+    if (!state.inFlight) {
+      poll();
+    } else if (!state.inFlightIsLong) {
+      state.pollSoon = true;
+    }
+    // A held long poll answers by itself when the message is stored.
+  }
+
+  document.addEventListener('visibilitychange', function () {
+    if (isHidden()) {
+      clearTimeout(state.timer);
+      state.timer = null;
+      state.nextDelay = null;
+    } else if (!state.inFlight) {
+      poll();
+    }
+  });
+
+  window.addEventListener('online', function () {
+    if (!state.inFlight && !isHidden()) poll();
+  });
+
+  C.bindComposer({
+    form: els.form,
+    userInput: els.user,
+    textInput: els.text,
+    button: els.send,
+    errorEl: els.error,
+    send: function (user, text) { return C.postMessage(POLL_URL, user, text); },
+    onSent: afterSend
+  });
+
+  window.rtchatDebug = Object.freeze({
+    get mode() { return state.mode; },
+    get failures() { return state.failures; },
+    get requests() { return state.requests; },
+    get inFlight() { return state.inFlight; },
+    get last() { return state.last; },
+    get more() { return state.more; },
+    get nextDelay() { return state.nextDelay; },
+    get paused() { return isHidden() && !state.inFlight && state.timer === null; },
+    get lastError() { return state.lastError; },
+    get count() { return state.messages.length; },
+    config: cfg
+  });
+
+  C.renderMessages(els.list, [], els.empty);
+  if (!isHidden()) poll();
+})();
