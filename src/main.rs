@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rtchat_core::{Hub, HubConfig, Limits, MemoryStore};
-use rtchat_server::{Server, ServerConfig};
+use rtchat_server::tls::{self, CertSource};
+use rtchat_server::{Server, ServerConfig, TlsListen};
 use tokio_util::sync::CancellationToken;
 
 /// A realtime chat served over polling, HTTP/2 streams, SSE, WebSockets and Socket.IO.
@@ -31,6 +32,49 @@ struct Cli {
 enum Command {
     /// Run the chat server (the default when no command is given).
     Serve(ServeArgs),
+    /// Show the HTTPS certificate (generating the development one if needed): where it is,
+    /// its SHA-256 fingerprint, and how to trust it.
+    Cert(CertArgs),
+}
+
+#[derive(Args, Debug)]
+struct CertArgs {
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Where the HTTPS certificate comes from; shared by `serve` and `cert`.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// PEM certificate (chain) for HTTPS; with --tls-key. Default: a generated self-signed
+    /// certificate for localhost kept in the data directory.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Folder for rtchat's files (the generated certificate) [default: $XDG_DATA_HOME/rtchat or ~/.local/share/rtchat]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn source(&self) -> CertSource {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => CertSource::Generated {
+                data_dir: self
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(rtchat_server::config::default_data_dir),
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +82,42 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080, or 127.0.0.1:$PORT when PORT is set]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// Address of the HTTPS listener (HTTP/2 and HTTP/1.1) [default: 127.0.0.1:8443]
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_tls")]
+    tls_listen: Option<SocketAddr>,
+
+    /// Serve plain HTTP only.
+    #[arg(long)]
+    no_tls: bool,
+
+    #[command(flatten)]
+    tls: TlsArgs,
+
+    /// Concurrent streams allowed on one HTTP/2 connection.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    h2_max_streams: u32,
+
+    /// Seconds between heartbeat comments on idle Server-Sent Events streams.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0, value_parser = positive_seconds)]
+    sse_heartbeat: f64,
+
+    /// Another origin allowed to open WebSockets and Socket.IO sessions (repeatable), e.g.
+    /// http://localhost:3000. The page's own origin is always allowed.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+
+    /// Seconds between Socket.IO pings.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25.0, value_parser = positive_seconds)]
+    sio_ping_interval: f64,
+
+    /// Seconds a Socket.IO client has to answer a ping before it is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
+    sio_ping_timeout: f64,
+
+    /// Largest Socket.IO payload accepted (a polling request or a WebSocket message), in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1024..))]
+    sio_max_payload: u32,
 
     /// How many of the newest messages clients get as history.
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -81,6 +161,13 @@ fn existing_dir(s: &str) -> Result<PathBuf, String> {
     }
 }
 
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 86_400.0 => Ok(f),
+        _ => Err(format!("{s} is not a number of seconds above 0")),
+    }
+}
+
 fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
@@ -115,6 +202,7 @@ fn main() -> ExitCode {
         .init();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Cert(args)) => return cert(args),
         None => cli.serve,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -126,6 +214,19 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cert(args: CertArgs) -> ExitCode {
+    match tls::load(&args.tls.source()) {
+        Ok(tls) => {
+            println!("{}", tls::describe_trust(&tls));
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -148,8 +249,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let hub = Hub::open(store, hub_config)
         .await
         .map_err(|e| format!("cannot open the message store: {e}"))?;
+    // With an ephemeral plain port (tests, scripts), the default HTTPS port is ephemeral too.
+    let default_tls_port = if listen.port() == 0 { 0 } else { 8443 };
+    let tls = (!args.no_tls).then(|| TlsListen {
+        addr: args
+            .tls_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_tls_port))),
+        explicit: args.tls_listen.is_some(),
+        cert: args.tls.source(),
+    });
     let config = ServerConfig {
         listen,
+        tls,
+        allow_origins: args.allow_origin,
+        h2_max_streams: args.h2_max_streams,
+        sse_heartbeat: Duration::from_secs_f64(args.sse_heartbeat),
+        sio_ping_interval: Duration::from_secs_f64(args.sio_ping_interval),
+        sio_ping_timeout: Duration::from_secs_f64(args.sio_ping_timeout),
+        sio_max_payload: args.sio_max_payload as usize,
         web_root: args.web_root,
         fail_rate: args.fail_rate,
         poll_timeout: Duration::from_secs(args.poll_timeout.into()),
@@ -162,8 +279,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(store = %hub.store_description(), history, web_root = ?config.web_root, "rtchat ready");
-    // A plain line on stdout that scripts and tests wait for.
+    if let Some(tls) = server.tls_info() {
+        let how = if tls.generated { "generated" } else { "using" };
+        tracing::info!(certificate = %tls.cert_path.display(), fingerprint = %tls.fingerprint, "{how} the HTTPS certificate (rtchat cert tells how to trust it)");
+    }
+    // Plain lines on stdout that scripts and tests wait for: http first, then https.
     println!("rtchat listening on http://{addr}");
+    if let Some(tls_addr) = server.tls_addr() {
+        println!("rtchat listening on https://{tls_addr}");
+    }
     tokio::spawn(wait_for_signal(shutdown.clone()));
     server.run().await;
     tracing::info!("rtchat stopped");

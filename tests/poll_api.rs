@@ -421,16 +421,5 @@ async fn requests_are_logged_with_method_path_status_and_duration() {
         .unwrap();
     assert_eq!(res.status(), 200);
     // The log line is written after the response; wait for it to show up.
-    let start = std::time::Instant::now();
-    while !server
-        .stderr()
-        .contains("method=GET path=/poll status=200 duration_ms=")
-    {
-        assert!(
-            start.elapsed().as_secs() < 10,
-            "no request log line: {}",
-            server.stderr()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    server.wait_for_log("method=GET path=/poll status=200 duration_ms=");
 }

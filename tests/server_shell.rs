@@ -42,7 +42,9 @@ async fn sigterm_answers_parked_polls_and_exits_zero() {
 async fn address_in_use_is_a_clear_error() {
     let first = Server::start(&[]);
     let addr = format!("127.0.0.1:{}", first.port);
-    let out = rtchat(&["serve", "--listen", &addr], &[]).output().unwrap();
+    let out = rtchat(&["serve", "--no-tls", "--listen", &addr], &[])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -152,6 +154,11 @@ async fn web_root_replaces_the_embedded_front_end() {
         .unwrap()
         .contains("javascript"));
     assert_eq!(js.text().await.unwrap(), "console.log('mine')");
+    // `/name` falls back to `name.html`, as for the embedded pages.
+    std::fs::write(dir.join("chat.html"), "<p>chat page</p>").unwrap();
+    let page = client().get(server.url("/chat")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().await.unwrap(), "<p>chat page</p>");
     // The embedded pages are gone; the API stays.
     assert_eq!(
         client()

@@ -20,7 +20,8 @@ describe('3. backoff while the server fails', () => {
     await scenario(browser, 'backoff', async ({ newPage }) => {
       const page = await newPage();
       // interval 200 ms, step 400 ms: retry at once, then ~600, 1000, 1400, 1800, 2200 ms...
-      await page.goto(`${server.url}/polling?interval=200&step=400`);
+      const res = await page.goto(`${server.url}/polling?interval=200&step=400`);
+      assert.equal(res?.status(), 200, 'GET /polling');
 
       const failed = () => server.requests({ method: 'GET', path: '/poll', status: 500 });
       const first = await waitUntil(() => failed()[0], { what: 'the first GET /poll status=500 log line' });

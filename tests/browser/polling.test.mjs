@@ -15,10 +15,17 @@ after(async () => { await browser?.close(); });
 /** A message <li> in a page's list, found by (unique) text. */
 const item = (page, text) => page.locator('#messages > li', { hasText: text });
 
+/** Navigate and insist on a 200 (a 404 page would otherwise only show up as a timeout). */
+async function gotoOk(page, url) {
+  const res = await page.goto(url);
+  assert.equal(res?.status(), 200, `GET ${url}`);
+  return res;
+}
+
 /** Open /polling (with optional query) and wait for the first successful poll. */
 async function openChat(newPage, ctx, url, user) {
   const page = await newPage(ctx);
-  await page.goto(url);
+  await gotoOk(page, url);
   await page.waitForFunction(() => document.getElementById('status-dot')?.dataset.state === 'ok');
   if (user !== undefined) await page.fill('#user', user);
   return page;
@@ -54,20 +61,24 @@ function withServer(args = []) {
 
 describe('home page', () => {
   const s = withServer();
-  it('explains rtchat and links every transport page, only /polling live', { timeout: 30000 }, async () => {
+  it('explains rtchat and links every transport page, /polling live', { timeout: 30000 }, async () => {
     await scenario(browser, 'home', async ({ newPage }) => {
       const page = await newPage();
       const css = [];
       page.on('response', (r) => { if (r.url().endsWith('/static/style.css')) css.push(r.status()); });
-      await page.goto(`${s.server.url}/`);
+      await gotoOk(page, `${s.server.url}/`);
       assert.equal(await page.title(), 'rtchat');
       assert.match(await page.locator('main p').first().textContent(), /rtchat/);
       assert.deepEqual(css, [200], 'style.css is served');
       for (const href of ['/polling', '/websocket', '/http2', '/sse', '/socketio']) {
         const card = page.locator('.transports > li', { has: page.locator(`a[href="${href}"]`) });
         assert.equal(await card.count(), 1, `a card linking ${href}`);
+        // Each card says whether its page is live yet; /polling is. (Other pages turn live
+        // as their transports land, so only their having a badge is checked.)
+        const live = await card.locator('.badge.live').count();
         const coming = await card.locator('.badge.coming').count();
-        assert.equal(coming, href === '/polling' ? 0 : 1, `${href} coming badge`);
+        assert.equal(live + coming, 1, `${href} has one live/coming badge`);
+        if (href === '/polling') assert.equal(live, 1, '/polling is live');
       }
       await page.click('a[href="/polling"] >> nth=-1');
       await page.waitForURL(/\/polling$/);
@@ -87,7 +98,8 @@ describe('1. two pages see each other\'s messages', () => {
       await send(a, hello);
       await item(b, hello).waitFor();
       assert.equal(await item(b, hello).locator('.msg-user').textContent(), 'alice');
-      assert.equal(await a.inputValue('#text'), '', 'the message input is cleared after sending');
+      // The input is cleared once A's POST is answered (B may see the message first).
+      await a.waitForFunction(() => document.getElementById('text').value === '');
       await item(a, hello).waitFor();
 
       const reply = `hi alice, bob here ${token()}`;
@@ -153,7 +165,7 @@ describe('4. long polling', () => {
         if (u.pathname === '/poll' && r.method() === 'GET') polls.push(u.search);
       });
       // A long short-poll interval: only long polling can deliver within a few seconds.
-      await page.goto(`${s.server.url}/polling?interval=20000`);
+      await gotoOk(page, `${s.server.url}/polling?interval=20000`);
       await page.waitForFunction(() => window.rtchatDebug.mode === 'long' && window.rtchatDebug.inFlight);
       assert.equal(polls[0], '', 'the first request is a plain GET /poll');
       assert.match(polls[1], /^\?since=\d+$/, 'then GET /poll?since=<last>');
@@ -279,7 +291,7 @@ describe('7. works with a server that does not know `since` (the course server)'
         return route.fulfill({ response: res, json: { msg } });
       });
       await postMessage(s.server.url, 'old', 'from before');
-      await page.goto(`${s.server.url}/polling?interval=300`);
+      await gotoOk(page, `${s.server.url}/polling?interval=300`);
       await item(page, 'from before').waitFor();
       await page.waitForFunction(() => window.rtchatDebug.requests >= 4);
       const text = `legacy ${token()}`;
@@ -295,20 +307,22 @@ describe('7. works with a server that does not know `since` (the course server)'
   });
 });
 
-describe('8. recovers after network errors', () => {
+describe('8. backoff schedule and recovery after network errors', () => {
   const s = withServer();
-  it('dot turns red while requests fail and green again once they succeed', { timeout: 30000 }, async () => {
+  it('retries at once, then interval + n*step up to cap; dot red, then green again', { timeout: 30000 }, async () => {
     await scenario(browser, 'recover', async ({ newPage }) => {
       const page = await newPage();
       let failing = true;
       await page.route((url) => url.pathname === '/poll', (route) =>
         (failing && route.request().method() === 'GET' ? route.abort('connectionrefused') : route.continue()));
-      await page.goto(`${s.server.url}/polling?interval=100&step=100&cap=300`);
-      await page.waitForFunction(() => window.rtchatDebug.failures >= 3);
+      // No jitter, so the schedule is exact: 0, 100+100, min(300, 100+200), 300, ...
+      await gotoOk(page, `${s.server.url}/polling?interval=100&step=100&cap=300&jitter=0`);
+      await page.waitForFunction(() => window.rtchatDebug.failures >= 4);
       const dot = page.locator('#status-dot');
       assert.equal(await dot.getAttribute('data-state'), 'error');
       assert.match(await dot.getAttribute('aria-label'), /fail/i);
       assert.equal(await dot.getAttribute('title'), await dot.getAttribute('aria-label'));
+      assert.deepEqual((await debug(page)).delays.slice(0, 4), [0, 200, 300, 300]);
 
       failing = false;
       const text = `back ${token()}`;
@@ -319,5 +333,40 @@ describe('8. recovers after network errors', () => {
       assert.equal(d.failures, 0);
       assert.equal(d.mode, 'long');
     }, { server: s.server });
+  });
+});
+
+describe('9. survives a server restart', () => {
+  const s = withServer();
+  it('goes red while the server is down, then shows the new server\'s history', { timeout: 40000 }, async () => {
+    let second;
+    try {
+      await scenario(browser, 'restart', async ({ newPage }) => {
+        const page = await openChat(newPage, undefined, `${s.server.url}/polling?interval=200&step=200&cap=1000`);
+        const old = `before restart ${token()}`;
+        await postMessage(s.server.url, 'node', old);
+        await item(page, old).waitFor();
+        await page.waitForFunction(() => window.rtchatDebug.mode === 'long' && window.rtchatDebug.inFlight);
+
+        await s.server.stop();
+        await page.waitForFunction(() => document.getElementById('status-dot').dataset.state === 'error');
+
+        // Same address, empty history, ids start again at 1.
+        second = await startServer([], { listen: `127.0.0.1:${s.server.port}` });
+        const fresh = `after restart ${token()}`;
+        await postMessage(second.url, 'node', fresh);
+        await item(page, fresh).waitFor();
+        await page.waitForFunction(() => document.getElementById('status-dot').dataset.state === 'ok');
+        assert.deepEqual(await page.locator('#messages > li .msg-text').allTextContents(), [fresh]);
+        assert.equal((await debug(page)).mode, 'long');
+
+        // And it keeps long polling against the new server.
+        const next = `next ${token()}`;
+        await postMessage(second.url, 'node', next);
+        await item(page, next).waitFor();
+      }, { server: s.server });
+    } finally {
+      await second?.stop();
+    }
   });
 });

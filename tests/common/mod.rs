@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,22 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub port: u16,
+    /// `https://127.0.0.1:PORT`, unless started with `--no-tls`.
+    pub tls_base: Option<String>,
+    /// The server's own `--data-dir` (unless the test named one).
+    pub data_dir: PathBuf,
     stderr: Arc<Mutex<String>>,
+}
+
+/// A fresh, empty folder under cargo's temporary directory for integration tests.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl Server {
@@ -27,6 +44,18 @@ impl Server {
         let mut all = vec!["serve"];
         if !args.contains(&"--listen") && !env.iter().any(|(k, _)| *k == "PORT") {
             all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let tls = !args.contains(&"--no-tls");
+        if tls && !args.contains(&"--tls-listen") {
+            all.extend(["--tls-listen", "127.0.0.1:0"]);
+        }
+        let data_dir = match args.iter().position(|a| *a == "--data-dir") {
+            Some(i) => PathBuf::from(args[i + 1]),
+            None => temp_dir("data"),
+        };
+        let data_dir_arg = data_dir.to_str().unwrap().to_owned();
+        if !args.contains(&"--data-dir") {
+            all.extend(["--data-dir", &data_dir_arg]);
         }
         all.extend(args);
         let mut child = rtchat(&all, env).spawn().expect("spawn rtchat");
@@ -43,6 +72,16 @@ impl Server {
                 ),
             }
         };
+        let tls_base = if tls {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("rtchat listening on https://") => {
+                    Some(line["rtchat listening on ".len()..].trim().to_owned())
+                }
+                other => panic!("expected the https line, got {other:?}"),
+            }
+        } else {
+            None
+        };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let base = line["rtchat listening on ".len()..].trim().to_owned();
@@ -51,12 +90,24 @@ impl Server {
             child,
             base,
             port,
+            tls_base,
+            data_dir,
             stderr,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// An `https://` URL on the TLS port.
+    pub fn tls_url(&self, path: &str) -> String {
+        format!("{}{}", self.tls_base.as_ref().expect("TLS is on"), path)
+    }
+
+    /// The generated certificate's PEM (in the server's data dir).
+    pub fn cert_pem(&self) -> Vec<u8> {
+        std::fs::read(self.data_dir.join("tls/cert.pem")).expect("generated certificate")
     }
 
     pub fn pid(&self) -> u32 {
@@ -66,6 +117,22 @@ impl Server {
     /// Everything the server logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until the server's log contains `needle`, and returns the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the log never showed {needle:?}: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends SIGTERM and waits up to `within` for the process to exit.
@@ -145,6 +212,11 @@ pub async fn get_json(server: &Server, path: &str) -> serde_json::Value {
     let res = client().get(server.url(path)).send().await.unwrap();
     assert_eq!(res.status(), 200, "GET {path}");
     res.json().await.unwrap()
+}
+
+/// One counter from `/stats`.
+pub async fn stat(server: &Server, field: &str) -> u64 {
+    get_json(server, "/stats").await[field].as_u64().unwrap()
 }
 
 /// Waits until `/stats` shows `field` equal to `want` (the server's own count of parked

@@ -40,11 +40,12 @@
   }
 
   /**
-   * A stable key for a message: its id when the server gives one, else its content
+   * A stable key for a message: its id (plus its time, since a restarted server
+   * hands out the same ids again) when the server gives one, else its content
    * (the course's original server sends {user, text, time} without ids).
    */
   function messageKey(m) {
-    if (hasId(m)) return 'id:' + m.id;
+    if (hasId(m)) return 'id:' + m.id + '@' + String(m.time);
     return 'c:' + String(m && m.time) + '|' + String(m && m.user) + '|' + String(m && m.text);
   }
 
@@ -61,13 +62,22 @@
         time: Number(m.time)
       };
       if (hasId(m)) clean.id = m.id;
+      // Optional, set by pages that keep messages across server restarts (sse.js): which
+      // run of the server a message came from, 0 = the first one this page saw.
+      if (typeof m.epoch === 'number' && isFinite(m.epoch)) clean.epoch = m.epoch;
       out.push(clean);
     }
     return out;
   }
 
-  /** Newest first: by id when both have one, else by time. */
+  /**
+   * Newest first: a later server run (epoch) first, then by id when both have one, else
+   * by time. Messages without an epoch count as epoch 0.
+   */
   function newestFirst(a, b) {
+    var ea = a.epoch || 0;
+    var eb = b.epoch || 0;
+    if (ea !== eb) return eb - ea;
     if (hasId(a) && hasId(b)) return b.id - a.id;
     return (Number(b.time) || 0) - (Number(a.time) || 0);
   }
@@ -128,9 +138,10 @@
    * Render `msgs` (newest first) into the list element `container`. Existing
    * message elements are reused and only changes touch the DOM, so an aria-live
    * list announces just the new messages. `emptyEl` (optional) is shown when
-   * there are no messages.
+   * there are no messages. `decorate(li, message)` (optional) is called for every
+   * message element shown, new or reused, so a page can mark some of them.
    */
-  function renderMessages(container, msgs, emptyEl) {
+  function renderMessages(container, msgs, emptyEl, decorate) {
     var list = sanitize(msgs);
     var existing = new Map();
     var children = container.children;
@@ -143,7 +154,9 @@
       var key = messageKey(list[j]);
       if (seen.has(key)) continue;
       seen.add(key);
-      wanted.push(existing.get(key) || createMessageElement(list[j], key));
+      var el = existing.get(key) || createMessageElement(list[j], key);
+      if (decorate) decorate(el, list[j]);
+      wanted.push(el);
     }
     var ref = container.firstChild;
     for (var w = 0; w < wanted.length; w++) {
@@ -172,6 +185,35 @@
     dot.setAttribute('aria-label', label);
     dot.title = label;
     if (textEl) textEl.textContent = short == null ? state : short;
+  }
+
+  /**
+   * Delay (ms) before reconnect attempt number `failures` (1 = right after the first
+   * failure: at once), then base, 2×base, 4×base, … capped at `cap`, ±`jitter` (a
+   * fraction). opts: {base, cap, jitter}.
+   */
+  function backoffDelay(failures, opts) {
+    if (failures <= 1) return 0;
+    var base = opts.base;
+    var cap = opts.cap;
+    var jitter = opts.jitter == null ? 0.2 : opts.jitter;
+    var d = Math.min(cap, base * Math.pow(2, Math.min(failures - 2, 30)));
+    var factor = 1 - jitter + 2 * jitter * Math.random();
+    return Math.max(0, Math.round(Math.min(cap * (1 + jitter), d * factor)));
+  }
+
+  /** A non-negative number from the page's query string, or `def`. */
+  function numParam(name, def) {
+    var raw = new URLSearchParams(window.location.search).get(name);
+    if (raw === null || raw === '') return def;
+    var n = Number(raw);
+    return isFinite(n) && n >= 0 ? n : def;
+  }
+
+  /** "0.4 s", "12 s": a delay for people. */
+  function seconds(ms) {
+    var s = ms / 1000;
+    return (s < 10 ? Math.round(s * 10) / 10 : Math.round(s)) + ' s';
   }
 
   function loadUserName() {
@@ -284,6 +326,9 @@
     mergeMessages: mergeMessages,
     renderMessages: renderMessages,
     setPresence: setPresence,
+    backoffDelay: backoffDelay,
+    numParam: numParam,
+    seconds: seconds,
     loadUserName: loadUserName,
     saveUserName: saveUserName,
     responseError: responseError,

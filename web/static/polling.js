@@ -41,8 +41,10 @@
     jitter: Math.min(numParam('jitter', 0.2), 1)
   });
 
-  /** Extra time a request may take on top of the long-poll hold before we give up on it. */
+  /** Give up on a request after this long: a short poll, and a long poll on top of its hold. */
   var REQUEST_GRACE_MS = 15000;
+  /** Client-side limit for a long poll whose hold the server picks (its default is 25 s). */
+  var SERVER_HOLD_LIMIT_MS = 120000;
   /** A long poll that comes back empty faster than this was not held: don't spin on it. */
   var MIN_LONG_POLL_MS = 250;
 
@@ -57,6 +59,7 @@
     pollSoon: false,     // poll again right after the in-flight request
     timer: null,
     nextDelay: null,
+    delays: [],          // the last scheduled delays (ms), oldest first, for tests
     more: 0,             // how many responses said `more: true`
     lastError: '',
     messages: []         // newest first
@@ -126,6 +129,8 @@
     state.nextDelay = null;
     if (isHidden()) return; // paused; visibilitychange restarts polling
     state.nextDelay = delay;
+    state.delays.push(delay);
+    if (state.delays.length > 50) state.delays.shift();
     state.timer = setTimeout(poll, delay);
   }
 
@@ -142,7 +147,7 @@
     if (longPoll) {
       url += '?since=' + encodeURIComponent(String(state.last));
       if (cfg.timeout !== null) url += '&timeout=' + encodeURIComponent(String(cfg.timeout));
-      hold = (cfg.timeout !== null ? cfg.timeout : 25) * 1000;
+      hold = cfg.timeout !== null ? cfg.timeout * 1000 : SERVER_HOLD_LIMIT_MS;
     }
 
     state.inFlight = true;
@@ -162,24 +167,27 @@
   function onAnswer(data, longPoll, elapsed) {
     var supportsSince = typeof data.last === 'number' && isFinite(data.last);
     var more = supportsSince && data.more === true;
+    // The server lost the history we were following (e.g. it restarted). With
+    // `reset: true` it sends its whole list instead; a `last` below what we asked
+    // for without that means: re-read the full list at once.
+    var reset = longPoll && supportsSince && data.reset === true;
+    var wentBack = longPoll && supportsSince && !reset && data.last < state.last;
 
-    if (longPoll && supportsSince) {
-      state.messages = C.mergeMessages(state.messages, data.msg, C.HISTORY);
-    } else {
-      // A full list (first request, short polling, or a resync after an error).
+    if (!longPoll || !supportsSince || reset) {
+      // A full list (first request, short polling, a resync after an error, a reset).
       state.messages = C.mergeMessages([], data.msg, C.HISTORY);
+    } else if (!wentBack) {
+      state.messages = C.mergeMessages(state.messages, data.msg, C.HISTORY);
     }
 
-    // A `last` below what we asked for means the server lost its history
-    // (e.g. restarted): re-read the full list next time.
-    var wentBack = longPoll && supportsSince && data.last < state.last;
-    state.mode = 'short';
+    state.mode = supportsSince ? 'long' : 'short';
     state.last = supportsSince ? data.last : null;
     state.resync = wentBack;
     state.failures = 0;
     state.lastError = '';
     if (more) state.more += 1;
 
+    if (els.empty) els.empty.textContent = 'No messages yet.';
     C.renderMessages(els.list, state.messages, els.empty);
 
     if (state.mode === 'long') {
@@ -259,6 +267,7 @@
     get last() { return state.last; },
     get more() { return state.more; },
     get nextDelay() { return state.nextDelay; },
+    get delays() { return state.delays.slice(); },
     get paused() { return isHidden() && !state.inFlight && state.timer === null; },
     get lastError() { return state.lastError; },
     get count() { return state.messages.length; },

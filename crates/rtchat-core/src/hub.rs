@@ -15,7 +15,7 @@
 //! re-read the missed messages from the store, so nothing is lost. A client whose socket
 //! stops draining altogether is disconnected by its transport's write timeout.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -54,6 +54,9 @@ pub struct Entry {
     pub message: Message,
     /// `{"id":..,"user":..,"text":..,"time":..}`
     pub json: Bytes,
+    /// Transport-specific encodings (an SSE event, a typed WebSocket frame, ...), each made
+    /// by the first subscriber that needs it and shared by the rest.
+    encodings: Mutex<Vec<(&'static str, Bytes)>>,
 }
 
 impl Entry {
@@ -62,7 +65,21 @@ impl Entry {
         Arc::new(Entry {
             message,
             json: json.into(),
+            encodings: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The encoding of this message named `key`, made by `encode` on first use and shared
+    /// by every later caller, so a message fanned out to N clients is encoded once per wire
+    /// format rather than N times. `key` names one wire format for the whole program.
+    pub fn encoded(&self, key: &'static str, encode: impl FnOnce(&Entry) -> Bytes) -> Bytes {
+        let mut encodings = self.encodings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bytes)) = encodings.iter().find(|(k, _)| *k == key) {
+            return bytes.clone();
+        }
+        let bytes = encode(self);
+        encodings.push((key, bytes.clone()));
+        bytes
     }
 }
 
@@ -76,16 +93,20 @@ pub struct Snapshot {
     pub last_id: u64,
     /// `{"msg":[...],"last":N}`, the payload of `GET /poll` and of every snapshot transport.
     pub json: Bytes,
+    /// The same followed by a newline, for newline-delimited streams (same allocation).
+    pub json_line: Bytes,
 }
 
 impl Snapshot {
     fn new(entries: Vec<Arc<Entry>>) -> Snapshot {
         let last_id = entries.first().map_or(0, |e| e.message.id);
-        let json = encode_list(entries.iter(), last_id, false);
+        let json_line = encode_list(entries.iter(), last_id, "\n");
+        let json = json_line.slice(..json_line.len() - 1);
         Snapshot {
             entries,
             last_id,
             json,
+            json_line,
         }
     }
 
@@ -97,12 +118,22 @@ impl Snapshot {
     }
 }
 
-/// Encodes `{"msg":[...],"last":N}` (plus `"more":true` when asked) from already encoded
-/// entries, given newest first. This is the course's wire shape, shared by all transports.
+/// Encodes `{"msg":[...],"last":N}` from already encoded entries, given newest first, and
+/// appends `after` (e.g. a newline). The course's wire shape, shared by all transports.
 pub fn encode_list<'a>(
     entries: impl Iterator<Item = &'a Arc<Entry>>,
     last: u64,
-    more: bool,
+    after: &str,
+) -> Bytes {
+    encode_list_with(entries, last, &[], after)
+}
+
+/// Like [`encode_list`], adding `"flag":true` for each of `flags` (`more`, `reset`, ...).
+pub fn encode_list_with<'a>(
+    entries: impl Iterator<Item = &'a Arc<Entry>>,
+    last: u64,
+    flags: &[&str],
+    after: &str,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
     out.put_slice(b"{\"msg\":[");
@@ -114,10 +145,13 @@ pub fn encode_list<'a>(
     }
     out.put_slice(b"],\"last\":");
     out.put_slice(last.to_string().as_bytes());
-    if more {
-        out.put_slice(b",\"more\":true");
+    for flag in flags {
+        out.put_slice(b",\"");
+        out.put_slice(flag.as_bytes());
+        out.put_slice(b"\":true");
     }
     out.put_u8(b'}');
+    out.put_slice(after.as_bytes());
     out.freeze()
 }
 

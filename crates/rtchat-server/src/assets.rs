@@ -31,7 +31,7 @@ pub async fn embedded(headers: HeaderMap, req: Request) -> Response {
             {
                 return StatusCode::NOT_MODIFIED.into_response();
             }
-            let mime = file.metadata.mimetype().to_owned();
+            let mime = with_charset(file.metadata.mimetype());
             return (
                 [
                     (header::CONTENT_TYPE, mime),
@@ -42,6 +42,38 @@ pub async fn embedded(headers: HeaderMap, req: Request) -> Response {
             )
                 .into_response();
         }
+    }
+    not_found(req.uri().path())
+}
+
+/// Text types get `; charset=utf-8`, so browsers never guess the encoding.
+fn with_charset(mime: &str) -> String {
+    let is_text = mime.starts_with("text/") || mime == "application/javascript";
+    if is_text && !mime.contains("charset") {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_owned()
+    }
+}
+
+/// With `--web-root`: `/name` is also served from `name.html` when there is no file `name`,
+/// like the embedded pages (`/polling` → `polling.html`).
+pub async fn web_root_page(dir: std::path::PathBuf, req: Request) -> Response {
+    use tower::ServiceExt;
+    let path = req.uri().path().trim_start_matches('/').to_owned();
+    let safe = !path.is_empty()
+        && std::path::Path::new(&path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    let page = dir.join(format!("{path}.html"));
+    if safe && page.is_file() {
+        let served = tower_http::services::ServeFile::new(page)
+            .oneshot(req)
+            .await;
+        return match served {
+            Ok(res) => res.map(axum::body::Body::new),
+            Err(never) => match never {},
+        };
     }
     not_found(req.uri().path())
 }

@@ -46,6 +46,11 @@ pub fn build(state: AppState) -> Router {
             "/poll",
             get(transport::poll::get_poll).post(transport::poll::post_poll),
         )
+        .route(
+            "/msgs",
+            get(transport::stream::get_msgs).post(transport::poll::post_poll),
+        )
+        .route("/events", get(transport::sse::get_events))
         .route("/stats", get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -54,14 +59,21 @@ pub fn build(state: AppState) -> Router {
                 .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
                 .allow_headers(Any)
                 .max_age(std::time::Duration::from_secs(600)),
-        );
+        )
+        // Socket.IO brings its own CORS (--allow-origin) and origin check.
+        .merge(transport::socketio::routes(&state));
 
     let app = match &state.config.web_root {
-        Some(dir) => api.fallback_service(
-            ServeDir::new(dir)
-                .append_index_html_on_directories(true)
-                .not_found_service(axum::routing::any(not_found)),
-        ),
+        Some(dir) => {
+            let pages = dir.clone();
+            api.fallback_service(
+                ServeDir::new(dir)
+                    .append_index_html_on_directories(true)
+                    .fallback(axum::routing::any(move |req| {
+                        assets::web_root_page(pages.clone(), req)
+                    })),
+            )
+        }
         None => api.fallback(assets::embedded),
     };
     app.layer(SetResponseHeaderLayer::overriding(
@@ -70,10 +82,6 @@ pub fn build(state: AppState) -> Router {
     ))
     .layer(axum::middleware::from_fn(request_log::log_request))
     .with_state(state)
-}
-
-async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
-    assets::not_found(uri.path())
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> impl IntoResponse {

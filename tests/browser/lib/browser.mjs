@@ -20,14 +20,18 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** Launch headless chromium (playwright uses a fresh temporary profile). */
-export async function launchBrowser() {
+/**
+ * Launch headless chromium (playwright uses a fresh temporary profile).
+ * `tls: true` adds --ignore-certificate-errors, for rtchat's generated self-signed certificate.
+ */
+export async function launchBrowser({ tls = false } = {}) {
   try {
     await fs.access(CHROMIUM);
   } catch {
     throw new Error(`no browser at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
   }
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const args = tls ? [...CHROMIUM_ARGS, '--ignore-certificate-errors'] : CHROMIUM_ARGS;
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
 
 function slug(s) {
@@ -44,6 +48,8 @@ export async function scenario(browser, name, fn, { server } = {}) {
   const pageErrors = [];
   const newContext = async (opts) => {
     const c = await browser.newContext(opts);
+    // Fail a stuck wait with a clear locator error well before the test's own timeout.
+    c.setDefaultTimeout(10000);
     contexts.push(c);
     return c;
   };

@@ -1,5 +1,7 @@
 // Start and stop a real rtchat server process for a test, and read its request log.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +11,7 @@ export const REPO = path.resolve(here, '..', '..', '..');
 export const BIN = process.env.RTCHAT_BIN || path.join(REPO, 'target', 'debug', 'rtchat');
 
 const READY = /^rtchat listening on (http:\/\/[^\s/]+)\s*$/;
+const READY_TLS = /^rtchat listening on (https:\/\/[^\s/]+)\s*$/;
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;]*m/g;
 
@@ -42,14 +45,40 @@ export async function waitUntil(fn, { timeout = 10000, every = 25, what = 'condi
   }
 }
 
+/** A fresh temporary --data-dir (so no certificate lands in the user's home). */
+export function makeDataDir() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'rtchat-browser-'));
+}
+
 /**
- * Spawn `rtchat serve --listen 127.0.0.1:0 ...args`, wait for its
+ * Spawn `rtchat serve --listen 127.0.0.1:0 --no-tls ...args` (or another `listen` address), wait for its
  * "rtchat listening on http://HOST:PORT" line, and collect its stderr lines with the
  * time (performance.now()) each arrived.
+ *
+ * With `tls: true`: `--tls-listen <tlsListen> --data-dir <dataDir>` instead of `--no-tls`
+ * (tlsListen defaults to 127.0.0.1:0, dataDir to a fresh temporary folder), and it also
+ * waits for the "rtchat listening on https://HOST:PORT" line: `httpsUrl`, `tlsPort`. A data dir
+ * the server created itself (or one handed over with `ownDataDir: true`) is removed by
+ * `stop()` unless `stop({ keepDataDir: true })` (to restart with the same certificate).
  */
-export async function startServer(args = [], { readyTimeout = 15000 } = {}) {
+export async function startServer(args = [], {
+  readyTimeout = 15000, listen = '127.0.0.1:0', tls = false, tlsListen = '127.0.0.1:0',
+  dataDir = undefined, ownDataDir = undefined,
+} = {}) {
   const env = { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RTCHAT_TEST_RUST_LOG || 'info' };
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...args], {
+  // RTCHAT_WEB_ROOT=<dir>: serve the front end from a folder (rtchat --web-root) instead of
+  // the pages embedded at build time, to test web/ edits without rebuilding.
+  const webRoot = process.env.RTCHAT_WEB_ROOT ? ['--web-root', process.env.RTCHAT_WEB_ROOT] : [];
+  // Plain HTTP only by default: otherwise every server also binds the fixed default HTTPS
+  // port (8443) and writes a certificate into the user's data directory.
+  let tlsArgs = ['--no-tls'];
+  let owned = false;
+  if (tls) {
+    owned = ownDataDir ?? dataDir === undefined;
+    dataDir ??= makeDataDir();
+    tlsArgs = ['--tls-listen', tlsListen, '--data-dir', dataDir];
+  }
+  const child = spawn(BIN, ['serve', '--listen', listen, ...tlsArgs, ...webRoot, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });
@@ -60,7 +89,7 @@ export async function startServer(args = [], { readyTimeout = 15000 } = {}) {
   });
   const stdout = readline.createInterface({ input: child.stdout });
 
-  const url = await new Promise((resolve, reject) => {
+  const { url, httpsUrl } = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error(`rtchat did not print its listening line within ${readyTimeout} ms`)), readyTimeout);
     function fail(err) {
       clearTimeout(timer);
@@ -71,13 +100,17 @@ export async function startServer(args = [], { readyTimeout = 15000 } = {}) {
     }
     child.once('error', (err) => fail(new Error(`could not start ${BIN}: ${err.message} (set RTCHAT_BIN?)`)));
     child.once('exit', (code, sig) => fail(new Error(`rtchat exited early (code ${code}, signal ${sig})`)));
+    const found = {};
     stdout.on('line', (line) => {
       out.push(line);
       const m = line.trim().match(READY);
-      if (m) {
+      const t = line.trim().match(READY_TLS);
+      if (m) found.url = m[1];
+      if (t) found.httpsUrl = t[1];
+      if (found.url && (!tls || found.httpsUrl)) {
         clearTimeout(timer);
         child.removeAllListeners('exit');
-        resolve(m[1]);
+        resolve(found);
       }
     });
   });
@@ -85,6 +118,9 @@ export async function startServer(args = [], { readyTimeout = 15000 } = {}) {
   return {
     url,
     port: Number(new URL(url).port),
+    httpsUrl,
+    tlsPort: httpsUrl ? Number(new URL(httpsUrl).port) : undefined,
+    dataDir: tls ? dataDir : undefined,
     child,
     log,
     stdout: out,
@@ -99,13 +135,15 @@ export async function startServer(args = [], { readyTimeout = 15000 } = {}) {
     text() {
       return log.map((l) => l.line).join('\n');
     },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
+    async stop({ keepDataDir = false } = {}) {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      if (owned && !keepDataDir) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -121,4 +159,32 @@ export async function postMessage(baseUrl, user, text) {
   let body = null;
   try { body = JSON.parse(raw); } catch { body = raw; }
   return { status: res.status, body };
+}
+
+/**
+ * Does the server at `baseUrl` (http://HOST:PORT) accept a WebSocket upgrade on `/ws` with the
+ * subprotocol `json`? Sends a raw RFC 6455 handshake and checks for `101`.
+ */
+export async function probeWebSocket(baseUrl, { timeout = 3000 } = {}) {
+  const { default: net } = await import('node:net');
+  const u = new URL(baseUrl);
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(u.port), u.hostname);
+    let buf = '';
+    const done = (v) => { clearTimeout(t); sock.destroy(); resolve(v); };
+    const t = setTimeout(() => done(false), timeout);
+    sock.on('error', () => done(false));
+    sock.on('connect', () => {
+      sock.write([
+        'GET /ws HTTP/1.1', `Host: ${u.host}`, 'Connection: Upgrade', 'Upgrade: websocket',
+        'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+        'Sec-WebSocket-Protocol: json', '', '',
+      ].join('\r\n'));
+    });
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      if (buf.includes('\r\n')) done(/^HTTP\/1\.1 101 /.test(buf));
+    });
+    sock.on('end', () => done(/^HTTP\/1\.1 101 /.test(buf)));
+  });
 }

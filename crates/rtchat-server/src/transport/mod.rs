@@ -1,6 +1,9 @@
 //! One module per transport, each a thin adapter from its wire format to the hub.
 
 pub mod poll;
+pub mod socketio;
+pub mod sse;
+pub mod stream;
 
 use std::sync::atomic::Ordering;
 

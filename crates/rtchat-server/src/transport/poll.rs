@@ -16,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rtchat_core::encode_list;
+use rtchat_core::{encode_list, encode_list_with};
 use serde::Deserialize;
 
 use crate::api::{json_bytes, read_json_body, ApiError};
@@ -74,8 +74,8 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
     if since > snapshot.last_id {
         // The client knows ids this server never handed out (it restarted with an empty
         // memory store): give it the whole history to start over from.
-        let body = encode_list(snapshot.entries.iter(), snapshot.last_id, false);
-        return Ok(json_bytes(with_reset(body)));
+        let body = encode_list_with(snapshot.entries.iter(), snapshot.last_id, &["reset"], "");
+        return Ok(json_bytes(body));
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -87,10 +87,13 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         if !page.entries.is_empty() {
             let last = page.entries.last().map_or(since, |e| e.message.id);
-            let mut body = encode_list(page.entries.iter().rev(), last, page.more);
-            if page.truncated {
-                body = with_flag(body, "truncated");
-            }
+            let flags: &[&str] = match (page.more, page.truncated) {
+                (false, false) => &[],
+                (true, false) => &["more"],
+                (false, true) => &["truncated"],
+                (true, true) => &["more", "truncated"],
+            };
+            let body = encode_list_with(page.entries.iter().rev(), last, flags, "");
             return Ok(json_bytes(body));
         }
         tokio::select! {
@@ -99,19 +102,7 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
             () = state.shutdown.cancelled() => break,
         }
     }
-    Ok(json_bytes(encode_list(std::iter::empty(), since, false)))
-}
-
-fn with_reset(body: bytes::Bytes) -> bytes::Bytes {
-    with_flag(body, "reset")
-}
-
-/// Adds `"<flag>":true` to an encoded `{...}` object.
-fn with_flag(body: bytes::Bytes, flag: &str) -> bytes::Bytes {
-    let mut out = Vec::with_capacity(body.len() + flag.len() + 8);
-    out.extend_from_slice(&body[..body.len() - 1]);
-    out.extend_from_slice(format!(",\"{flag}\":true}}").as_bytes());
-    out.into()
+    Ok(json_bytes(encode_list(std::iter::empty(), since, "")))
 }
 
 /// Counts a parked long poll for as long as it lives.

@@ -1,0 +1,683 @@
+//! Socket.IO (Engine.IO v4 / Socket.IO v5, the current official clients) through
+//! [`socketioxide`], on the default namespace `/` at `/socket.io/`, over both Engine.IO
+//! transports (HTTP long-polling and WebSocket, with the upgrade from one to the other).
+//!
+//! # Events
+//! * server → client `msg:get` `{"msg":[...],"last":N}` — the history, newest first (the
+//!   course's event). Sent on connect, and after every new message to the sockets in the
+//!   room `msg:get` (every socket unless its handshake says `snapshots: false`).
+//! * server → client `msg:new` `{"id","user","text","time"}` — rtchat's own event: only the new
+//!   message, to the sockets in the room `msg:new` (every socket).
+//! * server → client `msg:since` `{"msg":[...],"last":N,"more":bool}` — on a resumed connection
+//!   (handshake `auth: {last: ID}`), exactly the messages after `ID`, in pages shaped like
+//!   `GET /poll?since=ID` answers (the oldest page first, each newest first); every page but
+//!   the last has `"more":true`. The last page comes even when nothing was missed.
+//! * client → server `msg:post` `{user, text}` — validated like `POST /poll`, stored, then
+//!   broadcast to every transport. With an acknowledgement callback the client gets
+//!   `{"status":"ok","id":N}` or `{"error":"..."}`; without one, an error comes back as a
+//!   `msg:error` `{"error":"..."}` event. Posts from one socket are stored in the order sent.
+//!
+//! # One subscription, encoded once
+//! A single task (the broadcaster) holds the only hub subscription of the transport and turns
+//! each new message into one `msg:get` and one `msg:new` broadcast: socketioxide encodes each
+//! packet once and hands the same bytes to every socket in the room. The hub's pre-encoded JSON
+//! is passed through as a raw value, never parsed or re-serialized.
+//!
+//! # Resume
+//! socketioxide does not implement Socket.IO's connection state recovery, so resume is built
+//! on rtchat's message ids: clients pass the id of the newest message they hold in the
+//! handshake's `auth` (`{last: ID}`; socket.io-client re-reads an `auth` callback on every
+//! reconnection). Joining goes through the broadcaster, between two messages: it sends the
+//! socket `msg:get`, then `msg:since` with everything after `ID` up to the last message it
+//! broadcast, then puts the socket in the rooms, so the socket gets every message exactly once
+//! and in order, whatever is posted meanwhile. Gaps are bounded by the store's `--retain`
+//! (flag `"truncated":true`). An `ID` newer than anything this server knows (it restarted with
+//! an empty memory store) gets `msg:get` with `"reset":true` instead: start over.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use bytes::Bytes;
+use rtchat_core::{
+    encode_list_with, Delivery, Hub, Limits, NewPost, PostError, Snapshot, Subscription,
+};
+use rust_embed::RustEmbed;
+use serde_json::value::RawValue;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
+use socketioxide::socket::Socket;
+use socketioxide::{ParserConfig, SocketIo};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::api::ApiError;
+use crate::router::AppState;
+
+/// Where Engine.IO listens (the official clients' default path).
+pub const PATH: &str = "/socket.io/";
+/// Where the official browser client bundle is served.
+pub const BUNDLE_PATH: &str = "/socket.io/socket.io.min.js";
+/// The room (and event) of the course's history snapshots.
+const ROOM_GET: &str = "msg:get";
+/// The room (and event) of rtchat's one-message deltas.
+const ROOM_NEW: &str = "msg:new";
+/// Packets a socket may have queued before emits to it fail. Broadcast packets share their
+/// bytes, so this costs a few words per packet; a socket that falls this far behind is cut off
+/// by the ping timeout long before memory matters.
+const SOCKET_BUFFER: usize = 4096;
+/// The answer to a `msg:post` carrying binary attachments.
+const BINARY_REFUSED: &str =
+    "binary attachments are not accepted: \"user\" and \"text\" must be strings";
+/// Posts one socket may have in flight (stored in order, one after the other).
+const POSTS_IN_FLIGHT: usize = 64;
+
+/// The official `socket.io-client` browser bundle, installed by npm into `vendor/web`
+/// (`scripts/setup`) and embedded at build time when present. `build.rs` makes cargo rebuild
+/// when `vendor/web` changes, so installing it later and rebuilding is enough.
+#[derive(RustEmbed)]
+#[folder = "../../vendor/web/node_modules/socket.io-client/dist/"]
+#[include = "socket.io.min.js"]
+#[include = "socket.io.min.js.map"]
+#[allow_missing = true]
+struct Bundle;
+
+/// The routes of this transport, merged into the app by the router: Engine.IO at
+/// [`PATH`] (behind the origin check, CORS for `--allow-origin` and the payload limit) and
+/// the browser bundle. Starts the broadcaster; call once per process, inside the runtime.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let config = &state.config;
+    let max_payload = config.sio_max_payload.max(1024);
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(config.sio_ping_interval)
+        .ping_timeout(config.sio_ping_timeout)
+        .max_payload(max_payload as u64)
+        .ws_max_message_size(max_payload)
+        .ws_max_frame_size(max_payload)
+        .max_buffer_size(SOCKET_BUFFER)
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binary_buf_size(max_payload)
+                .max_incoming_binaries(16),
+        )
+        .build_layer();
+
+    let hub = state.hub.clone();
+    let (joins, joins_rx) = mpsc::channel::<Join>(1024);
+    let chat = Chat {
+        hub: hub.clone(),
+        limits: hub.config().limits,
+        joins,
+    };
+    let on_connect = {
+        let chat = chat.clone();
+        move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
+            let chat = chat.clone();
+            async move { chat.handshake(socket, auth) }
+        }
+    };
+    let connected = {
+        let chat = chat.clone();
+        move |socket: SocketRef| {
+            let chat = chat.clone();
+            async move { chat.connected(socket).await }
+        }
+    };
+    io.ns("/", connected.with(on_connect));
+
+    let broadcaster = Broadcaster {
+        io,
+        subscription: hub.subscribe(),
+        hub,
+    };
+    tokio::spawn(broadcaster.run(joins_rx, state.shutdown.clone()));
+
+    let guard = Guard {
+        allow_any: config.allow_origins.iter().any(|o| o.trim() == "*"),
+        allow: config
+            .allow_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+        max_payload,
+    };
+    Router::new()
+        .route(PATH, any(not_socketio))
+        .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard.clone()),
+            check_request,
+        ))
+        .layer(cors(&guard, &config.allow_origins))
+        .route(BUNDLE_PATH, get(bundle))
+        .route(&format!("{BUNDLE_PATH}.map"), get(bundle))
+}
+
+/// CORS for the polling transport of pages served from `--allow-origin` origins.
+fn cors(guard: &Guard, origins: &[String]) -> CorsLayer {
+    let allow = if guard.allow_any {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Only reached when socketioxide passes a request on, which it does not for its own path.
+async fn not_socketio() -> Response {
+    crate::assets::not_found(PATH)
+}
+
+/// Who may open sessions, and how big a posted payload may be.
+#[derive(Clone)]
+struct Guard {
+    allow_any: bool,
+    /// Lower-cased, without a trailing slash.
+    allow: Vec<String>,
+    max_payload: usize,
+}
+
+impl Guard {
+    /// Same-origin pages, `--allow-origin` origins and clients that send no `Origin` (not
+    /// browsers) are allowed. Browsers do not apply CORS to WebSockets, hence this check.
+    fn origin_allowed(&self, headers: &HeaderMap, uri_host: Option<&str>) -> Result<(), String> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        if self.allow_any || self.allow.contains(&origin) {
+            return Ok(());
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(uri_host)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        if !host.is_empty() && origin_host == host {
+            return Ok(());
+        }
+        Err(format!(
+            "origin {origin} may not open Socket.IO sessions here; start rtchat with --allow-origin {origin}"
+        ))
+    }
+}
+
+/// Refuses foreign origins (403) and oversized posted payloads (413) with a JSON reason,
+/// before socketioxide sees the request.
+async fn check_request(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    if let Err(reason) = guard.origin_allowed(req.headers(), authority.as_deref()) {
+        tracing::warn!(%reason, "Socket.IO session refused");
+        return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if req.method() == Method::POST && declared.is_some_and(|n| n > guard.max_payload as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Socket.IO payload is larger than {} bytes (--sio-max-payload)",
+                guard.max_payload
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET /socket.io/socket.io.min.js` (and its source map): the official browser client.
+async fn bundle(req: Request<Body>) -> Response {
+    let name = req.uri().path().rsplit('/').next().unwrap_or("");
+    match Bundle::get(name) {
+        Some(file) => {
+            let mime = if name.ends_with(".map") {
+                "application/json"
+            } else {
+                "text/javascript; charset=utf-8"
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CACHE_CONTROL, "public, max-age=3600"),
+                ],
+                file.data,
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "The Socket.IO browser client is not installed in this build of rtchat. \
+             Install it with `scripts/setup` (or `npm ci` in vendor/web), then rebuild rtchat \
+             (`cargo build`).\n",
+        )
+            .into_response(),
+    }
+}
+
+/// What a client asked for in its handshake's `auth`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Handshake {
+    /// Resume after this message id.
+    last: Option<u64>,
+    /// Receive a `msg:get` snapshot after every message (the course's behaviour).
+    snapshots: bool,
+}
+
+impl Handshake {
+    fn parse(auth: &serde_json::Value) -> Result<Handshake, String> {
+        let Some(obj) = auth.as_object() else {
+            return Ok(Handshake {
+                last: None,
+                snapshots: true,
+            });
+        };
+        let last = match obj.get("last") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                format!("auth.last must be a message id (a whole number, 0 or more), got {v}")
+            })?),
+        };
+        let snapshots = match obj.get("snapshots") {
+            None | Some(serde_json::Value::Null) => true,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(v) => return Err(format!("auth.snapshots must be true or false, got {v}")),
+        };
+        Ok(Handshake { last, snapshots })
+    }
+}
+
+/// A connected socket waiting for the broadcaster to let it in.
+struct Join {
+    socket: SocketRef,
+    handshake: Handshake,
+}
+
+/// What the connect handlers share.
+#[derive(Clone)]
+struct Chat {
+    hub: Hub,
+    limits: Limits,
+    joins: mpsc::Sender<Join>,
+}
+
+impl Chat {
+    /// Connect middleware: runs before the client is told it is connected, so `msg:post` is
+    /// handled from the client's very first packet. A malformed `auth` is refused with a
+    /// `connect_error` naming the problem.
+    fn handshake(
+        &self,
+        socket: SocketRef,
+        auth: Result<serde_json::Value, impl std::fmt::Display>,
+    ) -> Result<(), String> {
+        let auth = auth.map_err(|e| format!("auth must be a JSON object: {e}"))?;
+        let handshake = Handshake::parse(&auth)?;
+        socket.extensions.insert(handshake);
+        let (tx, rx) = mpsc::channel(POSTS_IN_FLIGHT);
+        socket.extensions.insert(PostQueue(tx));
+        tokio::spawn(store_posts(self.hub.clone(), self.limits, rx));
+        socket.on("msg:post", |_: Enqueued| async {});
+        socket.on_disconnect(|socket: SocketRef| async move {
+            socket.extensions.remove::<PostQueue>();
+        });
+        Ok(())
+    }
+
+    /// Connect handler: hands the socket to the broadcaster, which sends it the history (and
+    /// what it missed) and then lets it into the rooms.
+    async fn connected(&self, socket: SocketRef) {
+        let handshake = socket.extensions.get::<Handshake>().unwrap_or_default();
+        let _ = self.joins.send(Join { socket, handshake }).await;
+    }
+}
+
+/// The socket's queue of posts, in arrival order.
+#[derive(Clone)]
+struct PostQueue(mpsc::Sender<QueuedPost>);
+
+struct QueuedPost {
+    data: Result<serde_json::Value, String>,
+    ack: AckSender,
+    wants_ack: bool,
+    socket: SocketRef,
+}
+
+/// The `msg:post` extractor: queues the post while socketioxide still handles packets in
+/// order (handlers themselves run as separate tasks, in no guaranteed order).
+struct Enqueued;
+
+impl FromMessageParts<LocalAdapter> for Enqueued {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
+        let Ok(TryData(data)) = TryData::<serde_json::Value>::from_message_parts(s, v, ack_id);
+        let Ok(socket) = SocketRef::from_message_parts(s, v, ack_id);
+        let post = QueuedPost {
+            data: data.map_err(|e| e.to_string()),
+            ack,
+            wants_ack: ack_id.is_some(),
+            socket,
+        };
+        match s.extensions.get::<PostQueue>() {
+            Some(PostQueue(queue)) => {
+                if let Err(mpsc::error::TrySendError::Full(post)) = queue.try_send(post) {
+                    reply(
+                        post,
+                        Err(format!(
+                            "too many messages in flight (more than {POSTS_IN_FLIGHT}); wait for the acknowledgements"
+                        )),
+                    );
+                }
+            }
+            None => reply(post, Err(PostError::ShuttingDown.to_string())),
+        }
+        Ok(Enqueued)
+    }
+}
+
+/// Stores one socket's posts one after the other, so they keep the order they were sent in.
+async fn store_posts(hub: Hub, limits: Limits, mut queue: mpsc::Receiver<QueuedPost>) {
+    while let Some(mut post) = queue.recv().await {
+        let data = std::mem::replace(&mut post.data, Ok(serde_json::Value::Null));
+        let result = match data {
+            Ok(value) => match NewPost::from_value(&value, &limits) {
+                Ok(new) => hub.post(new).await.map(|entry| entry.message.id),
+                Err(e) => Err(e),
+            },
+            Err(e) if e.contains("byte array") => {
+                reply(post, Err(BINARY_REFUSED.to_owned()));
+                continue;
+            }
+            Err(_) => Err(PostError::NotAnObject),
+        };
+        if let Err(e) = &result {
+            if !e.is_client_error() {
+                tracing::warn!(error = %e, "Socket.IO post not stored");
+            }
+        }
+        reply(post, result.map_err(|e| e.to_string()));
+    }
+}
+
+/// Acknowledges a post, or reports its error as `msg:error` when no ack was asked for.
+fn reply(post: QueuedPost, result: Result<u64, String>) {
+    let QueuedPost {
+        ack,
+        wants_ack,
+        socket,
+        ..
+    } = post;
+    let body = match result {
+        Ok(id) => serde_json::json!({ "status": "ok", "id": id }),
+        Err(error) => {
+            let body = serde_json::json!({ "error": error });
+            if !wants_ack {
+                let _ = socket.emit("msg:error", &body);
+            }
+            body
+        }
+    };
+    if wants_ack {
+        let _ = ack.send(&body);
+    }
+}
+
+/// The transport's one hub subscription, fanned out as room broadcasts.
+struct Broadcaster {
+    io: SocketIo,
+    subscription: Subscription,
+    hub: Hub,
+}
+
+impl Broadcaster {
+    async fn run(mut self, mut joins: mpsc::Receiver<Join>, shutdown: CancellationToken) {
+        let mut current = self.subscription.snapshot().clone();
+        loop {
+            tokio::select! {
+                delivery = self.subscription.recv() => match delivery {
+                    Some(Delivery::Event(event)) => {
+                        current = event.snapshot.clone();
+                        self.broadcast(ROOM_GET, &current.json).await;
+                        self.broadcast(ROOM_NEW, &event.entry.json).await;
+                    }
+                    Some(Delivery::Lagged { missed }) => {
+                        tracing::warn!(missed, "Socket.IO fan-out lagged; catching up from the store");
+                        current = self.catch_up().await;
+                    }
+                    None => break,
+                },
+                Some(join) = joins.recv() => self.join(join, &current).await,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Close every Engine.IO session without a Socket.IO disconnect packet, so the official
+        // clients reconnect (and resume) by themselves once rtchat is back.
+        self.io.close().await;
+    }
+
+    async fn broadcast(&self, room: &'static str, json: &Bytes) {
+        let Some(raw) = raw(json) else { return };
+        if let Err(e) = self.io.to(room).emit(room, raw).await {
+            tracing::debug!(error = %e, room, "Socket.IO broadcast did not reach every socket");
+        }
+    }
+
+    /// After a lag: the missed messages as `msg:new`, then a fresh `msg:get`.
+    async fn catch_up(&mut self) -> Arc<Snapshot> {
+        let page_size = self.hub.config().history;
+        loop {
+            match self.subscription.catch_up(page_size).await {
+                Ok(page) => {
+                    for entry in &page.entries {
+                        self.broadcast(ROOM_NEW, &entry.json).await;
+                    }
+                    if !page.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Socket.IO catch-up failed");
+                    break;
+                }
+            }
+        }
+        let snapshot = self.hub.snapshot();
+        self.broadcast(ROOM_GET, &snapshot.json).await;
+        snapshot
+    }
+
+    /// Lets a socket in between two messages: history, what it missed, then the rooms.
+    async fn join(&self, join: Join, current: &Arc<Snapshot>) {
+        let Join { socket, handshake } = join;
+        if !socket.connected() {
+            return;
+        }
+        let upto = self.subscription.last_seen();
+        match handshake.last {
+            Some(last) if last > self.hub.snapshot().last_id => {
+                // Ids this server never handed out: it restarted with an empty store.
+                emit_raw(&socket, ROOM_GET, &with_flag(&current.json, "reset"));
+            }
+            Some(last) => {
+                emit_raw(&socket, ROOM_GET, &current.json);
+                self.resume(&socket, last, upto).await;
+            }
+            None => emit_raw(&socket, ROOM_GET, &current.json),
+        }
+        let rooms: &'static [&'static str] = if handshake.snapshots {
+            &[ROOM_GET, ROOM_NEW]
+        } else {
+            &[ROOM_NEW]
+        };
+        socket.join(rooms);
+        if !socket.connected() {
+            // It left while joining: make sure no room keeps it.
+            socket.leave_all();
+        }
+    }
+
+    /// `msg:since` pages with the messages after `last` up to `upto`, the oldest page first.
+    async fn resume(&self, socket: &SocketRef, mut last: u64, upto: u64) {
+        let page_size = self.hub.config().history;
+        loop {
+            let (entries, more, truncated) = if last >= upto {
+                (Vec::new(), false, false)
+            } else {
+                match self.hub.since(last, page_size).await {
+                    Ok(page) => {
+                        let entries: Vec<_> = page
+                            .entries
+                            .into_iter()
+                            .filter(|e| e.message.id <= upto)
+                            .collect();
+                        let end = entries.last().map_or(upto, |e| e.message.id);
+                        (entries, page.more && end < upto, page.truncated)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "Socket.IO resume failed");
+                        let _ = socket.emit(
+                            "msg:error",
+                            &serde_json::json!({ "error": format!("could not resume: {e}") }),
+                        );
+                        return;
+                    }
+                }
+            };
+            if let Some(newest) = entries.last() {
+                last = newest.message.id;
+            }
+            let flags: &[&str] = match (more, truncated) {
+                (false, false) => &[],
+                (true, false) => &["more"],
+                (false, true) => &["truncated"],
+                (true, true) => &["more", "truncated"],
+            };
+            let body = encode_list_with(entries.iter().rev(), last, flags, "");
+            emit_raw(socket, "msg:since", &body);
+            if !more {
+                return;
+            }
+        }
+    }
+}
+
+fn emit_raw(socket: &SocketRef, event: &str, json: &Bytes) {
+    if let Some(raw) = raw(json) {
+        if let Err(e) = socket.emit(event, raw) {
+            tracing::debug!(error = %e, event, "Socket.IO emit failed");
+        }
+    }
+}
+
+/// The hub's JSON bytes as a value socketioxide writes out verbatim.
+fn raw(json: &Bytes) -> Option<&RawValue> {
+    match serde_json::from_slice::<&RawValue>(json) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            tracing::error!(error = %e, "hub JSON is not valid JSON");
+            None
+        }
+    }
+}
+
+/// Adds `"<flag>":true` to an encoded `{...}` object.
+fn with_flag(body: &Bytes, flag: &str) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + flag.len() + 8);
+    out.extend_from_slice(&body[..body.len() - 1]);
+    out.extend_from_slice(format!(",\"{flag}\":true}}").as_bytes());
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_auth() {
+        let h = Handshake::parse(&serde_json::json!({})).unwrap();
+        assert_eq!((h.last, h.snapshots), (None, true));
+        let h = Handshake::parse(&serde_json::json!({"last": 7, "snapshots": false})).unwrap();
+        assert_eq!((h.last, h.snapshots), (Some(7), false));
+        assert!(Handshake::parse(&serde_json::json!({"last": "7"})).is_err());
+        assert!(Handshake::parse(&serde_json::json!({"last": -1})).is_err());
+        assert!(Handshake::parse(&serde_json::json!({"snapshots": 1})).is_err());
+    }
+
+    #[test]
+    fn raw_json_is_borrowed_verbatim() {
+        let json =
+            Bytes::from_static(br#"{"msg":[{"id":1,"user":"a","text":"\u00e9 \"q\""}],"last":1}"#);
+        let raw = raw(&json).unwrap();
+        assert_eq!(raw.get().as_bytes(), &json[..]);
+        assert!(super::raw(&Bytes::from_static(b"{nope")).is_none());
+    }
+
+    #[test]
+    fn origins() {
+        let guard = Guard {
+            allow_any: false,
+            allow: vec!["http://localhost:3000".into()],
+            max_payload: 1000,
+        };
+        let mut headers = HeaderMap::new();
+        assert!(
+            guard.origin_allowed(&headers, None).is_ok(),
+            "no Origin: not a browser"
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(guard.origin_allowed(&headers, None).is_ok(), "same origin");
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://localhost:3000"),
+        );
+        assert!(
+            guard.origin_allowed(&headers, None).is_ok(),
+            "allowed origin"
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        let err = guard.origin_allowed(&headers, None).unwrap_err();
+        assert!(err.contains("--allow-origin http://evil.example"), "{err}");
+    }
+
+    #[test]
+    fn flags() {
+        let body = Bytes::from_static(b"{\"msg\":[],\"last\":0}");
+        assert_eq!(
+            &with_flag(&body, "reset")[..],
+            b"{\"msg\":[],\"last\":0,\"reset\":true}"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+// One chat across transports: an HTTP/2 page (over HTTPS), an SSE page, a polling page and,
+// when the server has WebSockets, a WebSocket page. Each posts once; every page shows every
+// message, in the same order.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
+import { item, openChat, sendOk, texts, token } from './lib/chat.mjs';
+import { postMessage, probeWebSocket, startServer } from './lib/server.mjs';
+
+let browser;
+let server;
+let hasWs = false;
+before(async () => {
+  [browser, server] = await Promise.all([launchBrowser({ tls: true }), startServer([], { tls: true })]);
+  hasWs = await probeWebSocket(server.url);
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+describe('cross-transport chat', () => {
+  it('HTTP/2, SSE, polling (and WebSocket) pages see each other\'s messages in the same order', { timeout: 40000 }, async (t) => {
+    if (!hasWs) t.diagnostic('the server has no WebSocket yet: no /websocket page in this chat');
+    await scenario(browser, 'cross', async ({ newPage }) => {
+      const history = `history ${token()}`;
+      await postMessage(server.url, 'node', history);
+      const pages = {
+        http2: await openChat(newPage, `${server.httpsUrl}/http2`, 'http2-user'),
+        sse: await openChat(newPage, `${server.url}/sse`, 'sse-user'),
+        polling: await openChat(newPage, `${server.url}/polling?interval=500`, 'polling-user'),
+      };
+      if (hasWs) pages.websocket = await openChat(newPage, `${server.url}/websocket`, 'websocket-user');
+      for (const page of Object.values(pages)) await item(page, history).waitFor();
+
+      const sent = [];
+      for (const [name, page] of Object.entries(pages)) {
+        const text = `from the ${name} page ${token()}`;
+        await sendOk(page, text);
+        sent.push(text);
+      }
+      const expected = [...sent].reverse().concat(history);
+      for (const [name, page] of Object.entries(pages)) {
+        for (const text of sent) await item(page, text).waitFor();
+        assert.deepEqual(await texts(page), expected, `${name} shows every message, newest first`);
+        const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => e.dataset.id));
+        assert.deepEqual(ids, expected.map((_, i) => String(expected.length - i)), `${name}: ids`);
+        const users = await page.locator('#messages > li .msg-user').allTextContents();
+        assert.deepEqual(users.slice(0, sent.length),
+          Object.keys(pages).map((n) => `${n}-user`).reverse(), `${name}: users`);
+      }
+      await saveScreenshot(pages.sse, 'cross-sse.png');
+    }, { server });
+  });
+});

@@ -1,0 +1,243 @@
+// Browser tests of the /http2 page: the `GET /msgs` snapshot stream read with fetch + a
+// streaming body reader, over HTTPS (HTTP/2) against a real rtchat server with TLS.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
+import {
+  debug, gotoOk, item, openChat, send, sendOk, texts, token, waitDot, waitPostError,
+} from './lib/chat.mjs';
+import { postMessage, startServer } from './lib/server.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser({ tls: true }); });
+after(async () => { await browser?.close(); });
+
+/** Record the protocol ("h2", "http/1.1") of every response a page gets, by path. */
+async function watchProtocols(page) {
+  const seen = [];
+  const cdp = await page.context().newCDPSession(page);
+  cdp.on('Network.responseReceived', (e) => {
+    seen.push({ path: new URL(e.response.url).pathname, method: e.type, protocol: e.response.protocol });
+  });
+  await cdp.send('Network.enable');
+  return seen;
+}
+
+/** POST /msgs from Node over plain HTTP (same server, same validation). */
+async function postMsgs(baseUrl, body) {
+  const res = await fetch(`${baseUrl}/msgs`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+describe('http2: two pages over HTTPS', () => {
+  let server;
+  before(async () => { server = await startServer([], { tls: true }); });
+  after(async () => { await server?.stop(); });
+
+  it('two /http2 pages chat over h2; history, live messages, no http note', { timeout: 30000 }, async () => {
+    await scenario(browser, 'http2-two-pages', async ({ newPage }) => {
+      const before1 = `history ${token()}`;
+      assert.equal((await postMessage(server.url, 'node', before1)).status, 200);
+
+      const a = await newPage();
+      const protocols = await watchProtocols(a);
+      await gotoOk(a, `${server.httpsUrl}/http2`);
+      await waitDot(a, 'ok');
+      await item(a, before1).waitFor();
+      await a.fill('#user', 'alice');
+      const b = await openChat(newPage, `${server.httpsUrl}/http2`, 'bob');
+      await item(b, before1).waitFor();
+
+      const hello = `hello from alice ${token()}`;
+      await sendOk(a, hello);
+      await item(b, hello).waitFor();
+      assert.equal(await item(b, hello).locator('.msg-user').textContent(), 'alice');
+      const reply = `hi alice, bob here ${token()}`;
+      await sendOk(b, reply);
+      await item(a, reply).waitFor();
+      const fromNode = `from another client ${token()}`;
+      await postMessage(server.url, 'node', fromNode);
+      await item(a, fromNode).waitFor();
+      await item(b, fromNode).waitFor();
+      assert.deepEqual((await texts(a)).slice(0, 4), [fromNode, reply, hello, before1], 'newest first');
+      assert.deepEqual(await texts(b), await texts(a));
+
+      // HTTP/2 for the page, its GET /msgs stream and its POST /msgs.
+      const nav = await a.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+      assert.equal(nav, 'h2', 'the page came over h2');
+      const msgs = protocols.filter((p) => p.path === '/msgs');
+      assert.ok(msgs.length >= 2, `GET and POST /msgs seen: ${JSON.stringify(protocols)}`);
+      assert.ok(msgs.every((p) => p.protocol === 'h2'), `every /msgs response is h2: ${JSON.stringify(msgs)}`);
+      const post = await a.evaluate(() => performance.getEntriesByType('resource')
+        .filter((e) => new URL(e.name).pathname === '/msgs').map((e) => e.nextHopProtocol));
+      assert.ok(post.length >= 1 && post.every((p) => p === 'h2'), `finished /msgs requests: ${post}`);
+
+      assert.equal(await a.locator('#h2-note').isHidden(), true, 'no http note over https');
+      assert.match(await a.locator('#status-dot').getAttribute('aria-label'), /HTTP\/2/);
+      const d = await debug(a);
+      assert.equal(d.connects, 1, 'one stream for the whole chat');
+      assert.equal(d.badLines, 0);
+      assert.ok(d.snapshots >= 4, `snapshots read: ${d.snapshots}`);
+      await saveScreenshot(a, 'http2-two-users.png');
+    }, { server });
+  });
+
+  it('shows the server\'s error for an invalid post and keeps the text', { timeout: 30000 }, async () => {
+    await scenario(browser, 'http2-post-errors', async ({ newPage }) => {
+      const page = await openChat(newPage, `${server.httpsUrl}/http2`, 'carol');
+      const longName = 'x'.repeat(65);
+      const bad1 = await postMsgs(server.url, { user: longName, text: 'too long name' });
+      assert.equal(bad1.status, 422);
+      const bad2 = await postMsgs(server.url, { user: 'carol', text: '   ' });
+      assert.equal(bad2.status, 422);
+
+      const rejected = `rejected ${token()}`;
+      await page.fill('#user', longName);
+      await send(page, rejected);
+      await waitPostError(page, bad1.body.error);
+      assert.equal(await page.inputValue('#text'), rejected, 'the text is kept');
+
+      await page.fill('#user', 'carol');
+      await send(page, '   ');
+      await waitPostError(page, bad2.body.error);
+
+      const ok = `ok ${token()}`;
+      await sendOk(page, ok);
+      await waitPostError(page, '');
+      assert.equal(await item(page, rejected).count(), 0, 'nothing was stored');
+    }, { server });
+  });
+
+  it('over plain http: a note links to the HTTPS page, and the stream still works (HTTP/1.1)', { timeout: 30000 }, async () => {
+    await scenario(browser, 'http2-plain-http', async ({ newPage }) => {
+      const page = await openChat(newPage, `${server.url}/http2`, 'dave');
+      const note = page.locator('#h2-note');
+      await note.waitFor();
+      assert.match(await note.textContent(), /open https:\/\/localhost:8443\/http2 for HTTP\/2/i);
+      assert.equal(await note.locator('a').getAttribute('href'), 'https://localhost:8443/http2');
+      const text = `over http/1.1 ${token()}`;
+      await sendOk(page, text);
+      await postMessage(server.url, 'node', `${text} again`);
+      await item(page, `${text} again`).waitFor();
+    }, { server });
+  });
+});
+
+describe('http2: reading the stream', () => {
+  // A stub server (plain HTTP/1.1) that serves the real page and assets from rtchat but writes
+  // its own /msgs: several snapshots in one chunk, a snapshot cut into pieces (inside a
+  // multi-byte character too), garbage lines, then the end of the stream.
+  let server;
+  let stub;
+  let stubUrl;
+  let streams = 0;
+  const snap = (msgs) => `${JSON.stringify({ msg: msgs, last: msgs.length ? msgs[0].id : 0 })}\n`;
+  const m = (id, text) => ({ id, user: 'stub', text, time: 1795779062042 + id });
+  before(async () => {
+    server = await startServer();
+    stub = http.createServer(async (req, res) => {
+      if (req.url === '/msgs') {
+        streams += 1;
+        res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-cache' });
+        if (streams > 1) { // the reconnect: one snapshot, kept open
+          res.write(snap([m(4, 'after reconnect'), m(3, 'héllo ✓ wörld'), m(2, 'two'), m(1, 'one')]));
+          req.on('close', () => res.end());
+          return;
+        }
+        const released = new Promise((r) => { stub.release = r; });
+        const third = Buffer.from(snap([m(3, 'héllo ✓ wörld'), m(2, 'two'), m(1, 'one')]));
+        const cut = third.indexOf(Buffer.from('✓')) + 1; // inside the 3-byte check mark
+        const parts = [
+          Buffer.from(snap([m(1, 'one')]) + snap([m(2, 'two'), m(1, 'one')])), // two lines at once
+          Buffer.from('not json\n\n'),
+          third.subarray(0, 10), third.subarray(10, cut), third.subarray(cut), // one line in three
+        ];
+        for (const p of parts) {
+          res.write(p);
+          await new Promise((r) => setTimeout(r, 60));
+        }
+        // Wait for the test to see the third snapshot, then end with a partial line.
+        await released;
+        res.end('{"msg":[{"id":9,"user":"stub","text":"never sh');
+        return;
+      }
+      const up = await fetch(`${server.url}${req.url}`);
+      res.writeHead(up.status, { 'Content-Type': up.headers.get('content-type') || 'text/plain' });
+      res.end(Buffer.from(await up.arrayBuffer()));
+    });
+    await new Promise((r) => stub.listen(0, '127.0.0.1', r));
+    stubUrl = `http://127.0.0.1:${stub.address().port}`;
+  });
+  after(async () => {
+    stub?.closeAllConnections();
+    await new Promise((r) => (stub ? stub.close(r) : r()));
+    await server?.stop();
+  });
+
+  it('renders the newest complete snapshot whatever the chunking, then reconnects at once', { timeout: 30000 }, async () => {
+    await scenario(browser, 'http2-chunking', async ({ newPage }) => {
+      const page = await newPage();
+      await gotoOk(page, `${stubUrl}/http2?base=5000`);
+      await page.locator('#messages > li').nth(2).waitFor();
+      assert.deepEqual(await texts(page), ['héllo ✓ wörld', 'two', 'one']);
+      let d = await debug(page);
+      assert.equal(d.snapshots, 2, 'the two lines read at once render as one snapshot, the newest');
+      assert.equal(d.badLines, 1, 'the garbage line is skipped');
+      assert.equal(d.last, 3);
+      stub.release();
+      // The stream ends (with half a line, never shown): red, then a reconnect at once.
+      await item(page, 'after reconnect').waitFor();
+      await waitDot(page, 'ok');
+      d = await debug(page);
+      assert.equal(d.connects, 2);
+      assert.deepEqual(d.delays, [0], 'the first retry is immediate');
+      assert.equal(await item(page, 'never sh').count(), 0);
+      assert.equal(await page.locator('#messages > li').count(), 4);
+      assert.match(await page.locator('#stream-status').textContent(), /Reconnected/);
+    }, { server });
+  });
+});
+
+describe('http2: server restart on the same ports', () => {
+  let server;
+  let second;
+  before(async () => { server = await startServer([], { tls: true }); });
+  after(async () => {
+    await second?.stop();
+    await server?.stop();
+  });
+
+  it('the dot turns red when the server stops, green after a restart, and the chat works', { timeout: 40000 }, async () => {
+    await scenario(browser, 'http2-restart', async ({ newPage }) => {
+      const page = await openChat(newPage, `${server.httpsUrl}/http2?base=200&cap=1000`, 'erin');
+      const old = `before restart ${token()}`;
+      await sendOk(page, old);
+
+      await server.stop({ keepDataDir: true });
+      await waitDot(page, 'error');
+      assert.match(await page.locator('#status-dot').getAttribute('aria-label'), /Disconnected/);
+
+      second = await startServer([], {
+        tls: true,
+        listen: `127.0.0.1:${server.port}`,
+        tlsListen: `127.0.0.1:${server.tlsPort}`,
+        dataDir: server.dataDir,
+        ownDataDir: true,
+      });
+      assert.equal(second.httpsUrl, server.httpsUrl);
+      await waitDot(page, 'ok');
+      // The new server's (empty) history replaces the old one.
+      await page.waitForFunction(() => document.querySelectorAll('#messages > li').length === 0);
+      const fresh = `after restart ${token()}`;
+      await sendOk(page, fresh);
+      assert.deepEqual(await texts(page), [fresh]);
+      const d = await debug(page);
+      assert.equal(d.failures, 0, 'backoff reset');
+      assert.ok(d.connects >= 3, `reconnected: ${d.connects} connects`);
+      assert.equal(d.delays[0], 0, 'the first retry is immediate');
+    }, { server });
+  });
+});

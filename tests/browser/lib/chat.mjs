@@ -1,0 +1,52 @@
+// Helpers shared by the chat page tests (every page has the same form, list and dot).
+import assert from 'node:assert/strict';
+
+export const token = () => Math.random().toString(36).slice(2, 8);
+
+/** A message <li> in a page's list, found by (unique) text. */
+export const item = (page, text) => page.locator('#messages > li', { hasText: text });
+
+/** The texts of a page's messages, in the order shown (newest first). */
+export const texts = (page) => page.locator('#messages > li .msg-text').allTextContents();
+
+/** Navigate and insist on a 200 (a 404 page would otherwise only show up as a timeout). */
+export async function gotoOk(page, url) {
+  const res = await page.goto(url);
+  assert.equal(res?.status(), 200, `GET ${url}`);
+  return res;
+}
+
+/** Wait until the presence dot is in `state` ('ok', 'error', 'connecting'). */
+export function waitDot(page, state, timeout) {
+  return page.waitForFunction(
+    (s) => document.getElementById('status-dot')?.dataset.state === s, state, timeout ? { timeout } : undefined);
+}
+
+/** Open a chat page, wait for a green dot, and set the user name. */
+export async function openChat(newPage, url, user, ctx) {
+  const page = await newPage(ctx);
+  await gotoOk(page, url);
+  await waitDot(page, 'ok');
+  if (user !== undefined) await page.fill('#user', user);
+  return page;
+}
+
+/** Type a message and press Enter. */
+export async function send(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+/** Send, and wait until the page's own POST/frame was answered (the input is cleared). */
+export async function sendOk(page, text) {
+  await send(page, text);
+  await page.waitForFunction(() => document.getElementById('text').value === '');
+  await item(page, text).waitFor();
+}
+
+/** Wait until the post error line reads exactly `text`. */
+export function waitPostError(page, text) {
+  return page.waitForFunction((t) => document.getElementById('post-error').textContent === t, text);
+}
+
+export const debug = (page) => page.evaluate(() => ({ ...window.rtchatDebug }));

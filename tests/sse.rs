@@ -1,0 +1,223 @@
+//! Server-Sent Events (`GET /events`) against a real rtchat process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, post, stat, wait_for_stat, Server};
+use serde_json::Value;
+
+/// One parsed SSE block: a comment, or an event with its fields.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Block {
+    comment: Option<String>,
+    event: Option<String>,
+    id: Option<String>,
+    data: Option<String>,
+    retry: Option<String>,
+}
+
+/// Reads an SSE response block by block, as `EventSource` would.
+struct SseReader {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    async fn open(req: reqwest::RequestBuilder) -> SseReader {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        SseReader {
+            res,
+            buf: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Block {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let mut block = Block::default();
+                for line in raw.lines().filter(|l| !l.is_empty()) {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                    match field {
+                        "" => block.comment = Some(value),
+                        "event" => block.event = Some(value),
+                        "id" => block.id = Some(value),
+                        "data" => block.data = Some(value),
+                        "retry" => block.retry = Some(value),
+                        other => panic!("unexpected field {other:?}"),
+                    }
+                }
+                return block;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next message event (skipping heartbeats), as `(id, message)`.
+    async fn message(&mut self) -> (u64, Value) {
+        loop {
+            let block = self.next().await;
+            if block.comment.is_some() {
+                continue;
+            }
+            assert_eq!(
+                block.event, None,
+                "messages use the default event type: {block:?}"
+            );
+            let id: u64 = block.id.unwrap().parse().unwrap();
+            let msg: Value = serde_json::from_str(&block.data.unwrap()).unwrap();
+            assert_eq!(msg["id"], id, "id: is the message id");
+            return (id, msg);
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_then_live_events_with_a_retry_hint() {
+    let server = Server::start(&[]);
+    post(&server, "ann", "one").await;
+    post(&server, "bob", "two").await;
+    let mut sse = SseReader::open(client().get(server.url("/events"))).await;
+    assert_eq!(sse.next().await.retry.as_deref(), Some("2000"));
+    let (id, m) = sse.message().await;
+    assert_eq!(
+        (id, m["text"].as_str().unwrap()),
+        (1, "one"),
+        "history oldest first"
+    );
+    assert_eq!(sse.message().await.0, 2);
+    post(&server, "cy", "live").await;
+    let (id, m) = sse.message().await;
+    assert_eq!(id, 3);
+    assert_eq!(m["user"], "cy");
+    assert_eq!(m["text"], "live");
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_with_exactly_the_missed_messages() {
+    let server = Server::start(&["--history", "3"]);
+    for i in 1..=10 {
+        post(&server, "u", &format!("m{i}")).await;
+    }
+    // More missed (8) than the history holds (3): the rest come from the store.
+    let mut sse = SseReader::open(
+        client()
+            .get(server.url("/events"))
+            .header("last-event-id", "2"),
+    )
+    .await;
+    sse.next().await; // retry
+    for want in 3..=10 {
+        assert_eq!(sse.message().await.0, want);
+    }
+    post(&server, "u", "m11").await;
+    assert_eq!(sse.message().await.0, 11, "then live, with no duplicate");
+}
+
+#[tokio::test]
+async fn since_query_resumes_and_last_event_id_wins_over_it() {
+    let server = Server::start(&[]);
+    for i in 1..=5 {
+        post(&server, "u", &format!("m{i}")).await;
+    }
+    let mut sse = SseReader::open(client().get(server.url("/events?since=3"))).await;
+    sse.next().await;
+    assert_eq!(sse.message().await.0, 4);
+    assert_eq!(sse.message().await.0, 5);
+
+    let mut sse = SseReader::open(
+        client()
+            .get(server.url("/events?since=1"))
+            .header("last-event-id", "4"),
+    )
+    .await;
+    sse.next().await;
+    assert_eq!(sse.message().await.0, 5);
+}
+
+#[tokio::test]
+async fn msgs_with_accept_event_stream_is_sse() {
+    let server = Server::start(&[]);
+    post(&server, "ann", "hello").await;
+    let mut sse = SseReader::open(
+        client()
+            .get(server.url("/msgs"))
+            .header("accept", "text/event-stream"),
+    )
+    .await;
+    sse.next().await;
+    assert_eq!(sse.message().await.1["text"], "hello");
+}
+
+#[tokio::test]
+async fn heartbeat_comments_arrive_on_an_idle_stream() {
+    let server = Server::start(&["--sse-heartbeat", "0.2"]);
+    let mut sse = SseReader::open(client().get(server.url("/events"))).await;
+    sse.next().await;
+    let block = sse.next().await;
+    assert_eq!(block.comment.as_deref(), Some("keepalive"), "{block:?}");
+    assert_eq!(sse.next().await.comment.as_deref(), Some("keepalive"));
+}
+
+#[tokio::test]
+async fn an_id_this_server_never_gave_gets_a_reset_then_the_history() {
+    let server = Server::start(&[]);
+    post(&server, "ann", "new life").await;
+    let mut sse = SseReader::open(
+        client()
+            .get(server.url("/events"))
+            .header("last-event-id", "99"),
+    )
+    .await;
+    sse.next().await;
+    let reset = sse.next().await;
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&reset.data.unwrap()).unwrap()["last"],
+        1
+    );
+    assert_eq!(sse.message().await.1["text"], "new life");
+}
+
+#[tokio::test]
+async fn bad_resume_ids_are_400() {
+    let server = Server::start(&[]);
+    let res = client()
+        .get(server.url("/events"))
+        .header("last-event-id", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("Last-Event-ID"));
+    let res = client()
+        .get(server.url("/events?since=-4"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn closing_the_event_stream_unsubscribes() {
+    let server = Server::start(&[]);
+    let before = stat(&server, "subscribers").await;
+    let mut sse = SseReader::open(client().get(server.url("/events"))).await;
+    sse.next().await;
+    wait_for_stat(&server, "subscribers", before + 1).await;
+    drop(sse);
+    wait_for_stat(&server, "subscribers", before).await;
+}

@@ -1,0 +1,218 @@
+/*
+ * rtchat HTTP/2 streaming client (the course's HTTP/2 page).
+ *
+ * - Reads `GET /msgs` with fetch and a streaming body reader: the server never finishes the
+ *   response and writes a full snapshot `{"msg":[...],"last":N}` (newest first) followed by
+ *   "\n" at once and after every new message. The page splits the bytes on newlines (a read
+ *   may hold part of a line, or several lines) and renders the newest complete snapshot.
+ * - Posts with `POST /msgs` (JSON), showing the server's `{"error"}` text on 4xx.
+ * - Presence dot: green while the stream is open, red when it ends or fails.
+ * - Reconnects when the stream ends: at once after the first failure, then base, 2×base, …
+ *   capped, ±jitter; reset once a snapshot arrives.
+ * - Over plain http the browser reads the stream over HTTP/1.1: a note points to HTTPS.
+ *
+ * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
+ * Read-only debug hook: window.rtchatDebug.
+ */
+(function () {
+  'use strict';
+
+  var C = window.RtChat;
+  var STREAM_URL = '/msgs';
+  var HTTPS_PAGE = 'https://localhost:8443/http2';
+
+  var cfg = Object.freeze({
+    base: C.numParam('base', 1000),
+    cap: C.numParam('cap', 30000),
+    jitter: Math.min(C.numParam('jitter', 0.2), 1)
+  });
+
+  var state = {
+    open: false,        // a /msgs response is being read
+    failures: 0,        // consecutive attempts that ended without a snapshot
+    connects: 0,        // GET /msgs requests issued
+    snapshots: 0,       // snapshots rendered (all connections)
+    badLines: 0,        // lines that were not a snapshot
+    last: null,         // `last` of the newest snapshot
+    timer: null,
+    delays: [],         // the scheduled reconnect delays (ms), oldest first
+    lastError: '',
+    messages: []
+  };
+
+  var els = {
+    list: document.getElementById('messages'),
+    empty: document.getElementById('empty'),
+    dot: document.getElementById('status-dot'),
+    status: document.getElementById('status-text'),
+    line: document.getElementById('stream-status'),
+    note: document.getElementById('h2-note'),
+    form: document.getElementById('composer'),
+    user: document.getElementById('user'),
+    text: document.getElementById('text'),
+    send: document.getElementById('send'),
+    error: document.getElementById('post-error')
+  };
+
+  /** The protocol the page itself came over ("h2", "http/1.1"), when the browser says. */
+  function pageProtocol() {
+    try {
+      var nav = performance.getEntriesByType('navigation')[0];
+      return (nav && nav.nextHopProtocol) || '';
+    } catch (e) {
+      return '';
+    }
+  }
+
+  function showNote() {
+    if (!els.note) return;
+    if (window.location.protocol === 'https:') {
+      els.note.hidden = true;
+      return;
+    }
+    // Built with text nodes only; the address is fixed (the page can't know the HTTPS port).
+    els.note.textContent = '';
+    els.note.appendChild(document.createTextNode('Plain http: the stream runs over HTTP/1.1 here. Open '));
+    var a = document.createElement('a');
+    a.href = HTTPS_PAGE;
+    a.textContent = HTTPS_PAGE;
+    els.note.appendChild(a);
+    els.note.appendChild(document.createTextNode(' for HTTP/2.'));
+    els.note.hidden = false;
+  }
+
+  function setLine(text) {
+    if (els.line) els.line.textContent = text;
+  }
+
+  function applySnapshot(data) {
+    state.snapshots += 1;
+    state.messages = C.mergeMessages([], data.msg, C.HISTORY);
+    if (typeof data.last === 'number' && isFinite(data.last)) state.last = data.last;
+    if (els.empty) els.empty.textContent = 'No messages yet.';
+    C.renderMessages(els.list, state.messages, els.empty);
+  }
+
+  /** Parse one line; a snapshot object or null. */
+  function parseLine(line) {
+    var t = line.trim();
+    if (!t) return null;
+    try {
+      var data = JSON.parse(t);
+      if (data && typeof data === 'object' && Array.isArray(data.msg)) return data;
+    } catch (e) { /* fall through */ }
+    state.badLines += 1;
+    return null;
+  }
+
+  function connect() {
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.connects += 1;
+    var gotSnapshot = false;
+    var proto = pageProtocol();
+    C.setPresence(els.dot, 'connecting', 'Connecting to ' + STREAM_URL + '…', els.status, 'connecting');
+
+    fetch(STREAM_URL, { cache: 'no-store', headers: { Accept: 'text/plain' } }).then(function (res) {
+      if (!res.ok) {
+        return res.text().then(function (raw) {
+          var body = null;
+          try { body = JSON.parse(raw); } catch (e) { body = null; }
+          throw new Error(C.responseError(res, body));
+        });
+      }
+      if (!res.body || typeof res.body.getReader !== 'function') {
+        throw new Error('this browser cannot read a streaming response body');
+      }
+      state.open = true;
+      var how = proto === 'h2' ? 'HTTP/2' : (proto || 'HTTP');
+      C.setPresence(els.dot, 'ok', 'Connected: reading the ' + STREAM_URL + ' stream (' + how + ')',
+        els.status, 'live · ' + how);
+      var reader = res.body.getReader();
+      var decoder = new TextDecoder('utf-8');
+      var buffer = '';
+
+      function handle(lines) {
+        var latest = null;
+        for (var i = 0; i < lines.length; i++) {
+          var data = parseLine(lines[i]);
+          if (data) latest = data; // later lines are newer snapshots: only the last counts
+        }
+        if (latest) {
+          if (!gotSnapshot) {
+            gotSnapshot = true;
+            state.failures = 0;
+            state.lastError = '';
+            setLine(state.connects > 1 ? 'Reconnected: showing the server\'s current messages.' : '');
+          }
+          applySnapshot(latest);
+        }
+      }
+
+      function pump() {
+        return reader.read().then(function (r) {
+          if (r.done) {
+            buffer += decoder.decode();
+            handle([buffer]);
+            buffer = '';
+            return;
+          }
+          buffer += decoder.decode(r.value, { stream: true });
+          var lines = buffer.split('\n');
+          buffer = lines.pop(); // an incomplete last line waits for the next read
+          handle(lines);
+          return pump();
+        });
+      }
+      return pump().then(function () {
+        throw new Error('the server ended the stream');
+      });
+    }).catch(function (err) {
+      onEnd(err);
+    });
+  }
+
+  function onEnd(err) {
+    state.open = false;
+    state.failures += 1;
+    var msg = (err && err.message) || String(err);
+    if (err && err.name === 'TypeError') msg = 'network error (' + msg + ')';
+    state.lastError = msg;
+    var delay = C.backoffDelay(state.failures, cfg);
+    state.delays.push(delay);
+    if (state.delays.length > 50) state.delays.shift();
+    var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
+    C.setPresence(els.dot, 'error', 'Disconnected (' + msg + '); ' + when + ' — ' +
+      state.failures + ' failed in a row', els.status, 'offline · retrying');
+    setLine('Disconnected (' + msg + '); ' + when + '.');
+    state.timer = setTimeout(connect, delay);
+  }
+
+  C.bindComposer({
+    form: els.form,
+    userInput: els.user,
+    textInput: els.text,
+    button: els.send,
+    errorEl: els.error,
+    send: function (user, text) { return C.postMessage(STREAM_URL, user, text); }
+    // The new message arrives as the stream's next snapshot.
+  });
+
+  window.rtchatDebug = Object.freeze({
+    get open() { return state.open; },
+    get failures() { return state.failures; },
+    get connects() { return state.connects; },
+    get snapshots() { return state.snapshots; },
+    get badLines() { return state.badLines; },
+    get last() { return state.last; },
+    get delays() { return state.delays.slice(); },
+    get lastError() { return state.lastError; },
+    get count() { return state.messages.length; },
+    get protocol() { return pageProtocol(); },
+    config: cfg
+  });
+
+  showNote();
+  C.renderMessages(els.list, [], els.empty);
+  connect();
+})();
