@@ -107,6 +107,18 @@ struct ServeArgs {
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
 
+    /// Largest WebSocket message accepted, in bytes (larger ones close with 1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
+    ws_max_message: u32,
+
+    /// Seconds of silence after which a WebSocket gets a keepalive ping.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    ws_ping_interval: f64,
+
+    /// Seconds a WebSocket peer has to answer a keepalive ping before it is dropped (1011).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
+    ws_pong_timeout: f64,
+
     /// Seconds between Socket.IO pings.
     #[arg(long, value_name = "SECONDS", default_value_t = 25.0, value_parser = positive_seconds)]
     sio_ping_interval: f64,
@@ -264,6 +276,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         allow_origins: args.allow_origin,
         h2_max_streams: args.h2_max_streams,
         sse_heartbeat: Duration::from_secs_f64(args.sse_heartbeat),
+        websocket: rtchat_ws::Config {
+            ping_interval: Some(Duration::from_secs_f64(args.ws_ping_interval)),
+            pong_timeout: Duration::from_secs_f64(args.ws_pong_timeout),
+            ..rtchat_ws::Config::default().with_max_message_size(args.ws_max_message as usize)
+        },
         sio_ping_interval: Duration::from_secs_f64(args.sio_ping_interval),
         sio_ping_timeout: Duration::from_secs_f64(args.sio_ping_timeout),
         sio_max_payload: args.sio_max_payload as usize,

@@ -105,6 +105,51 @@ describe('sse: resume after the connection drops', () => {
   });
 });
 
+describe('sse: when the browser gives up', () => {
+  const s = withServer();
+  let proxy;
+  before(async () => { proxy = await startProxy(s.server.port); });
+  after(async () => { await proxy?.close(); });
+
+  it('after an HTTP error closes the EventSource, the page opens a new one with ?since=<newest id>', { timeout: 30000 }, async () => {
+    await scenario(browser, 'sse-give-up', async ({ newPage }) => {
+      const page = await newPage();
+      const urls = [];
+      let refuse = 0;
+      await page.route((url) => url.pathname === '/events', (route) => {
+        urls.push(new URL(route.request().url()).search);
+        if (refuse > 0) {
+          refuse -= 1;
+          return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"down"}' });
+        }
+        return route.continue();
+      });
+      await gotoOk(page, `${proxy.url}/sse?base=200&cap=1000&jitter=0`);
+      await waitDot(page, 'ok');
+      const first = `first ${token()}`;
+      const firstId = await post(s.server.url, 'node', first);
+      await item(page, first).waitFor();
+
+      // The browser's reconnect gets a 503: EventSource gives up (CLOSED) and the page takes
+      // over, with backoff: at once (503 again), then 200 ms, which works.
+      refuse = 2;
+      proxy.cut();
+      await waitDot(page, 'error');
+      const missed = `missed ${token()}`;
+      await post(s.server.url, 'node', missed);
+      await item(page, missed).waitFor();
+      await waitDot(page, 'ok');
+      const d = await debug(page);
+      assert.equal(d.recreated, 2, 'the page opened two EventSources of its own');
+      assert.deepEqual(d.delays, [0, 200]);
+      assert.equal(d.failures, 0);
+      assert.deepEqual(urls.slice(-2), [`?since=${firstId}`, `?since=${firstId}`]);
+      assert.equal(await page.locator('#stream-status').textContent(), `Resumed after message ${firstId} — nothing missed.`);
+      assert.equal(await item(page, first).count(), 1);
+    }, { server: s.server });
+  });
+});
+
 describe('sse: truncated', () => {
   const s = withServer(['--history', '2', '--retain', '2']);
   let proxy;

@@ -15,6 +15,7 @@
 //! re-read the missed messages from the store, so nothing is lost. A client whose socket
 //! stops draining altogether is disconnected by its transport's write timeout.
 
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,15 +49,42 @@ impl Default for HubConfig {
     }
 }
 
+/// Encodings of one message or snapshot for particular wire formats (an SSE event, a
+/// WebSocket frame, ...), each made by the first subscriber that needs it and shared by the
+/// rest, so a message fanned out to N clients is encoded once per wire format, not N times.
+/// Each wire format is a type of its own (a newtype), which is also the lookup key.
+#[derive(Default)]
+pub struct Encodings(Mutex<Vec<Box<dyn Any + Send + Sync>>>);
+
+impl Encodings {
+    /// The cached value of type `T`, or the one `make` returns (then cached).
+    pub fn get_or_insert_with<T: Clone + Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = all.iter().find_map(|e| e.downcast_ref::<T>()) {
+            return found.clone();
+        }
+        let made = make();
+        all.push(Box::new(made.clone()));
+        made
+    }
+}
+
+impl std::fmt::Debug for Encodings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encodings")
+    }
+}
+
 /// A stored message together with its JSON encoding, made once and shared by every sender.
 #[derive(Debug)]
 pub struct Entry {
     pub message: Message,
     /// `{"id":..,"user":..,"text":..,"time":..}`
     pub json: Bytes,
-    /// Transport-specific encodings (an SSE event, a typed WebSocket frame, ...), each made
-    /// by the first subscriber that needs it and shared by the rest.
-    encodings: Mutex<Vec<(&'static str, Bytes)>>,
+    encodings: Encodings,
 }
 
 impl Entry {
@@ -65,21 +93,14 @@ impl Entry {
         Arc::new(Entry {
             message,
             json: json.into(),
-            encodings: Mutex::new(Vec::new()),
+            encodings: Encodings::default(),
         })
     }
 
-    /// The encoding of this message named `key`, made by `encode` on first use and shared
-    /// by every later caller, so a message fanned out to N clients is encoded once per wire
-    /// format rather than N times. `key` names one wire format for the whole program.
-    pub fn encoded(&self, key: &'static str, encode: impl FnOnce(&Entry) -> Bytes) -> Bytes {
-        let mut encodings = self.encodings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, bytes)) = encodings.iter().find(|(k, _)| *k == key) {
-            return bytes.clone();
-        }
-        let bytes = encode(self);
-        encodings.push((key, bytes.clone()));
-        bytes
+    /// This message in the wire format `T`, encoded by `encode` on first use and shared by
+    /// every later caller (see [`Encodings`]).
+    pub fn encoded<T: Clone + Send + Sync + 'static>(&self, encode: impl FnOnce(&Entry) -> T) -> T {
+        self.encodings.get_or_insert_with(|| encode(self))
     }
 }
 
@@ -95,6 +116,7 @@ pub struct Snapshot {
     pub json: Bytes,
     /// The same followed by a newline, for newline-delimited streams (same allocation).
     pub json_line: Bytes,
+    encodings: Encodings,
 }
 
 impl Snapshot {
@@ -107,7 +129,16 @@ impl Snapshot {
             last_id,
             json,
             json_line,
+            encodings: Encodings::default(),
         }
+    }
+
+    /// This snapshot in the wire format `T`, encoded once and shared (see [`Encodings`]).
+    pub fn encoded<T: Clone + Send + Sync + 'static>(
+        &self,
+        encode: impl FnOnce(&Snapshot) -> T,
+    ) -> T {
+        self.encodings.get_or_insert_with(|| encode(self))
     }
 
     fn with(&self, newest: Arc<Entry>, history: usize) -> Snapshot {

@@ -12,8 +12,8 @@ pub mod message;
 pub mod store;
 
 pub use hub::{
-    encode_list, encode_list_with, now_millis, Delivery, Entry, Event, Hub, HubConfig, Since,
-    Snapshot, Subscription,
+    encode_list, encode_list_with, now_millis, Delivery, Encodings, Entry, Event, Hub, HubConfig,
+    Since, Snapshot, Subscription,
 };
 pub use message::{Limits, Message, NewPost, PostError};
 pub use store::{MemoryStore, Page, Store, StoreError};

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Concurrent streams allowed on one HTTP/2 connection.
     pub h2_max_streams: u32,
+    /// Limits and timers of each WebSocket connection.
+    pub websocket: rtchat_ws::Config,
     /// How often an idle Server-Sent Events stream gets a comment line, to keep proxies from
     /// closing it.
     pub sse_heartbeat: Duration,
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             max_body: 64 * 1024,
             h2_max_streams: 1024,
             sse_heartbeat: Duration::from_secs(15),
+            websocket: rtchat_ws::Config::default(),
             sio_ping_interval: Duration::from_secs(25),
             sio_ping_timeout: Duration::from_secs(20),
             sio_max_payload: 100_000,

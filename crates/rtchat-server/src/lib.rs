@@ -8,6 +8,7 @@ mod api;
 mod assets;
 pub mod config;
 mod listener;
+pub mod origin;
 mod request_log;
 mod router;
 pub mod tls;
@@ -111,13 +112,28 @@ impl Server {
         };
         let shutdown = self.state.shutdown.clone();
         let plain = listener::serve(self.listener, None, app.clone(), settings, shutdown.clone());
-        match self.tls {
-            Some((tls_listener, tls)) => {
-                let secure =
-                    listener::serve(tls_listener, Some(tls.config), app, settings, shutdown);
-                tokio::join!(plain, secure);
+        let secure = async {
+            if let Some((tls_listener, tls)) = self.tls {
+                let config = Some(tls.config);
+                listener::serve(tls_listener, config, app, settings, shutdown.clone()).await;
             }
-            None => plain.await,
-        }
+        };
+        // Upgraded connections (WebSockets) are no longer HTTP connections: wait for their
+        // closing handshakes alongside, which they start when shutdown fires.
+        let tasks = self.state.tasks.clone();
+        let upgraded = async {
+            shutdown.cancelled().await;
+            tasks.close();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = tasks.len(),
+                    "WebSockets still open after 2 s; closing anyway"
+                );
+            }
+        };
+        tokio::join!(plain, secure, upgraded);
     }
 }

@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use rtchat_core::Hub;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::ApiError;
 use crate::config::ServerConfig;
+use crate::origin::OriginPolicy;
 use crate::{assets, request_log, transport};
 
 /// What every handler can reach: the chat, the settings, and the shutdown signal (parked
@@ -26,15 +28,22 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Long polls currently parked, for `/stats`.
     pub parked_polls: Arc<AtomicUsize>,
+    /// Which browser origins may open WebSockets and Socket.IO sessions.
+    pub origins: OriginPolicy,
+    /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
+    /// finish their closing handshakes.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
     pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
         AppState {
             hub,
-            config,
             shutdown,
             parked_polls: Arc::new(AtomicUsize::new(0)),
+            origins: OriginPolicy::new(&config.allow_origins),
+            tasks: TaskTracker::new(),
+            config,
         }
     }
 }
@@ -51,6 +60,7 @@ pub fn build(state: AppState) -> Router {
             get(transport::stream::get_msgs).post(transport::poll::post_poll),
         )
         .route("/events", get(transport::sse::get_events))
+        .route("/ws", any(transport::websocket::upgrade))
         .route("/stats", get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -79,6 +89,10 @@ pub fn build(state: AppState) -> Router {
     app.layer(SetResponseHeaderLayer::overriding(
         assets::NOSNIFF.0,
         assets::NOSNIFF.1,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        transport::websocket::upgrade_at_root,
     ))
     .layer(axum::middleware::from_fn(request_log::log_request))
     .with_state(state)

@@ -196,7 +196,9 @@ impl FrameHeader {
                 a.copy_from_slice(&buf[2..10]);
                 let v = u64::from_be_bytes(a);
                 if v & (1 << 63) != 0 {
-                    return Err(proto("64-bit payload length has the most significant bit set"));
+                    return Err(proto(
+                        "64-bit payload length has the most significant bit set",
+                    ));
                 }
                 v
             }
@@ -349,7 +351,10 @@ impl EncodedFrame {
     /// (fan-out paths already hold validated text; debug builds assert).
     pub fn text(payload: impl Into<Bytes>) -> EncodedFrame {
         let payload = payload.into();
-        debug_assert!(std::str::from_utf8(&payload).is_ok(), "text frame payload must be UTF-8");
+        debug_assert!(
+            std::str::from_utf8(&payload).is_ok(),
+            "text frame payload must be UTF-8"
+        );
         Self::new(OpCode::Text, payload)
     }
 
@@ -365,12 +370,18 @@ impl EncodedFrame {
 
     /// A ping; the payload is truncated to 125 bytes.
     pub fn ping(payload: Bytes) -> EncodedFrame {
-        Self::new(OpCode::Ping, payload.slice(..payload.len().min(MAX_CONTROL_PAYLOAD)))
+        Self::new(
+            OpCode::Ping,
+            payload.slice(..payload.len().min(MAX_CONTROL_PAYLOAD)),
+        )
     }
 
     /// A pong; the payload is truncated to 125 bytes.
     pub fn pong(payload: Bytes) -> EncodedFrame {
-        Self::new(OpCode::Pong, payload.slice(..payload.len().min(MAX_CONTROL_PAYLOAD)))
+        Self::new(
+            OpCode::Pong,
+            payload.slice(..payload.len().min(MAX_CONTROL_PAYLOAD)),
+        )
     }
 
     /// A close frame with `code` and `reason`; the reason is truncated (at a
@@ -605,7 +616,10 @@ impl Decoder {
                     apply_mask_offset(fresh, key, cur.done);
                 }
                 if cur.text && self.utf8.feed(fresh).is_err() {
-                    return Err(ProtocolError::new(CloseCode::INVALID_DATA, "invalid UTF-8 in text message"));
+                    return Err(ProtocolError::new(
+                        CloseCode::INVALID_DATA,
+                        "invalid UTF-8 in text message",
+                    ));
                 }
                 cur.done = avail;
             }
@@ -623,7 +637,8 @@ impl Decoder {
                 }
                 _ => {}
             }
-            let invalid_utf8 = ProtocolError::new(CloseCode::INVALID_DATA, "invalid UTF-8 in text message");
+            let invalid_utf8 =
+                ProtocolError::new(CloseCode::INVALID_DATA, "invalid UTF-8 in text message");
             match self.partial.take() {
                 None => {
                     // Single-frame message: hand out the buffer slice, no copy.
@@ -672,8 +687,9 @@ pub fn parse_close_payload(payload: Bytes) -> Result<Option<CloseFrame>, Protoco
             if !code.is_valid_on_wire() {
                 return Err(proto("invalid close code"));
             }
-            let reason = Utf8Bytes::try_from_bytes(payload.slice(2..))
-                .map_err(|_| ProtocolError::new(CloseCode::INVALID_DATA, "invalid UTF-8 in close reason"))?;
+            let reason = Utf8Bytes::try_from_bytes(payload.slice(2..)).map_err(|_| {
+                ProtocolError::new(CloseCode::INVALID_DATA, "invalid UTF-8 in close reason")
+            })?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }
@@ -738,7 +754,9 @@ mod tests {
         f.extend_from_slice(&[1 ^ 0x11, 2 ^ 0x22, 3 ^ 0x33]);
         assert_eq!(
             decode_all(&f).unwrap(),
-            vec![Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3])))]
+            vec![Event::Message(Message::Binary(Bytes::from_static(&[
+                1, 2, 3
+            ])))]
         );
         let f = [0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
         assert_eq!(decode_all(&f).unwrap_err().code, CloseCode::PROTOCOL);
@@ -783,15 +801,33 @@ mod tests {
             assert_eq!(code(&r), CloseCode::PROTOCOL);
         }
         assert_eq!(code(&client(OpCode::Ping, false, b"")), CloseCode::PROTOCOL);
-        assert_eq!(code(&client(OpCode::Ping, true, &[0; 126])), CloseCode::PROTOCOL);
-        assert_eq!(code(&client(OpCode::Continuation, true, b"x")), CloseCode::PROTOCOL);
+        assert_eq!(
+            code(&client(OpCode::Ping, true, &[0; 126])),
+            CloseCode::PROTOCOL
+        );
+        assert_eq!(
+            code(&client(OpCode::Continuation, true, b"x")),
+            CloseCode::PROTOCOL
+        );
         let mut s = client(OpCode::Binary, false, b"x");
         s.extend(client(OpCode::Text, true, b"x"));
         assert_eq!(code(&s), CloseCode::PROTOCOL);
-        assert_eq!(code(&client(OpCode::Text, true, &[0xff])), CloseCode::INVALID_DATA);
-        assert_eq!(code(&client(OpCode::Close, true, &[3])), CloseCode::PROTOCOL);
-        assert_eq!(code(&client(OpCode::Close, true, &[3, 0xed])), CloseCode::PROTOCOL);
-        assert_eq!(code(&client(OpCode::Close, true, &[3, 0xe8, 0xff])), CloseCode::INVALID_DATA);
+        assert_eq!(
+            code(&client(OpCode::Text, true, &[0xff])),
+            CloseCode::INVALID_DATA
+        );
+        assert_eq!(
+            code(&client(OpCode::Close, true, &[3])),
+            CloseCode::PROTOCOL
+        );
+        assert_eq!(
+            code(&client(OpCode::Close, true, &[3, 0xed])),
+            CloseCode::PROTOCOL
+        );
+        assert_eq!(
+            code(&client(OpCode::Close, true, &[3, 0xe8, 0xff])),
+            CloseCode::INVALID_DATA
+        );
     }
 
     #[test]
@@ -825,7 +861,10 @@ mod tests {
         let mut d = Decoder::new(100, 100);
         // Header (6 bytes) + 3 payload bytes: the invalid byte is in.
         let mut buf = BytesMut::from(&f[..9]);
-        assert_eq!(d.decode(&mut buf).unwrap_err().code, CloseCode::INVALID_DATA);
+        assert_eq!(
+            d.decode(&mut buf).unwrap_err().code,
+            CloseCode::INVALID_DATA
+        );
     }
 
     #[test]

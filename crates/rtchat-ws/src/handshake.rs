@@ -400,8 +400,8 @@ pub fn parse_request(
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HandshakeError::Malformed("invalid header name"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| HandshakeError::Malformed("invalid header value"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HandshakeError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
     let mut request = http::Request::new(());
@@ -448,13 +448,19 @@ mod tests {
         h.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
         h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
         h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        h.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        h.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
         h
     }
 
     #[test]
     fn rfc_accept_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -465,7 +471,9 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let st = |m: Method, v: Version, h: HeaderMap| validate_request(&m, v, &h).unwrap_err().status().as_u16();
+        let st = |m: Method, v: Version, h: HeaderMap| {
+            validate_request(&m, v, &h).unwrap_err().status().as_u16()
+        };
         assert_eq!(st(Method::POST, Version::HTTP_11, good()), 405);
         assert_eq!(st(Method::GET, Version::HTTP_10, good()), 400);
         let mut h = good();
@@ -485,7 +493,12 @@ mod tests {
         let mut h = good();
         h.remove(SEC_WEBSOCKET_KEY);
         assert_eq!(st(Method::GET, Version::HTTP_11, h), 400);
-        for bad in ["abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZXg=", "!!!!!!!!!!!!!!!!!!!!!!=="] {
+        for bad in [
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZXg=",
+            "!!!!!!!!!!!!!!!!!!!!!!==",
+        ] {
             let mut h = good();
             h.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static(bad));
             assert!(matches!(
@@ -494,7 +507,10 @@ mod tests {
             ));
         }
         let mut h = good();
-        h.append(SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        h.append(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
         assert_eq!(st(Method::GET, Version::HTTP_11, h), 400);
     }
 
@@ -511,10 +527,16 @@ mod tests {
     #[test]
     fn subprotocols() {
         let mut h = HeaderMap::new();
-        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat.v1, chat.v2"));
+        h.append(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat.v1, chat.v2"),
+        );
         h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("json"));
         assert_eq!(select_subprotocol(&h, &["json", "chat.v2"]), Some("json"));
-        assert_eq!(select_subprotocol(&h, &["chat.v2", "json"]), Some("chat.v2"));
+        assert_eq!(
+            select_subprotocol(&h, &["chat.v2", "json"]),
+            Some("chat.v2")
+        );
         assert_eq!(select_subprotocol(&h, &["xml", "CHAT.V1"]), None);
         assert_eq!(select_subprotocol(&HeaderMap::new(), &["json"]), None);
     }
@@ -526,7 +548,13 @@ mod tests {
         assert_eq!(req.uri().path(), "/ws");
         assert_eq!(&raw[n..], b"rest");
         assert!(parse_request(&raw[..20], 16).unwrap().is_none());
-        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n", 1), Err(HandshakeError::HeaderTooLarge)));
-        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\n\x01: b\r\n\r\n", 4), Err(HandshakeError::Malformed(_))));
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n", 1),
+            Err(HandshakeError::HeaderTooLarge)
+        ));
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\n\x01: b\r\n\r\n", 4),
+            Err(HandshakeError::Malformed(_))
+        ));
     }
 }

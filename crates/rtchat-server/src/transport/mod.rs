@@ -4,6 +4,7 @@ pub mod poll;
 pub mod socketio;
 pub mod sse;
 pub mod stream;
+pub mod websocket;
 
 use std::sync::atomic::Ordering;
 

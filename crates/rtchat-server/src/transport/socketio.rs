@@ -60,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::ApiError;
+use crate::origin::OriginPolicy;
 use crate::router::AppState;
 
 /// Where Engine.IO listens (the official clients' default path).
@@ -141,12 +142,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     tokio::spawn(broadcaster.run(joins_rx, state.shutdown.clone()));
 
     let guard = Guard {
-        allow_any: config.allow_origins.iter().any(|o| o.trim() == "*"),
-        allow: config
-            .allow_origins
-            .iter()
-            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-            .collect(),
+        origins: state.origins.clone(),
         max_payload,
     };
     Router::new()
@@ -163,7 +159,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// CORS for the polling transport of pages served from `--allow-origin` origins.
 fn cors(guard: &Guard, origins: &[String]) -> CorsLayer {
-    let allow = if guard.allow_any {
+    let allow = if guard.origins.allows_any() {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(
@@ -187,36 +183,17 @@ async fn not_socketio() -> Response {
 /// Who may open sessions, and how big a posted payload may be.
 #[derive(Clone)]
 struct Guard {
-    allow_any: bool,
-    /// Lower-cased, without a trailing slash.
-    allow: Vec<String>,
+    origins: OriginPolicy,
     max_payload: usize,
 }
 
 impl Guard {
-    /// Same-origin pages, `--allow-origin` origins and clients that send no `Origin` (not
-    /// browsers) are allowed. Browsers do not apply CORS to WebSockets, hence this check.
     fn origin_allowed(&self, headers: &HeaderMap, uri_host: Option<&str>) -> Result<(), String> {
-        let Some(origin) = headers.get(header::ORIGIN) else {
-            return Ok(());
-        };
-        let origin = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
-        if self.allow_any || self.allow.contains(&origin) {
-            return Ok(());
-        }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(uri_host)
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        if !host.is_empty() && origin_host == host {
-            return Ok(());
-        }
-        Err(format!(
-            "origin {origin} may not open Socket.IO sessions here; start rtchat with --allow-origin {origin}"
-        ))
+        self.origins.check(headers, uri_host).map_err(|origin| {
+            format!(
+                "origin {origin} may not open Socket.IO sessions here; start rtchat with --allow-origin {origin}"
+            )
+        })
     }
 }
 
@@ -639,31 +616,12 @@ mod tests {
     }
 
     #[test]
-    fn origins() {
+    fn refusals_name_the_flag_to_use() {
         let guard = Guard {
-            allow_any: false,
-            allow: vec!["http://localhost:3000".into()],
+            origins: OriginPolicy::new(&[]),
             max_payload: 1000,
         };
         let mut headers = HeaderMap::new();
-        assert!(
-            guard.origin_allowed(&headers, None).is_ok(),
-            "no Origin: not a browser"
-        );
-        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:8080"),
-        );
-        assert!(guard.origin_allowed(&headers, None).is_ok(), "same origin");
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://localhost:3000"),
-        );
-        assert!(
-            guard.origin_allowed(&headers, None).is_ok(),
-            "allowed origin"
-        );
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://evil.example"),

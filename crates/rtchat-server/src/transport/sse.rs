@@ -134,9 +134,13 @@ fn event_stream(state: &AppState, resume: Option<u64>) -> Response {
         .into_response()
 }
 
+/// A message as one SSE event (the cache key of [`Entry::encoded`]).
+#[derive(Clone)]
+struct SseEvent(Bytes);
+
 /// `id: N\ndata: {...}\n\n`, made once per message and shared by every SSE client.
 fn encode_event(entry: &Entry) -> Bytes {
-    entry.encoded("sse", |entry| {
+    let SseEvent(bytes) = entry.encoded(|entry| {
         let id = entry.message.id.to_string();
         let mut out = BytesMut::with_capacity(entry.json.len() + id.len() + 16);
         out.put_slice(b"id: ");
@@ -144,8 +148,9 @@ fn encode_event(entry: &Entry) -> Bytes {
         out.put_slice(b"\ndata: ");
         out.put_slice(&entry.json);
         out.put_slice(b"\n\n");
-        out.freeze()
-    })
+        SseEvent(out.freeze())
+    });
+    bytes
 }
 
 /// The state of one event stream; dropping it drops its subscription.

@@ -1,0 +1,51 @@
+//! Arbitrary bytes, fed to the sans-IO decoder whole and in arbitrary chunks:
+//! must never panic, and chunking must not change the result.
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use rtchat_ws::frame::{Decoder, Event, ProtocolError};
+
+fn run(data: &[u8], sizes: &[u8], unmasked_ok: bool) -> (Vec<Event>, Option<ProtocolError>) {
+    let mut d = Decoder::new(64 * 1024, 16 * 1024);
+    d.set_require_mask(!unmasked_ok);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    let mut pos = 0;
+    let mut i = 0;
+    loop {
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(e)) => events.push(e),
+                Ok(None) => break,
+                Err(e) => return (events, Some(e)),
+            }
+        }
+        if pos >= data.len() {
+            return (events, None);
+        }
+        let n = if sizes.is_empty() {
+            data.len()
+        } else {
+            sizes[i % sizes.len()] as usize + 1
+        };
+        let end = (pos + n).min(data.len());
+        buf.extend_from_slice(&data[pos..end]);
+        pos = end;
+        i += 1;
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    if input.len() < 2 {
+        return;
+    }
+    let flags = input[0];
+    let nsizes = (input[1] as usize % 8).min(input.len() - 2);
+    let sizes = &input[2..2 + nsizes];
+    let data = &input[2 + nsizes..];
+    let unmasked_ok = flags & 1 == 1;
+    let whole = run(data, &[], unmasked_ok);
+    let chunked = run(data, sizes, unmasked_ok);
+    assert_eq!(whole, chunked);
+});
