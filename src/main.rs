@@ -1,5 +1,7 @@
 //! The `rtchat` command: a thin CLI over the server crates.
 
+mod client_cmd;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rtchat_core::{Hub, HubConfig, Limits, MemoryStore};
+use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, Store};
 use rtchat_server::tls::{self, CertSource};
 use rtchat_server::{Server, ServerConfig, TlsListen};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,11 @@ enum Command {
     /// Show the HTTPS certificate (generating the development one if needed): where it is,
     /// its SHA-256 fingerprint, and how to trust it.
     Cert(CertArgs),
+    /// Load-test a server: fan-out latency, idle memory per connection, post throughput.
+    Bench(rtchat_bench::BenchArgs),
+    /// A terminal chat: prints the history and new messages, posts each line typed, and
+    /// reconnects and resumes by itself.
+    Client(client_cmd::ClientArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,12 +62,18 @@ struct TlsArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
-    /// Folder for rtchat's files (the generated certificate) [default: $XDG_DATA_HOME/rtchat or ~/.local/share/rtchat]
+    /// Folder for rtchat's files (the database, the generated certificate) [default: $XDG_DATA_HOME/rtchat or ~/.local/share/rtchat]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
 
 impl TlsArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(rtchat_server::config::default_data_dir)
+    }
+
     fn source(&self) -> CertSource {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => CertSource::Files {
@@ -68,10 +81,7 @@ impl TlsArgs {
                 key: key.clone(),
             },
             _ => CertSource::Generated {
-                data_dir: self
-                    .data_dir
-                    .clone()
-                    .unwrap_or_else(rtchat_server::config::default_data_dir),
+                data_dir: self.data_dir(),
             },
         }
     }
@@ -147,9 +157,26 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(256..))]
     max_body: u32,
 
-    /// How many messages the in-memory store keeps for clients that resume (at least --history).
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-    retain: u32,
+    /// Where messages are kept: `sqlite` (durable, in the data directory) or `memory` (lost on
+    /// restart, as in the course).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+
+    /// The SQLite database file [default: <data dir>/rtchat.db]
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+
+    /// Cap the database file at this many MiB: posts beyond it are refused, as on a full disk.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    db_max_mb: Option<u64>,
+
+    /// Keep only the newest N messages [default: all with sqlite, 10000 in memory]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    retain: Option<u64>,
+
+    /// Delete messages older than this (e.g. 30d, 12h, 90min) [default: never]
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    retain_age: Option<Duration>,
 
     /// Seconds a long poll is held when the client names no timeout.
     #[arg(long, value_name = "SECONDS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=3600))]
@@ -162,6 +189,13 @@ struct ServeArgs {
     /// Fraction of GET /poll requests to fail with 500, to demonstrate client backoff.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
     fail_rate: f64,
+}
+
+/// Where messages are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Memory,
 }
 
 fn existing_dir(s: &str) -> Result<PathBuf, String> {
@@ -215,6 +249,8 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Cert(args)) => return cert(args),
+        Some(Command::Bench(args)) => return rtchat_bench::run(args),
+        Some(Command::Client(args)) => return client_cmd::run(args),
         None => cli.serve,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -257,7 +293,31 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         ..HubConfig::default()
     };
-    let store = Arc::new(MemoryStore::new((args.retain as usize).max(history)));
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Memory => {
+            if args.retain_age.is_some() {
+                return Err("--retain-age needs --store sqlite".to_owned());
+            }
+            let retain = args.retain.unwrap_or(10_000).max(history as u64);
+            Arc::new(MemoryStore::new(retain.try_into().unwrap_or(usize::MAX)))
+        }
+        StoreKind::Sqlite => {
+            let path = args
+                .db
+                .clone()
+                .unwrap_or_else(|| args.tls.data_dir().join("rtchat.db"));
+            let retention = Retention {
+                max_count: args.retain.map(|n| n.max(history as u64)),
+                max_age: args.retain_age,
+            };
+            let max_bytes = args.db_max_mb.map(|mb| mb * 1024 * 1024);
+            let opened =
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, retention, max_bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            Arc::new(opened.map_err(|e| format!("cannot open the message store: {e}"))?)
+        }
+    };
     let hub = Hub::open(store, hub_config)
         .await
         .map_err(|e| format!("cannot open the message store: {e}"))?;

@@ -165,6 +165,8 @@ fn an_unwritable_data_dir_is_a_clear_error() {
     let out = rtchat(
         &[
             "serve",
+            "--store",
+            "memory",
             "--listen",
             "127.0.0.1:0",
             "--tls-listen",

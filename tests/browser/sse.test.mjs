@@ -13,9 +13,9 @@ let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-function withServer(args = []) {
+function withServer(args = [], opts = {}) {
   const ctx = {};
-  before(async () => { ctx.server = await startServer(args); });
+  before(async () => { ctx.server = await startServer(args, opts); });
   after(async () => { await ctx.server?.stop(); });
   return ctx;
 }
@@ -173,8 +173,8 @@ describe('sse: truncated', () => {
   });
 });
 
-describe('sse: server restart', () => {
-  const s = withServer();
+describe('sse: server restart (in-memory store)', () => {
+  const s = withServer([], { store: 'memory' });
   let second;
   after(async () => { await second?.stop(); });
 
@@ -188,7 +188,7 @@ describe('sse: server restart', () => {
 
       await s.server.stop();
       await waitDot(page, 'error');
-      second = await startServer([], { listen: `127.0.0.1:${s.server.port}` });
+      second = await startServer([], { listen: `127.0.0.1:${s.server.port}`, store: 'memory' });
       // The page comes back with Last-Event-ID 2, newer than anything the new server knows.
       await page.waitForFunction(() => window.rtchatDebug.resets === 1);
       await waitDot(page, 'ok');
@@ -208,6 +208,37 @@ describe('sse: server restart', () => {
       // Ids 1 and 2 exist twice now (old and new run): both old ones are still there.
       assert.equal(await page.locator('#messages > li[data-id="1"]').count(), 2);
       await saveScreenshot(page, 'sse-after-restart.png');
+    }, { server: s.server });
+  });
+});
+
+describe('sse: server restart (SQLite store, same data dir)', () => {
+  const s = withServer();
+  let second;
+  after(async () => { await second?.stop(); });
+
+  it('resumes after the last message: nothing missed, nothing marked', { timeout: 40000 }, async () => {
+    await scenario(browser, 'sse-restart-durable', async ({ newPage }) => {
+      const page = await openChat(newPage, `${s.server.url}/sse`, 'frank');
+      const one = `one ${token()}`;
+      const two = `two ${token()}`;
+      await sendOk(page, one);
+      await sendOk(page, two);
+      const twoId = Number(await item(page, two).getAttribute('data-id'));
+
+      await s.server.stop({ keepDataDir: true });
+      await waitDot(page, 'error');
+      second = await startServer([], { listen: `127.0.0.1:${s.server.port}`, dataDir: s.server.dataDir, ownDataDir: true });
+      await page.waitForFunction(() => window.rtchatDebug.opens === 2);
+      await waitDot(page, 'ok');
+      assert.equal(await page.locator('#stream-status').textContent(), `Resumed after message ${twoId} — nothing missed.`);
+
+      const three = `three ${token()}`;
+      await sendOk(page, three);
+      assert.equal(await item(page, three).getAttribute('data-id'), String(twoId + 1), 'ids go on');
+      assert.deepEqual(await texts(page), [three, two, one]);
+      assert.equal(await page.locator('.msg-before-restart').count(), 0);
+      assert.equal((await debug(page)).resets, 0);
     }, { server: s.server });
   });
 });

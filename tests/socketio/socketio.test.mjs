@@ -415,21 +415,52 @@ describe('Socket.IO resume and reconnection', () => {
     }
   });
 
-  test('after a server restart the client reconnects by itself and gets the fresh history', T, async () => {
-    // The store is in memory for now, so a restarted server starts again at id 1: the client
-    // is told to start over (reset) rather than resume.
+  test('after a server restart the client reconnects by itself and resumes exactly', T, async () => {
+    // The store is durable (SQLite): the restarted server keeps the history and the ids, and
+    // the client's resume delivers exactly what was posted while it was away.
     const port = server.port;
-    const c = client(server.url, { resume: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
+    const c = client(server.url, { resume: true, reconnectionDelay: 1000, reconnectionDelayMax: 1000 });
+    try {
+      await connected(c.s);
+      const first = await post(c.s, { user: 'r', text: 'before restart' });
+      await waitUntil(() => c.rec.last === first.id, { what: 'a message' });
+      const dropped = new Promise((r) => c.s.once('disconnect', r));
+      await server.stop();
+      const reason = await dropped;
+      assert.equal(reason, 'transport close', 'the server closed the transport, not the Socket.IO session');
+      server = await startServer([], { listen: `127.0.0.1:${port}`, dataDir: server.dataDir });
+      const missed = [];
+      for (const text of ['while away 1', 'while away 2']) {
+        const res = await fetch(`${server.url}/poll`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ user: 'other', text }),
+        });
+        missed.push((await res.json()).id);
+      }
+      assert.deepEqual(missed, [first.id + 1, first.id + 2], 'ids continue after the restart');
+      await waitUntil(() => c.s.connected, { what: 'automatic reconnection', timeout: 15000 });
+      await waitUntil(() => c.rec.last === missed[1], { what: 'the missed messages' });
+      assert.deepEqual(c.rec.ids.filter((id) => id > first.id), missed, 'exactly the missed ones, once, in order');
+      assert.ok(!c.rec.get.some((g) => g.reset), 'no reset: the server kept its history');
+    } finally {
+      c.s.disconnect();
+    }
+  });
+
+  test('with --store memory a restarted server tells the client to start over', T, async () => {
+    let memory = await startServer(['--store', 'memory']);
+    const port = memory.port;
+    const c = client(memory.url, { resume: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
     try {
       await connected(c.s);
       await post(c.s, { user: 'r', text: 'before restart' });
       await waitUntil(() => c.rec.last > 0, { what: 'a message' });
       const gets = c.rec.get.length;
       const dropped = new Promise((r) => c.s.once('disconnect', r));
-      await server.stop();
-      const reason = await dropped;
-      assert.equal(reason, 'transport close', 'the server closed the transport, not the Socket.IO session');
-      server = await startServer([], { listen: `127.0.0.1:${port}` });
+      await memory.stop();
+      await dropped;
+      memory = await startServer(['--store', 'memory'], { listen: `127.0.0.1:${port}` });
       await waitUntil(() => c.s.connected, { what: 'automatic reconnection', timeout: 15000 });
       const fresh = await waitUntil(() => c.rec.get.slice(gets).find((g) => g.reset), { what: 'msg:get reset' });
       assert.deepEqual(fresh.msg, []);
@@ -439,6 +470,7 @@ describe('Socket.IO resume and reconnection', () => {
       await waitUntil(() => c.rec.news.some((m) => m.text === 'after restart'), { what: 'live after restart' });
     } finally {
       c.s.disconnect();
+      await memory.stop();
     }
   });
 });

@@ -214,6 +214,26 @@ pub struct Since {
     pub truncated: bool,
 }
 
+impl Since {
+    /// This page as the wire shape of every `since` answer: `{"msg":[...],"last":N}`, newest
+    /// first, with the [`page_flags`], then `after` (e.g. a newline).
+    pub fn encode(&self, last: u64, after: &str) -> Bytes {
+        let flags = page_flags(self.more, self.truncated);
+        encode_list_with(self.entries.iter().rev(), last, flags, after)
+    }
+}
+
+/// The flags of a page of messages: `more` (ask again after its last message) and
+/// `truncated` (messages right before it are no longer kept).
+pub fn page_flags(more: bool, truncated: bool) -> &'static [&'static str] {
+    match (more, truncated) {
+        (false, false) => &[],
+        (true, false) => &["more"],
+        (false, true) => &["truncated"],
+        (true, true) => &["more", "truncated"],
+    }
+}
+
 struct Pending {
     post: NewPost,
     reply: oneshot::Sender<Result<Arc<Entry>, PostError>>,

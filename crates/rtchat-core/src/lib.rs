@@ -1,7 +1,8 @@
 //! The chat itself, independent of any transport.
 //!
 //! * [`message`] — what a chat message is and how a post is validated;
-//! * [`store`] — where messages live ([`store::MemoryStore`] now, durable stores later);
+//! * [`store`] — where messages live ([`SqliteStore`] by default, [`MemoryStore`] for the
+//!   course's behaviour);
 //! * [`hub`] — assigns ids in one total order, keeps the cached history snapshot and fans
 //!   each new message out to every subscriber, whatever transport it is on.
 //!
@@ -12,8 +13,8 @@ pub mod message;
 pub mod store;
 
 pub use hub::{
-    encode_list, encode_list_with, now_millis, Delivery, Encodings, Entry, Event, Hub, HubConfig,
-    Since, Snapshot, Subscription,
+    encode_list, encode_list_with, now_millis, page_flags, Delivery, Encodings, Entry, Event, Hub,
+    HubConfig, Since, Snapshot, Subscription,
 };
 pub use message::{Limits, Message, NewPost, PostError};
-pub use store::{MemoryStore, Page, Store, StoreError};
+pub use store::{MemoryStore, Page, Retention, SqliteStore, Store, StoreError};

@@ -51,34 +51,36 @@ export function makeDataDir() {
 }
 
 /**
- * Spawn `rtchat serve --listen 127.0.0.1:0 --no-tls ...args` (or another `listen` address), wait for its
- * "rtchat listening on http://HOST:PORT" line, and collect its stderr lines with the
- * time (performance.now()) each arrived.
+ * Spawn `rtchat serve --listen 127.0.0.1:0 --no-tls --data-dir <fresh temp dir> ...args` (or
+ * another `listen` address), wait for its "rtchat listening on http://HOST:PORT" line, and
+ * collect its stderr lines with the time (performance.now()) each arrived.
  *
- * With `tls: true`: `--tls-listen <tlsListen> --data-dir <dataDir>` instead of `--no-tls`
- * (tlsListen defaults to 127.0.0.1:0, dataDir to a fresh temporary folder), and it also
- * waits for the "rtchat listening on https://HOST:PORT" line: `httpsUrl`, `tlsPort`. A data dir
- * the server created itself (or one handed over with `ownDataDir: true`) is removed by
- * `stop()` unless `stop({ keepDataDir: true })` (to restart with the same certificate).
+ * Every server gets its own `--data-dir` (a fresh temporary folder unless `dataDir` is given):
+ * rtchat keeps its certificate and its SQLite message database there, so nothing lands in the
+ * user's home and no test sees another's messages. `store: 'memory'` passes `--store memory`.
+ * With `tls: true`: `--tls-listen <tlsListen>` (default 127.0.0.1:0) instead of `--no-tls`, and
+ * it also waits for the "rtchat listening on https://HOST:PORT" line: `httpsUrl`, `tlsPort`.
+ * A data dir the server created itself (or one handed over with `ownDataDir: true`) is removed
+ * by `stop()` unless `stop({ keepDataDir: true })` (to restart on the same certificate and
+ * database: pass `{ listen, tlsListen, dataDir }` to the next `startServer`).
  */
 export async function startServer(args = [], {
   readyTimeout = 15000, listen = '127.0.0.1:0', tls = false, tlsListen = '127.0.0.1:0',
-  dataDir = undefined, ownDataDir = undefined,
+  dataDir = undefined, ownDataDir = undefined, store = undefined,
 } = {}) {
   const env = { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RTCHAT_TEST_RUST_LOG || 'info' };
   // RTCHAT_WEB_ROOT=<dir>: serve the front end from a folder (rtchat --web-root) instead of
   // the pages embedded at build time, to test web/ edits without rebuilding.
   const webRoot = process.env.RTCHAT_WEB_ROOT ? ['--web-root', process.env.RTCHAT_WEB_ROOT] : [];
-  // Plain HTTP only by default: otherwise every server also binds the fixed default HTTPS
-  // port (8443) and writes a certificate into the user's data directory.
-  let tlsArgs = ['--no-tls'];
-  let owned = false;
-  if (tls) {
-    owned = ownDataDir ?? dataDir === undefined;
-    dataDir ??= makeDataDir();
-    tlsArgs = ['--tls-listen', tlsListen, '--data-dir', dataDir];
-  }
-  const child = spawn(BIN, ['serve', '--listen', listen, ...tlsArgs, ...webRoot, ...args], {
+  // Plain HTTP only by default: otherwise every server also binds an HTTPS port and makes a
+  // certificate. Always a data dir of the test's own (certificate, message database).
+  const owned = ownDataDir ?? dataDir === undefined;
+  dataDir ??= makeDataDir();
+  const tlsArgs = tls ? ['--tls-listen', tlsListen] : ['--no-tls'];
+  const storeArgs = store ? ['--store', store] : [];
+  const child = spawn(BIN, [
+    'serve', '--listen', listen, ...tlsArgs, '--data-dir', dataDir, ...storeArgs, ...webRoot, ...args,
+  ], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });
@@ -94,6 +96,7 @@ export async function startServer(args = [], {
     function fail(err) {
       clearTimeout(timer);
       child.kill('SIGKILL');
+      if (owned) fs.rmSync(dataDir, { recursive: true, force: true });
       const tail = log.slice(-20).map((l) => l.line).join('\n');
       err.message += `\nbinary: ${BIN}\nstdout:\n${out.join('\n')}\nstderr:\n${tail}`;
       reject(err);
@@ -120,7 +123,7 @@ export async function startServer(args = [], {
     port: Number(new URL(url).port),
     httpsUrl,
     tlsPort: httpsUrl ? Number(new URL(httpsUrl).port) : undefined,
-    dataDir: tls ? dataDir : undefined,
+    dataDir,
     child,
     log,
     stdout: out,

@@ -1,6 +1,8 @@
 // Start and stop a real rtchat server process for a test (same pattern as tests/browser, kept
 // separate so the suites do not import across each other).
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -28,9 +30,12 @@ export async function waitUntil(fn, { timeout = 10000, every = 20, what = 'condi
  * Spawn `rtchat serve --listen ADDR --no-tls ...args` (ADDR defaults to 127.0.0.1:0) and wait
  * for its "rtchat listening on http://HOST:PORT" line. stderr is kept for failure messages.
  */
-export async function startServer(args = [], { listen = '127.0.0.1:0', readyTimeout = 15000 } = {}) {
+export async function startServer(args = [], { listen = '127.0.0.1:0', readyTimeout = 15000, dataDir } = {}) {
   const env = { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RTCHAT_TEST_RUST_LOG || 'warn' };
-  const child = spawn(BIN, ['serve', '--listen', listen, '--no-tls', ...args], {
+  // Every server gets its own data directory (its SQLite database) unless the test passes one
+  // (to restart a server on the same data).
+  dataDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'rtchat-sio-'));
+  const child = spawn(BIN, ['serve', '--listen', listen, '--no-tls', '--data-dir', dataDir, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });
@@ -58,6 +63,7 @@ export async function startServer(args = [], { listen = '127.0.0.1:0', readyTime
   });
   return {
     url,
+    dataDir,
     port: Number(new URL(url).port),
     child,
     log,

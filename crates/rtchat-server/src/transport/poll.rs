@@ -87,14 +87,7 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         if !page.entries.is_empty() {
             let last = page.entries.last().map_or(since, |e| e.message.id);
-            let flags: &[&str] = match (page.more, page.truncated) {
-                (false, false) => &[],
-                (true, false) => &["more"],
-                (false, true) => &["truncated"],
-                (true, true) => &["more", "truncated"],
-            };
-            let body = encode_list_with(page.entries.iter().rev(), last, flags, "");
-            return Ok(json_bytes(body));
+            return Ok(json_bytes(page.encode(last, "")));
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },

@@ -46,7 +46,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use bytes::Bytes;
 use rtchat_core::{
-    encode_list_with, Delivery, Hub, Limits, NewPost, PostError, Snapshot, Subscription,
+    encode_list_with, page_flags, Delivery, Hub, Limits, NewPost, PostError, Snapshot, Subscription,
 };
 use rust_embed::RustEmbed;
 use serde_json::value::RawValue;
@@ -549,12 +549,7 @@ impl Broadcaster {
             if let Some(newest) = entries.last() {
                 last = newest.message.id;
             }
-            let flags: &[&str] = match (more, truncated) {
-                (false, false) => &[],
-                (true, false) => &["more"],
-                (false, true) => &["truncated"],
-                (true, true) => &["more", "truncated"],
-            };
+            let flags = page_flags(more, truncated);
             let body = encode_list_with(entries.iter().rev(), last, flags, "");
             emit_raw(socket, "msg:since", &body);
             if !more {

@@ -35,7 +35,7 @@ const PAGE: usize = 500;
 /// `?since=ID`, the resume point for clients that cannot set `Last-Event-ID`.
 #[derive(Debug, Deserialize)]
 pub struct SinceQuery {
-    since: Option<u64>,
+    pub since: Option<u64>,
 }
 
 /// True when the request's `Accept` asks for `text/event-stream`.

@@ -4,18 +4,25 @@
 //! client that parses each read and one that splits lines read it correctly).
 //! `GET /msgs` with `Accept: text/event-stream` is Server-Sent Events instead (see [`super::sse`]).
 //! `POST /msgs` posts exactly like `POST /poll`.
+//!
+//! `GET /msgs?since=ID` resumes: instead of the first snapshot the stream starts with the
+//! messages after `ID`, in lines shaped like long-poll answers (`{"msg":[...],"last":N}`,
+//! newest first, the oldest page first, `"more":true` on all but the last; `"truncated":true`
+//! when messages after `ID` are no longer kept), then goes on with snapshots. An `ID` newer than
+//! anything this server handed out gets the snapshot with `"reset":true`.
 
 use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use rtchat_core::{Delivery, Hub, Subscription};
+use rtchat_core::{encode_list_with, Delivery, Hub, Subscription};
 use tokio_util::sync::CancellationToken;
 
 use super::sse;
+use crate::api::ApiError;
 use crate::router::AppState;
 
 /// `GET /msgs`: the snapshot stream, or SSE when the client asks for `text/event-stream`.
@@ -28,10 +35,33 @@ pub async fn get_msgs(
         return sse::get_events(state, headers, query).await;
     }
     let State(state) = state;
-    let subscription = state.hub.subscribe();
-    let first = subscription.snapshot().json_line.clone();
+    let since = match query {
+        Ok(Query(query)) => query.since,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("bad query: {}; expected since=<message id>", e.body_text()),
+            )
+            .into_response()
+        }
+    };
+    let mut subscription = state.hub.subscribe();
+    let snapshot = subscription.snapshot().clone();
+    let (first, catching_up) = match since {
+        None => (Some(snapshot.json_line.clone()), false),
+        Some(id) if id > snapshot.last_id => {
+            let reset =
+                encode_list_with(snapshot.entries.iter(), snapshot.last_id, &["reset"], "\n");
+            (Some(reset), false)
+        }
+        Some(id) => {
+            subscription.resume_after(id);
+            (None, true)
+        }
+    };
     let stream = SnapshotStream {
-        first: Some(first),
+        first,
+        catching_up,
         subscription,
         hub: state.hub.clone(),
         shutdown: state.shutdown.clone(),
@@ -56,6 +86,8 @@ pub async fn get_msgs(
 /// subscription at once.
 struct SnapshotStream {
     first: Option<Bytes>,
+    /// Sending what a resuming client missed, page by page, before the snapshots.
+    catching_up: bool,
     subscription: Subscription,
     hub: Hub,
     shutdown: CancellationToken,
@@ -65,6 +97,18 @@ impl SnapshotStream {
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(first);
+        }
+        if self.catching_up {
+            let page = match self.subscription.catch_up(self.hub.config().history).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "/msgs catch-up failed; closing the stream");
+                    return None;
+                }
+            };
+            self.catching_up = page.more;
+            let last = self.subscription.last_seen();
+            return Some(page.encode(last, "\n"));
         }
         tokio::select! {
             delivery = self.subscription.recv() => match delivery? {

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The standard comparison of rtchat with minimal Node.js peers (bench/peers: npm ws, socket.io,
+# Express) on this machine. Each scenario runs rtchat and then the peer, round after round,
+# every run on a freshly started server (the machine is shared and noisy: compare the ratios
+# within a round). Writes bench/results/compare.md (the table), bench/results/fanout-latency.svg
+# (the plot) and every run's JSON under bench/results/raw/.
+#
+# usage: bench/compare.sh [ROUNDS]
+#   env: SUBSCRIBERS=1000 MESSAGES=500 RATE=50 IDLE=10000 WRK_SECONDS=10 OUT=bench/results
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${1:-${ROUNDS:-2}}
+SUBSCRIBERS=${SUBSCRIBERS:-1000}
+MESSAGES=${MESSAGES:-500}
+RATE=${RATE:-50}
+IDLE=${IDLE:-10000}
+WRK_SECONDS=${WRK_SECONDS:-10}
+OUT=${OUT:-bench/results}
+RAW=$OUT/raw
+BIN=target/release/rtchat
+
+echo "== building rtchat (release), installing the Node peers and wrk"
+cargo build --release --bin rtchat
+(cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+if ! command -v wrk >/dev/null; then
+  [ "$(id -u)" = 0 ] || { echo "compare.sh: please install wrk (apt-get install wrk)" >&2; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+rm -rf "$RAW" && mkdir -p "$RAW"
+
+SERVER_PID=
+SERVER_URL=
+# start NAME COMMAND...: starts a server on a free port and waits for its "listening on" line.
+start() {
+  local log="$RAW/$1.log"
+  shift
+  "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 200); do
+    if SERVER_URL=$(grep -o -m1 'listening on http://[0-9.:]*' "$log"); then
+      SERVER_URL=${SERVER_URL#listening on }
+      return
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "compare.sh: the server did not start: $*" >&2
+  cat "$log" >&2
+  exit 1
+}
+stop() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  sleep 0.5 # let the kernel reap the sockets
+}
+rtchat() { start "$1" env RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --no-tls --store memory; }
+node_peer() { start "$1" env PORT=0 node "bench/peers/$2"; }
+# bench FILE LABEL ARGS...: one measurement of the running server, JSON to RAW/FILE.json.
+bench() {
+  local file=$1 label=$2
+  shift 2
+  echo "-- $label: $*"
+  "$BIN" bench "$@" --url "$SERVER_URL" --server-pid "$SERVER_PID" --label "$label" --json -q \
+    --timeout 180 >"$RAW/$file.json" || true
+  jq -r '"   delivered \(.delivered_fraction // "-") p99 \(.latency.p99_ms // "-") ms deliveries/s \(.deliveries_per_sec // "-" | tostring | .[0:8]) per-conn \(.per_connection_kib // "-") KiB errors \(.errors)"' "$RAW/$file.json" || true
+}
+FANOUT=(fanout -n "$SUBSCRIBERS" -m "$MESSAGES" -r "$RATE")
+# wrk_poll FILE LABEL: seeds the same 50 messages, then wrk -t2 -c100 on GET /poll.
+wrk_poll() {
+  for i in $(seq 50); do
+    curl -s -o /dev/null -H 'content-type: application/json' \
+      -d "{\"user\":\"bench\",\"text\":\"seed message number $i\"}" "$SERVER_URL/poll"
+  done
+  echo "-- $2: wrk -t2 -c100 -d${WRK_SECONDS}s $SERVER_URL/poll"
+  local rps
+  rps=$(wrk -t2 -c100 -d"${WRK_SECONDS}s" "$SERVER_URL/poll" | awk '/Requests\/sec/ {print $2}')
+  echo "   requests/s $rps"
+  printf '{"kind":"wrk","label":"%s","requests_per_sec":%s}\n' "$2" "${rps:-0}" >"$RAW/$1.json"
+}
+
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round of $ROUNDS"
+  rtchat rt; bench "ws-rtchat-$round" "rtchat ws (json snapshots)" "${FANOUT[@]}" -t ws; stop
+  node_peer nws ws-server.mjs; bench "ws-node-$round" "node ws (json snapshots)" "${FANOUT[@]}" -t ws; stop
+  rtchat rt; bench "wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas)" "${FANOUT[@]}" -t ws-v1; stop
+  rtchat rt; bench "sio-rtchat-$round" "rtchat socket.io (msg:get)" "${FANOUT[@]}" -t socketio; stop
+  node_peer nsio socketio-server.mjs; bench "sio-node-$round" "node socket.io (msg:get)" "${FANOUT[@]}" -t socketio; stop
+  rtchat rt; bench "msgs-rtchat-$round" "rtchat /msgs (HTTP/1.1)" "${FANOUT[@]}" -t msgs; stop
+
+  for t in ws poll msgs sse socketio; do
+    rtchat rt; bench "idle-$t-rtchat-$round" "rtchat $t" idle -n "$IDLE" -t "$t"; stop
+    case $t in
+      ws) node_peer nws ws-server.mjs; bench "idle-ws-node-$round" "node ws" idle -n "$IDLE" -t ws; stop ;;
+      socketio) node_peer nsio socketio-server.mjs; bench "idle-socketio-node-$round" "node socket.io" idle -n "$IDLE" -t socketio; stop ;;
+    esac
+  done
+
+  rtchat rt; wrk_poll "wrk-rtchat-$round" "rtchat GET /poll"; stop
+  node_peer nexp express-poll.mjs; wrk_poll "wrk-express-$round" "express GET /poll"; stop
+done
+
+"$BIN" bench plot --out "$OUT/fanout-latency.svg" \
+  --title "Fan-out, $SUBSCRIBERS subscribers, $RATE msg/s (round 1)" "$RAW"/{ws,wsv1,sio,msgs}-*-1.json
+python3 bench/table.py "$RAW" "$ROUNDS" >"$OUT/compare.md"
+{
+  echo
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)."
+  echo "Command: bench/compare.sh $ROUNDS (SUBSCRIBERS=$SUBSCRIBERS MESSAGES=$MESSAGES RATE=$RATE IDLE=$IDLE WRK_SECONDS=$WRK_SECONDS)"
+} >>"$OUT/compare.md"
+cat "$OUT/compare.md"

@@ -1,0 +1,142 @@
+//! `rtchat bench`: rtchat's load tool.
+//!
+//! * `fanout`: N subscribers over one transport and a publisher posting M messages at R per
+//!   second; post-to-receipt latency (HdrHistogram), delivered fraction, deliveries per
+//!   second, errors.
+//! * `idle`: N idle connections and the server's resident memory per connection.
+//! * `post`: acknowledged posts per second from C concurrent posters.
+//! * `plot`: the latency distributions of saved `fanout --json` results in one SVG.
+//!
+//! The clients are deliberately small (a hand-written HTTP/1.1 reader, WebSocket frame
+//! reader and Engine.IO handshake on tokio) so that one process drives 10,000 connections
+//! with little CPU; each report says how much CPU the bench itself used.
+
+pub mod cli;
+pub mod fanout;
+pub mod idle;
+pub mod post;
+pub mod record;
+pub mod report;
+pub mod swarm;
+pub mod sys;
+pub mod target;
+pub mod transport;
+
+use std::process::ExitCode;
+
+pub use cli::BenchArgs;
+use cli::{BenchCommand, Common};
+use report::{FanoutReport, Latency};
+use target::{SpawnedServer, Target};
+
+/// Runs `rtchat bench ...` and returns the process exit code.
+pub fn run(args: BenchArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
+    let common = match &args.command {
+        BenchCommand::Fanout(a) => a.common.clone(),
+        BenchCommand::Idle(a) => a.common.clone(),
+        BenchCommand::Post(a) => a.common.clone(),
+        BenchCommand::Plot(a) => return plot_files(a).map(|()| ExitCode::SUCCESS),
+    };
+    sys::raise_nofile_limit();
+    let (target, _spawned) = resolve_target(&common)?;
+    let url = format!("http://{}", target.host);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.threads.into())
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let default_label = |transport: &str| match &common.url {
+        None => format!("rtchat {transport}"),
+        Some(u) => format!("{u} {transport}"),
+    };
+    let result = match args.command {
+        BenchCommand::Fanout(a) => {
+            let t = serde_json::to_value(a.transport).unwrap_or_default();
+            let label = common.label.clone().unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
+            let report = runtime.block_on(fanout::run(&a, target, label, url));
+            if let Some(path) = &a.plot {
+                report::plot(
+                    path,
+                    "Fan-out latency (post to receipt)",
+                    &[(report.label.clone(), report.latency.clone())],
+                )
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            output(&report, common.json, FanoutReport::print_table)?;
+            report.timed_out
+        }
+        BenchCommand::Idle(a) => {
+            if target.pid.is_none() {
+                return Err("idle needs the server's pid: pass --server-pid, or no --url so that the bench starts the server".to_owned());
+            }
+            let t = serde_json::to_value(a.transport).unwrap_or_default();
+            let label = common.label.clone().unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
+            let report = runtime.block_on(idle::run(&a, target, label, url));
+            output(&report, common.json, report::IdleReport::print_table)?;
+            report.timed_out
+        }
+        BenchCommand::Post(a) => {
+            let label = common.label.clone().unwrap_or_else(|| default_label("post"));
+            let report = runtime.block_on(post::run(&a, target, label, url));
+            output(&report, common.json, report::PostReport::print_table)?;
+            report.timed_out
+        }
+        BenchCommand::Plot(_) => unreachable!("handled above"),
+    };
+    // Never wait for connections still being torn down.
+    runtime.shutdown_background();
+    Ok(if result {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The server: `--url` (with `--server-pid`), or a freshly started `rtchat serve`.
+fn resolve_target(common: &Common) -> Result<(Target, Option<SpawnedServer>), String> {
+    match &common.url {
+        Some(url) => Target::from_url(url, common.server_pid)
+            .map(|t| (t, None))
+            .map_err(|e| format!("bad --url {url}: {e}")),
+        None => {
+            let server = SpawnedServer::start(&common.server_arg)
+                .map_err(|e| format!("cannot start rtchat serve: {e}"))?;
+            let target = Target::from_url(&server.url, Some(server.pid()))
+                .map_err(|e| format!("bad server address {}: {e}", server.url))?;
+            Ok((target, Some(server)))
+        }
+    }
+}
+
+fn output<T: serde::Serialize>(report: &T, json: bool, table: fn(&T)) -> Result<(), String> {
+    if json {
+        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        table(report);
+    }
+    Ok(())
+}
+
+fn plot_files(args: &cli::PlotArgs) -> Result<(), String> {
+    let mut runs: Vec<(String, Latency)> = Vec::new();
+    for path in &args.results {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let report: FanoutReport = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a fanout --json result: {e}", path.display()))?;
+        runs.push((report.label, report.latency));
+    }
+    report::plot(&args.out, &args.title, &runs)
+        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))
+}

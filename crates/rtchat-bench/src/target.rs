@@ -1,0 +1,127 @@
+//! Where the bench connects: a server given by `--url`, or one it spawns itself.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::process::{Child, Command, Stdio};
+
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Connections per source address before the next 127.0.0.x is used (the ephemeral port
+/// range holds about 28,000 ports per source/destination pair).
+const PER_SOURCE: usize = 20_000;
+
+/// The server under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    /// The `Host` header to send.
+    pub host: String,
+    /// Its process id, when known (for RSS and CPU figures).
+    pub pid: Option<u32>,
+}
+
+impl Target {
+    /// Parses `http://HOST:PORT[/...]`.
+    pub fn from_url(url: &str, pid: Option<u32>) -> io::Result<Target> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "only http:// URLs are supported")
+        })?;
+        let host = rest.split('/').next().unwrap_or(rest).to_owned();
+        let with_port = if host.contains(':') && !host.ends_with(']') {
+            host.clone()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))?;
+        Ok(Target { addr, host, pid })
+    }
+
+    /// Opens connection number `index`: past [`PER_SOURCE`] connections to a loopback
+    /// server, from 127.0.0.2, 127.0.0.3, ... so that source ports never run short.
+    pub async fn connect(&self, index: usize) -> io::Result<TcpStream> {
+        let spread = index / PER_SOURCE;
+        let stream = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() && spread > 0 => {
+                let socket = TcpSocket::new_v4()?;
+                let src = Ipv4Addr::new(127, 0, 0, 1 + (spread as u8).min(250));
+                socket.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
+                socket.connect(self.addr).await?
+            }
+            _ => TcpStream::connect(self.addr).await?,
+        };
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// An `rtchat serve` the bench started itself; killed when dropped.
+pub struct SpawnedServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl SpawnedServer {
+    /// Starts `rtchat serve` (this very executable) on an ephemeral port with `extra`
+    /// arguments, with the request log off, and waits for its ready line.
+    pub fn start(extra: &[String]) -> io::Result<SpawnedServer> {
+        let exe = std::env::current_exe()?;
+        let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--no-tls"]
+            .map(String::from)
+            .to_vec();
+        if !extra.iter().any(|a| a == "--store") && supports_store_flag(&exe) {
+            args.extend(["--store".to_owned(), "memory".to_owned()]);
+        }
+        args.extend(extra.iter().cloned());
+        let mut child = Command::new(&exe)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("rtchat listening on http://") {
+                        break format!("http://{}", url.trim());
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    return Err(io::Error::other("the spawned rtchat exited before it was ready"));
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(SpawnedServer { child, url })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `rtchat serve --help` lists `--store` (durable storage; benchmarks use memory).
+fn supports_store_flag(exe: &std::path::Path) -> bool {
+    Command::new(exe)
+        .args(["serve", "--help"])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--store"))
+        .unwrap_or(false)
+}

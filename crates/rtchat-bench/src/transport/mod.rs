@@ -1,0 +1,303 @@
+//! One small client per transport: subscribers that record what they receive, and
+//! publishers that post bench texts.
+
+pub mod http;
+pub mod ws;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::record::{bench_text, Receiver, Shared};
+use crate::target::Target;
+use http::HttpConn;
+use ws::WsConn;
+
+/// How a subscriber reads the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// WebSocket `/ws`, `json` subprotocol: a full snapshot after every message (the course).
+    Ws,
+    /// WebSocket `/ws`, `rtchat.v1`: only the new message (rtchat's delta mode).
+    WsV1,
+    /// Socket.IO over WebSocket: the `msg:get` snapshot after every message (the course).
+    Socketio,
+    /// Socket.IO over WebSocket with `auth: {snapshots: false}`: only `msg:new`.
+    SocketioDelta,
+    /// `GET /msgs` over HTTP/1.1: a snapshot chunk after every message.
+    Msgs,
+    /// `GET /events`: Server-Sent Events, one event per message.
+    Sse,
+    /// Long polling: `GET /poll?since=ID` in a loop.
+    Poll,
+}
+
+impl Transport {
+    /// Whether this transport needs the server's newest id before subscribing.
+    pub fn needs_last(self) -> bool {
+        matches!(self, Transport::Sse | Transport::Poll)
+    }
+}
+
+/// What every subscriber of a run shares.
+#[derive(Debug)]
+pub struct SubscriberSetup {
+    /// The server.
+    pub target: Target,
+    /// The figures.
+    pub shared: Arc<Shared>,
+    /// This run's id (in every bench text).
+    pub run: u32,
+    /// The server's newest id when the run started (for `since`).
+    pub last: u64,
+    /// How long a long poll is held.
+    pub poll_timeout: u32,
+}
+
+/// Runs subscriber `index` until its connection fails (or its task is aborted).
+pub async fn subscribe(setup: Arc<SubscriberSetup>, transport: Transport, index: usize) {
+    let shared = setup.shared.clone();
+    if let Err(e) = subscribe_inner(&setup, transport, index).await {
+        shared.error(format!("subscriber {index}: {e}"));
+    }
+}
+
+async fn subscribe_inner(
+    setup: &SubscriberSetup,
+    transport: Transport,
+    index: usize,
+) -> io::Result<()> {
+    let shared = &*setup.shared;
+    let mut rx = Receiver::new(setup.run, index);
+    let stream = setup.target.connect(index).await?;
+    let host = &setup.target.host;
+    match transport {
+        Transport::Ws | Transport::WsV1 => {
+            let (proto, snapshot) = match transport {
+                Transport::Ws => ("json", true),
+                _ => ("rtchat.v1", false),
+            };
+            let mut conn = WsConn::connect(stream, host, "/ws", Some(proto)).await?;
+            let first = conn.next_message().await?;
+            rx.receive(shared, first, snapshot);
+            shared.ready();
+            loop {
+                let data = conn.next_message().await?;
+                rx.receive(shared, data, snapshot);
+            }
+        }
+        Transport::Socketio | Transport::SocketioDelta => {
+            let delta = transport == Transport::SocketioDelta;
+            let mut conn = sio_connect(stream, host, delta).await?;
+            let mut ready = delta;
+            if delta {
+                shared.ready();
+            }
+            loop {
+                let data = conn.next_message().await?;
+                if data == b"2" {
+                    conn.send_text(b"3").await?;
+                } else if let Some(rest) = data.strip_prefix(b"42[\"msg:get\"") {
+                    rx.receive(shared, rest, true);
+                    if !ready {
+                        shared.ready();
+                        ready = true;
+                    }
+                } else if data.starts_with(b"42[\"msg:new\"") {
+                    rx.receive(shared, data, false);
+                } else if data.starts_with(b"41") || data.starts_with(b"44") {
+                    return Err(io::Error::other(format!(
+                        "Socket.IO: {}",
+                        String::from_utf8_lossy(data)
+                    )));
+                }
+            }
+        }
+        Transport::Msgs | Transport::Sse => {
+            let (path, snapshot) = match transport {
+                Transport::Msgs => ("/msgs".to_owned(), true),
+                _ => (format!("/events?since={}", setup.last), false),
+            };
+            let mut conn = HttpConn::new(stream);
+            conn.send(&http::get(&path, host)).await?;
+            let head = conn.read_head().await?;
+            if head.status != 200 || !head.chunked {
+                return Err(io::Error::other(format!(
+                    "GET {path}: status {} (chunked: {})",
+                    head.status, head.chunked
+                )));
+            }
+            if !snapshot {
+                shared.ready();
+            }
+            let mut ready = !snapshot;
+            loop {
+                let chunk = conn.next_chunk().await?;
+                if chunk.is_empty() {
+                    return Err(io::Error::other(format!("GET {path}: the stream ended")));
+                }
+                rx.receive(shared, chunk, snapshot);
+                if !ready {
+                    shared.ready();
+                    ready = true;
+                }
+            }
+        }
+        Transport::Poll => {
+            let mut conn = HttpConn::new(stream);
+            let mut last = setup.last;
+            let mut ready = false;
+            loop {
+                let path = format!("/poll?since={last}&timeout={}", setup.poll_timeout);
+                conn.send(&http::get(&path, host)).await?;
+                if !ready {
+                    shared.ready();
+                    ready = true;
+                }
+                let (status, newest) = conn
+                    .read_response_with(|status, body| {
+                        if status == 200 {
+                            rx.receive(shared, body, false);
+                        }
+                        (status, http::json_last(body))
+                    })
+                    .await?;
+                if status != 200 {
+                    return Err(io::Error::other(format!("GET /poll: status {status}")));
+                }
+                last = newest.unwrap_or(last).max(last);
+            }
+        }
+    }
+}
+
+/// Opens a Socket.IO session over WebSocket: Engine.IO open, then the namespace connect.
+async fn sio_connect(stream: tokio::net::TcpStream, host: &str, delta: bool) -> io::Result<WsConn> {
+    let mut conn =
+        WsConn::connect(stream, host, "/socket.io/?EIO=4&transport=websocket", None).await?;
+    let open = conn.next_message().await?;
+    if !open.starts_with(b"0{") {
+        return Err(io::Error::other("Socket.IO: no Engine.IO open packet"));
+    }
+    let connect: &[u8] = if delta {
+        b"40{\"snapshots\":false}"
+    } else {
+        b"40"
+    };
+    conn.send_text(connect).await?;
+    // Events sent before the namespace answered are not ours to send yet.
+    loop {
+        let packet = conn.next_message().await?;
+        if packet.starts_with(b"40") {
+            return Ok(conn);
+        }
+        if packet.starts_with(b"44") {
+            return Err(io::Error::other(format!(
+                "Socket.IO connect refused: {}",
+                String::from_utf8_lossy(packet)
+            )));
+        }
+        if packet == b"2" {
+            conn.send_text(b"3").await?;
+        }
+    }
+}
+
+/// The server's newest message id (`last` of `GET /poll`).
+pub async fn fetch_last(target: &Target) -> io::Result<u64> {
+    let mut conn = HttpConn::new(target.connect(0).await?);
+    conn.send(&http::get("/poll", &target.host)).await?;
+    let (status, last) = conn
+        .read_response_with(|status, body| (status, http::json_last(body)))
+        .await?;
+    match (status, last) {
+        (200, Some(last)) => Ok(last),
+        _ => Err(io::Error::other(format!(
+            "GET /poll answered {status} without \"last\""
+        ))),
+    }
+}
+
+/// One post's JSON for the given transport's publisher.
+fn post_json(text: &str) -> String {
+    format!(r#"{{"user":"bench","text":"{text}"}}"#)
+}
+
+/// Posts `messages` bench texts at `rate` per second over `transport`'s own way of posting
+/// (WebSocket frames, Socket.IO `msg:post`, else `POST /poll`); `posted` counts them.
+pub async fn publish(
+    target: &Target,
+    transport: Transport,
+    run: u32,
+    messages: u64,
+    rate: f64,
+    posted: &std::sync::atomic::AtomicU64,
+) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let stream = target.connect(0).await?;
+    let host = &target.host;
+    let start = Instant::now();
+    let due = |seq: u64| start + Duration::from_secs_f64((seq - 1) as f64 / rate.max(0.001));
+    match transport {
+        Transport::Ws | Transport::WsV1 | Transport::Socketio | Transport::SocketioDelta => {
+            let mut conn = match transport {
+                Transport::Ws => WsConn::connect(stream, host, "/ws", Some("json")).await?,
+                Transport::WsV1 => WsConn::connect(stream, host, "/ws", Some("rtchat.v1")).await?,
+                _ => sio_connect(stream, host, true).await?,
+            };
+            for seq in 1..=messages {
+                // Drain what the server sends (answering pings) until the post is due.
+                let when = due(seq);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(when) => break,
+                        got = conn.next_message() => {
+                            if got? == b"2" {
+                                conn.send_text(b"3").await?;
+                            }
+                        }
+                    }
+                }
+                let text = bench_text(run, seq);
+                let frame = match transport {
+                    Transport::Ws => post_json(&text),
+                    Transport::WsV1 => {
+                        format!(r#"{{"type":"post","user":"bench","text":"{text}","ref":{seq}}}"#)
+                    }
+                    _ => format!(r#"42["msg:post",{}]"#, post_json(&text)),
+                };
+                conn.send_text(frame.as_bytes()).await?;
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+            // Keep reading a moment so the server is not cut off mid-broadcast.
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                loop {
+                    conn.next_message().await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), io::Error>(())
+            })
+            .await;
+            Ok(())
+        }
+        Transport::Msgs | Transport::Sse | Transport::Poll => {
+            let mut conn = HttpConn::new(stream);
+            for seq in 1..=messages {
+                tokio::time::sleep_until(due(seq)).await;
+                let body = post_json(&bench_text(run, seq));
+                conn.send(&http::post_json("/poll", host, &body)).await?;
+                let status = conn.read_response_with(|status, _| status).await?;
+                if status != 200 {
+                    return Err(io::Error::other(format!("POST /poll: status {status}")));
+                }
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The background task behind a [`Client`](crate::Client): one connection at a time,
+//! reconnection with backoff, and the delivery rule (each message once, in id order).
+
+use std::sync::Arc;
+
+use reqwest::Url;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    http, socketio, tls, ws, Error, Event, Message, Options, Page, PostCmd, State, Transport,
+};
+
+/// What every connection of one client shares.
+pub(crate) struct Ctx {
+    pub transport: Transport,
+    /// `http(s)://host:port[/prefix]`, without a trailing slash.
+    base: String,
+    pub http: reqwest::Client,
+    /// For `wss://` (no ALPN).
+    pub tls: Arc<rustls::ClientConfig>,
+    pub options: Options,
+}
+
+impl Ctx {
+    pub fn new(transport: Transport, url: &str, options: Options) -> Result<Ctx, Error> {
+        let base = base_url(url)?;
+        let tls = tls::config(&options)?;
+        let mut http_tls = tls.clone();
+        http_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(http_tls)
+            .connect_timeout(options.request_timeout)
+            .build()
+            .map_err(|e| Error::Tls(describe(&e)))?;
+        Ok(Ctx {
+            transport,
+            base,
+            http,
+            tls: Arc::new(tls),
+            options,
+        })
+    }
+
+    /// `base + path` (path starts with `/`, may carry a query).
+    pub fn url(&self, path: &str) -> Result<Url, Error> {
+        let url = format!("{}{path}", self.base);
+        Url::parse(&url).map_err(|e| Error::Url {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    /// `ws(s)://host:port[/prefix] + path`.
+    pub fn ws_url(&self, path: &str) -> String {
+        let rest = self
+            .base
+            .strip_prefix("http")
+            .expect("the base URL is http or https");
+        format!("ws{rest}{path}")
+    }
+
+    /// Where posts go for the HTTP transports; `None` when posts travel on the connection.
+    pub fn post_url(&self) -> Option<Url> {
+        let path = match self.transport {
+            Transport::Poll | Transport::LongPoll | Transport::Sse => "/poll",
+            Transport::Stream => "/msgs",
+            Transport::Ws | Transport::WsJson | Transport::SocketIo => return None,
+        };
+        self.url(path).ok()
+    }
+}
+
+/// The server's base URL from what the user typed: `ws`/`wss` become `http`/`https`, and a
+/// trailing transport path (`/ws`, `/poll`, ...) is dropped.
+fn base_url(input: &str) -> Result<String, Error> {
+    let bad = |reason: &str| Error::Url {
+        url: input.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(input).map_err(|e| bad(&e.to_string()))?;
+    let scheme = match url.scheme() {
+        "http" | "ws" => "http",
+        "https" | "wss" => "https",
+        other => {
+            return Err(bad(&format!(
+                "unsupported scheme {other:?}; use http:// or https://"
+            )))
+        }
+    };
+    let host = url.host_str().ok_or_else(|| bad("no host"))?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let mut path = url.path().trim_end_matches('/').to_owned();
+    for endpoint in ["/poll", "/msgs", "/events", "/ws", "/socket.io"] {
+        if let Some(prefix) = path.strip_suffix(endpoint) {
+            path = prefix.to_owned();
+            break;
+        }
+    }
+    Ok(format!("{scheme}://{host}{port}{path}"))
+}
+
+/// An error and its sources, as one line.
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The history received on a fresh connection.
+pub(crate) struct History {
+    /// Newest first.
+    pub msg: Vec<Message>,
+    pub last: u64,
+}
+
+impl From<Page> for History {
+    fn from(page: Page) -> History {
+        let last = page
+            .last()
+            .max(page.msg.iter().map(|m| m.id).max().unwrap_or(0));
+        History {
+            msg: page.msg,
+            last,
+        }
+    }
+}
+
+/// How a resumed connection tells that it has caught up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CatchUpEnd {
+    /// The transport marks the end itself (a page without `more`, the first snapshot).
+    Marker,
+    /// Caught up once this id (the server's newest before connecting) is delivered.
+    UpTo(u64),
+}
+
+/// A new connection.
+pub(crate) struct Opened {
+    pub session: Session,
+    /// Present exactly when the connection did not resume.
+    pub history: Option<History>,
+    /// For [`State::Connected`].
+    pub via: String,
+    pub catch_up: CatchUpEnd,
+}
+
+/// One live connection, whatever the transport.
+pub(crate) enum Session {
+    Poll(http::PollSession),
+    Stream(http::StreamSession),
+    Sse(http::SseSession),
+    Ws(ws::WsSession),
+    SocketIo(socketio::SioSession),
+}
+
+/// The client was dropped: stop.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl Session {
+    /// Connects; `resume` is the newest id already delivered (then there is no history).
+    async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+        let open = async {
+            match ctx.transport {
+                Transport::Poll | Transport::LongPoll => http::open_poll(ctx, resume).await,
+                Transport::Stream => http::open_stream(ctx, resume).await,
+                Transport::Sse => http::open_sse(ctx, resume).await,
+                Transport::Ws | Transport::WsJson => ws::open(ctx, resume).await,
+                Transport::SocketIo => socketio::open(ctx, resume).await,
+            }
+        };
+        tokio::time::timeout(ctx.options.request_timeout, open)
+            .await
+            .map_err(|_| Error::Connection("timed out connecting".into()))?
+    }
+
+    /// Serves the connection until it is lost; returns why.
+    async fn run(
+        &mut self,
+        ctx: &Ctx,
+        sink: &mut Sink,
+        posts: &mut mpsc::Receiver<PostCmd>,
+    ) -> Result<String, Closed> {
+        match self {
+            Session::Poll(s) => s.run(ctx, sink).await,
+            Session::Stream(s) => s.run(sink).await,
+            Session::Sse(s) => s.run(sink).await,
+            Session::Ws(s) => s.run(sink, posts).await,
+            Session::SocketIo(s) => s.run(sink, posts).await,
+        }
+    }
+}
+
+/// Where events go; holds the newest delivered id and the catch-up in progress.
+pub(crate) struct Sink {
+    tx: mpsc::Sender<Result<Event, Error>>,
+    /// The newest message id delivered (0: none).
+    pub last: u64,
+    catch_up: Option<CatchUp>,
+}
+
+struct CatchUp {
+    after: u64,
+    count: usize,
+    until: Option<u64>,
+}
+
+impl Sink {
+    async fn emit(&self, event: Result<Event, Error>) -> Result<(), Closed> {
+        self.tx.send(event).await.map_err(|_| Closed)
+    }
+
+    /// Reports a state change.
+    pub async fn state(&self, state: State) -> Result<(), Closed> {
+        self.emit(Ok(Event::State(state))).await
+    }
+
+    /// Delivers the messages newer than the last one delivered, oldest first, each once.
+    pub async fn deliver(&mut self, msgs: impl IntoIterator<Item = Message>) -> Result<(), Closed> {
+        let mut fresh: Vec<Message> = msgs.into_iter().filter(|m| m.id > self.last).collect();
+        fresh.sort_by_key(|m| m.id);
+        fresh.dedup_by_key(|m| m.id);
+        for m in fresh {
+            self.last = m.id;
+            if let Some(c) = &mut self.catch_up {
+                c.count += 1;
+            }
+            self.emit(Ok(Event::Message(m))).await?;
+        }
+        if let Some(CatchUp {
+            until: Some(until), ..
+        }) = self.catch_up
+        {
+            if self.last >= until {
+                self.catch_up_done().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection resumed after `self.last`; `end` says how its catch-up finishes.
+    async fn begin_catch_up(&mut self, end: CatchUpEnd) -> Result<(), Closed> {
+        let until = match end {
+            CatchUpEnd::Marker => None,
+            // The server knows less than we do: a reset is coming, not a catch-up.
+            CatchUpEnd::UpTo(id) if id < self.last => return Ok(()),
+            CatchUpEnd::UpTo(id) => Some(id),
+        };
+        self.catch_up = Some(CatchUp {
+            after: self.last,
+            count: 0,
+            until,
+        });
+        if until == Some(self.last) {
+            self.catch_up_done().await?;
+        }
+        Ok(())
+    }
+
+    /// The resumed connection has delivered everything that was missed.
+    pub async fn catch_up_done(&mut self) -> Result<(), Closed> {
+        match self.catch_up.take() {
+            Some(c) => {
+                self.state(State::Resumed {
+                    after: c.after,
+                    count: c.count,
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The server restarted with an empty store: ids start over after `last`.
+    pub async fn reset(&mut self, last: u64) -> Result<(), Closed> {
+        self.catch_up = None;
+        self.last = 0;
+        self.state(State::Reset { last }).await
+    }
+
+    /// Messages right after the newest delivered one are lost.
+    pub async fn truncated(&self) -> Result<(), Closed> {
+        self.state(State::Truncated { after: self.last }).await
+    }
+
+    /// Applies a page or snapshot (`/poll`, `/msgs`, `json` snapshots, `msg:since`).
+    pub async fn apply_page(&mut self, page: Page) -> Result<(), Closed> {
+        let last = page.last();
+        if page.reset || (last < self.last && !page.more) {
+            self.reset(last).await?;
+        }
+        if page.truncated {
+            self.truncated().await?;
+        }
+        let more = page.more;
+        self.deliver(page.msg).await?;
+        if !more {
+            self.catch_up_done().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The task: connects, reports the first result on `started`, then keeps the connection.
+pub(crate) async fn run(
+    ctx: Ctx,
+    tx: mpsc::Sender<Result<Event, Error>>,
+    mut posts: mpsc::Receiver<PostCmd>,
+    started: oneshot::Sender<Result<Vec<Message>, Error>>,
+) {
+    let resume = ctx.options.resume_after;
+    let mut sink = Sink {
+        tx,
+        last: resume.unwrap_or(0),
+        catch_up: None,
+    };
+    let opened = match Session::open(&ctx, resume).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let history = match opened.history {
+        Some(h) => {
+            sink.last = h.last;
+            h.msg
+        }
+        None => Vec::new(),
+    };
+    if started.send(Ok(history)).is_err() {
+        return;
+    }
+    let mut session = opened.session;
+    if connected(&mut sink, opened.via, resume.map(|_| opened.catch_up))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let Ok(reason) = session.run(&ctx, &mut sink, &mut posts).await else {
+            return;
+        };
+        match reconnect(&ctx, &mut sink, reason).await {
+            Ok(Some(next)) => session = next,
+            Ok(None) | Err(Closed) => return,
+        }
+    }
+}
+
+async fn connected(
+    sink: &mut Sink,
+    via: String,
+    catch_up: Option<CatchUpEnd>,
+) -> Result<(), Closed> {
+    sink.state(State::Connected { via }).await?;
+    if let Some(end) = catch_up {
+        sink.begin_catch_up(end).await?;
+    }
+    Ok(())
+}
+
+/// Reports the loss, then tries again after each backoff delay until a connection resumes;
+/// `None` when the backoff gave up (reported as [`Error::GaveUp`]).
+async fn reconnect(ctx: &Ctx, sink: &mut Sink, reason: String) -> Result<Option<Session>, Closed> {
+    sink.state(State::Disconnected {
+        reason: reason.clone(),
+    })
+    .await?;
+    let mut last_error = reason;
+    let mut attempt = 0u32;
+    for delay in ctx.options.backoff.delays() {
+        attempt += 1;
+        sink.state(State::Reconnecting { attempt, delay }).await?;
+        tokio::time::sleep(delay).await;
+        match Session::open(ctx, Some(sink.last)).await {
+            Ok(opened) => {
+                connected(sink, opened.via, Some(opened.catch_up)).await?;
+                return Ok(Some(opened.session));
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    sink.emit(Err(Error::GaveUp {
+        attempts: attempt,
+        reason: last_error,
+    }))
+    .await?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            base_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url("ws://localhost:8080/ws").unwrap(),
+            "http://localhost:8080"
+        );
+        assert_eq!(base_url("wss://h/chat/ws?x=1").unwrap(), "https://h/chat");
+        assert_eq!(base_url("https://h:8443/msgs").unwrap(), "https://h:8443");
+        assert_eq!(base_url("http://[::1]:80/").unwrap(), "http://[::1]");
+        assert!(base_url("ftp://h").is_err());
+        assert!(base_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,496 @@
+//! A client for rtchat over every transport it serves, behind one small interface.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rtchat_client::Error> {
+//! use rtchat_client::{Client, Event, Options, Transport};
+//! let mut client = Client::connect(Transport::Ws, "http://127.0.0.1:8080", Options::default()).await?;
+//! for m in client.history().iter().rev() {
+//!     println!("{}: {}", m.user, m.text);
+//! }
+//! client.poster().post("ann", "hi").await?;
+//! loop {
+//!     match client.next().await? {
+//!         Event::Message(m) => println!("{}: {}", m.user, m.text),
+//!         Event::State(s) => println!("* {s}"),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! Each [`Transport`] speaks its wire contract (see the README): polling and long polling
+//! (`/poll`), the `/msgs` snapshot stream, Server-Sent Events (`/events`), WebSockets with the
+//! course's `json` or rtchat's `rtchat.v1` subprotocol (`/ws`), and Socket.IO (Engine.IO v4 over
+//! a WebSocket). A background task keeps the connection: when it drops, it reconnects with
+//! exponential backoff and jitter ([`backon`]) and resumes after the newest message it
+//! delivered, so every message comes out of [`Client::next`] exactly once and in id order.
+
+#![warn(missing_docs)]
+
+mod driver;
+mod http;
+mod socketio;
+pub mod terminal;
+mod tls;
+mod ws;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// One chat message, as every transport carries it (the same shape as `rtchat_core::Message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Assigned by the server, strictly increasing.
+    pub id: u64,
+    /// Who wrote it.
+    pub user: String,
+    /// What they wrote.
+    pub text: String,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// The transports rtchat serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Short polling: `GET /poll?since=ID&timeout=0` every [`Options::poll_interval`].
+    Poll,
+    /// Long polling: `GET /poll?since=ID`, held by the server until a message arrives.
+    LongPoll,
+    /// The course's never-ending `GET /msgs` body of newline-delimited snapshots.
+    Stream,
+    /// Server-Sent Events, `GET /events` with `Last-Event-ID`.
+    Sse,
+    /// WebSocket with rtchat's `rtchat.v1` subprotocol (deltas, acks, `?since=ID` resume).
+    Ws,
+    /// WebSocket with the course's `json` subprotocol (a full snapshot after every message).
+    WsJson,
+    /// Socket.IO v5 over Engine.IO v4's WebSocket transport (`auth: {last: ID}` resume).
+    SocketIo,
+}
+
+impl Transport {
+    /// Every transport, in the order the README lists them.
+    pub const ALL: [Transport; 7] = [
+        Transport::Poll,
+        Transport::LongPoll,
+        Transport::Stream,
+        Transport::Sse,
+        Transport::Ws,
+        Transport::WsJson,
+        Transport::SocketIo,
+    ];
+
+    /// The name `--transport` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Poll => "poll",
+            Transport::LongPoll => "longpoll",
+            Transport::Stream => "stream",
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+            Transport::WsJson => "ws-json",
+            Transport::SocketIo => "socketio",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Transport::ALL.iter().map(|t| t.name()).collect();
+                format!("unknown transport {s:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// How long to wait between reconnection attempts: exponential, with jitter (via [`backon`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// The first delay.
+    pub min: Duration,
+    /// The delay stops growing here.
+    pub max: Duration,
+    /// Each delay is this many times the previous one.
+    pub factor: f32,
+    /// Add a random part (up to the delay itself), so clients spread out after an outage.
+    pub jitter: bool,
+    /// Give up after this many failed attempts in a row ([`Client::next`] then fails);
+    /// `None` retries forever.
+    pub max_attempts: Option<usize>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: true,
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delays of one reconnection episode.
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> {
+        use backon::BackoffBuilder;
+        let mut builder = backon::ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(self.factor);
+        builder = match self.max_attempts {
+            Some(n) => builder.with_max_times(n),
+            None => builder.without_max_times(),
+        };
+        if self.jitter {
+            builder = builder.with_jitter();
+        }
+        builder.build()
+    }
+}
+
+/// How a [`Client`] connects.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Accept any HTTPS certificate (development only).
+    pub insecure: bool,
+    /// Also trust the certificates in this PEM file (e.g. rtchat's generated one).
+    pub ca_file: Option<PathBuf>,
+    /// Reconnection delays.
+    pub backoff: Backoff,
+    /// Time between two requests of [`Transport::Poll`].
+    pub poll_interval: Duration,
+    /// How long [`Transport::LongPoll`] asks the server to hold a request.
+    pub long_poll_timeout: Duration,
+    /// Limit for a connection attempt, a handshake and every short request (posts included).
+    pub request_timeout: Duration,
+    /// Start after this message id instead of fetching the history: the messages after it
+    /// come out of [`Client::next`] and [`Client::history`] is empty.
+    pub resume_after: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            insecure: false,
+            ca_file: None,
+            backoff: Backoff::default(),
+            poll_interval: Duration::from_secs(1),
+            long_poll_timeout: Duration::from_secs(25),
+            request_timeout: Duration::from_secs(10),
+            resume_after: None,
+        }
+    }
+}
+
+/// What [`Client::next`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message, each exactly once and in id order.
+    Message(Message),
+    /// A change of the connection's state.
+    State(State),
+}
+
+/// Connection state changes, in the order they happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// A connection is up; `via` names the transport and protocol, e.g. `ws (rtchat.v1)`.
+    Connected {
+        /// Transport and protocol details.
+        via: String,
+    },
+    /// The connection was lost.
+    Disconnected {
+        /// What happened.
+        reason: String,
+    },
+    /// The next connection attempt comes after `delay`.
+    Reconnecting {
+        /// 1 for the first attempt after a disconnection.
+        attempt: u32,
+        /// How long until that attempt.
+        delay: Duration,
+    },
+    /// A reconnection caught up: `count` messages after `#after` were missed and have been
+    /// delivered (just before this event).
+    Resumed {
+        /// The newest message id delivered before the connection was lost.
+        after: u64,
+        /// How many messages came in while away.
+        count: usize,
+    },
+    /// The server forgot the ids this client knows (it restarted with an empty memory store):
+    /// message ids start over, and the server's current messages follow.
+    Reset {
+        /// The newest id on the server now.
+        last: u64,
+    },
+    /// The server no longer keeps some of the messages after `#after`; they are lost.
+    Truncated {
+        /// The newest id delivered before the gap.
+        after: u64,
+    },
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Connected { via } => write!(f, "connected via {via}"),
+            State::Disconnected { reason } => write!(f, "disconnected: {reason}"),
+            State::Reconnecting { attempt, delay } => write!(
+                f,
+                "reconnecting in {:.1}s (attempt {attempt})",
+                delay.as_secs_f64()
+            ),
+            State::Resumed { after, count } => write!(f, "resumed after #{after}: {count} missed"),
+            State::Reset { last } => write!(
+                f,
+                "the server has forgotten its messages (restarted?); ids start over (newest now #{last})"
+            ),
+            State::Truncated { after } => write!(
+                f,
+                "some messages after #{after} are no longer kept by the server and were missed"
+            ),
+        }
+    }
+}
+
+/// What can go wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The URL cannot be used.
+    #[error("bad URL {url:?}: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The HTTPS settings cannot be used (e.g. an unreadable CA file).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Connecting or talking to the server failed.
+    #[error("{0}")]
+    Connection(String),
+    /// The server answered with an HTTP error.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The server's `error` text, or the body.
+        message: String,
+    },
+    /// The server said something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server refused a post (`{"error": ...}`); nothing was stored.
+    #[error("{0}")]
+    Rejected(String),
+    /// The connection was lost after a post was sent but before the server acknowledged it:
+    /// it may or may not have been stored.
+    #[error("the connection was lost before the server acknowledged the post")]
+    Unacknowledged,
+    /// A request took longer than [`Options::request_timeout`].
+    #[error("timed out")]
+    Timeout,
+    /// Reconnecting failed [`Backoff::max_attempts`] times in a row.
+    #[error("gave up after {attempts} reconnection attempts: {reason}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// The client's background task has stopped.
+    #[error("the client is closed")]
+    Closed,
+}
+
+/// A post waiting for the connection's driver (WebSocket and Socket.IO transports).
+pub(crate) struct PostCmd {
+    pub user: String,
+    pub text: String,
+    pub reply: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// Posts messages; cheap to clone and usable while another task awaits [`Client::next`].
+#[derive(Clone)]
+pub struct Poster {
+    inner: PosterInner,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum PosterInner {
+    /// `POST` to this URL.
+    Http(reqwest::Client, reqwest::Url),
+    /// Through the connection (WebSocket, Socket.IO), waiting for it while reconnecting.
+    Driver(mpsc::Sender<PostCmd>),
+}
+
+impl Poster {
+    /// Posts a message and returns its id once the server has stored it.
+    ///
+    /// On the WebSocket and Socket.IO transports a post made while reconnecting waits for the
+    /// connection (up to [`Options::request_timeout`]); a post is never sent twice.
+    pub async fn post(&self, user: &str, text: &str) -> Result<u64, Error> {
+        let work = async {
+            match &self.inner {
+                PosterInner::Http(client, url) => http::post(client, url, user, text).await,
+                PosterInner::Driver(tx) => {
+                    let (reply, answer) = oneshot::channel();
+                    let cmd = PostCmd {
+                        user: user.to_owned(),
+                        text: text.to_owned(),
+                        reply,
+                    };
+                    tx.send(cmd).await.map_err(|_| Error::Closed)?;
+                    answer.await.map_err(|_| Error::Closed)?
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+}
+
+/// A chat connection that keeps itself up: see the [crate docs](crate).
+pub struct Client {
+    transport: Transport,
+    history: Vec<Message>,
+    events: mpsc::Receiver<Result<Event, Error>>,
+    poster: Poster,
+    task: JoinHandle<()>,
+    failed: Option<Error>,
+}
+
+impl Client {
+    /// Connects (one attempt; errors are returned, not retried) and receives the history.
+    /// From then on a background task keeps the connection, reconnecting and resuming.
+    ///
+    /// `url` is the server's base URL (`http://host:port`, `https://...`; `ws://`/`wss://`
+    /// work too); the transport picks its path (`/poll`, `/msgs`, `/events`, `/ws`,
+    /// `/socket.io/`).
+    pub async fn connect(
+        transport: Transport,
+        url: &str,
+        options: Options,
+    ) -> Result<Client, Error> {
+        let ctx = driver::Ctx::new(transport, url, options)?;
+        let (post_tx, post_rx) = mpsc::channel(64);
+        let inner = match ctx.post_url() {
+            Some(url) => PosterInner::Http(ctx.http.clone(), url),
+            None => PosterInner::Driver(post_tx),
+        };
+        let poster = Poster {
+            inner,
+            timeout: ctx.options.request_timeout,
+        };
+        let (events_tx, events) = mpsc::channel(1024);
+        let (start_tx, start_rx) = oneshot::channel();
+        let task = tokio::spawn(driver::run(ctx, events_tx, post_rx, start_tx));
+        let started = start_rx.await.unwrap_or(Err(Error::Closed));
+        match started {
+            Ok(history) => Ok(Client {
+                transport,
+                history,
+                events,
+                poster,
+                task,
+                failed: None,
+            }),
+            Err(e) => {
+                task.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// The transport this client speaks.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The history received on connect, newest first (empty with [`Options::resume_after`]).
+    pub fn history(&self) -> &[Message] {
+        &self.history
+    }
+
+    /// A handle that posts messages.
+    pub fn poster(&self) -> Poster {
+        self.poster.clone()
+    }
+
+    /// Posts a message; see [`Poster::post`].
+    pub async fn post(&self, user: &str, text: &str) -> Result<u64, Error> {
+        self.poster.post(user, text).await
+    }
+
+    /// The next message or state change. Fails only when the client gave up reconnecting
+    /// ([`Error::GaveUp`]); after that it keeps failing.
+    pub async fn next(&mut self) -> Result<Event, Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match self.events.recv().await {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(e)) => {
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+            None => {
+                self.failed = Some(Error::Closed);
+                Err(Error::Closed)
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The shape of `/poll` answers, `/msgs` lines, `msg:get`/`msg:since` and the `json`
+/// subprotocol's snapshots: a list, newest first, and flags.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Page {
+    pub msg: Vec<Message>,
+    #[serde(default)]
+    pub last: Option<u64>,
+    #[serde(default)]
+    pub more: bool,
+    #[serde(default)]
+    pub reset: bool,
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl Page {
+    /// `last`, or the newest id in `msg` when the server left it out.
+    pub fn last(&self) -> u64 {
+        self.last
+            .unwrap_or_else(|| self.msg.iter().map(|m| m.id).max().unwrap_or(0))
+    }
+}

@@ -1,0 +1,325 @@
+//! Socket.IO v5 over Engine.IO v4's WebSocket transport, the few packets rtchat needs, on
+//! tokio-tungstenite: the open packet `0{...}` and heartbeat (`2` → `3`), connect `40{auth}`,
+//! events `42["name",data]`, acks `42N[...]` → `43N[...]`.
+//!
+//! The handshake's `auth` is `{"snapshots": false}` (rtchat's `msg:new` carries each message,
+//! so the course's `msg:get` after every message is not needed) and, to resume, `"last": ID`:
+//! the server then answers with `msg:since` pages holding exactly what was missed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Session, Sink};
+use crate::ws::{close_reason, connect, next_text, Socket};
+use crate::{Error, Message, Page, PostCmd};
+
+/// A Socket.IO packet on the default namespace, as this client needs it.
+#[derive(Debug, PartialEq)]
+enum Packet {
+    /// Engine.IO open `0{...}`: the heartbeat window.
+    Open {
+        ping_interval: u64,
+        ping_timeout: u64,
+    },
+    /// Engine.IO ping `2`.
+    Ping,
+    /// Engine.IO close `1`, or Socket.IO disconnect `41`.
+    Close,
+    /// Socket.IO connect `40{...}`.
+    Connected,
+    /// Socket.IO connect error `44{"message":...}`.
+    ConnectError(String),
+    /// Socket.IO event `42["name", data]`.
+    Event(String, Value),
+    /// Socket.IO ack `43N[args...]`.
+    Ack(u64, Value),
+    /// Anything else (pong, noop, other namespaces).
+    Other,
+}
+
+fn parse(text: &str) -> Result<Packet, String> {
+    let bad =
+        |e: &dyn std::fmt::Display| format!("protocol error: bad Socket.IO packet ({e}): {text}");
+    let Some(kind) = text.chars().next() else {
+        return Err(bad(&"empty"));
+    };
+    let rest = &text[1..];
+    Ok(match kind {
+        '0' => {
+            let open: Value = serde_json::from_str(rest).map_err(|e| bad(&e))?;
+            Packet::Open {
+                ping_interval: open["pingInterval"].as_u64().unwrap_or(25_000),
+                ping_timeout: open["pingTimeout"].as_u64().unwrap_or(20_000),
+            }
+        }
+        '1' => Packet::Close,
+        '2' => Packet::Ping,
+        '4' => {
+            let Some(sio) = rest.chars().next() else {
+                return Err(bad(&"empty message"));
+            };
+            let body = &rest[1..];
+            if body.starts_with('/') {
+                return Ok(Packet::Other); // another namespace
+            }
+            let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+            let ack_id = body[..digits].parse::<u64>().ok();
+            let json = &body[digits..];
+            match sio {
+                '0' => Packet::Connected,
+                '1' => Packet::Close,
+                '2' => {
+                    let args: Vec<Value> = serde_json::from_str(json).map_err(|e| bad(&e))?;
+                    let mut args = args.into_iter();
+                    match args.next() {
+                        Some(Value::String(name)) => {
+                            Packet::Event(name, args.next().unwrap_or(Value::Null))
+                        }
+                        _ => return Err(bad(&"an event needs a name")),
+                    }
+                }
+                '3' => {
+                    let args: Value = serde_json::from_str(json).map_err(|e| bad(&e))?;
+                    Packet::Ack(ack_id.ok_or_else(|| bad(&"an ack needs an id"))?, args)
+                }
+                '4' => {
+                    let error: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+                    let message = error["message"]
+                        .as_str()
+                        .map_or_else(|| json.to_owned(), str::to_owned);
+                    Packet::ConnectError(message)
+                }
+                _ => Packet::Other,
+            }
+        }
+        _ => Packet::Other,
+    })
+}
+
+pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+    let (mut socket, _) = connect(ctx, "/socket.io/?EIO=4&transport=websocket", None).await?;
+    let text = next_text(&mut socket).await.map_err(Error::Connection)?;
+    let Packet::Open {
+        ping_interval,
+        ping_timeout,
+    } = parse(&text).map_err(Error::Protocol)?
+    else {
+        return Err(Error::Protocol(format!(
+            "expected the Engine.IO open packet, got {text}"
+        )));
+    };
+    let mut auth = json!({ "snapshots": false });
+    if let Some(id) = resume {
+        auth["last"] = json!(id);
+    }
+    send(&mut socket, format!("40{auth}"))
+        .await
+        .map_err(Error::Connection)?;
+    let mut connected = false;
+    let mut history = None;
+    while !connected || (resume.is_none() && history.is_none()) {
+        let text = next_text(&mut socket).await.map_err(Error::Connection)?;
+        match parse(&text).map_err(Error::Protocol)? {
+            Packet::Ping => send(&mut socket, "3".into())
+                .await
+                .map_err(Error::Connection)?,
+            Packet::Connected => connected = true,
+            Packet::ConnectError(message) => {
+                return Err(Error::Connection(format!(
+                    "Socket.IO refused the connection: {message}"
+                )))
+            }
+            Packet::Close => return Err(Error::Connection("closed during the handshake".into())),
+            Packet::Event(name, data) if name == "msg:get" && resume.is_none() => {
+                let page: Page = serde_json::from_value(data)
+                    .map_err(|e| Error::Protocol(format!("bad msg:get: {e}")))?;
+                history = Some(page.into());
+            }
+            _ => {}
+        }
+    }
+    let window = Duration::from_millis(ping_interval + ping_timeout);
+    Ok(Opened {
+        session: Session::SocketIo(SioSession {
+            socket,
+            window,
+            pending: HashMap::new(),
+            next_ack: 1,
+        }),
+        history,
+        via: "Socket.IO (websocket)".to_owned(),
+        catch_up: CatchUpEnd::Marker,
+    })
+}
+
+async fn send(socket: &mut Socket, text: String) -> Result<(), String> {
+    socket
+        .send(Frame::text(text))
+        .await
+        .map_err(|e| describe(&e))
+}
+
+/// One Socket.IO connection.
+pub(crate) struct SioSession {
+    socket: Socket,
+    /// The server pings at least this often (interval + timeout), or it is gone.
+    window: Duration,
+    /// Posts sent, by ack id.
+    pending: HashMap<u64, oneshot::Sender<Result<u64, Error>>>,
+    next_ack: u64,
+}
+
+impl SioSession {
+    pub(crate) async fn run(
+        &mut self,
+        sink: &mut Sink,
+        posts: &mut mpsc::Receiver<PostCmd>,
+    ) -> Result<String, Closed> {
+        let mut posts_open = true;
+        let mut deadline = Instant::now() + self.window;
+        loop {
+            tokio::select! {
+                frame = self.socket.next() => {
+                    deadline = Instant::now() + self.window;
+                    let reason = match frame {
+                        Some(Ok(Frame::Text(text))) => match self.on_text(text.as_str(), sink).await? {
+                            Ok(()) => continue,
+                            Err(reason) => reason,
+                        },
+                        Some(Ok(Frame::Close(frame))) => close_reason(frame),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => describe(&e),
+                        None => "connection closed".to_owned(),
+                    };
+                    return Ok(self.lost(reason));
+                }
+                cmd = posts.recv(), if posts_open => match cmd {
+                    Some(cmd) => if let Err(e) = self.send_post(cmd).await {
+                        return Ok(self.lost(e));
+                    },
+                    None => posts_open = false,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ok(self.lost("no ping from the server in time".to_owned()));
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, reason: String) -> String {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(Error::Unacknowledged));
+        }
+        reason
+    }
+
+    async fn send_post(&mut self, cmd: PostCmd) -> Result<(), String> {
+        if cmd.reply.is_closed() {
+            return Ok(());
+        }
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.pending.insert(id, cmd.reply);
+        let args = json!(["msg:post", {"user": cmd.user, "text": cmd.text}]);
+        send(&mut self.socket, format!("42{id}{args}")).await
+    }
+
+    async fn on_text(&mut self, text: &str, sink: &mut Sink) -> Result<Result<(), String>, Closed> {
+        let packet = match parse(text) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        match packet {
+            Packet::Ping => {
+                if let Err(e) = send(&mut self.socket, "3".into()).await {
+                    return Ok(Err(e));
+                }
+            }
+            Packet::Close => return Ok(Err("disconnected by the server".to_owned())),
+            Packet::Event(name, data) => return self.on_event(&name, data, sink).await,
+            Packet::Ack(id, args) => {
+                if let Some(reply) = self.pending.remove(&id) {
+                    let answer = &args[0];
+                    let result = match (answer["id"].as_u64(), answer["error"].as_str()) {
+                        (Some(id), _) => Ok(id),
+                        (None, Some(error)) => Err(Error::Rejected(error.to_owned())),
+                        (None, None) => Err(Error::Protocol(format!("unexpected ack {args}"))),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            _ => {}
+        }
+        Ok(Ok(()))
+    }
+
+    async fn on_event(
+        &mut self,
+        name: &str,
+        data: Value,
+        sink: &mut Sink,
+    ) -> Result<Result<(), String>, Closed> {
+        match name {
+            "msg:new" => match serde_json::from_value::<Message>(data) {
+                Ok(m) => sink.deliver([m]).await?,
+                Err(e) => return Ok(Err(format!("protocol error: bad msg:new: {e}"))),
+            },
+            "msg:since" => match serde_json::from_value::<Page>(data) {
+                Ok(page) => sink.apply_page(page).await?,
+                Err(e) => return Ok(Err(format!("protocol error: bad msg:since: {e}"))),
+            },
+            // On a resumed connection the history only matters when the server starts over;
+            // otherwise `msg:since` has exactly what was missed.
+            "msg:get" => {
+                if let Ok(page) = serde_json::from_value::<Page>(data) {
+                    if page.reset {
+                        sink.apply_page(page).await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, Packet};
+    use serde_json::json;
+
+    #[test]
+    fn packets() {
+        assert_eq!(
+            parse(r#"0{"sid":"x","pingInterval":300,"pingTimeout":200,"maxPayload":1}"#).unwrap(),
+            Packet::Open {
+                ping_interval: 300,
+                ping_timeout: 200
+            }
+        );
+        assert_eq!(parse("2").unwrap(), Packet::Ping);
+        assert_eq!(parse(r#"40{"sid":"a"}"#).unwrap(), Packet::Connected);
+        assert_eq!(parse("41").unwrap(), Packet::Close);
+        assert_eq!(
+            parse(r#"42["msg:new",{"id":1}]"#).unwrap(),
+            Packet::Event("msg:new".into(), json!({"id": 1}))
+        );
+        assert_eq!(
+            parse(r#"4312[{"status":"ok","id":5}]"#).unwrap(),
+            Packet::Ack(12, json!([{"status": "ok", "id": 5}]))
+        );
+        assert_eq!(
+            parse(r#"44{"message":"Invalid namespace"}"#).unwrap(),
+            Packet::ConnectError("Invalid namespace".into())
+        );
+        assert_eq!(parse(r#"42/admin,["x"]"#).unwrap(), Packet::Other);
+        assert!(parse("42[1]").is_err());
+        assert!(parse("").is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! Durable history (SQLite, the default store) and resume without loss, against real rtchat
+//! processes that are restarted, killed and loaded.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{client, get_json, post, rtchat, temp_dir, Server};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+fn ids(body: &Value) -> Vec<u64> {
+    body["msg"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect()
+}
+
+/// Every message after `since`, oldest first, read by paging `GET /poll?since=`.
+async fn all_after(server: &Server, mut since: u64) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let body = get_json(server, &format!("/poll?since={since}&timeout=0")).await;
+        let mut page: Vec<Value> = body["msg"].as_array().unwrap().clone();
+        page.reverse();
+        out.extend(page);
+        since = body["last"].as_u64().unwrap();
+        if body.get("more").is_none() {
+            return out;
+        }
+    }
+}
+
+fn data_args(dir: &std::path::Path) -> Vec<String> {
+    vec!["--data-dir".into(), dir.to_str().unwrap().into()]
+}
+
+fn start_on(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut args: Vec<String> = data_args(dir);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(server: &Server, path: &str, protocol: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = server.url(path).replacen("http://", "ws://", 1).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn ws_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .unwrap();
+        if let WsMessage::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_and_ids_survive_a_restart_on_every_transport() {
+    let dir = temp_dir("restart");
+    let mut first = start_on(&dir, &[]);
+    first.wait_for_log("store=sqlite");
+    for i in 1..=3 {
+        post(&first, "ann", &format!("m{i}")).await;
+    }
+    let mut ws = ws_connect(&first, "/ws", "json").await;
+    ws_json(&mut ws).await;
+    ws.send(WsMessage::text(json!({"user": "ws", "text": "m4"}).to_string())).await.unwrap();
+    ws_json(&mut ws).await;
+    let before = get_json(&first, "/poll").await;
+    assert_eq!(ids(&before), [4, 3, 2, 1]);
+    first.terminate(Duration::from_secs(5)).expect("stops");
+
+    let second = start_on(&dir, &[]);
+    assert_eq!(get_json(&second, "/poll").await, before, "the same history after a restart");
+    let res = post(&second, "bob", "m5").await;
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], 5, "ids continue");
+    // The stream, SSE and WebSockets serve the same history.
+    let mut stream = client().get(second.url("/msgs")).send().await.unwrap();
+    let line: Value = serde_json::from_slice(stream.chunk().await.unwrap().unwrap().as_ref()).unwrap();
+    assert_eq!(ids(&line), [5, 4, 3, 2, 1]);
+    let mut ws = ws_connect(&second, "/ws", "json").await;
+    assert_eq!(ids(&ws_json(&mut ws).await), [5, 4, 3, 2, 1]);
+    let mut v1 = ws_connect(&second, "/ws", "rtchat.v1").await;
+    assert_eq!(ids(&ws_json(&mut v1).await), [5, 4, 3, 2, 1]);
+    let sse = client().get(second.url("/events")).send().await.unwrap();
+    let mut body = String::new();
+    let mut sse = sse;
+    while body.matches("id: ").count() < 5 {
+        body.push_str(std::str::from_utf8(&sse.chunk().await.unwrap().unwrap()).unwrap());
+    }
+    let sse_ids: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert_eq!(sse_ids, ["1", "2", "3", "4", "5"]);
+}
+
+#[tokio::test]
+async fn resume_across_a_restart_delivers_exactly_the_missed_messages() {
+    let dir = temp_dir("resume-restart");
+    let mut first = start_on(&dir, &["--history", "3"]);
+    for i in 1..=2 {
+        post(&first, "u", &format!("seen {i}")).await;
+    }
+    first.terminate(Duration::from_secs(5)).expect("stops");
+    let second = start_on(&dir, &["--history", "3"]);
+    for i in 3..=9 {
+        post(&second, "u", &format!("missed {i}")).await;
+    }
+    // More missed (7) than the history holds (3), after a restart: each transport resumes from 2.
+    let want: Vec<u64> = (3..=9).collect();
+    let poll: Vec<u64> = all_after(&second, 2).await.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(poll, want, "polling");
+
+    let mut v1 = ws_connect(&second, "/ws?since=2", "rtchat.v1").await;
+    let mut got = Vec::new();
+    for _ in 3..=9 {
+        got.push(ws_json(&mut v1).await["msg"]["id"].as_u64().unwrap());
+    }
+    assert_eq!(got, want, "WebSocket rtchat.v1");
+
+    let mut stream = client().get(second.url("/msgs?since=2")).send().await.unwrap();
+    let mut lines = String::new();
+    let mut got = Vec::new();
+    loop {
+        while !lines.contains('\n') {
+            lines.push_str(std::str::from_utf8(&stream.chunk().await.unwrap().unwrap()).unwrap());
+        }
+        let end = lines.find('\n').unwrap();
+        let page: Value = serde_json::from_str(&lines[..end]).unwrap();
+        lines.drain(..=end);
+        let mut page_ids = ids(&page);
+        page_ids.reverse();
+        got.extend(page_ids);
+        if page.get("more").is_none() {
+            break;
+        }
+    }
+    assert_eq!(got, want, "/msgs?since");
+
+    let mut sse = client().get(second.url("/events")).header("last-event-id", "2").send().await.unwrap();
+    let mut body = String::new();
+    while body.matches("id: ").count() < 7 {
+        body.push_str(std::str::from_utf8(&sse.chunk().await.unwrap().unwrap()).unwrap());
+    }
+    let sse_ids: Vec<u64> = body.lines().filter_map(|l| l.strip_prefix("id: ")).map(|s| s.parse().unwrap()).collect();
+    assert_eq!(sse_ids, want, "SSE");
+}
+
+#[tokio::test]
+async fn every_acknowledged_post_survives_sigkill() {
+    let dir = temp_dir("crash");
+    let mut acknowledged: BTreeSet<u64> = BTreeSet::new();
+    for round in 0..12 {
+        let server = start_on(&dir, &[]);
+        let c = client();
+        // 8 posters race; the process is killed the moment the last ack of the round arrives,
+        // while other posts may still be in flight.
+        let posts = (0..24).map(|i| {
+            let req = c
+                .post(server.url("/poll"))
+                .json(&json!({"user": "crash", "text": format!("round {round} post {i}")}));
+            async move { req.send().await.ok()?.json::<Value>().await.ok()?["id"].as_u64() }
+        });
+        let results = futures::stream::iter(posts).buffer_unordered(8).collect::<Vec<_>>().await;
+        drop(server); // SIGKILL
+        acknowledged.extend(results.into_iter().flatten());
+    }
+    let server = start_on(&dir, &[]);
+    let stored: BTreeSet<u64> = all_after(&server, 0).await.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost after SIGKILL: {lost:?}");
+    assert_eq!(acknowledged.len(), 12 * 24);
+}
+
+#[tokio::test]
+async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_one_order() {
+    const POSTERS: usize = 50;
+    const EACH: usize = 200;
+    const TOTAL: usize = POSTERS * EACH;
+    let dir = temp_dir("concurrent");
+    let server = start_on(&dir, &[]);
+
+    // Subscribers: SSE, WebSocket rtchat.v1, and a long-poll loop, each collecting ids.
+    let start = std::time::Instant::now();
+    let sse = {
+        // No overall timeout: this stream lives as long as the test.
+        let res = reqwest::get(server.url("/events")).await.unwrap();
+        tokio::spawn(async move {
+            let mut res = res;
+            let (mut buf, mut got) = (String::new(), Vec::new());
+            while got.len() < TOTAL {
+                buf.push_str(std::str::from_utf8(&res.chunk().await.unwrap().unwrap()).unwrap());
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                        got.push(id.parse::<u64>().unwrap());
+                    }
+                }
+            }
+            got
+        })
+    };
+    let v1 = {
+        let mut ws = ws_connect(&server, "/ws", "rtchat.v1").await;
+        ws_json(&mut ws).await; // empty history
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < TOTAL {
+                let frame = ws_json(&mut ws).await;
+                got.push(frame["msg"]["id"].as_u64().unwrap());
+            }
+            got
+        })
+    };
+    let poller = {
+        let base = server.base.clone();
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let (mut since, mut got) = (0u64, Vec::new());
+            while got.len() < TOTAL {
+                let body: Value = c.get(format!("{base}/poll?since={since}&timeout=20")).send().await.unwrap().json().await.unwrap();
+                let mut page = ids(&body);
+                page.reverse();
+                got.extend(page);
+                since = body["last"].as_u64().unwrap();
+            }
+            got
+        })
+    };
+
+    // Posters: a quarter each on POST /poll, POST /msgs, WebSocket json, WebSocket rtchat.v1.
+    let mut posters = Vec::new();
+    for p in 0..POSTERS {
+        let base = server.base.clone();
+        let ws_base = server.url("/ws").replacen("http://", "ws://", 1);
+        posters.push(tokio::spawn(async move {
+            match p % 4 {
+                0 | 1 => {
+                    let path = if p % 4 == 0 { "/poll" } else { "/msgs" };
+                    let c = client();
+                    for i in 0..EACH {
+                        let res = c.post(format!("{base}{path}")).json(&json!({"user": format!("p{p}"), "text": format!("{i}")})).send().await.unwrap();
+                        assert_eq!(res.status(), 200);
+                    }
+                }
+                kind => {
+                    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+                    let protocol = if kind == 2 { "json" } else { "rtchat.v1" };
+                    let mut req = ws_base.as_str().into_client_request().unwrap();
+                    req.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+                    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+                    let (mut sink, mut stream) = ws.split();
+                    // Like a real client, read what the server sends meanwhile (the course's
+                    // protocol sends every connection a snapshot per message). Posts from one
+                    // connection are stored in order, so the json poster is done once a
+                    // snapshot shows its last post; the rtchat.v1 poster once every ack came.
+                    let me = format!("p{p}");
+                    let reader = tokio::spawn(async move {
+                        let mut acks = 0;
+                        while let Some(Ok(frame)) = stream.next().await {
+                            let WsMessage::Text(t) = frame else { continue };
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                            if v["type"] == "ack" {
+                                acks += 1;
+                                if acks == EACH {
+                                    return;
+                                }
+                            }
+                            let mine_done = v["msg"].as_array().is_some_and(|list| {
+                                list.iter().any(|m| m["user"] == me.as_str() && m["text"] == format!("{}", EACH - 1))
+                            });
+                            if mine_done {
+                                return;
+                            }
+                        }
+                        panic!("the connection closed before its posts were stored");
+                    });
+                    for i in 0..EACH {
+                        let mut post = json!({"user": format!("p{p}"), "text": format!("{i}")});
+                        if kind == 3 {
+                            post["type"] = json!("post");
+                            post["ref"] = json!(i);
+                        }
+                        sink.send(WsMessage::text(post.to_string())).await.unwrap();
+                    }
+                    tokio::time::timeout(Duration::from_secs(120), reader)
+                        .await
+                        .expect("the poster's posts are stored within 2 minutes")
+                        .unwrap();
+                    let _ = sink.close().await;
+                }
+            }
+        }));
+    }
+    for p in posters {
+        p.await.unwrap();
+    }
+    let want: Vec<u64> = (1..=TOTAL as u64).collect();
+    let within = |task| tokio::time::timeout(Duration::from_secs(60), task);
+    let seen = within(sse).await.expect("SSE got everything").unwrap();
+    assert_eq!(seen, want, "SSE saw every message once, in id order");
+    let seen = within(v1).await.expect("rtchat.v1 got everything").unwrap();
+    assert_eq!(seen, want, "WebSocket rtchat.v1 saw every message once, in id order");
+    let seen = within(poller).await.expect("long polling got everything").unwrap();
+    assert_eq!(seen, want, "long polling saw every message once, in id order");
+    let stored = all_after(&server, 0).await;
+    assert_eq!(stored.len(), TOTAL, "nothing lost");
+    eprintln!("{TOTAL} posts from {POSTERS} posters seen by 3 subscribers in {:?}", start.elapsed());
+}
+
+#[test]
+fn a_bad_database_file_is_a_clear_error() {
+    let dir = temp_dir("bad-db");
+    std::fs::write(dir.join("rtchat.db"), vec![b'#'; 10_000]).unwrap();
+    let out = rtchat(&["serve", "--no-tls", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()], &[]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a readable rtchat database") && stderr.contains("rtchat.db"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unwritable_data_dir_is_a_clear_error() {
+    let dir = temp_dir("ro-data");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    // Below a regular file nothing can be created, whoever runs the test (even root).
+    let data = file.join("data");
+    let out = rtchat(&["serve", "--no-tls", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()], &[]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot create the folder"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_full_database_turns_posts_into_errors_and_keeps_what_was_acknowledged() {
+    let dir = temp_dir("full");
+    let server = start_on(&dir, &["--db-max-mb", "1"]);
+    let text = "z".repeat(2000);
+    let mut acked = Vec::new();
+    let error = loop {
+        let res = post(&server, "filler", &text).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        if status != 200 {
+            assert_eq!(status, 503);
+            break body["error"].as_str().unwrap().to_owned();
+        }
+        acked.push(body["id"].as_u64().unwrap());
+        assert!(acked.len() < 5_000, "the cap never bit");
+    };
+    assert!(error.contains("disk is full"), "{error}");
+    let stored: Vec<u64> = all_after(&server, 0).await.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(stored, acked, "everything acknowledged is still there, nothing else");
+    assert_eq!(get_json(&server, "/poll").await["msg"][0]["id"], *acked.last().unwrap());
+}
+
+#[tokio::test]
+async fn memory_store_forgets_on_restart_as_the_course_did() {
+    let dir = temp_dir("memory");
+    let mut first = start_on(&dir, &["--store", "memory"]);
+    first.wait_for_log("store=memory");
+    post(&first, "ann", "gone").await;
+    first.terminate(Duration::from_secs(5)).unwrap();
+    let second = start_on(&dir, &["--store", "memory"]);
+    assert_eq!(get_json(&second, "/poll").await["msg"], json!([]));
+    assert!(!dir.join("rtchat.db").exists(), "memory writes no database");
+}
