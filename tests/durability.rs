@@ -6,13 +6,18 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{client, get_json, post, rtchat, temp_dir, Server};
+use common::{client, get_json, post, rtchat, temp_dir, ws_connect, ws_json, Server};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn ids(body: &Value) -> Vec<u64> {
-    body["msg"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect()
+    body["msg"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
 }
 
 /// Every message after `since`, oldest first, read by paging `GET /poll?since=`.
@@ -41,28 +46,6 @@ fn start_on(dir: &std::path::Path, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(server: &Server, path: &str, protocol: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = server.url(path).replacen("http://", "ws://", 1).into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-async fn ws_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame in time")
-            .unwrap()
-            .unwrap();
-        if let WsMessage::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn history_and_ids_survive_a_restart_on_every_transport() {
     let dir = temp_dir("restart");
@@ -71,25 +54,34 @@ async fn history_and_ids_survive_a_restart_on_every_transport() {
     for i in 1..=3 {
         post(&first, "ann", &format!("m{i}")).await;
     }
-    let mut ws = ws_connect(&first, "/ws", "json").await;
+    let mut ws = ws_connect(&first, "/ws", &["json"]).await;
     ws_json(&mut ws).await;
-    ws.send(WsMessage::text(json!({"user": "ws", "text": "m4"}).to_string())).await.unwrap();
+    ws.send(WsMessage::text(
+        json!({"user": "ws", "text": "m4"}).to_string(),
+    ))
+    .await
+    .unwrap();
     ws_json(&mut ws).await;
     let before = get_json(&first, "/poll").await;
     assert_eq!(ids(&before), [4, 3, 2, 1]);
     first.terminate(Duration::from_secs(5)).expect("stops");
 
     let second = start_on(&dir, &[]);
-    assert_eq!(get_json(&second, "/poll").await, before, "the same history after a restart");
+    assert_eq!(
+        get_json(&second, "/poll").await,
+        before,
+        "the same history after a restart"
+    );
     let res = post(&second, "bob", "m5").await;
     assert_eq!(res.json::<Value>().await.unwrap()["id"], 5, "ids continue");
     // The stream, SSE and WebSockets serve the same history.
     let mut stream = client().get(second.url("/msgs")).send().await.unwrap();
-    let line: Value = serde_json::from_slice(stream.chunk().await.unwrap().unwrap().as_ref()).unwrap();
+    let line: Value =
+        serde_json::from_slice(stream.chunk().await.unwrap().unwrap().as_ref()).unwrap();
     assert_eq!(ids(&line), [5, 4, 3, 2, 1]);
-    let mut ws = ws_connect(&second, "/ws", "json").await;
+    let mut ws = ws_connect(&second, "/ws", &["json"]).await;
     assert_eq!(ids(&ws_json(&mut ws).await), [5, 4, 3, 2, 1]);
-    let mut v1 = ws_connect(&second, "/ws", "rtchat.v1").await;
+    let mut v1 = ws_connect(&second, "/ws", &["rtchat.v1"]).await;
     assert_eq!(ids(&ws_json(&mut v1).await), [5, 4, 3, 2, 1]);
     let sse = client().get(second.url("/events")).send().await.unwrap();
     let mut body = String::new();
@@ -97,7 +89,10 @@ async fn history_and_ids_survive_a_restart_on_every_transport() {
     while body.matches("id: ").count() < 5 {
         body.push_str(std::str::from_utf8(&sse.chunk().await.unwrap().unwrap()).unwrap());
     }
-    let sse_ids: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    let sse_ids: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
     assert_eq!(sse_ids, ["1", "2", "3", "4", "5"]);
 }
 
@@ -115,17 +110,25 @@ async fn resume_across_a_restart_delivers_exactly_the_missed_messages() {
     }
     // More missed (7) than the history holds (3), after a restart: each transport resumes from 2.
     let want: Vec<u64> = (3..=9).collect();
-    let poll: Vec<u64> = all_after(&second, 2).await.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let poll: Vec<u64> = all_after(&second, 2)
+        .await
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(poll, want, "polling");
 
-    let mut v1 = ws_connect(&second, "/ws?since=2", "rtchat.v1").await;
+    let mut v1 = ws_connect(&second, "/ws?since=2", &["rtchat.v1"]).await;
     let mut got = Vec::new();
     for _ in 3..=9 {
         got.push(ws_json(&mut v1).await["msg"]["id"].as_u64().unwrap());
     }
     assert_eq!(got, want, "WebSocket rtchat.v1");
 
-    let mut stream = client().get(second.url("/msgs?since=2")).send().await.unwrap();
+    let mut stream = client()
+        .get(second.url("/msgs?since=2"))
+        .send()
+        .await
+        .unwrap();
     let mut lines = String::new();
     let mut got = Vec::new();
     loop {
@@ -144,12 +147,21 @@ async fn resume_across_a_restart_delivers_exactly_the_missed_messages() {
     }
     assert_eq!(got, want, "/msgs?since");
 
-    let mut sse = client().get(second.url("/events")).header("last-event-id", "2").send().await.unwrap();
+    let mut sse = client()
+        .get(second.url("/events"))
+        .header("last-event-id", "2")
+        .send()
+        .await
+        .unwrap();
     let mut body = String::new();
     while body.matches("id: ").count() < 7 {
         body.push_str(std::str::from_utf8(&sse.chunk().await.unwrap().unwrap()).unwrap());
     }
-    let sse_ids: Vec<u64> = body.lines().filter_map(|l| l.strip_prefix("id: ")).map(|s| s.parse().unwrap()).collect();
+    let sse_ids: Vec<u64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|s| s.parse().unwrap())
+        .collect();
     assert_eq!(sse_ids, want, "SSE");
 }
 
@@ -168,14 +180,24 @@ async fn every_acknowledged_post_survives_sigkill() {
                 .json(&json!({"user": "crash", "text": format!("round {round} post {i}")}));
             async move { req.send().await.ok()?.json::<Value>().await.ok()?["id"].as_u64() }
         });
-        let results = futures::stream::iter(posts).buffer_unordered(8).collect::<Vec<_>>().await;
+        let results = futures::stream::iter(posts)
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
         drop(server); // SIGKILL
         acknowledged.extend(results.into_iter().flatten());
     }
     let server = start_on(&dir, &[]);
-    let stored: BTreeSet<u64> = all_after(&server, 0).await.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let stored: BTreeSet<u64> = all_after(&server, 0)
+        .await
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "acknowledged but lost after SIGKILL: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost after SIGKILL: {lost:?}"
+    );
     assert_eq!(acknowledged.len(), 12 * 24);
 }
 
@@ -208,7 +230,7 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
         })
     };
     let v1 = {
-        let mut ws = ws_connect(&server, "/ws", "rtchat.v1").await;
+        let mut ws = ws_connect(&server, "/ws", &["rtchat.v1"]).await;
         ws_json(&mut ws).await; // empty history
         tokio::spawn(async move {
             let mut got = Vec::new();
@@ -225,7 +247,14 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
             let c = reqwest::Client::new();
             let (mut since, mut got) = (0u64, Vec::new());
             while got.len() < TOTAL {
-                let body: Value = c.get(format!("{base}/poll?since={since}&timeout=20")).send().await.unwrap().json().await.unwrap();
+                let body: Value = c
+                    .get(format!("{base}/poll?since={since}&timeout=20"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 let mut page = ids(&body);
                 page.reverse();
                 got.extend(page);
@@ -246,7 +275,12 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
                     let path = if p % 4 == 0 { "/poll" } else { "/msgs" };
                     let c = client();
                     for i in 0..EACH {
-                        let res = c.post(format!("{base}{path}")).json(&json!({"user": format!("p{p}"), "text": format!("{i}")})).send().await.unwrap();
+                        let res = c
+                            .post(format!("{base}{path}"))
+                            .json(&json!({"user": format!("p{p}"), "text": format!("{i}")}))
+                            .send()
+                            .await
+                            .unwrap();
                         assert_eq!(res.status(), 200);
                     }
                 }
@@ -254,7 +288,8 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
                     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
                     let protocol = if kind == 2 { "json" } else { "rtchat.v1" };
                     let mut req = ws_base.as_str().into_client_request().unwrap();
-                    req.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+                    req.headers_mut()
+                        .insert("sec-websocket-protocol", protocol.parse().unwrap());
                     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
                     let (mut sink, mut stream) = ws.split();
                     // Like a real client, read what the server sends meanwhile (the course's
@@ -274,7 +309,9 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
                                 }
                             }
                             let mine_done = v["msg"].as_array().is_some_and(|list| {
-                                list.iter().any(|m| m["user"] == me.as_str() && m["text"] == format!("{}", EACH - 1))
+                                list.iter().any(|m| {
+                                    m["user"] == me.as_str() && m["text"] == format!("{}", EACH - 1)
+                                })
                             });
                             if mine_done {
                                 return;
@@ -307,22 +344,49 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
     let seen = within(sse).await.expect("SSE got everything").unwrap();
     assert_eq!(seen, want, "SSE saw every message once, in id order");
     let seen = within(v1).await.expect("rtchat.v1 got everything").unwrap();
-    assert_eq!(seen, want, "WebSocket rtchat.v1 saw every message once, in id order");
-    let seen = within(poller).await.expect("long polling got everything").unwrap();
-    assert_eq!(seen, want, "long polling saw every message once, in id order");
+    assert_eq!(
+        seen, want,
+        "WebSocket rtchat.v1 saw every message once, in id order"
+    );
+    let seen = within(poller)
+        .await
+        .expect("long polling got everything")
+        .unwrap();
+    assert_eq!(
+        seen, want,
+        "long polling saw every message once, in id order"
+    );
     let stored = all_after(&server, 0).await;
     assert_eq!(stored.len(), TOTAL, "nothing lost");
-    eprintln!("{TOTAL} posts from {POSTERS} posters seen by 3 subscribers in {:?}", start.elapsed());
+    eprintln!(
+        "{TOTAL} posts from {POSTERS} posters seen by 3 subscribers in {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn a_bad_database_file_is_a_clear_error() {
     let dir = temp_dir("bad-db");
     std::fs::write(dir.join("rtchat.db"), vec![b'#'; 10_000]).unwrap();
-    let out = rtchat(&["serve", "--no-tls", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()], &[]).output().unwrap();
+    let out = rtchat(
+        &[
+            "serve",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not a readable rtchat database") && stderr.contains("rtchat.db"), "{stderr}");
+    assert!(
+        stderr.contains("not a readable rtchat database") && stderr.contains("rtchat.db"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -333,7 +397,19 @@ fn an_unwritable_data_dir_is_a_clear_error() {
     std::fs::write(&file, "").unwrap();
     // Below a regular file nothing can be created, whoever runs the test (even root).
     let data = file.join("data");
-    let out = rtchat(&["serve", "--no-tls", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()], &[]).output().unwrap();
+    let out = rtchat(
+        &[
+            "serve",
+            "--no-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot create the folder"), "{stderr}");
@@ -357,9 +433,19 @@ async fn a_full_database_turns_posts_into_errors_and_keeps_what_was_acknowledged
         assert!(acked.len() < 5_000, "the cap never bit");
     };
     assert!(error.contains("disk is full"), "{error}");
-    let stored: Vec<u64> = all_after(&server, 0).await.iter().map(|m| m["id"].as_u64().unwrap()).collect();
-    assert_eq!(stored, acked, "everything acknowledged is still there, nothing else");
-    assert_eq!(get_json(&server, "/poll").await["msg"][0]["id"], *acked.last().unwrap());
+    let stored: Vec<u64> = all_after(&server, 0)
+        .await
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "everything acknowledged is still there, nothing else"
+    );
+    assert_eq!(
+        get_json(&server, "/poll").await["msg"][0]["id"],
+        *acked.last().unwrap()
+    );
 }
 
 #[tokio::test]

@@ -42,9 +42,12 @@ async fn sigterm_answers_parked_polls_and_exits_zero() {
 async fn address_in_use_is_a_clear_error() {
     let first = Server::start(&[]);
     let addr = format!("127.0.0.1:{}", first.port);
-    let out = rtchat(&["serve", "--no-tls", "--store", "memory", "--listen", &addr], &[])
-        .output()
-        .unwrap();
+    let out = rtchat(
+        &["serve", "--no-tls", "--store", "memory", "--listen", &addr],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -235,3 +235,64 @@ pub async fn wait_for_stat(server: &Server, field: &str, want: u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A WebSocket client connection (tokio-tungstenite) to a test server.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `ws://` URL of `path` on the plain port.
+pub fn ws_url(server: &Server, path: &str) -> String {
+    server.url(path).replacen("http://", "ws://", 1)
+}
+
+/// Opens a WebSocket offering `protocols` (and sending `origin`), returning the socket and the
+/// subprotocol the server picked.
+pub async fn ws_connect_with(
+    server: &Server,
+    path: &str,
+    protocols: &[&str],
+    origin: Option<&str>,
+) -> (Ws, Option<String>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = ws_url(server, path).into_client_request().unwrap();
+    if !protocols.is_empty() {
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            protocols.join(", ").parse().unwrap(),
+        );
+    }
+    if let Some(origin) = origin {
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+    }
+    let (ws, res) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("handshake");
+    let protocol = res
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (ws, protocol)
+}
+
+/// Opens a WebSocket offering `protocols`.
+pub async fn ws_connect(server: &Server, path: &str, protocols: &[&str]) -> Ws {
+    ws_connect_with(server, path, protocols, None).await.0
+}
+
+/// The next text frame as JSON (skipping pings), failing after 20 s.
+pub async fn ws_json(ws: &mut Ws) -> serde_json::Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame within 20 s")
+            .expect("the socket stays open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}

@@ -367,9 +367,8 @@ impl Hub {
                 .filter(|e| e.message.id > after)
                 .cloned()
                 .collect();
-            let truncated = cache_is_everything
-                && newer.first().is_some_and(|e| e.message.id > after + 1)
-                && oldest_cached > 1;
+            // Ids are consecutive, so a hole right after `after` means retention dropped it.
+            let truncated = newer.first().is_some_and(|e| e.message.id > after + 1);
             let more = newer.len() > limit;
             let entries = newer.into_iter().take(limit).collect();
             return Ok(Since {
