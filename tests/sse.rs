@@ -120,6 +120,9 @@ async fn last_event_id_resumes_with_exactly_the_missed_messages() {
     for want in 3..=10 {
         assert_eq!(sse.message().await.0, want);
     }
+    let resumed = sse.next().await;
+    assert_eq!(resumed.event.as_deref(), Some("resumed"), "{resumed:?}");
+    assert_eq!(resumed.data.as_deref(), Some(r#"{"after":2,"count":8}"#));
     post(&server, "u", "m11").await;
     assert_eq!(sse.message().await.0, 11, "then live, with no duplicate");
 }

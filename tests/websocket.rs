@@ -209,6 +209,11 @@ async fn rtchat_v1_resumes_with_exactly_the_missed_messages() {
         assert_eq!(frame["type"], "msg", "{frame}");
         assert_eq!(frame["msg"]["id"], want);
     }
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type": "resumed", "after": 3, "count": 9, "last": 12}),
+        "the end of the catch-up is announced"
+    );
     post(&server, "u", "m13").await;
     assert_eq!(
         next_json(&mut ws).await["msg"]["id"],

@@ -7,7 +7,8 @@ import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import {
   debug, gotoOk, item, openChat, send, sendOk, texts, token, waitDot, waitPostError,
 } from './lib/chat.mjs';
-import { postMessage, startServer } from './lib/server.mjs';
+import { startProxy } from './lib/proxy.mjs';
+import { postMessage, startServer, waitUntil } from './lib/server.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser({ tls: true }); });
@@ -139,8 +140,10 @@ describe('http2: reading the stream', () => {
   before(async () => {
     server = await startServer();
     stub = http.createServer(async (req, res) => {
-      if (req.url === '/msgs') {
+      stub.urls ??= [];
+      if (new URL(req.url, 'http://stub').pathname === '/msgs') {
         streams += 1;
+        stub.urls.push(req.url);
         res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-cache' });
         if (streams > 1) { // the reconnect: one snapshot, kept open
           res.write(snap([m(4, 'after reconnect'), m(3, 'héllo ✓ wörld'), m(2, 'two'), m(1, 'one')]));
@@ -180,7 +183,7 @@ describe('http2: reading the stream', () => {
     await server?.stop();
   });
 
-  it('renders the newest complete snapshot whatever the chunking, then reconnects at once', { timeout: 30000 }, async () => {
+  it('renders the newest complete snapshot whatever the chunking, then reconnects at once, resuming', { timeout: 30000 }, async () => {
     await scenario(browser, 'http2-chunking', async ({ newPage }) => {
       const page = await newPage();
       await gotoOk(page, `${stubUrl}/http2?base=5000`);
@@ -203,7 +206,9 @@ describe('http2: reading the stream', () => {
       assert.deepEqual(d.delays, [0], 'the first retry is immediate');
       assert.equal(await item(page, 'never sh').count(), 0);
       assert.equal(await page.locator('#messages > li').count(), 4);
-      assert.match(await page.locator('#stream-status').textContent(), /Reconnected/);
+      assert.deepEqual(stub.urls, ['/msgs', '/msgs?since=3'], 'the reconnect resumes after the newest id held');
+      // The stub answers with a plain snapshot: merged by id, only message 4 is new.
+      assert.equal(await page.locator('#stream-status').textContent(), 'Resumed after message 3 — 1 missed.');
     }, { server });
   });
 });
@@ -236,6 +241,9 @@ describe('http2: server restart on the same ports', () => {
       });
       assert.equal(second.httpsUrl, server.httpsUrl);
       await waitDot(page, 'ok');
+      const oldId = Number(await item(page, old).getAttribute('data-id'));
+      await page.waitForFunction((t) => document.getElementById('stream-status').textContent === t,
+        `Resumed after message ${oldId} — nothing missed.`);
       // Same data dir, so the same (SQLite) history: the old message is still there, and ids go on.
       const fresh = `after restart ${token()}`;
       await sendOk(page, fresh);
@@ -246,6 +254,161 @@ describe('http2: server restart on the same ports', () => {
       assert.equal(d.failures, 0, 'backoff reset');
       assert.ok(d.connects >= 3, `reconnected: ${d.connects} connects`);
       assert.equal(d.delays[0], 0, 'the first retry is immediate');
+    }, { server });
+  });
+});
+
+describe('http2: resume after the connection drops', () => {
+  // A history of 5, and 8 messages missed: the catch-up comes in two pages (5 + 3, "more").
+  let server;
+  let proxy;
+  before(async () => {
+    server = await startServer(['--history', '5'], { tls: true });
+    proxy = await startProxy(server.tlsPort);
+  });
+  after(async () => {
+    await proxy?.close();
+    await server?.stop();
+  });
+
+  it('reconnects to /msgs?since=<newest id> and shows every missed message once, in order', { timeout: 30000 }, async () => {
+    await scenario(browser, 'http2-resume', async ({ newPage }) => {
+      const page = await newPage();
+      const streams = [];
+      page.on('request', (r) => {
+        const u = new URL(r.url());
+        if (u.pathname === '/msgs' && r.method() === 'GET') streams.push(u.search);
+      });
+      await gotoOk(page, `https://127.0.0.1:${proxy.port}/http2?base=200&cap=1000`);
+      await waitDot(page, 'ok');
+      await page.fill('#user', 'hana');
+      const tag = token();
+      const seen = [`seen 1 ${tag}`, `seen 2 ${tag}`];
+      for (const t of seen) await sendOk(page, t);
+      const seenId = Number(await item(page, seen[1]).getAttribute('data-id'));
+
+      // The network drops; the page's reconnect is held at the proxy while 8 messages are
+      // posted straight to the server.
+      proxy.hold();
+      proxy.cut();
+      await waitUntil(() => proxy.held >= 1, { what: 'the page to reconnect (held at the proxy)' });
+      assert.notEqual(await page.locator('#status-dot').getAttribute('data-state'), 'ok');
+      const missed = [];
+      const missedIds = [];
+      for (let i = 1; i <= 8; i++) {
+        missed.push(`missed ${i} ${tag}`);
+        const res = await postMessage(server.url, 'node', missed[i - 1]);
+        assert.equal(res.status, 200);
+        missedIds.push(res.body.id);
+      }
+      assert.deepEqual(missedIds, missedIds.map((_, i) => seenId + 1 + i));
+      proxy.release();
+
+      await page.waitForFunction((t) => document.getElementById('stream-status').textContent === t,
+        `Resumed after message ${seenId} — 8 missed.`);
+      await waitDot(page, 'ok');
+      const expected = [...missed].reverse().concat([...seen].reverse());
+      assert.deepEqual(await texts(page), expected, 'every missed message once, newest first');
+      const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
+      assert.deepEqual(ids, [...missedIds].reverse().concat([seenId, seenId - 1]));
+      assert.equal(streams[0], '', 'the first stream starts fresh');
+      assert.equal(streams.at(-1), `?since=${seenId}`, 'the reconnect resumes after the newest id held');
+
+      // Snapshots go on after the catch-up (merged, not replacing: the 5-message snapshots
+      // don't drop what the page holds beyond them).
+      const after = `after resume ${token()}`;
+      await sendOk(page, after);
+      assert.deepEqual(await texts(page), [after, ...expected]);
+      const d = await debug(page);
+      assert.equal(d.pages, 2, 'two catch-up pages: 5 then 3');
+      assert.equal(d.truncated, 0);
+      assert.equal(d.resets, 0);
+      assert.equal(d.failures, 0);
+      assert.equal(d.badLines, 0);
+      assert.equal(await page.locator('.msg-before-restart').count(), 0);
+      await saveScreenshot(page, 'http2-resumed.png');
+    }, { server });
+  });
+});
+
+describe('http2: server restart with an empty store (reset)', () => {
+  let server;
+  let second;
+  before(async () => { server = await startServer([], { tls: true, store: 'memory' }); });
+  after(async () => {
+    await second?.stop();
+    await server?.stop();
+  });
+
+  it('keeps the messages from before the restart, marked, and goes on with the new ids', { timeout: 40000 }, async () => {
+    await scenario(browser, 'http2-reset', async ({ newPage }) => {
+      const page = await openChat(newPage, `${server.httpsUrl}/http2?base=200&cap=1000`, 'ivy');
+      const one = `one ${token()}`;
+      const two = `two ${token()}`;
+      await sendOk(page, one);
+      await sendOk(page, two);
+
+      await server.stop({ keepDataDir: true });
+      await waitDot(page, 'error');
+      second = await startServer([], {
+        tls: true,
+        store: 'memory',
+        listen: `127.0.0.1:${server.port}`,
+        tlsListen: `127.0.0.1:${server.tlsPort}`,
+        dataDir: server.dataDir,
+        ownDataDir: true,
+      });
+      // /msgs?since=2 on a server that knows no id 2: the snapshot says "reset".
+      await page.waitForFunction(() => window.rtchatDebug.resets === 1);
+      await waitDot(page, 'ok');
+      assert.match(await page.locator('#stream-status').textContent(), /restarted/);
+      const three = `three ${token()}`;
+      await sendOk(page, three);
+      assert.equal(await item(page, three).getAttribute('data-id'), '1', 'ids start again');
+      assert.deepEqual(await texts(page), [three, two, one]);
+      for (const t of [one, two]) {
+        assert.match(await item(page, t).getAttribute('class'), /msg-before-restart/);
+        assert.equal(await item(page, t).locator('.msg-note').textContent(), 'before the server restarted');
+      }
+      assert.equal(await item(page, three).locator('.msg-note').count(), 0);
+      assert.equal(await page.locator('#messages > li[data-id="1"]').count(), 2, 'old and new id 1');
+    }, { server });
+  });
+});
+
+describe('http2: truncated', () => {
+  let server;
+  let proxy;
+  before(async () => {
+    server = await startServer(['--history', '2', '--retain', '2'], { tls: true });
+    proxy = await startProxy(server.tlsPort);
+  });
+  after(async () => {
+    await proxy?.close();
+    await server?.stop();
+  });
+
+  it('says older messages were lost when the server no longer keeps what the page missed', { timeout: 30000 }, async () => {
+    await scenario(browser, 'http2-truncated', async ({ newPage }) => {
+      const page = await openChat(newPage, `https://127.0.0.1:${proxy.port}/http2?base=200&cap=1000`);
+      const first = await postMessage(server.url, 'node', `seen ${token()}`);
+      const seen = first.body.id;
+      await page.waitForFunction((id) => window.rtchatDebug.lastId === id, seen);
+      proxy.hold();
+      proxy.cut();
+      await waitUntil(() => proxy.held >= 1, { what: 'the page to reconnect (held at the proxy)' });
+      const later = [];
+      for (let i = 1; i <= 5; i++) {
+        later.push(`later ${i} ${token()}`);
+        assert.equal((await postMessage(server.url, 'node', later[i - 1])).status, 200);
+      }
+      proxy.release();
+      await item(page, later[4]).waitFor();
+      await page.locator('#stream-status', { hasText: 'Older messages were lost' }).waitFor();
+      assert.match(await page.locator('#stream-status').textContent(),
+        new RegExp(`^Resumed after message ${seen} — \\d+ missed\\. Older messages were lost`));
+      assert.equal((await debug(page)).truncated, 1);
+      assert.equal(await item(page, later[4]).count(), 1);
     }, { server });
   });
 });

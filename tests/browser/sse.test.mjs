@@ -93,7 +93,7 @@ describe('sse: resume after the connection drops', () => {
       await item(page, missed[1]).waitFor();
       await waitDot(page, 'ok');
       assert.equal(await page.locator('#stream-status').textContent(),
-        `Resumed after message ${firstId} — nothing missed.`);
+        `Resumed after message ${firstId} — 2 missed.`);
       assert.deepEqual((await texts(page)).slice(0, 3), [missed[1], missed[0], first]);
       assert.equal(await item(page, first).count(), 1, 'nothing twice');
       assert.deepEqual(await Promise.all(headers), [String(firstId)], 'the reconnect sent Last-Event-ID');
@@ -144,7 +144,7 @@ describe('sse: when the browser gives up', () => {
       assert.deepEqual(d.delays, [0, 200]);
       assert.equal(d.failures, 0);
       assert.deepEqual(urls.slice(-2), [`?since=${firstId}`, `?since=${firstId}`]);
-      assert.equal(await page.locator('#stream-status').textContent(), `Resumed after message ${firstId} — nothing missed.`);
+      assert.equal(await page.locator('#stream-status').textContent(), `Resumed after message ${firstId} — 1 missed.`);
       assert.equal(await item(page, first).count(), 1);
     }, { server: s.server });
   });

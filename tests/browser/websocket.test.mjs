@@ -1,12 +1,16 @@
 // Browser tests of the /websocket page: the chat over the browser's WebSocket (ws://host/ws,
-// subprotocol "json", the course contract). Skipped when the server has no WebSocket yet.
+// subprotocol "rtchat.v1": history, per-message frames, acks, resume with ?since=).
+// Skipped when the server has no WebSocket yet.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import {
   debug, gotoOk, item, openChat, send, sendOk, texts, token, waitDot, waitPostError,
 } from './lib/chat.mjs';
-import { postMessage, probeWebSocket, startServer } from './lib/server.mjs';
+import { startProxy } from './lib/proxy.mjs';
+import {
+  postMessage, probeWebSocket, startServer, waitUntil,
+} from './lib/server.mjs';
 
 /** Probe a fresh server once: does `GET /ws` (subprotocol json) answer 101? */
 async function serverHasWebSocket() {
@@ -24,16 +28,16 @@ let browser;
 before(async () => { if (HAS_WS) browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-function withServer(args = []) {
+function withServer(args = [], opts = {}) {
   const ctx = {};
-  before(async () => { ctx.server = await startServer(args); });
+  before(async () => { ctx.server = await startServer(args, opts); });
   after(async () => { await ctx.server?.stop(); });
   return ctx;
 }
 
 describe('websocket: two pages chat', { skip }, () => {
   const s = withServer();
-  it('two /websocket pages see each other\'s messages, newest first, over subprotocol json', { timeout: 30000 }, async () => {
+  it('two /websocket pages see each other\'s messages, newest first, over subprotocol rtchat.v1', { timeout: 30000 }, async () => {
     await scenario(browser, 'websocket-two-pages', async ({ newPage }) => {
       const history = `history ${token()}`;
       await postMessage(s.server.url, 'node', history);
@@ -62,15 +66,16 @@ describe('websocket: two pages chat', { skip }, () => {
       assert.deepEqual(await texts(b), await texts(a));
 
       const d = await debug(a);
-      assert.equal(d.protocol, 'json', 'the server chose the subprotocol json');
+      assert.equal(d.protocol, 'rtchat.v1', 'the server chose the subprotocol rtchat.v1');
       assert.equal(d.connects, 1);
+      assert.equal(d.histories, 1, 'one history frame, then per-message frames');
       assert.equal(d.pending, 0);
       assert.deepEqual(sockets, [`${s.server.url.replace('http:', 'ws:')}/ws`]);
       await saveScreenshot(a, 'websocket-two-users.png');
     }, { server: s.server });
   });
 
-  it('an invalid post shows the server\'s {"error"} and stores nothing', { timeout: 30000 }, async () => {
+  it('an invalid post shows the server\'s {"type":"error"} text, keeps the text and stores nothing', { timeout: 30000 }, async () => {
     await scenario(browser, 'websocket-post-errors', async ({ newPage }) => {
       const page = await openChat(newPage, `${s.server.url}/websocket`, 'x'.repeat(65));
       // What the server says for the same posts over HTTP (the same validation, the same text).
@@ -98,30 +103,169 @@ describe('websocket: two pages chat', { skip }, () => {
   });
 });
 
-describe('websocket: server restart', { skip }, () => {
+/** Post from Node and return the new message's id. */
+async function post(url, user, text) {
+  const res = await postMessage(url, user, text);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body.id;
+}
+
+/** The ids shown, in order (newest first). */
+const shownIds = (page) => page.locator('#messages > li')
+  .evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
+
+/** Wait until the status line reads exactly `text`. */
+const waitLine = (page, text) => page.waitForFunction(
+  (t) => document.getElementById('stream-status').textContent === t, text);
+
+describe('websocket: resume after the connection drops', { skip }, () => {
+  // A history of 5, and 8 messages missed: the catch-up must come from the store.
+  const s = withServer(['--history', '5']);
+  let proxy;
+  before(async () => { if (HAS_WS) proxy = await startProxy(s.server.port); });
+  after(async () => { await proxy?.close(); });
+
+  it('reconnects to /ws?since=<newest id> and shows every missed message once, in order', { timeout: 30000 }, async () => {
+    await scenario(browser, 'websocket-resume', async ({ newPage }) => {
+      const page = await newPage();
+      const sockets = [];
+      page.on('websocket', (ws) => sockets.push(ws.url()));
+      await gotoOk(page, `${proxy.url}/websocket?base=200&cap=1000`);
+      await waitDot(page, 'ok');
+      await page.fill('#user', 'gina');
+      const tag = token();
+      const seen = [`seen 1 ${tag}`, `seen 2 ${tag}`];
+      for (const t of seen) await sendOk(page, t);
+      const seenId = Number(await item(page, seen[1]).getAttribute('data-id'));
+
+      // The network drops; the page's reconnect is held at the proxy while 8 messages are
+      // posted straight to the server.
+      proxy.hold();
+      proxy.cut();
+      await waitUntil(() => proxy.held >= 1, { what: 'the page to reconnect (held at the proxy)' });
+      assert.notEqual(await page.locator('#status-dot').getAttribute('data-state'), 'ok');
+      const missed = [];
+      const missedIds = [];
+      for (let i = 1; i <= 8; i++) {
+        missed.push(`missed ${i} ${tag}`);
+        missedIds.push(await post(s.server.url, 'node', missed[i - 1]));
+      }
+      assert.deepEqual(missedIds, missedIds.map((_, i) => seenId + 1 + i));
+      proxy.release();
+
+      await waitLine(page, `Resumed after message ${seenId} — 8 missed.`);
+      await waitDot(page, 'ok');
+      const expected = [...missed].reverse().concat([...seen].reverse());
+      assert.deepEqual(await texts(page), expected, 'every missed message once, newest first');
+      assert.deepEqual(await shownIds(page), [...missedIds].reverse().concat([seenId, seenId - 1]));
+      assert.equal(sockets.at(-1), `${proxy.url.replace('http:', 'ws:')}/ws?since=${seenId}`);
+
+      // Live messages go on after the catch-up, and posting works on the new socket.
+      const after = `after resume ${token()}`;
+      await sendOk(page, after);
+      assert.deepEqual(await texts(page), [after, ...expected]);
+      const d = await debug(page);
+      assert.equal(d.histories, 1, 'the resumed socket got no history frame');
+      assert.equal(d.frames, 2 + 8 + 1, 'one msg frame per message, none twice');
+      assert.equal(d.protocol, 'rtchat.v1');
+      assert.equal(d.failures, 0);
+      assert.equal(d.truncated, 0);
+      assert.equal(await page.locator('.msg-before-restart').count(), 0);
+      await saveScreenshot(page, 'websocket-resumed.png');
+    }, { server: s.server });
+  });
+});
+
+describe('websocket: server restart (empty store)', { skip }, () => {
   const s = withServer();
   let second;
   after(async () => { await second?.stop(); });
 
-  it('the dot goes red when the server stops and green after a restart; the chat works again', { timeout: 40000 }, async () => {
+  it('red while down; after a restart with an empty store: reset, old messages kept and marked', { timeout: 40000 }, async () => {
     await scenario(browser, 'websocket-restart', async ({ newPage }) => {
       const page = await openChat(newPage, `${s.server.url}/websocket?base=200&cap=1000`, 'dave');
-      await sendOk(page, `before restart ${token()}`);
+      const old = `before restart ${token()}`;
+      await sendOk(page, old);
 
       await s.server.stop();
       await waitDot(page, 'error');
       assert.match(await page.locator('#status-dot').getAttribute('aria-label'), /Disconnected/);
 
+      // Same port, a fresh data dir: the new server has no messages, ids start again.
       second = await startServer([], { listen: `127.0.0.1:${s.server.port}` });
+      await page.waitForFunction(() => window.rtchatDebug.resets === 1);
       await waitDot(page, 'ok');
-      await page.waitForFunction(() => document.querySelectorAll('#messages > li').length === 0);
+      assert.match(await page.locator('#stream-status').textContent(), /restarted/);
       const fresh = `after restart ${token()}`;
       await sendOk(page, fresh);
-      assert.deepEqual(await texts(page), [fresh]);
+      assert.deepEqual(await texts(page), [fresh, old]);
+      assert.equal(await item(page, fresh).getAttribute('data-id'), '1', 'ids start again');
+      assert.match(await item(page, old).getAttribute('class'), /msg-before-restart/);
+      assert.equal(await item(page, old).locator('.msg-note').textContent(), 'before the server restarted');
+      assert.equal(await item(page, fresh).locator('.msg-note').count(), 0);
       const d = await debug(page);
       assert.equal(d.failures, 0, 'backoff reset');
       assert.equal(d.delays[0], 0, 'the first retry is immediate');
       assert.ok(d.connects >= 2);
+    }, { server: s.server });
+  });
+});
+
+describe('websocket: server restart (SQLite store, same data dir)', { skip }, () => {
+  const s = withServer();
+  let second;
+  after(async () => { await second?.stop(); });
+
+  it('resumes after the last message: nothing missed, nothing marked, ids go on', { timeout: 40000 }, async () => {
+    await scenario(browser, 'websocket-restart-durable', async ({ newPage }) => {
+      const page = await openChat(newPage, `${s.server.url}/websocket?base=200&cap=1000`, 'frank');
+      const one = `one ${token()}`;
+      await sendOk(page, one);
+      const oneId = Number(await item(page, one).getAttribute('data-id'));
+
+      await s.server.stop({ keepDataDir: true });
+      await waitDot(page, 'error');
+      second = await startServer([], {
+        listen: `127.0.0.1:${s.server.port}`, dataDir: s.server.dataDir, ownDataDir: true,
+      });
+      await waitLine(page, `Resumed after message ${oneId} — nothing missed.`);
+      await waitDot(page, 'ok');
+      const two = `two ${token()}`;
+      await sendOk(page, two);
+      assert.equal(await item(page, two).getAttribute('data-id'), String(oneId + 1), 'ids go on');
+      assert.deepEqual(await texts(page), [two, one]);
+      assert.equal(await page.locator('.msg-before-restart').count(), 0);
+      assert.equal((await debug(page)).resets, 0);
+    }, { server: s.server });
+  });
+});
+
+describe('websocket: truncated', { skip }, () => {
+  const s = withServer(['--history', '2', '--retain', '2']);
+  let proxy;
+  before(async () => { if (HAS_WS) proxy = await startProxy(s.server.port); });
+  after(async () => { await proxy?.close(); });
+
+  it('says older messages were lost when the server no longer keeps what the page missed', { timeout: 30000 }, async () => {
+    await scenario(browser, 'websocket-truncated', async ({ newPage }) => {
+      const page = await openChat(newPage, `${proxy.url}/websocket?base=200&cap=1000`);
+      const seen = await post(s.server.url, 'node', `seen ${token()}`);
+      await page.waitForFunction((id) => window.rtchatDebug.lastId === id, seen);
+      proxy.hold();
+      proxy.cut();
+      await waitUntil(() => proxy.held >= 1, { what: 'the page to reconnect (held at the proxy)' });
+      const later = [];
+      for (let i = 1; i <= 5; i++) {
+        later.push(`later ${i} ${token()}`);
+        await post(s.server.url, 'node', later[i - 1]);
+      }
+      proxy.release();
+      await item(page, later[4]).waitFor();
+      await page.locator('#stream-status', { hasText: 'Older messages were lost' }).waitFor();
+      assert.match(await page.locator('#stream-status').textContent(),
+        new RegExp(`^Resumed after message ${seen} — \\d+ missed\\. Older messages were lost`));
+      assert.equal((await debug(page)).truncated, 1);
+      assert.equal(await item(page, later[4]).count(), 1);
     }, { server: s.server });
   });
 });

@@ -318,7 +318,39 @@
     return { showError: showError };
   }
 
+  /** The note on messages kept from an earlier run of a server that restarted empty. */
+  var BEFORE_RESTART = 'before the server restarted';
+
+  /**
+   * A `decorate(li, m)` for renderMessages that marks messages from an earlier server run
+   * (`m.epoch` below `currentEpoch()`) with the class msg-before-restart and a note.
+   */
+  function epochDecorator(currentEpoch) {
+    return function (li, m) {
+      var old = (m.epoch || 0) < currentEpoch();
+      li.classList.toggle('msg-before-restart', old);
+      var note = li.querySelector('.msg-note');
+      if (old && !note) {
+        note = document.createElement('span');
+        note.className = 'msg-note';
+        note.textContent = BEFORE_RESTART;
+        li.querySelector('.msg-meta').appendChild(note);
+      } else if (!old && note) {
+        note.remove();
+      }
+    };
+  }
+
+  /** "Resumed after message 7 — 3 missed." (or "— nothing missed."). */
+  function resumedText(after, missed) {
+    return 'Resumed after message ' + after + ' — ' +
+      (missed > 0 ? missed + ' missed.' : 'nothing missed.');
+  }
+
   window.RtChat = Object.freeze({
+    BEFORE_RESTART: BEFORE_RESTART,
+    epochDecorator: epochDecorator,
+    resumedText: resumedText,
     HISTORY: HISTORY,
     formatTime: formatTime,
     messageKey: messageKey,

@@ -4,7 +4,15 @@
  * - Reads `GET /msgs` with fetch and a streaming body reader: the server never finishes the
  *   response and writes a full snapshot `{"msg":[...],"last":N}` (newest first) followed by
  *   "\n" at once and after every new message. The page splits the bytes on newlines (a read
- *   may hold part of a line, or several lines) and renders the newest complete snapshot.
+ *   may hold part of a line, or several lines), merges every complete line into what it
+ *   holds, by id, and shows the newest 50 (one render per read).
+ * - Resume: a reconnect asks for `GET /msgs?since=<newest id held>`. The stream then starts
+ *   with pages `{"msg":[...newest first],"last":N}` holding exactly the missed messages, the
+ *   oldest page first, `"more":true` on all but the last (`"truncated":true` when the server
+ *   no longer keeps some of them), then goes on with snapshots. The status line says
+ *   "Resumed after message N — M missed." A snapshot with `"reset":true` means the server
+ *   restarted with an empty store and its ids start again: the messages shown stay, marked
+ *   "before the server restarted" (like the SSE page).
  * - Posts with `POST /msgs` (JSON), showing the server's `{"error"}` text on 4xx.
  * - Presence dot: green while the stream is open, red when it ends or fails.
  * - Reconnects when the stream ends: at once after the first failure, then base, 2×base, …
@@ -33,7 +41,13 @@
     connects: 0,        // GET /msgs requests issued
     snapshots: 0,       // snapshots rendered (all connections)
     badLines: 0,        // lines that were not a snapshot
-    last: null,         // `last` of the newest snapshot
+    last: null,         // `last` of the newest line read
+    lastId: null,       // newest message id held from the current server run
+    epoch: 0,           // bumped by every reset
+    resets: 0,
+    truncated: 0,
+    pages: 0,           // catch-up pages read
+    resume: null,       // the current connection's resume: {after, missed, truncated, done}
     timer: null,
     delays: [],         // the scheduled reconnect delays (ms), oldest first
     lastError: '',
@@ -85,12 +99,70 @@
     if (els.line) els.line.textContent = text;
   }
 
-  function applySnapshot(data) {
-    state.snapshots += 1;
-    state.messages = C.mergeMessages([], data.msg, C.HISTORY);
-    if (typeof data.last === 'number' && isFinite(data.last)) state.last = data.last;
+  var decorate = C.epochDecorator(function () { return state.epoch; });
+
+  function render() {
     if (els.empty) els.empty.textContent = 'No messages yet.';
-    C.renderMessages(els.list, state.messages, els.empty);
+    C.renderMessages(els.list, state.messages, els.empty, decorate);
+  }
+
+  function showResume() {
+    var r = state.resume;
+    if (!r) return;
+    var text = r.done
+      ? C.resumedText(r.after, r.missed)
+      : 'Resumed after message ' + r.after + ' — catching up (' + r.missed + ' so far)…';
+    if (r.truncated) {
+      text += ' Older messages were lost: the server no longer keeps some of the messages ' +
+        'after message ' + r.after + '.';
+    }
+    setLine(text);
+  }
+
+  function onReset(data) {
+    state.resets += 1;
+    state.epoch += 1;
+    state.lastId = null;
+    state.resume = null;
+    var had = state.messages.length;
+    var fresh = data.last === 0 ? ' with no messages yet' : '';
+    setLine('The server restarted' + fresh + ': its message ids start again.' +
+      (had ? ' The ' + had + ' message' + (had === 1 ? '' : 's') + ' shown before are marked "' +
+        C.BEFORE_RESTART + '".' : ''));
+  }
+
+  /**
+   * Merge one line (a catch-up page or a snapshot) into what the page holds; rendering is
+   * left to the caller.
+   */
+  function applyLine(data) {
+    if (data.reset === true) onReset(data);
+    var r = state.resume && !state.resume.done ? state.resume : null;
+    var incoming = C.sanitize(data.msg);
+    var newest = state.lastId;
+    for (var i = 0; i < incoming.length; i++) {
+      var m = incoming[i];
+      m.epoch = state.epoch;
+      if (typeof m.id !== 'number') continue;
+      var isNew = state.lastId === null || m.id > state.lastId;
+      if (r && isNew && m.id > r.after) r.missed += 1;
+      if (newest === null || m.id > newest) newest = m.id;
+    }
+    if (typeof data.last === 'number' && isFinite(data.last)) {
+      state.last = data.last;
+      if (newest === null || data.last > newest) newest = data.last;
+    }
+    state.lastId = newest;
+    state.messages = C.mergeMessages(state.messages, incoming, C.HISTORY);
+    if (r) {
+      state.pages += 1;
+      if (data.truncated === true) {
+        r.truncated = true;
+        state.truncated += 1;
+      }
+      if (data.more !== true) r.done = true; // the last page: snapshots from here on
+      showResume();
+    }
   }
 
   /** Parse one line; a snapshot object or null. */
@@ -111,9 +183,12 @@
     state.connects += 1;
     var gotSnapshot = false;
     var proto = pageProtocol();
+    var resumeAfter = state.lastId;
+    var url = STREAM_URL + (resumeAfter !== null ? '?since=' + encodeURIComponent(String(resumeAfter)) : '');
+    state.resume = null;
     C.setPresence(els.dot, 'connecting', 'Connecting to ' + STREAM_URL + '…', els.status, 'connecting');
 
-    fetch(STREAM_URL, { cache: 'no-store', headers: { Accept: 'text/plain' } }).then(function (res) {
+    fetch(url, { cache: 'no-store', headers: { Accept: 'text/plain' } }).then(function (res) {
       if (!res.ok) {
         return res.text().then(function (raw) {
           var body = null;
@@ -133,19 +208,26 @@
       var buffer = '';
 
       function handle(lines) {
-        var latest = null;
+        var applied = 0;
         for (var i = 0; i < lines.length; i++) {
           var data = parseLine(lines[i]);
-          if (data) latest = data; // later lines are newer snapshots: only the last counts
-        }
-        if (latest) {
+          if (!data) continue;
           if (!gotSnapshot) {
             gotSnapshot = true;
             state.failures = 0;
             state.lastError = '';
-            setLine(state.connects > 1 ? 'Reconnected: showing the server\'s current messages.' : '');
+            if (resumeAfter !== null) {
+              state.resume = { after: resumeAfter, missed: 0, truncated: false, done: false };
+            } else {
+              setLine(state.connects > 1 ? 'Reconnected: showing the server\'s current messages.' : '');
+            }
           }
-          applySnapshot(latest);
+          applyLine(data);
+          applied += 1;
+        }
+        if (applied) {
+          state.snapshots += 1; // renders: several lines read at once render once
+          render();
         }
       }
 
@@ -174,6 +256,7 @@
 
   function onEnd(err) {
     state.open = false;
+    state.resume = null;
     state.failures += 1;
     var msg = (err && err.message) || String(err);
     if (err && err.name === 'TypeError') msg = 'network error (' + msg + ')';
@@ -184,7 +267,8 @@
     var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
     C.setPresence(els.dot, 'error', 'Disconnected (' + msg + '); ' + when + ' — ' +
       state.failures + ' failed in a row', els.status, 'offline · retrying');
-    setLine('Disconnected (' + msg + '); ' + when + '.');
+    setLine('Disconnected (' + msg + '); ' + when +
+      (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
     state.timer = setTimeout(connect, delay);
   }
 
@@ -205,6 +289,13 @@
     get snapshots() { return state.snapshots; },
     get badLines() { return state.badLines; },
     get last() { return state.last; },
+    get lastId() { return state.lastId; },
+    get epoch() { return state.epoch; },
+    get resets() { return state.resets; },
+    get truncated() { return state.truncated; },
+    get pages() { return state.pages; },
+    get resumedAfter() { return state.resume ? state.resume.after : null; },
+    get missed() { return state.resume ? state.resume.missed : null; },
     get delays() { return state.delays.slice(); },
     get lastError() { return state.lastError; },
     get count() { return state.messages.length; },

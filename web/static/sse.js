@@ -124,8 +124,19 @@
     try { info = JSON.parse(ev.data) || {}; } catch (e) { info = {}; }
     state.truncated += 1;
     var after = typeof info.after === 'number' ? info.after : state.lastId;
+    state.truncatedAfter = after;
     setLine('Resumed after message ' + after + ', but the server no longer keeps some of the ' +
       'messages that followed: those are missing here.');
+  }
+
+  // `event: resumed` (`{"after":N,"count":K}`): the server has sent every missed message.
+  function onResumed(ev) {
+    var info = {};
+    try { info = JSON.parse(ev.data); } catch (e) { return; }
+    if (typeof info.after !== 'number' || typeof info.count !== 'number') return;
+    if (state.truncated > 0 && state.truncatedAfter === info.after) return; // keep that warning
+    setLine('Resumed after message ' + info.after + ' — ' +
+      (info.count === 0 ? 'nothing missed.' : info.count + ' missed.'));
   }
 
   function onOpen() {
@@ -138,8 +149,9 @@
       els.status, 'live · SSE');
     if (els.empty) els.empty.textContent = 'No messages yet.';
     if (state.opens > 1) {
+      // The server announces the end of the catch-up with `event: resumed`.
       setLine(state.lastId !== null
-        ? 'Resumed after message ' + state.lastId + ' — nothing missed.'
+        ? 'Reconnected after message ' + state.lastId + ' — catching up…'
         : 'Reconnected — history reloaded.');
     }
   }
@@ -186,6 +198,7 @@
     es.addEventListener('message', onMessage);
     es.addEventListener('reset', onReset);
     es.addEventListener('truncated', onTruncated);
+    es.addEventListener('resumed', onResumed);
   }
 
   C.bindComposer({

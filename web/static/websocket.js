@@ -1,16 +1,22 @@
 /*
- * rtchat WebSocket client: the chat over the browser's own WebSocket, the course contract.
+ * rtchat WebSocket client: the chat over the browser's own WebSocket, subprotocol rtchat.v1.
  *
- * - Connects to ws(s)://<host>/ws with the subprotocol "json".
- * - On connect the server sends a text frame {"msg":[...],"last":N} (newest first), and
- *   after every new message every connection gets the new full {"msg":[...]}: the page
- *   renders the newest snapshot.
- * - Posting sends a text frame {"user":"...","text":"..."}. The server does not acknowledge
- *   a good post by itself: it is done when a snapshot holds the message (same user and text,
- *   an id above the newest one when it was sent). An invalid post gets {"error":"..."}: shown
- *   under the form, and the text is kept.
- * - Presence dot green on open, red on close; after a close (a server restart, say) it
- *   reconnects: at once, then base, 2×base, … capped, ±jitter; reset once a snapshot arrives.
+ * - Connects to ws(s)://<host>/ws offering the subprotocol "rtchat.v1". A fresh connection
+ *   gets {"type":"history","msg":[...newest first],"last":N}, then one
+ *   {"type":"msg","msg":{id,user,text,time}} per new message. The page shows them newest
+ *   first, the newest 50.
+ * - Posting sends {"type":"post","user","text","ref":R}; the server answers
+ *   {"type":"ack","ref":R,"id":N} (the input is cleared) or {"type":"error","ref":R,"error"}
+ *   (shown under the form, the text kept).
+ * - Resume: after a close it reconnects to /ws?since=<newest id it holds>; the server sends
+ *   exactly the missed messages as `msg` frames, in order, however many (no history frame).
+ *   The page asks GET /stats where that catch-up ends and says "Resumed after message N —
+ *   M missed." `{"type":"truncated","after":ID}`: the server no longer keeps the messages
+ *   right after ID, a note says so. `{"type":"reset","last":N}` (the server restarted with an
+ *   empty store, its ids start again) then a history frame: the messages shown stay, marked
+ *   "before the server restarted", like the SSE page.
+ * - Presence dot green on open, red on close; reconnects at once, then base, 2×base, …
+ *   capped, ±jitter; reset once a connection opens.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -20,8 +26,9 @@
 
   var C = window.RtChat;
   var PATH = '/ws';
-  var PROTOCOL = 'json';
-  /** A post that got neither its message nor an error back by then failed. */
+  var STATS_URL = '/stats';
+  var PROTOCOL = 'rtchat.v1';
+  /** A post that got neither an ack nor an error back by then failed. */
   var POST_TIMEOUT_MS = 10000;
 
   var cfg = Object.freeze({
@@ -35,15 +42,22 @@
     open: false,
     failures: 0,
     connects: 0,
-    snapshots: 0,
-    errors: 0,          // {"error"} frames received
-    last: null,
+    opens: 0,
+    histories: 0,       // history frames received
+    frames: 0,          // msg frames received
+    errors: 0,          // error frames received
+    resets: 0,
+    truncated: 0,
+    epoch: 0,           // bumped by every reset
+    lastId: null,       // newest id held from the current server run
+    urls: [],           // the socket URLs opened, oldest first (the newest 20)
     timer: null,
     delays: [],
     lastClose: null,    // {code, reason}
-    pending: [],        // posts waiting for their message or an error, oldest first
-    claimed: new Set(), // keys of messages already matched to one of our posts
-    messages: []
+    refSeq: 0,
+    pending: new Map(), // ref -> post waiting for its ack or error
+    messages: [],       // newest first, at most HISTORY
+    resume: null        // the current connection's resume: {after, end, ids, truncated}
   };
 
   var els = {
@@ -59,62 +73,164 @@
     error: document.getElementById('post-error')
   };
 
+  var decorate = C.epochDecorator(function () { return state.epoch; });
+
   function setLine(text) {
     if (els.line) els.line.textContent = text;
   }
 
+  function render() {
+    if (els.empty) els.empty.textContent = 'No messages yet.';
+    C.renderMessages(els.list, state.messages, els.empty, decorate);
+  }
+
   function socketUrl() {
     var scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return scheme + '//' + window.location.host + PATH;
+    var query = state.lastId !== null ? '?since=' + encodeURIComponent(String(state.lastId)) : '';
+    return scheme + '//' + window.location.host + PATH + query;
+  }
+
+  /** Add messages of the current server run (newest first or not) and keep the newest 50. */
+  function addMessages(list) {
+    var clean = C.sanitize(list);
+    for (var i = 0; i < clean.length; i++) {
+      clean[i].epoch = state.epoch;
+      if (typeof clean[i].id === 'number' && (state.lastId === null || clean[i].id > state.lastId)) {
+        state.lastId = clean[i].id;
+      }
+    }
+    state.messages = C.mergeMessages(state.messages, clean, C.HISTORY);
+  }
+
+  /** How many of the messages this resumed connection brought were missed while away. */
+  function missedCount(r) {
+    if (r.end === null) return r.ids.length;
+    var n = 0;
+    for (var i = 0; i < r.ids.length; i++) if (r.ids[i] <= r.end) n += 1;
+    return n;
+  }
+
+  function showResume() {
+    var r = state.resume;
+    if (!r) return;
+    var text = r.end === null && r.ids.length === 0
+      ? 'Resumed after message ' + r.after + ' — catching up…'
+      : C.resumedText(r.after, missedCount(r));
+    if (r.truncated !== null) {
+      text += ' Older messages were lost: the server no longer keeps some of the messages ' +
+        'after message ' + r.truncated + '.';
+    }
+    setLine(text);
+  }
+
+  /** Where the server's catch-up ends: its newest id when the resumed socket opened. */
+  function askCatchUpEnd(r) {
+    fetch(STATS_URL, { cache: 'no-store' }).then(function (res) {
+      return res.ok ? res.json() : null;
+    }).then(function (stats) {
+      if (state.resume !== r) return;
+      if (stats && typeof stats.last_id === 'number') r.end = stats.last_id;
+      else r.end = Infinity;
+      showResume();
+    }, function () {
+      if (state.resume !== r) return;
+      r.end = Infinity;
+      showResume();
+    });
   }
 
   function settle(p, result) {
     clearTimeout(p.timer);
-    var i = state.pending.indexOf(p);
-    if (i >= 0) state.pending.splice(i, 1);
+    state.pending.delete(p.ref);
     p.resolve(result);
   }
 
   function failAllPending(error) {
-    state.pending.slice().forEach(function (p) { settle(p, { ok: false, error: error }); });
+    Array.from(state.pending.values()).forEach(function (p) { settle(p, { ok: false, error: error }); });
   }
 
-  function applySnapshot(data) {
-    state.snapshots += 1;
-    state.failures = 0;
-    state.messages = C.mergeMessages([], data.msg, C.HISTORY);
-    if (typeof data.last === 'number' && isFinite(data.last)) state.last = data.last;
-    if (els.empty) els.empty.textContent = 'No messages yet.';
-    C.renderMessages(els.list, state.messages, els.empty);
-    // Which of our posts are in it? (Oldest post first, each message claimed once.)
-    var claimed = state.claimed;
-    state.pending.slice().forEach(function (p) {
-      for (var i = state.messages.length - 1; i >= 0; i--) {
-        var m = state.messages[i];
-        var newer = p.after === null || typeof m.id !== 'number' || m.id > p.after;
-        var key = C.messageKey(m);
-        if (newer && !claimed.has(key) && m.user === p.user && m.text === p.text) {
-          claimed.add(key);
-          if (claimed.size > 200) claimed.delete(claimed.values().next().value);
-          settle(p, { ok: true, id: m.id });
-          return;
-        }
-      }
-    });
+  function onHistory(data) {
+    state.histories += 1;
+    addMessages(data.msg);
+    if (typeof data.last === 'number' && isFinite(data.last) &&
+        (state.lastId === null || data.last > state.lastId)) {
+      state.lastId = data.last;
+    }
+    render();
+    if (state.resets === 0 && state.connects > 1 && !state.resume) {
+      setLine('Reconnected — history reloaded.');
+    }
+  }
+
+  function onMessage(m) {
+    state.frames += 1;
+    var clean = C.sanitize([m])[0];
+    if (!clean) return;
+    var isNew = typeof clean.id !== 'number' || state.lastId === null || clean.id > state.lastId;
+    addMessages([clean]);
+    render();
+    var r = state.resume;
+    if (r && isNew && typeof clean.id === 'number' && clean.id > r.after) {
+      r.ids.push(clean.id);
+      showResume();
+    }
+  }
+
+  function onReset(data) {
+    state.resets += 1;
+    state.epoch += 1;
+    state.lastId = null;
+    state.resume = null;
+    render();
+    var had = state.messages.length;
+    var fresh = data.last === 0 ? ' with no messages yet' : '';
+    setLine('The server restarted' + fresh + ': its message ids start again.' +
+      (had ? ' The ' + had + ' message' + (had === 1 ? '' : 's') + ' shown before are marked "' +
+        C.BEFORE_RESTART + '".' : ''));
+  }
+
+  function onTruncated(data) {
+    state.truncated += 1;
+    var after = typeof data.after === 'number' ? data.after : state.lastId;
+    if (state.resume) {
+      state.resume.truncated = after;
+      showResume();
+    } else {
+      setLine('Older messages were lost: the server no longer keeps some of the messages after ' +
+        'message ' + after + '.');
+    }
   }
 
   function onFrame(ev) {
-    if (typeof ev.data !== 'string') return; // the contract is text frames only
+    if (typeof ev.data !== 'string') return; // the protocol is text frames only
     var data;
     try { data = JSON.parse(ev.data); } catch (e) { return; }
     if (!data || typeof data !== 'object') return;
-    if (Array.isArray(data.msg)) {
-      applySnapshot(data);
-    } else if (typeof data.error === 'string') {
-      state.errors += 1;
-      // Errors answer posts in order; one with no post waiting is shown as it is.
-      if (state.pending.length) settle(state.pending[0], { ok: false, error: data.error });
-      else if (composer) composer.showError(data.error);
+    var p = data.ref != null ? state.pending.get(data.ref) : undefined;
+    switch (data.type) {
+      case 'history':
+        if (Array.isArray(data.msg)) onHistory(data);
+        break;
+      case 'msg':
+        if (data.msg && typeof data.msg === 'object') onMessage(data.msg);
+        break;
+      case 'ack':
+        if (p) settle(p, { ok: true, id: data.id });
+        break;
+      case 'error':
+        state.errors += 1;
+        var error = typeof data.error === 'string' && data.error ? data.error : 'The server refused the message';
+        if (p) settle(p, { ok: false, error: error });
+        else if (composer) composer.showError(error);
+        break;
+      case 'reset':
+        onReset(data);
+        break;
+      case 'truncated':
+        onTruncated(data);
+        break;
+      default:
+        break;
     }
   }
 
@@ -122,10 +238,15 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.connects += 1;
+    state.resume = null;
     C.setPresence(els.dot, 'connecting', 'Connecting to ' + PATH + '…', els.status, 'connecting');
+    var url = socketUrl();
+    var resumeAfter = state.lastId;
+    state.urls.push(url);
+    if (state.urls.length > 20) state.urls.shift();
     var ws;
     try {
-      ws = new WebSocket(socketUrl(), [PROTOCOL]);
+      ws = new WebSocket(url, [PROTOCOL]);
     } catch (e) {
       state.ws = null;
       onClose({ code: 0, reason: (e && e.message) || String(e) });
@@ -135,9 +256,17 @@
     ws.addEventListener('open', function () {
       if (state.ws !== ws) return;
       state.open = true;
+      state.opens += 1;
+      state.failures = 0;
       C.setPresence(els.dot, 'ok', 'Connected: WebSocket ' + PATH + ' (subprotocol ' +
         (ws.protocol || 'none') + ')', els.status, 'live · WebSocket');
-      setLine(state.connects > 1 ? 'Reconnected: showing the server\'s current messages.' : '');
+      if (resumeAfter !== null) {
+        state.resume = { after: resumeAfter, end: null, ids: [], truncated: null };
+        showResume();
+        askCatchUpEnd(state.resume);
+      } else if (state.connects > 1) {
+        setLine('Reconnected — loading the history…');
+      }
     });
     ws.addEventListener('message', function (ev) {
       if (state.ws === ws) onFrame(ev);
@@ -151,6 +280,7 @@
   function onClose(ev) {
     state.ws = null;
     state.open = false;
+    state.resume = null;
     state.failures += 1;
     state.lastClose = { code: ev.code, reason: ev.reason || '' };
     failAllPending('The connection closed before the server answered; please send again');
@@ -161,7 +291,8 @@
     var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
     C.setPresence(els.dot, 'error', 'Disconnected: ' + why + '; ' + when + ' — ' +
       state.failures + ' failed in a row', els.status, 'offline · retrying');
-    setLine('Disconnected: ' + why + '; ' + when + '.');
+    setLine('Disconnected: ' + why + '; ' + when +
+      (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
     state.timer = setTimeout(connect, delay);
   }
 
@@ -171,12 +302,13 @@
       return { ok: false, error: 'Not connected to the server; try again in a moment' };
     }
     return new Promise(function (resolve) {
-      var p = { user: user, text: text, after: state.last, resolve: resolve, timer: null };
+      state.refSeq += 1;
+      var p = { ref: state.refSeq, resolve: resolve, timer: null };
       p.timer = setTimeout(function () {
         settle(p, { ok: false, error: 'The server did not answer; please send again' });
       }, POST_TIMEOUT_MS);
-      state.pending.push(p);
-      ws.send(JSON.stringify({ user: user, text: text }));
+      state.pending.set(p.ref, p);
+      ws.send(JSON.stringify({ type: 'post', user: user, text: text, ref: p.ref }));
     });
   }
 
@@ -187,6 +319,7 @@
     button: els.send,
     errorEl: els.error,
     send: send
+    // The new message arrives as a `msg` frame, like everybody else's.
   });
 
   window.rtchatDebug = Object.freeze({
@@ -195,12 +328,21 @@
     get protocol() { return state.ws ? state.ws.protocol : ''; },
     get failures() { return state.failures; },
     get connects() { return state.connects; },
-    get snapshots() { return state.snapshots; },
+    get opens() { return state.opens; },
+    get histories() { return state.histories; },
+    get frames() { return state.frames; },
     get errors() { return state.errors; },
-    get last() { return state.last; },
+    get resets() { return state.resets; },
+    get truncated() { return state.truncated; },
+    get epoch() { return state.epoch; },
+    get lastId() { return state.lastId; },
+    get last() { return state.lastId; },
+    get urls() { return state.urls.slice(); },
+    get resumedAfter() { return state.resume ? state.resume.after : null; },
+    get missed() { return state.resume ? missedCount(state.resume) : null; },
     get delays() { return state.delays.slice(); },
     get lastClose() { return state.lastClose; },
-    get pending() { return state.pending.length; },
+    get pending() { return state.pending.size; },
     get count() { return state.messages.length; },
     config: cfg
   });

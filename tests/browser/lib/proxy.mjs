@@ -1,10 +1,15 @@
 // A TCP proxy in front of a server, whose open connections a test can cut (the network drops,
-// the server stays up), to watch a page reconnect and resume.
+// the server stays up), to watch a page reconnect and resume. `hold()` keeps the page away for
+// as long as the test likes: new connections are accepted but not passed on (their bytes wait)
+// until `release()`, so the page's reconnect reaches the server only then — no sleeps needed.
 import net from 'node:net';
 
 export async function startProxy(targetPort, targetHost = '127.0.0.1') {
   const sockets = new Set();
-  const server = net.createServer((client) => {
+  const held = new Set();
+  let holding = false;
+
+  function link(client) {
     const upstream = net.connect(targetPort, targetHost);
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -15,6 +20,16 @@ export async function startProxy(targetPort, targetHost = '127.0.0.1') {
     upstream.pipe(client);
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
+  }
+
+  const server = net.createServer((client) => {
+    client.on('error', () => {});
+    if (holding) {
+      held.add(client);
+      client.on('close', () => held.delete(client));
+      return;
+    }
+    link(client);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const port = server.address().port;
@@ -23,9 +38,22 @@ export async function startProxy(targetPort, targetHost = '127.0.0.1') {
     url: `http://127.0.0.1:${port}`,
     /** Connections currently open through the proxy (client side + upstream side). */
     get open() { return sockets.size / 2; },
-    /** Reset every open connection. */
+    /** Connections accepted while holding, waiting for `release()`. */
+    get held() { return held.size; },
+    /** From now on, hold new connections (accepted, but not connected upstream). */
+    hold() { holding = true; },
+    /** Stop holding: connect every held connection upstream (its waiting bytes go through). */
+    release() {
+      holding = false;
+      for (const c of held) {
+        held.delete(c);
+        if (!c.destroyed) link(c);
+      }
+    },
+    /** Reset every open (and held) connection. */
     cut() {
       for (const s of sockets) s.destroy();
+      for (const c of held) c.destroy();
     },
     async close() {
       this.cut();

@@ -3,7 +3,8 @@
 //! Each message is one event, `id:` its message id and `data:` the message as JSON. A fresh
 //! client first gets the history (oldest first); a client that resumes (`Last-Event-ID`, as
 //! `EventSource` sends by itself on reconnect, or `?since=ID`) gets exactly the messages after
-//! that id, in order, then the live ones. A `retry:` hint opens the stream, and a comment line
+//! that id, in order, then an `event: resumed` (`data: {"after":ID,"count":K}`), then the live
+//! ones. A `retry:` hint opens the stream, and a comment line
 //! every `--sse-heartbeat` keeps proxies from closing an idle stream. If the id is newer than
 //! anything this server handed out (it restarted with an empty store), an `event: reset` comes
 //! first and then the whole history; if the messages right after the id are no longer kept,
@@ -91,10 +92,12 @@ fn event_stream(state: &AppState, resume: Option<u64>) -> Response {
     let snapshot = subscription.snapshot().clone();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
     let mut catching_up = false;
+    let mut resuming = None;
     match resume {
         Some(id) if id <= snapshot.last_id => {
             subscription.resume_after(id);
             catching_up = true;
+            resuming = Some((id, 0));
         }
         other => {
             if other.is_some() {
@@ -110,6 +113,7 @@ fn event_stream(state: &AppState, resume: Option<u64>) -> Response {
     let stream = EventStream {
         pending,
         catching_up,
+        resuming,
         subscription,
         heartbeat,
         shutdown: state.shutdown.clone(),
@@ -158,6 +162,9 @@ struct EventStream {
     pending: VecDeque<Bytes>,
     /// Reading missed messages from the store before going live.
     catching_up: bool,
+    /// For a resuming client: the id it resumed after and how many messages it missed so
+    /// far, announced by `event: resumed` once caught up.
+    resuming: Option<(u64, usize)>,
     subscription: Subscription,
     heartbeat: Interval,
     shutdown: CancellationToken,
@@ -185,6 +192,16 @@ impl EventStream {
                 self.pending
                     .extend(page.entries.iter().map(|e| encode_event(e)));
                 self.catching_up = page.more;
+                if let Some((after, count)) = &mut self.resuming {
+                    *count += page.entries.len();
+                    if !page.more {
+                        let note = format!(
+                            "event: resumed\ndata: {{\"after\":{after},\"count\":{count}}}\n\n"
+                        );
+                        self.pending.push_back(note.into());
+                        self.resuming = None;
+                    }
+                }
                 continue;
             }
             tokio::select! {

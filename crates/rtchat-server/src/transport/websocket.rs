@@ -12,8 +12,8 @@
 //!   per message. The client posts `{"type":"post","user":"...","text":"...","ref":R}` and gets
 //!   `{"type":"ack","ref":R,"id":N}` or `{"type":"error","ref":R,"error":"..."}` (`ref` is any
 //!   JSON value of the client's, echoed back, optional). To resume, connect with `?since=ID`:
-//!   the server sends exactly the messages after ID as `msg` frames, in order, then the live
-//!   ones — no `history`. If ID is newer than anything this server handed out (it restarted
+//!   the server sends exactly the messages after ID as `msg` frames, in order, then
+//!   `{"type":"resumed","after":ID,"count":K,"last":N}`, then the live ones — no `history`. If ID is newer than anything this server handed out (it restarted
 //!   with an empty memory store) it sends `{"type":"reset","last":N}` and then `history`; if
 //!   the messages after ID are no longer kept, `{"type":"truncated","after":ID}` comes first.
 //!
@@ -217,7 +217,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             (Mode::Snapshots, _) => self.send(&snapshot_frame(&snapshot)).await,
             (Mode::Deltas, Some(id)) if id <= snapshot.last_id => {
                 self.subscription.resume_after(id);
-                self.catch_up().await
+                let count = self.catch_up().await?;
+                let last = self.subscription.last_seen();
+                self.send(&text(
+                    json!({"type": "resumed", "after": id, "count": count, "last": last}),
+                ))
+                .await
             }
             (Mode::Deltas, since) => {
                 if since.is_some() {
@@ -229,8 +234,10 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Sends every message after the subscription's position, from the store, in order.
-    async fn catch_up(&mut self) -> Result<(), End> {
+    /// Sends every message after the subscription's position, from the store, in order;
+    /// returns how many.
+    async fn catch_up(&mut self) -> Result<usize, End> {
+        let mut count = 0;
         loop {
             let after = self.subscription.last_seen();
             let page = self
@@ -245,8 +252,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             for entry in &page.entries {
                 self.send(&delta_frame(entry)).await?;
             }
+            count += page.entries.len();
             if !page.more {
-                return Ok(());
+                return Ok(count);
             }
         }
     }
@@ -271,7 +279,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     // re-read from the store so nothing is lost.
                     Some(Delivery::Lagged { .. }) => match self.mode {
                         Mode::Snapshots => self.send(&snapshot_frame(&self.hub.snapshot())).await,
-                        Mode::Deltas => self.catch_up().await,
+                        Mode::Deltas => self.catch_up().await.map(drop),
                     },
                     None => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
                 },

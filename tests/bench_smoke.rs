@@ -1,0 +1,136 @@
+//! `rtchat bench` smoke test: a tiny fan-out, idle and post run against a real server, checking
+//! the JSON output's shape (figures are measured, never asserted).
+
+mod common;
+
+use common::{rtchat, Server};
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = rtchat(args, &[]).output().expect("run rtchat bench");
+    assert!(
+        out.status.success(),
+        "rtchat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rtchat {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn fanout_idle_and_post_report_json() {
+    let server = Server::start(&["--no-tls"]);
+    let pid = server.pid().to_string();
+    let url = server.base.as_str();
+    for transport in ["ws", "ws-v1", "socketio", "msgs", "sse", "poll"] {
+        let report = bench_json(&[
+            "bench",
+            "fanout",
+            "--url",
+            url,
+            "--server-pid",
+            &pid,
+            "--transport",
+            transport,
+            "--subscribers",
+            "20",
+            "--messages",
+            "20",
+            "--rate",
+            "50",
+            "--timeout",
+            "60",
+            "--json",
+            "--quiet",
+        ]);
+        assert_eq!(report["kind"], "fanout");
+        assert_eq!(report["connected"], 20, "{transport}: {report}");
+        assert_eq!(report["posted"], 20, "{transport}: {report}");
+        assert_eq!(report["delivered_fraction"], 1.0, "{transport}: {report}");
+        for field in ["p50_ms", "p99_ms", "max_ms", "distribution"] {
+            assert!(
+                report["latency"].get(field).is_some(),
+                "{transport}: no latency.{field}"
+            );
+        }
+        assert!(report["deliveries_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(report["resources"]["bench_cpu_percent"].is_number());
+        assert!(report["resources"]["server_rss_kib"].is_number());
+    }
+
+    let idle = bench_json(&[
+        "bench",
+        "idle",
+        "--url",
+        url,
+        "--server-pid",
+        &pid,
+        "--connections",
+        "100",
+        "--settle",
+        "0.2",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(idle["connected"], 100, "{idle}");
+    assert!(idle["per_connection_kib"].is_number());
+
+    let post = bench_json(&[
+        "bench",
+        "post",
+        "--url",
+        url,
+        "--concurrency",
+        "4",
+        "--duration",
+        "0.5",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(post["acked"].as_u64().unwrap() > 0, "{post}");
+    assert_eq!(post["errors"], 0, "{post}");
+}
+
+#[test]
+fn spawns_its_own_server_and_plots() {
+    let dir = common::temp_dir("bench");
+    let svg = dir.join("fanout.svg");
+    let json = dir.join("fanout.json");
+    let report = bench_json(&[
+        "bench",
+        "fanout",
+        "--subscribers",
+        "5",
+        "--messages",
+        "5",
+        "--rate",
+        "100",
+        "--json",
+        "--quiet",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(report["delivered_fraction"], 1.0, "{report}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    std::fs::write(&json, report.to_string()).unwrap();
+    let out = rtchat(
+        &[
+            "bench",
+            "plot",
+            "--out",
+            svg.to_str().unwrap(),
+            json.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
