@@ -420,3 +420,29 @@ async fn shutdown_closes_sockets_with_going_away() {
     let status = stopping.await.unwrap().expect("exits");
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn every_post_read_before_a_close_is_stored() {
+    // A client that fires many posts and closes without waiting for acks: the server keeps
+    // reading while earlier posts commit, and stores everything it read.
+    let server = Server::start(&[]);
+    let ws = connect(&server, "/ws", &["rtchat.v1"]).await;
+    let (mut sink, mut stream) = ws.split();
+    for i in 0..500 {
+        let post = json!({"type": "post", "user": "burst", "text": format!("{i}"), "ref": i});
+        sink.send(Message::text(post.to_string())).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    while let Some(Ok(_)) = stream.next().await {}
+    let mut since = 0;
+    let mut texts = Vec::new();
+    while texts.len() < 500 {
+        let body = get_json(&server, &format!("/poll?since={since}&timeout=10")).await;
+        let mut page: Vec<Value> = body["msg"].as_array().unwrap().clone();
+        page.reverse();
+        texts.extend(page.iter().map(|m| m["text"].as_str().unwrap().to_owned()));
+        since = body["last"].as_u64().unwrap();
+    }
+    let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(texts, want, "all stored, in the order sent");
+}

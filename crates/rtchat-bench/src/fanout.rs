@@ -161,7 +161,11 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     } else {
         0.0
     };
-    report.deliveries_per_sec = if span > 0.0 { delivered as f64 / span } else { 0.0 };
+    report.deliveries_per_sec = if span > 0.0 {
+        delivered as f64 / span
+    } else {
+        0.0
+    };
     report.frames = shared.frames.load(Ordering::Relaxed);
     report.errors = shared.errors.load(Ordering::Relaxed);
     report.first_error = shared.first_error.lock().unwrap().clone();

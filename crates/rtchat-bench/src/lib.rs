@@ -62,7 +62,10 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
     let result = match args.command {
         BenchCommand::Fanout(a) => {
             let t = serde_json::to_value(a.transport).unwrap_or_default();
-            let label = common.label.clone().unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
+            let label = common
+                .label
+                .clone()
+                .unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
             let report = runtime.block_on(fanout::run(&a, target, label, url));
             if let Some(path) = &a.plot {
                 report::plot(
@@ -80,13 +83,19 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
                 return Err("idle needs the server's pid: pass --server-pid, or no --url so that the bench starts the server".to_owned());
             }
             let t = serde_json::to_value(a.transport).unwrap_or_default();
-            let label = common.label.clone().unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
+            let label = common
+                .label
+                .clone()
+                .unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
             let report = runtime.block_on(idle::run(&a, target, label, url));
             output(&report, common.json, report::IdleReport::print_table)?;
             report.timed_out
         }
         BenchCommand::Post(a) => {
-            let label = common.label.clone().unwrap_or_else(|| default_label("post"));
+            let label = common
+                .label
+                .clone()
+                .unwrap_or_else(|| default_label("post"));
             let report = runtime.block_on(post::run(&a, target, label, url));
             output(&report, common.json, report::PostReport::print_table)?;
             report.timed_out

@@ -43,14 +43,17 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
                     n += 1;
                     let body = format!(r#"{{"user":"bench","text":"post {i} {n}"}}"#);
                     let sent = Instant::now();
-                    conn.send(&http::post_json("/poll", &target.host, &body)).await?;
+                    conn.send(&http::post_json("/poll", &target.host, &body))
+                        .await?;
                     let status = conn.read_response_with(|s, _| s).await?;
                     if status != 200 {
-                        return Err(std::io::Error::other(format!("POST /poll: status {status}")));
+                        return Err(std::io::Error::other(format!(
+                            "POST /poll: status {status}"
+                        )));
                     }
                     let _ = local.record((sent.elapsed().as_micros() as u64).max(1));
                     acked.fetch_add(1, Ordering::Relaxed);
-                    if n % 256 == 0 {
+                    if n.is_multiple_of(256) {
                         histogram.lock().unwrap().add(&local).expect("same bounds");
                         local.reset();
                     }

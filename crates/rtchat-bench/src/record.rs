@@ -43,9 +43,7 @@ pub struct Shared {
 impl Default for Shared {
     fn default() -> Self {
         Shared {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(new_histogram()))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
             delivered: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             errors: AtomicU64::new(0),

@@ -192,7 +192,8 @@ pub struct PostReport {
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>, unit: &str) -> String {
-    v.map(|v| format!("{v}{unit}")).unwrap_or_else(|| "-".to_owned())
+    v.map(|v| format!("{v}{unit}"))
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 fn resources_rows(r: &Resources, rows: &mut Vec<(&'static str, String)>) {
@@ -206,11 +207,18 @@ fn resources_rows(r: &Resources, rows: &mut Vec<(&'static str, String)>) {
     if r.server_pid.is_some() {
         rows.push((
             "server CPU",
-            opt(r.server_cpu_percent.map(|p| format!("{p:.0}")), "% of one core"),
+            opt(
+                r.server_cpu_percent.map(|p| format!("{p:.0}")),
+                "% of one core",
+            ),
         ));
         rows.push((
             "server RSS (max)",
-            opt(r.server_rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0)), " MiB"),
+            opt(
+                r.server_rss_kib
+                    .map(|k| format!("{:.1}", k as f64 / 1024.0)),
+                " MiB",
+            ),
         ));
     }
 }
@@ -229,8 +237,14 @@ impl FanoutReport {
         let mut rows = vec![
             ("server", self.url.clone()),
             ("transport", self.transport.clone()),
-            ("subscribers", format!("{} of {} connected", self.connected, self.subscribers)),
-            ("posted", format!("{} of {} at {}/s", self.posted, self.messages, self.rate)),
+            (
+                "subscribers",
+                format!("{} of {} connected", self.connected, self.subscribers),
+            ),
+            (
+                "posted",
+                format!("{} of {} at {}/s", self.posted, self.messages, self.rate),
+            ),
             (
                 "delivered",
                 format!(
@@ -263,7 +277,10 @@ impl IdleReport {
         let mut rows = vec![
             ("server", self.url.clone()),
             ("transport", self.transport.clone()),
-            ("connections", format!("{} of {} open", self.connected, self.connections)),
+            (
+                "connections",
+                format!("{} of {} open", self.connected, self.connections),
+            ),
             (
                 "server RSS",
                 format!(
@@ -272,7 +289,10 @@ impl IdleReport {
                     self.rss_with_kib as f64 / 1024.0
                 ),
             ),
-            ("per connection", format!("{:.2} KiB", self.per_connection_kib)),
+            (
+                "per connection",
+                format!("{:.2} KiB", self.per_connection_kib),
+            ),
             ("errors", self.errors.to_string()),
         ];
         if let Some(e) = &self.first_error {
@@ -292,7 +312,10 @@ impl PostReport {
         let mut rows = vec![
             ("server", self.url.clone()),
             ("posters", self.concurrency.to_string()),
-            ("acknowledged", format!("{} in {:.2} s", self.acked, self.elapsed_s)),
+            (
+                "acknowledged",
+                format!("{} in {:.2} s", self.acked, self.elapsed_s),
+            ),
             ("posts/s", format!("{:.0}", self.posts_per_sec)),
             ("round trip", self.latency.summary()),
             ("errors", self.errors.to_string()),
@@ -348,14 +371,20 @@ pub fn plot(path: &Path, title: &str, runs: &[(String, Latency)]) -> io::Result<
     for (i, (label, latency)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let points = latency.distribution.iter().map(|[p, ms]| {
-            let nines = if *p >= 100.0 { 4.0 } else { -(1.0 - p / 100.0).log10() };
+            let nines = if *p >= 100.0 {
+                4.0
+            } else {
+                -(1.0 - p / 100.0).log10()
+            };
             (nines.min(4.0), ms.max(min_ms * 0.8))
         });
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| err(Box::new(e)))?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

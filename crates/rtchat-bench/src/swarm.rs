@@ -52,7 +52,8 @@ pub async fn open(
     bar: &ProgressBar,
 ) -> (Swarm, bool) {
     let shared = &setup.shared;
-    let settled = || shared.ready.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed) as usize;
+    let settled =
+        || shared.ready.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed) as usize;
     let mut swarm = Swarm {
         tasks: Vec::with_capacity(n),
     };

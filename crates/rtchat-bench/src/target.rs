@@ -25,7 +25,10 @@ impl Target {
     /// Parses `http://HOST:PORT[/...]`.
     pub fn from_url(url: &str, pid: Option<u32>) -> io::Result<Target> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "only http:// URLs are supported")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only http:// URLs are supported",
+            )
         })?;
         let host = rest.split('/').next().unwrap_or(rest).to_owned();
         let with_port = if host.contains(':') && !host.ends_with(']') {
@@ -95,7 +98,9 @@ impl SpawnedServer {
                 }
                 _ => {
                     let _ = child.kill();
-                    return Err(io::Error::other("the spawned rtchat exited before it was ready"));
+                    return Err(io::Error::other(
+                        "the spawned rtchat exited before it was ready",
+                    ));
                 }
             }
         };

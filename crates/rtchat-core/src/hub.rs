@@ -308,13 +308,20 @@ impl Hub {
     /// Stores a validated post and publishes it. Returns once the store has accepted it, so
     /// an acknowledgement sent after this never refers to a lost message.
     pub async fn post(&self, post: NewPost) -> Result<Arc<Entry>, PostError> {
+        self.submit(post).await?.await
+    }
+
+    /// Queues a validated post and returns as soon as it is in the writer's queue; the
+    /// returned [`Ticket`] resolves once it is stored. Posts submitted one after another are
+    /// stored in that order, so a connection can keep reading while its earlier posts commit.
+    pub async fn submit(&self, post: NewPost) -> Result<Ticket, PostError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .posts
             .send(Pending { post, reply })
             .await
             .map_err(|_| PostError::ShuttingDown)?;
-        rx.await.map_err(|_| PostError::ShuttingDown)?
+        Ok(Ticket(rx))
     }
 
     /// The current history snapshot.
@@ -389,6 +396,22 @@ impl Hub {
             more,
             truncated: page.truncated,
         })
+    }
+}
+
+/// A queued post: resolves to the stored message once the store has it (see [`Hub::submit`]).
+pub struct Ticket(oneshot::Receiver<Result<Arc<Entry>, PostError>>);
+
+impl std::future::Future for Ticket {
+    type Output = Result<Arc<Entry>, PostError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|reply| reply.unwrap_or(Err(PostError::ShuttingDown)))
     }
 }
 

@@ -251,16 +251,19 @@ pub async fn publish(
                 _ => sio_connect(stream, host, true).await?,
             };
             for seq in 1..=messages {
-                // Drain what the server sends (answering pings) until the post is due.
+                // Drain what the server sends (answering pings) until the post is due, and
+                // always what is already there: a publisher that stops reading would stall
+                // the server's writes to it, and with them its posts.
                 let when = due(seq);
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(when) => break,
+                        biased;
                         got = conn.next_message() => {
                             if got? == b"2" {
                                 conn.send_text(b"3").await?;
                             }
                         }
+                        _ = tokio::time::sleep_until(when) => break,
                     }
                 }
                 let text = bench_text(run, seq);

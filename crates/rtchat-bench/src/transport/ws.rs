@@ -83,10 +83,12 @@ impl WsConn {
                     0x1 | 0x2 if fin => return Ok(&self.buf[from..from + len]),
                     0x1 | 0x2 => {
                         self.fragments.clear();
-                        self.fragments.extend_from_slice(&self.buf[from..from + len]);
+                        self.fragments
+                            .extend_from_slice(&self.buf[from..from + len]);
                     }
                     0x0 => {
-                        self.fragments.extend_from_slice(&self.buf[from..from + len]);
+                        self.fragments
+                            .extend_from_slice(&self.buf[from..from + len]);
                         if fin {
                             return Ok(&self.fragments);
                         }
@@ -199,12 +201,18 @@ mod tests {
 
     #[test]
     fn headers() {
-        assert_eq!(parse_header(&[0x81, 2, b'h', b'i']).unwrap(), Some((1, true, 2, 2)));
+        assert_eq!(
+            parse_header(&[0x81, 2, b'h', b'i']).unwrap(),
+            Some((1, true, 2, 2))
+        );
         assert_eq!(parse_header(&[0x81, 3, b'h']).unwrap(), None);
         let mut long = vec![0x81, 126, 1, 0];
         long.resize(4 + 256, b'x');
         assert_eq!(parse_header(&long).unwrap(), Some((1, true, 4, 256)));
-        assert_eq!(frame_len(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]), Some(10 + 65536));
+        assert_eq!(
+            frame_len(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+            Some(10 + 65536)
+        );
         assert_eq!(client_frame(1, b"ab")[1], 0x82);
     }
 }

@@ -26,7 +26,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use hyper_util::rt::TokioIo;
 use rtchat_core::{Delivery, Entry, Hub, NewPost, PostError, Snapshot, Subscription};
 use rtchat_ws::handshake::{
@@ -45,6 +49,8 @@ pub const JSON: &str = "json";
 pub const RTCHAT_V1: &str = "rtchat.v1";
 /// Messages read from the store per step while catching up.
 const PAGE: usize = 500;
+/// Posts one connection may have waiting for the store before it stops reading more.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// Which wire format a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +115,7 @@ async fn accept(state: AppState, mut req: Request) -> Response {
                 let ws = WebSocket::new(TokioIo::new(upgraded), config);
                 let conn = Connection {
                     ws,
+                    in_flight: FuturesOrdered::new(),
                     mode,
                     hub,
                     subscription,
@@ -191,8 +198,13 @@ enum End {
     Close(CloseCode, &'static str),
 }
 
+/// A post of this connection waiting for the store, with the client's `ref`.
+type InFlight = BoxFuture<'static, (Option<Value>, Result<Arc<Entry>, PostError>)>;
+
 struct Connection<S> {
     ws: WebSocket<S>,
+    /// This connection's posts queued in the hub, oldest first.
+    in_flight: FuturesOrdered<InFlight>,
     mode: Mode,
     hub: Hub,
     subscription: Subscription,
@@ -262,7 +274,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     async fn serve(&mut self) -> End {
         loop {
             let step = tokio::select! {
-                incoming = self.ws.recv() => match incoming {
+                incoming = self.ws.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
                     Ok(Message::Text(text)) => self.on_post(text.as_bytes()).await,
                     Ok(Message::Binary(_)) => Err(End::Close(
                         CloseCode::UNSUPPORTED,
@@ -270,6 +282,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     )),
                     Ok(Message::Close(_)) | Err(_) => Err(End::Gone),
                 },
+                Some((reference, stored)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.reply(reference, stored.map_err(|e| e.to_string())).await
+                }
                 delivery = self.subscription.recv() => match delivery {
                     Some(Delivery::Event(event)) => match self.mode {
                         Mode::Snapshots => self.send(&snapshot_frame(&event.snapshot)).await,
@@ -304,12 +319,29 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             }
             NewPost::from_value(&value, &limits).map_err(|e| e.to_string())
         });
-        let result = match post {
-            Ok(post) => self.hub.post(post).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
+        match post {
+            // Queued in order; the ack follows once it is stored, while this loop goes on
+            // reading (a client may have many posts in flight).
+            Ok(post) => match self.hub.submit(post).await {
+                Ok(ticket) => {
+                    self.in_flight
+                        .push_back(Box::pin(async move { (reference, ticket.await) }));
+                    Ok(())
+                }
+                Err(e) => self.reply(reference, Err(e.to_string())).await,
+            },
+            Err(e) => self.reply(reference, Err(e)).await,
+        }
+    }
+
+    /// Answers a post: rtchat.v1 acks or errors with the client's `ref`; the course's
+    /// protocol only reports errors (the next snapshot shows a stored post).
+    async fn reply(
+        &mut self,
+        reference: Option<Value>,
+        result: Result<Arc<Entry>, String>,
+    ) -> Result<(), End> {
         let reply = match (self.mode, result) {
-            // The snapshot that follows is the course's acknowledgement.
             (Mode::Snapshots, Ok(_)) => return Ok(()),
             (Mode::Snapshots, Err(error)) => json!({ "error": error }),
             (Mode::Deltas, Ok(entry)) => {
