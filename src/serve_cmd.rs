@@ -1,0 +1,355 @@
+//! `rtchat serve` and `rtchat cert`: the server's options, opening the store, binding the
+//! listeners, and stopping gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, Store};
+use rtchat_server::tls::{self, CertSource};
+use rtchat_server::{Server, ServerConfig, TlsListen};
+use tokio_util::sync::CancellationToken;
+
+/// Options of `rtchat cert`.
+#[derive(Args, Debug)]
+pub struct CertArgs {
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Where the HTTPS certificate comes from; shared by `serve` and `cert`.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// PEM certificate (chain) for HTTPS; with --tls-key. Default: a generated self-signed
+    /// certificate for localhost kept in the data directory.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Folder for rtchat's files (the database, the generated certificate) [default: $XDG_DATA_HOME/rtchat or ~/.local/share/rtchat]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(rtchat_server::config::default_data_dir)
+    }
+
+    fn source(&self) -> CertSource {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => CertSource::Generated {
+                data_dir: self.data_dir(),
+            },
+        }
+    }
+}
+
+/// Options of `rtchat serve` (and of plain `rtchat`).
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080, or 127.0.0.1:$PORT when PORT is set]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Address of the HTTPS listener (HTTP/2 and HTTP/1.1) [default: 127.0.0.1:8443]
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_tls")]
+    tls_listen: Option<SocketAddr>,
+
+    /// Serve plain HTTP only.
+    #[arg(long)]
+    no_tls: bool,
+
+    #[command(flatten)]
+    tls: TlsArgs,
+
+    /// Concurrent streams allowed on one HTTP/2 connection.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    h2_max_streams: u32,
+
+    /// Seconds between heartbeat comments on idle Server-Sent Events streams.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0, value_parser = positive_seconds)]
+    sse_heartbeat: f64,
+
+    /// Another origin allowed to open WebSockets and Socket.IO sessions (repeatable), e.g.
+    /// http://localhost:3000. The page's own origin is always allowed.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+
+    /// Largest WebSocket message accepted, in bytes (larger ones close with 1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
+    ws_max_message: u32,
+
+    /// Seconds of silence after which a WebSocket gets a keepalive ping.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    ws_ping_interval: f64,
+
+    /// Seconds a WebSocket peer has to answer a keepalive ping before it is dropped (1011).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
+    ws_pong_timeout: f64,
+
+    /// Seconds between Socket.IO pings.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25.0, value_parser = positive_seconds)]
+    sio_ping_interval: f64,
+
+    /// Seconds a Socket.IO client has to answer a ping before it is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
+    sio_ping_timeout: f64,
+
+    /// Largest Socket.IO payload accepted (a polling request or a WebSocket message), in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1024..))]
+    sio_max_payload: u32,
+
+    /// How many of the newest messages clients get as history.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    history: u32,
+
+    /// Longest user name accepted, in characters.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_user: u32,
+
+    /// Longest message text accepted, in characters.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_text: u32,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(256..))]
+    max_body: u32,
+
+    /// Where messages are kept: `sqlite` (durable, in the data directory) or `memory` (lost on
+    /// restart, as in the course).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+
+    /// The SQLite database file [default: <data dir>/rtchat.db]
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+
+    /// Cap the database file at this many MiB: posts beyond it are refused, as on a full disk.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    db_max_mb: Option<u64>,
+
+    /// Keep only the newest N messages [default: all with sqlite, 10000 in memory]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    retain: Option<u64>,
+
+    /// Delete messages older than this (e.g. 30d, 12h, 90min) [default: never]
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    retain_age: Option<Duration>,
+
+    /// Seconds a long poll is held when the client names no timeout.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    poll_timeout: u32,
+
+    /// Serve this folder as the front end instead of the embedded pages.
+    #[arg(long, value_name = "DIR", value_parser = existing_dir)]
+    web_root: Option<PathBuf>,
+
+    /// Fraction of GET /poll requests to fail with 500, to demonstrate client backoff.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
+    fail_rate: f64,
+}
+
+/// Where messages are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Memory,
+}
+
+fn existing_dir(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(format!("{s} is not a directory"))
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 86_400.0 => Ok(f),
+        _ => Err(format!("{s} is not a number of seconds above 0")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s} is not a number from 0 to 1")),
+    }
+}
+
+/// `--listen`, else `127.0.0.1:$PORT`, else `127.0.0.1:8080`.
+fn listen_addr(flag: Option<SocketAddr>) -> Result<SocketAddr, String> {
+    if let Some(addr) = flag {
+        return Ok(addr);
+    }
+    match std::env::var("PORT") {
+        Ok(port) => port
+            .trim()
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| format!("PORT must be a port number (0-65535), got {port:?}")),
+        Err(_) => Ok(ServerConfig::default().listen),
+    }
+}
+
+/// Runs `rtchat serve` to completion (until a signal), on its own runtime.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rtchat cert`: where the HTTPS certificate is, its fingerprint and how to trust it.
+pub fn cert(args: CertArgs) -> ExitCode {
+    match tls::load(&args.tls.source()) {
+        Ok(tls) => {
+            println!("{}", tls::describe_trust(&tls));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let listen = listen_addr(args.listen)?;
+    let history = args.history as usize;
+    let hub_config = HubConfig {
+        history,
+        limits: Limits {
+            max_user: args.max_user as usize,
+            max_text: args.max_text as usize,
+        },
+        ..HubConfig::default()
+    };
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Memory => {
+            if args.retain_age.is_some() {
+                return Err("--retain-age needs --store sqlite".to_owned());
+            }
+            let retain = args.retain.unwrap_or(10_000).max(history as u64);
+            Arc::new(MemoryStore::new(retain.try_into().unwrap_or(usize::MAX)))
+        }
+        StoreKind::Sqlite => {
+            let path = args
+                .db
+                .clone()
+                .unwrap_or_else(|| args.tls.data_dir().join("rtchat.db"));
+            let retention = Retention {
+                max_count: args.retain.map(|n| n.max(history as u64)),
+                max_age: args.retain_age,
+            };
+            let max_bytes = args.db_max_mb.map(|mb| mb * 1024 * 1024);
+            let opened =
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, retention, max_bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            Arc::new(opened.map_err(|e| format!("cannot open the message store: {e}"))?)
+        }
+    };
+    let hub = Hub::open(store, hub_config)
+        .await
+        .map_err(|e| format!("cannot open the message store: {e}"))?;
+    // With an ephemeral plain port (tests, scripts), the default HTTPS port is ephemeral too.
+    let default_tls_port = if listen.port() == 0 { 0 } else { 8443 };
+    let tls = (!args.no_tls).then(|| TlsListen {
+        addr: args
+            .tls_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_tls_port))),
+        explicit: args.tls_listen.is_some(),
+        cert: args.tls.source(),
+    });
+    let config = ServerConfig {
+        listen,
+        tls,
+        allow_origins: args.allow_origin,
+        h2_max_streams: args.h2_max_streams,
+        sse_heartbeat: Duration::from_secs_f64(args.sse_heartbeat),
+        websocket: rtchat_ws::Config {
+            ping_interval: Some(Duration::from_secs_f64(args.ws_ping_interval)),
+            pong_timeout: Duration::from_secs_f64(args.ws_pong_timeout),
+            ..rtchat_ws::Config::default().with_max_message_size(args.ws_max_message as usize)
+        },
+        sio_ping_interval: Duration::from_secs_f64(args.sio_ping_interval),
+        sio_ping_timeout: Duration::from_secs_f64(args.sio_ping_timeout),
+        sio_max_payload: args.sio_max_payload as usize,
+        web_root: args.web_root,
+        fail_rate: args.fail_rate,
+        poll_timeout: Duration::from_secs(args.poll_timeout.into()),
+        max_body: args.max_body as usize,
+        ..ServerConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = Server::bind(config.clone(), hub.clone(), shutdown.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(store = %hub.store_description(), history, web_root = ?config.web_root, "rtchat ready");
+    if let Some(tls) = server.tls_info() {
+        let how = if tls.generated { "generated" } else { "using" };
+        tracing::info!(certificate = %tls.cert_path.display(), fingerprint = %tls.fingerprint, "{how} the HTTPS certificate (rtchat cert tells how to trust it)");
+    }
+    // Plain lines on stdout that scripts and tests wait for: http first, then https.
+    println!("rtchat listening on http://{addr}");
+    if let Some(tls_addr) = server.tls_addr() {
+        println!("rtchat listening on https://{tls_addr}");
+    }
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    server.run().await;
+    tracing::info!("rtchat stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: no new connections, answering parked requests");
+    shutdown.cancel();
+}
