@@ -7,6 +7,8 @@
 #
 # usage: bench/compare.sh [ROUNDS]
 #   env: SUBSCRIBERS=1000 MESSAGES=500 RATE=50 IDLE=10000 WRK_SECONDS=10 OUT=bench/results
+#        SAT_MESSAGES=2000 SAT_RATE=1000 (the saturation fan-out: more than any server here keeps
+#        up with, so deliveries/s is each server's sustained throughput, not the offered rate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,8 @@ MESSAGES=${MESSAGES:-500}
 RATE=${RATE:-50}
 IDLE=${IDLE:-10000}
 WRK_SECONDS=${WRK_SECONDS:-10}
+SAT_MESSAGES=${SAT_MESSAGES:-2000}
+SAT_RATE=${SAT_RATE:-1000}
 OUT=${OUT:-bench/results}
 RAW=$OUT/raw
 BIN=target/release/rtchat
@@ -66,6 +70,7 @@ bench() {
   jq -r '"   delivered \(.delivered_fraction // "-") p99 \(.latency.p99_ms // "-") ms deliveries/s \(.deliveries_per_sec // "-" | tostring | .[0:8]) per-conn \(.per_connection_kib // "-") KiB errors \(.errors)"' "$RAW/$file.json" || true
 }
 FANOUT=(fanout -n "$SUBSCRIBERS" -m "$MESSAGES" -r "$RATE")
+SATURATE=(fanout -n "$SUBSCRIBERS" -m "$SAT_MESSAGES" -r "$SAT_RATE" --drain 30)
 # wrk_poll FILE LABEL: seeds the same 50 messages, then wrk -t2 -c100 on GET /poll.
 wrk_poll() {
   for i in $(seq 50); do
@@ -88,6 +93,14 @@ for round in $(seq "$ROUNDS"); do
   node_peer nsio socketio-server.mjs; bench "sio-node-$round" "node socket.io (msg:get)" "${FANOUT[@]}" -t socketio; stop
   rtchat rt; bench "msgs-rtchat-$round" "rtchat /msgs (HTTP/1.1)" "${FANOUT[@]}" -t msgs; stop
 
+  # Saturation: the same fan-out offered at SAT_RATE, for sustained deliveries per second.
+  node_peer nws ws-server.mjs; bench "sat-ws-node-$round" "node ws (json snapshots), saturated" "${SATURATE[@]}" -t ws; stop
+  rtchat rt; bench "sat-ws-rtchat-$round" "rtchat ws (json snapshots), saturated" "${SATURATE[@]}" -t ws; stop
+  rtchat rt; bench "sat-wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas), saturated" "${SATURATE[@]}" -t ws-v1; stop
+  node_peer nsio socketio-server.mjs; bench "sat-sio-node-$round" "node socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio; stop
+  rtchat rt; bench "sat-sio-rtchat-$round" "rtchat socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio; stop
+  rtchat rt; bench "sat-siodelta-rtchat-$round" "rtchat socket.io (msg:new deltas), saturated" "${SATURATE[@]}" -t socketio-delta; stop
+
   for t in ws poll msgs sse socketio; do
     rtchat rt; bench "idle-$t-rtchat-$round" "rtchat $t" idle -n "$IDLE" -t "$t"; stop
     case $t in
@@ -106,6 +119,6 @@ python3 bench/table.py "$RAW" "$ROUNDS" >"$OUT/compare.md"
 {
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)."
-  echo "Command: bench/compare.sh $ROUNDS (SUBSCRIBERS=$SUBSCRIBERS MESSAGES=$MESSAGES RATE=$RATE IDLE=$IDLE WRK_SECONDS=$WRK_SECONDS)"
+  echo "Command: bench/compare.sh $ROUNDS (SUBSCRIBERS=$SUBSCRIBERS MESSAGES=$MESSAGES RATE=$RATE SAT_MESSAGES=$SAT_MESSAGES SAT_RATE=$SAT_RATE IDLE=$IDLE WRK_SECONDS=$WRK_SECONDS)"
 } >>"$OUT/compare.md"
 cat "$OUT/compare.md"

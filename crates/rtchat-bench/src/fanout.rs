@@ -176,7 +176,10 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         report.resources.bench_cpu_s = Some(s);
         report.resources.bench_cpu_percent = Some(p);
     }
-    report.resources.server_cpu_percent = server_cpu.and_then(|m| m.used()).map(|(_, p)| p);
+    if let Some((s, p)) = server_cpu.and_then(|m| m.used()) {
+        report.resources.server_cpu_s = Some(s);
+        report.resources.server_cpu_percent = Some(p);
+    }
     report.resources.server_rss_kib = (rss_max > 0).then_some(rss_max);
     report
 }

@@ -96,9 +96,12 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
     let mut resources = Resources {
         server_pid: target.pid,
         server_rss_kib: (rss_max > 0).then_some(rss_max),
-        server_cpu_percent: server_cpu.and_then(|m| m.used()).map(|(_, p)| p),
         ..Resources::default()
     };
+    if let Some((s, p)) = server_cpu.and_then(|m| m.used()) {
+        resources.server_cpu_s = Some(s);
+        resources.server_cpu_percent = Some(p);
+    }
     if let Some((s, p)) = bench_cpu.used() {
         resources.bench_cpu_s = Some(s);
         resources.bench_cpu_percent = Some(p);

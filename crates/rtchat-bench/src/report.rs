@@ -80,6 +80,10 @@ pub struct Resources {
     pub bench_cpu_percent: Option<f64>,
     /// The server's process id, when known.
     pub server_pid: Option<u32>,
+    /// CPU seconds the server used (when its pid is known): with the deliveries, how much
+    /// work each delivery cost, a figure that survives a noisy machine better than rates.
+    #[serde(default)]
+    pub server_cpu_s: Option<f64>,
     /// CPU percentage of one core the server used (when its pid is known).
     pub server_cpu_percent: Option<f64>,
     /// The server's largest resident memory seen, in KiB.
@@ -207,10 +211,11 @@ fn resources_rows(r: &Resources, rows: &mut Vec<(&'static str, String)>) {
     if r.server_pid.is_some() {
         rows.push((
             "server CPU",
-            opt(
-                r.server_cpu_percent.map(|p| format!("{p:.0}")),
-                "% of one core",
-            ),
+            match (r.server_cpu_s, r.server_cpu_percent) {
+                (Some(s), Some(p)) => format!("{s:.2} s ({p:.0}% of one core)"),
+                (None, Some(p)) => format!("{p:.0}% of one core"),
+                _ => "-".to_owned(),
+            },
         ));
         rows.push((
             "server RSS (max)",

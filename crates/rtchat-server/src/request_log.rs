@@ -9,6 +9,10 @@ use axum::response::Response;
 /// Middleware that logs each request once its response head is ready. For streams, the
 /// duration is the time to the first byte, not the life of the stream.
 pub async fn log_request(req: Request, next: Next) -> Response {
+    // Checked per request (the filter can change); skips the copies below when off.
+    if !tracing::enabled!(target: "rtchat::http", tracing::Level::INFO) {
+        return next.run(req).await;
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

@@ -20,14 +20,18 @@ use crate::origin::OriginPolicy;
 use crate::{assets, request_log, transport};
 
 /// What every handler can reach: the chat, the settings, and the shutdown signal (parked
-/// requests answer when it fires).
+/// requests answer when it fires). Cloned several times per request (router, middleware,
+/// extractors), so it is one `Arc`: a clone is one atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+/// The fields behind [`AppState`], reached through `Deref` (`state.hub`, `state.config`...).
+pub struct SharedState {
     pub hub: Hub,
     pub config: Arc<ServerConfig>,
     pub shutdown: CancellationToken,
     /// Long polls currently parked, for `/stats`.
-    pub parked_polls: Arc<AtomicUsize>,
+    pub parked_polls: AtomicUsize,
     /// Which browser origins may open WebSockets and Socket.IO sessions.
     pub origins: OriginPolicy,
     /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
@@ -37,14 +41,22 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
-        AppState {
+        AppState(Arc::new(SharedState {
             hub,
             shutdown,
-            parked_polls: Arc::new(AtomicUsize::new(0)),
+            parked_polls: AtomicUsize::new(0),
             origins: OriginPolicy::new(&config.allow_origins),
             tasks: TaskTracker::new(),
             config,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
     }
 }
 

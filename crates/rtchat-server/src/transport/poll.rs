@@ -7,8 +7,7 @@
 //!   the oldest of them come first (`"more":true`) so the client can ask again without a gap.
 //! * `POST /poll` — `{"user","text"}` → `{"status":"ok","id":N}`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -79,7 +78,7 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let _parked = Parked::new(&state.parked_polls);
+    let _parked = Parked::new(state);
     loop {
         let page = hub
             .since(since, hub.config().history)
@@ -99,18 +98,18 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
 }
 
 /// Counts a parked long poll for as long as it lives.
-struct Parked(Arc<AtomicUsize>);
+struct Parked(AppState);
 
 impl Parked {
-    fn new(counter: &Arc<AtomicUsize>) -> Parked {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Parked(counter.clone())
+    fn new(state: &AppState) -> Parked {
+        state.parked_polls.fetch_add(1, Ordering::Relaxed);
+        Parked(state.clone())
     }
 }
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.parked_polls.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
