@@ -23,6 +23,12 @@
 //! packet once and hands the same bytes to every socket in the room. The hub's pre-encoded JSON
 //! is passed through as a raw value, never parsed or re-serialized.
 //!
+//! # Idle sockets
+//! An idle socket costs what socketioxide's session needs and little more: rtchat keeps no task,
+//! queue or extension per socket until it posts (see `PostChain`), and the request head
+//! Engine.IO keeps per session is copied out of hyper's read buffer first (see
+//! `detach_head`), so that buffer is freed once the WebSocket is up.
+//!
 //! # Resume
 //! socketioxide does not implement Socket.IO's connection state recovery, so resume is built
 //! on rtchat's message ids: clients pass the id of the newest message they hold in the
@@ -39,7 +45,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -55,7 +61,7 @@ use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
 use socketioxide::socket::Socket;
 use socketioxide::{ParserConfig, SocketIo};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -75,6 +81,11 @@ const ROOM_NEW: &str = "msg:new";
 /// bytes, so this costs a few words per packet; a socket that falls this far behind is cut off
 /// by the ping timeout long before memory matters.
 const SOCKET_BUFFER: usize = 4096;
+/// Initial read buffer of a WebSocket session (tungstenite's `read_buffer_size`, 4 KiB by
+/// default). Every session holds one for its whole life, zero-filled, so it is most of an
+/// idle socket's memory; client frames are small (pings, posts) and the buffer grows to fit a
+/// bigger frame when one comes, so a small one costs nothing in speed.
+const WS_READ_BUFFER: usize = 512;
 /// The answer to a `msg:post` carrying binary attachments.
 const BINARY_REFUSED: &str =
     "binary attachments are not accepted: \"user\" and \"text\" must be strings";
@@ -104,6 +115,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .ws_max_message_size(max_payload)
         .ws_max_frame_size(max_payload)
         .max_buffer_size(SOCKET_BUFFER)
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .with_parser(
             ParserConfig::common()
                 .max_incoming_binary_buf_size(max_payload)
@@ -114,8 +126,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let hub = state.hub.clone();
     let (joins, joins_rx) = mpsc::channel::<Join>(1024);
     let chat = Chat {
-        hub: hub.clone(),
-        limits: hub.config().limits,
+        poster: Poster {
+            hub: hub.clone(),
+            limits: hub.config().limits,
+        },
         joins,
     };
     let on_connect = {
@@ -127,9 +141,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     };
     let connected = {
         let chat = chat.clone();
-        move |socket: SocketRef| {
+        move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
             let chat = chat.clone();
-            async move { chat.connected(socket).await }
+            async move { chat.connected(socket, auth.ok()).await }
         }
     };
     io.ns("/", connected.with(on_connect));
@@ -220,7 +234,32 @@ async fn check_request(State(guard): State<Arc<Guard>>, req: Request, next: Next
         )
         .into_response();
     }
-    next.run(req).await
+    next.run(detach_head(req)).await
+}
+
+/// The request with its URI and header values copied out of the connection's read buffer.
+/// hyper hands them out as slices of that buffer (8-16 KiB), and Engine.IO keeps the request
+/// head for the whole life of a session, which kept the whole buffer alive for every socket:
+/// half of an idle socket's memory.
+fn detach_head(req: Request) -> Request {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = detach_uri(&parts.uri);
+    if let Some(original) = parts.extensions.get_mut::<axum::extract::OriginalUri>() {
+        original.0 = detach_uri(&original.0);
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    Request::from_parts(parts, body)
+}
+
+/// A copy of `uri` in an allocation of its own (see [`detach_head`]).
+fn detach_uri(uri: &Uri) -> Uri {
+    Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }
 
 /// `GET /socket.io/socket.io.min.js` (and its source map): the official browser client.
@@ -254,7 +293,7 @@ async fn bundle(req: Request<Body>) -> Response {
 }
 
 /// What a client asked for in its handshake's `auth`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Handshake {
     /// Resume after this message id.
     last: Option<u64>,
@@ -262,13 +301,20 @@ struct Handshake {
     snapshots: bool,
 }
 
+impl Default for Handshake {
+    /// No `auth`: a fresh connection with snapshots.
+    fn default() -> Self {
+        Handshake {
+            last: None,
+            snapshots: true,
+        }
+    }
+}
+
 impl Handshake {
     fn parse(auth: &serde_json::Value) -> Result<Handshake, String> {
         let Some(obj) = auth.as_object() else {
-            return Ok(Handshake {
-                last: None,
-                snapshots: true,
-            });
+            return Ok(Handshake::default());
         };
         let last = match obj.get("last") {
             None | Some(serde_json::Value::Null) => None,
@@ -294,8 +340,7 @@ struct Join {
 /// What the connect handlers share.
 #[derive(Clone)]
 struct Chat {
-    hub: Hub,
-    limits: Limits,
+    poster: Poster,
     joins: mpsc::Sender<Join>,
 }
 
@@ -309,29 +354,106 @@ impl Chat {
         auth: Result<serde_json::Value, impl std::fmt::Display>,
     ) -> Result<(), String> {
         let auth = auth.map_err(|e| format!("auth must be a JSON object: {e}"))?;
-        let handshake = Handshake::parse(&auth)?;
-        socket.extensions.insert(handshake);
-        let (tx, rx) = mpsc::channel(POSTS_IN_FLIGHT);
-        socket.extensions.insert(PostQueue(tx));
-        tokio::spawn(store_posts(self.hub.clone(), self.limits, rx));
-        socket.on("msg:post", |_: Enqueued| async {});
-        socket.on_disconnect(|socket: SocketRef| async move {
-            socket.extensions.remove::<PostQueue>();
+        Handshake::parse(&auth)?;
+        let poster = self.poster.clone();
+        // The closure body runs as socketioxide reads the packet, in arrival order; only the
+        // future it returns runs as a task of its own.
+        socket.on("msg:post", move |Enqueued(post): Enqueued| {
+            poster.enqueue(post)
         });
         Ok(())
     }
 
     /// Connect handler: hands the socket to the broadcaster, which sends it the history (and
-    /// what it missed) and then lets it into the rooms.
-    async fn connected(&self, socket: SocketRef) {
-        let handshake = socket.extensions.get::<Handshake>().unwrap_or_default();
+    /// what it missed) and then lets it into the rooms. `auth` passed the middleware, which
+    /// parsed it already; parsing it again here keeps idle sockets free of extensions.
+    async fn connected(&self, socket: SocketRef, auth: Option<serde_json::Value>) {
+        let handshake = auth
+            .and_then(|auth| Handshake::parse(&auth).ok())
+            .unwrap_or_default();
         let _ = self.joins.send(Join { socket, handshake }).await;
     }
 }
 
-/// The socket's queue of posts, in arrival order.
+/// Stores `msg:post`s, each socket's in the order sent.
 #[derive(Clone)]
-struct PostQueue(mpsc::Sender<QueuedPost>);
+struct Poster {
+    hub: Hub,
+    limits: Limits,
+}
+
+impl Poster {
+    /// Takes a post in arrival order: it gets its place in the socket's [`PostChain`] now, and
+    /// the returned future (run as a task by socketioxide) stores and answers it once every
+    /// earlier post of the socket has been answered.
+    fn enqueue(&self, post: QueuedPost) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let chain = post
+            .socket
+            .extensions
+            .get::<PostChain>()
+            .unwrap_or_else(|| {
+                let chain = PostChain::default();
+                post.socket.extensions.insert(chain.clone());
+                chain
+            });
+        let place = chain.take_place();
+        let (hub, limits) = (self.hub.clone(), self.limits);
+        async move {
+            let Some((previous, done)) = place else {
+                reply(
+                    post,
+                    Err(format!(
+                        "too many messages in flight (more than {POSTS_IN_FLIGHT}); wait for the acknowledgements"
+                    )),
+                );
+                return;
+            };
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            store_post(&hub, &limits, post).await;
+            chain.release(done);
+        }
+    }
+}
+
+/// A socket's posts in flight, chained so that each is stored and answered after the one sent
+/// before it. Made on the socket's first post: an idle socket holds no queue and no task.
+#[derive(Clone, Default)]
+struct PostChain(Arc<std::sync::Mutex<ChainState>>);
+
+#[derive(Default)]
+struct ChainState {
+    /// Completes (its sender is dropped) once the newest post taken so far is answered.
+    tail: Option<oneshot::Receiver<()>>,
+    /// Posts taken and not answered yet.
+    in_flight: usize,
+}
+
+impl PostChain {
+    /// A place at the end of the chain: what to wait for first, and the signal to drop once
+    /// answered. `None` when [`POSTS_IN_FLIGHT`] posts are already waiting.
+    fn take_place(&self) -> Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.in_flight >= POSTS_IN_FLIGHT {
+            return None;
+        }
+        state.in_flight += 1;
+        let (done, next) = oneshot::channel();
+        Some((state.tail.replace(next), done))
+    }
+
+    /// Leaves the chain once answered, lets the next post go, and forgets the tail when
+    /// nothing follows.
+    fn release(&self, done: oneshot::Sender<()>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            state.tail = None;
+        }
+        drop(done);
+    }
+}
 
 struct QueuedPost {
     data: Result<serde_json::Value, String>,
@@ -340,9 +462,9 @@ struct QueuedPost {
     socket: SocketRef,
 }
 
-/// The `msg:post` extractor: queues the post while socketioxide still handles packets in
-/// order (handlers themselves run as separate tasks, in no guaranteed order).
-struct Enqueued;
+/// The `msg:post` extractor: everything a post needs, including whether the client asked for
+/// an acknowledgement (which [`AckSender`] does not tell).
+struct Enqueued(QueuedPost);
 
 impl FromMessageParts<LocalAdapter> for Enqueued {
     type Error = Infallible;
@@ -355,51 +477,35 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
         let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
         let Ok(TryData(data)) = TryData::<serde_json::Value>::from_message_parts(s, v, ack_id);
         let Ok(socket) = SocketRef::from_message_parts(s, v, ack_id);
-        let post = QueuedPost {
+        Ok(Enqueued(QueuedPost {
             data: data.map_err(|e| e.to_string()),
             ack,
             wants_ack: ack_id.is_some(),
             socket,
-        };
-        match s.extensions.get::<PostQueue>() {
-            Some(PostQueue(queue)) => {
-                if let Err(mpsc::error::TrySendError::Full(post)) = queue.try_send(post) {
-                    reply(
-                        post,
-                        Err(format!(
-                            "too many messages in flight (more than {POSTS_IN_FLIGHT}); wait for the acknowledgements"
-                        )),
-                    );
-                }
-            }
-            None => reply(post, Err(PostError::ShuttingDown.to_string())),
-        }
-        Ok(Enqueued)
+        }))
     }
 }
 
-/// Stores one socket's posts one after the other, so they keep the order they were sent in.
-async fn store_posts(hub: Hub, limits: Limits, mut queue: mpsc::Receiver<QueuedPost>) {
-    while let Some(mut post) = queue.recv().await {
-        let data = std::mem::replace(&mut post.data, Ok(serde_json::Value::Null));
-        let result = match data {
-            Ok(value) => match NewPost::from_value(&value, &limits) {
-                Ok(new) => hub.post(new).await.map(|entry| entry.message.id),
-                Err(e) => Err(e),
-            },
-            Err(e) if e.contains("byte array") => {
-                reply(post, Err(BINARY_REFUSED.to_owned()));
-                continue;
-            }
-            Err(_) => Err(PostError::NotAnObject),
-        };
-        if let Err(e) = &result {
-            if !e.is_client_error() {
-                tracing::warn!(error = %e, "Socket.IO post not stored");
-            }
+/// Validates, stores and answers one post.
+async fn store_post(hub: &Hub, limits: &Limits, mut post: QueuedPost) {
+    let data = std::mem::replace(&mut post.data, Ok(serde_json::Value::Null));
+    let result = match data {
+        Ok(value) => match NewPost::from_value(&value, limits) {
+            Ok(new) => hub.post(new).await.map(|entry| entry.message.id),
+            Err(e) => Err(e),
+        },
+        Err(e) if e.contains("byte array") => {
+            reply(post, Err(BINARY_REFUSED.to_owned()));
+            return;
         }
-        reply(post, result.map_err(|e| e.to_string()));
+        Err(_) => Err(PostError::NotAnObject),
+    };
+    if let Err(e) = &result {
+        if !e.is_client_error() {
+            tracing::warn!(error = %e, "Socket.IO post not stored");
+        }
     }
+    reply(post, result.map_err(|e| e.to_string()));
 }
 
 /// Acknowledges a post, or reports its error as `msg:error` when no ack was asked for.
@@ -623,6 +729,33 @@ mod tests {
         );
         let err = guard.origin_allowed(&headers, None).unwrap_err();
         assert!(err.contains("--allow-origin http://evil.example"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn post_chain_orders_and_limits() {
+        let chain = PostChain::default();
+        let mut places: Vec<_> = (0..POSTS_IN_FLIGHT)
+            .map(|_| chain.take_place().expect("a place"))
+            .collect();
+        assert!(chain.take_place().is_none(), "more than POSTS_IN_FLIGHT");
+        assert!(places[0].0.is_none(), "the first post waits for nothing");
+        let (second_waits, second_done) = places.remove(1);
+        let (_, first_done) = places.remove(0);
+        let second_waits = second_waits.expect("the second waits for the first");
+        chain.release(first_done);
+        second_waits.await.unwrap_err();
+        chain.release(second_done);
+        assert!(
+            chain.take_place().is_some(),
+            "answered posts free their places"
+        );
+        for (_, done) in places {
+            chain.release(done);
+        }
+        chain.release(oneshot::channel().0);
+        let state = chain.0.lock().unwrap();
+        assert_eq!(state.in_flight, 0);
+        assert!(state.tail.is_none(), "an empty chain keeps no tail");
     }
 
     #[test]
