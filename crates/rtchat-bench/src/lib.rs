@@ -130,7 +130,10 @@ fn resolve_target(common: &Common) -> Result<(Target, Option<SpawnedServer>), St
 fn output<T: serde::Serialize>(report: &T, json: bool, table: fn(&T)) -> Result<(), String> {
     if json {
         let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-        println!("{text}");
+        // Not println!: a closed pipe (`| head`) is an error to report, not a panic.
+        use std::io::Write;
+        writeln!(std::io::stdout().lock(), "{text}")
+            .map_err(|e| format!("cannot write the result: {e}"))?;
     } else {
         table(report);
     }

@@ -3,13 +3,15 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use rtchat_core::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -80,7 +82,10 @@ pub fn build(state: AppState) -> Router {
                 .allow_origin(Any)
                 .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
                 .allow_headers(Any)
-                .max_age(std::time::Duration::from_secs(600)),
+                .max_age(std::time::Duration::from_secs(600))
+                // Every answer is the same whatever the Origin or the preflight asked
+                // (`*`), so none varies with them: no `Vary` to write on every response.
+                .vary([]),
         )
         // Socket.IO brings its own CORS (--allow-origin) and origin check.
         .merge(transport::socketio::routes(&state));
@@ -98,16 +103,36 @@ pub fn build(state: AppState) -> Router {
         }
         None => api.fallback(assets::embedded),
     };
-    app.layer(SetResponseHeaderLayer::overriding(
-        assets::NOSNIFF.0,
-        assets::NOSNIFF.1,
-    ))
-    .layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        transport::websocket::upgrade_at_root,
-    ))
-    .layer(axum::middleware::from_fn(request_log::log_request))
-    .with_state(state)
+    // `/` is the home page, or the WebSocket endpoint for a client asking to upgrade there
+    // (the course's client connects to `ws://localhost:8080`).
+    app.route("/", any(root))
+        .layer(SetResponseHeaderLayer::overriding(
+            assets::NOSNIFF.0,
+            assets::NOSNIFF.1,
+        ))
+        .layer(request_log::layer())
+        .with_state(state)
+}
+
+async fn root(State(state): State<AppState>, req: Request) -> Response {
+    let wants_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
+    if wants_upgrade {
+        return transport::websocket::upgrade(State(state), req).await;
+    }
+    match &state.config.web_root {
+        Some(dir) => {
+            let pages = ServeDir::new(dir).append_index_html_on_directories(true);
+            match pages.oneshot(req).await {
+                Ok(res) => res.into_response(),
+                Err(never) => match never {},
+            }
+        }
+        None => assets::embedded(req.headers().clone(), req).await,
+    }
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> impl IntoResponse {

@@ -23,8 +23,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -62,21 +61,6 @@ enum Mode {
 /// `GET /ws` (any method reaches it, so non-GET gets the handshake's precise 405).
 pub async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
     accept(state, req).await
-}
-
-/// Middleware: a WebSocket upgrade at `/` goes to the WebSocket transport, anything else on
-/// to the router (the home page).
-pub async fn upgrade_at_root(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let wants_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
-    if req.uri().path() == "/" && wants_upgrade {
-        accept(state, req).await
-    } else {
-        next.run(req).await
-    }
 }
 
 async fn accept(state: AppState, mut req: Request) -> Response {
