@@ -421,5 +421,7 @@ async fn requests_are_logged_with_method_path_status_and_duration() {
         .unwrap();
     assert_eq!(res.status(), 200);
     // The log line is written after the response; wait for it to show up.
-    server.wait_for_log("request{method=GET path=/poll}: rtchat::http: answered status=200 duration_ms=");
+    server.wait_for_log(
+        "request{method=GET path=/poll}: rtchat::http: answered status=200 duration_ms=",
+    );
 }
