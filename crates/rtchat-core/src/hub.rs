@@ -315,12 +315,30 @@ impl Hub {
     /// returned [`Ticket`] resolves once it is stored. Posts submitted one after another are
     /// stored in that order, so a connection can keep reading while its earlier posts commit.
     pub async fn submit(&self, post: NewPost) -> Result<Ticket, PostError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
+        // Waiting for room before making the message keeps this future small: it is part of
+        // every WebSocket connection's task.
+        let permit = self
+            .inner
             .posts
-            .send(Pending { post, reply })
+            .reserve()
             .await
             .map_err(|_| PostError::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        permit.send(Pending { post, reply });
+        Ok(Ticket(rx))
+    }
+
+    /// Like [`Hub::submit`], without waiting: if the writer's queue is full the post is handed
+    /// back. Exists so a caller that must stay small (a connection's task) can keep the
+    /// waiting path out of line.
+    pub fn try_submit(&self, post: NewPost) -> Result<Ticket, TrySubmitError> {
+        let permit = match self.inner.posts.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(TrySubmitError::Full(post)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(TrySubmitError::ShuttingDown),
+        };
+        let (reply, rx) = oneshot::channel();
+        permit.send(Pending { post, reply });
         Ok(Ticket(rx))
     }
 
@@ -399,6 +417,15 @@ impl Hub {
     }
 }
 
+/// Why [`Hub::try_submit`] did not queue a post.
+#[derive(Debug)]
+pub enum TrySubmitError {
+    /// The writer's queue is full: the post, to be waited in with [`Hub::submit`].
+    Full(NewPost),
+    /// The hub's writer is gone.
+    ShuttingDown,
+}
+
 /// A queued post: resolves to the stored message once the store has it (see [`Hub::submit`]).
 pub struct Ticket(oneshot::Receiver<Result<Arc<Entry>, PostError>>);
 
@@ -427,6 +454,11 @@ impl Subscription {
     /// The history at the moment of subscribing.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
+    }
+
+    /// The hub this subscription listens to (so a holder needs no clone of its own).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Id of the last message delivered (or of the snapshot's newest).

@@ -14,7 +14,7 @@ pub mod store;
 
 pub use hub::{
     encode_list, encode_list_with, now_millis, page_flags, Delivery, Encodings, Entry, Event, Hub,
-    HubConfig, Since, Snapshot, Subscription,
+    HubConfig, Since, Snapshot, Subscription, Ticket, TrySubmitError,
 };
 pub use message::{Limits, Message, NewPost, PostError};
 pub use store::{MemoryStore, Page, Retention, SqliteStore, Store, StoreError};

@@ -8,12 +8,17 @@
 //! * Writes go straight to the socket: at most one data frame in flight plus
 //!   one pending pong/ping/close, so a peer that stops reading cannot make the
 //!   server buffer without bound; `write_timeout` then fails the connection.
-//! * Idle connections keep only a small (≤ 512 B) read buffer; large buffers
-//!   are released as soon as they are drained.
+//! * Idle connections keep no read buffer: while nothing is in progress the
+//!   socket is read into a stack buffer and heap memory is taken only once
+//!   bytes arrive. A drained small buffer is kept between messages (so a busy
+//!   peer does not cost an allocation per message) until the connection goes
+//!   quiet (a keepalive ping was due); large buffers are released as soon as
+//!   they are drained.
 
 use bytes::{Bytes, BytesMut};
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -77,17 +82,27 @@ pub struct WebSocket<S> {
     rbuf: BytesMut,
     decoder: Decoder,
     out: Option<OutFrame>,
-    pending_pong: Option<Bytes>,
-    pending_ping: Option<Bytes>,
-    pending_close: Option<EncodedFrame>,
+    /// The payload of the latest ping to answer (boxed: peers rarely ping, and
+    /// this keeps every idle connection smaller).
+    pending_pong: Option<Box<Bytes>>,
+    /// A keepalive ping (empty payload) is queued.
+    pending_ping: bool,
+    /// Boxed: needed once per connection, so it does not widen every idle one.
+    pending_close: Option<Box<EncodedFrame>>,
     close_sent: bool,
     needs_flush: bool,
     phase: Phase,
     /// The last read filled the whole buffer: more data is likely queued,
     /// so read in bigger chunks until the socket runs dry.
     busy: bool,
-    last_rx: Instant,
-    ping_sent_at: Option<Instant>,
+    /// No data message since the last keepalive ping was due: the connection
+    /// is idle, so a drained read buffer is released instead of kept.
+    quiet: bool,
+    /// When the last bytes arrived, or, once `pinged`, when the keepalive
+    /// ping was queued (one field for both keeps every connection smaller).
+    keepalive_from: Instant,
+    /// A keepalive ping was sent and nothing has arrived since.
+    pinged: bool,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -149,14 +164,15 @@ where
             decoder,
             out: None,
             pending_pong: None,
-            pending_ping: None,
+            pending_ping: false,
             pending_close: None,
             close_sent: false,
             needs_flush: false,
             phase: Phase::Open,
             busy: false,
-            last_rx: Instant::now(),
-            ping_sent_at: None,
+            quiet: false,
+            keepalive_from: Instant::now(),
+            pinged: false,
             timer: None,
         }
     }
@@ -209,13 +225,14 @@ where
                     continue;
                 }
                 Ok(Some(Event::Message(m))) => {
+                    self.quiet = false;
                     self.release_idle_buffer();
                     return Poll::Ready(Ok(m));
                 }
                 Ok(Some(Event::Ping(p))) => {
                     if !self.close_sent {
                         // Only the most recent ping needs an answer (§5.5.3).
-                        self.pending_pong = Some(p);
+                        self.pending_pong = Some(Box::new(p));
                     }
                     continue;
                 }
@@ -226,23 +243,26 @@ where
                 }
                 Ok(None) => {}
             }
-            self.reserve_read();
-            match poll_read_buf(&mut self.stream, cx, &mut self.rbuf) {
+            match self.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => {
                     self.phase = Phase::Closed;
                     return Poll::Ready(Err(Error::ConnectionLost));
                 }
                 Poll::Ready(Ok(_)) => {
-                    self.busy = self.rbuf.len() == self.rbuf.capacity();
-                    self.last_rx = Instant::now();
-                    self.ping_sent_at = None;
+                    self.keepalive_from = Instant::now();
+                    self.pinged = false;
                     continue;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => {
-                    // Going idle: don't park a large empty buffer.
+                    // Going idle: don't park an empty buffer that is large, too
+                    // small to be read into again, or on a quiet connection.
                     self.busy = false;
-                    if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+                    let cap = self.rbuf.capacity();
+                    if self.rbuf.is_empty()
+                        && self.decoder.is_idle()
+                        && (self.quiet || !(IDLE_READ / 2..=KEEP_CAPACITY).contains(&cap))
+                    {
                         self.rbuf = BytesMut::new();
                     }
                 }
@@ -258,11 +278,11 @@ where
                     if !self.close_sent && !mid_frame {
                         self.out = None;
                         self.pending_pong = None;
-                        self.pending_ping = None;
-                        self.pending_close = Some(EncodedFrame::close(
+                        self.pending_ping = false;
+                        self.pending_close = Some(Box::new(EncodedFrame::close(
                             CloseCode::INTERNAL,
                             "keepalive timeout",
-                        ));
+                        )));
                         let _ = self.poll_write_out(cx);
                         let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
                     }
@@ -312,7 +332,9 @@ where
         if self.close_sent || !matches!(self.phase, Phase::Open) {
             return Err(Error::Closed);
         }
-        let mut frame = Some(frame.clone());
+        // Queued (a refcount clone) once earlier output is written; no owned copy is kept
+        // meanwhile, so this future stays small.
+        let mut queued = false;
         let limit = self.config.write_timeout;
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let r = poll_fn(|cx| loop {
@@ -329,15 +351,13 @@ where
                     return Poll::Pending;
                 }
             }
-            match frame.take() {
-                Some(f) => {
-                    self.out = Some(OutFrame {
-                        frame: f,
-                        written: 0,
-                    })
-                }
-                None => return Poll::Ready(Ok(())),
+            if std::mem::replace(&mut queued, true) {
+                return Poll::Ready(Ok(()));
             }
+            self.out = Some(OutFrame {
+                frame: frame.clone(),
+                written: 0,
+            });
         })
         .await;
         if r.is_err() {
@@ -357,7 +377,7 @@ where
             Phase::Closing(_) => {}
             Phase::Open => {
                 if !self.close_sent {
-                    self.pending_close = Some(EncodedFrame::close(code, reason));
+                    self.pending_close = Some(Box::new(EncodedFrame::close(code, reason)));
                 }
                 self.phase = Phase::Closing(Box::new(Closing {
                     result: Some(Ok(Message::Close(Some(CloseFrame {
@@ -386,7 +406,7 @@ where
 
     fn start_closing(&mut self, close: EncodedFrame, result: Result<Message, Error>, drain: bool) {
         if !self.close_sent {
-            self.pending_close = Some(close);
+            self.pending_close = Some(Box::new(close));
         }
         self.phase = Phase::Closing(Box::new(Closing {
             result: Some(result),
@@ -486,16 +506,16 @@ where
                 if let Some(p) = self.pending_pong.take() {
                     if !self.close_sent {
                         self.out = Some(OutFrame {
-                            frame: EncodedFrame::pong(p),
+                            frame: EncodedFrame::pong(*p),
                             written: 0,
                         });
                     }
                     continue;
                 }
-                if let Some(p) = self.pending_ping.take() {
+                if std::mem::take(&mut self.pending_ping) {
                     if !self.close_sent {
                         self.out = Some(OutFrame {
-                            frame: EncodedFrame::ping(p),
+                            frame: EncodedFrame::ping(Bytes::new()),
                             written: 0,
                         });
                     }
@@ -505,7 +525,7 @@ where
                     if !self.close_sent {
                         self.close_sent = true;
                         self.out = Some(OutFrame {
-                            frame: c,
+                            frame: *c,
                             written: 0,
                         });
                     }
@@ -554,10 +574,13 @@ where
         let Some(interval) = self.config.ping_interval else {
             return Poll::Pending;
         };
-        let (deadline, dead) = match self.ping_sent_at {
-            Some(t) => (t + self.config.pong_timeout, true),
-            None => (self.last_rx + interval, false),
-        };
+        let dead = self.pinged;
+        let deadline = self.keepalive_from
+            + if dead {
+                self.config.pong_timeout
+            } else {
+                interval
+            };
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
@@ -569,10 +592,39 @@ where
             return Poll::Ready(Keepalive::Dead);
         }
         if !self.close_sent {
-            self.pending_ping = Some(Bytes::new());
+            self.pending_ping = true;
         }
-        self.ping_sent_at = Some(Instant::now());
+        self.quiet = true;
+        self.pinged = true;
+        self.keepalive_from = Instant::now();
         Poll::Ready(Keepalive::PingQueued)
+    }
+
+    /// Reads more bytes into `rbuf` and updates `busy`. With nothing in
+    /// progress and no usable buffer, reads onto the stack and allocates only
+    /// if bytes arrived, so a connection parked here holds no read buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if !self.busy && self.rbuf.is_empty() && self.decoder.is_idle() && spare < IDLE_READ / 2 {
+            let mut tmp = [MaybeUninit::<u8>::uninit(); IDLE_READ];
+            let mut rb = ReadBuf::uninit(&mut tmp);
+            ready!(Pin::new(&mut self.stream).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n > 0 {
+                // A full stack buffer means more is likely queued: read the
+                // rest in bigger chunks, like `reserve_read` would.
+                self.busy = n == IDLE_READ;
+                let mut buf =
+                    BytesMut::with_capacity(if self.busy { BUSY_READ } else { IDLE_READ });
+                buf.extend_from_slice(rb.filled());
+                self.rbuf = buf;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        self.reserve_read();
+        let n = ready!(poll_read_buf(&mut self.stream, cx, &mut self.rbuf))?;
+        self.busy = self.rbuf.len() == self.rbuf.capacity();
+        Poll::Ready(Ok(n))
     }
 
     fn reserve_read(&mut self) {

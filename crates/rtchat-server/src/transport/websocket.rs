@@ -25,13 +25,17 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::future::{Either, FutureExt};
 use hyper_util::rt::TokioIo;
-use rtchat_core::{Delivery, Entry, Hub, NewPost, PostError, Snapshot, Subscription};
+use rtchat_core::{
+    Delivery, Entry, NewPost, PostError, Snapshot, Subscription, Ticket, TrySubmitError,
+};
 use rtchat_ws::handshake::{
     select_subprotocol, switching_protocols, validate_request, HandshakeError,
 };
@@ -89,27 +93,39 @@ async fn accept(state: AppState, mut req: Request) -> Response {
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = state.config.websocket.clone();
-    let hub = state.hub.clone();
     let shutdown = state.shutdown.clone();
     // Subscribe before answering 101, so no message posted after the handshake is missed.
-    let subscription = hub.subscribe();
-    state.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocket::new(TokioIo::new(upgraded), config);
-                let conn = Connection {
-                    ws,
-                    in_flight: FuturesOrdered::new(),
-                    mode,
-                    hub,
-                    subscription,
-                    shutdown,
+    let subscription = state.hub.subscribe();
+    // The task becomes the connection's future once the upgrade completes, so what was
+    // captured for the upgrade is not kept next to it for the connection's life (one `async`
+    // block doing both would keep its captures and the moved-from `Connection` in the task).
+    let task = on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => {
+            let mut conn = Connection {
+                ws: WebSocket::new(TokioIo::new(upgraded), config),
+                in_flight: VecDeque::new(),
+                mode,
+                subscription,
+                shutdown,
+            };
+            // Not an `async fn` of `Connection`: one taking `self` by value would hold it
+            // twice, and its arguments would be copied next to the captures.
+            Either::Left(async move {
+                let end = match conn.start(since).await {
+                    Ok(()) => conn.serve().await,
+                    Err(end) => end,
                 };
-                conn.run(since).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+                if let End::Close(code, reason) = end {
+                    let _ = conn.ws.close(code, reason).await;
+                }
+            })
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            Either::Right(std::future::ready(()))
         }
     });
+    state.tasks.spawn(task);
     switching_protocols(&validated, protocol).map(|()| Body::empty())
 }
 
@@ -175,6 +191,16 @@ fn text(value: Value) -> EncodedFrame {
     EncodedFrame::text(Bytes::from(value.to_string()))
 }
 
+/// What one turn of [`Connection::serve`] does once something happened.
+enum Step {
+    Nothing,
+    Send(EncodedFrame),
+    /// A post waiting for room in the hub's queue (boxed: rare, and this is kept small).
+    Wait(Box<(Option<Value>, NewPost)>),
+    /// Re-read what a lagging delta connection missed.
+    CatchUp,
+}
+
 /// Why a connection ends, for the close frame.
 enum End {
     /// The peer closed, or the connection failed (the library already sent any close frame).
@@ -183,51 +209,51 @@ enum End {
 }
 
 /// A post of this connection waiting for the store, with the client's `ref`.
-type InFlight = BoxFuture<'static, (Option<Value>, Result<Arc<Entry>, PostError>)>;
+type InFlight = (Option<Value>, Ticket);
 
+/// One WebSocket connection. It and its `start`/`serve` futures are the whole task of an
+/// idle connection, so they are kept small: rarely taken paths that would widen every await
+/// point (resuming, lag recovery, waiting for room in the hub's queue) are boxed, and
+/// nothing is allocated before it is needed.
 struct Connection<S> {
     ws: WebSocket<S>,
-    /// This connection's posts queued in the hub, oldest first.
-    in_flight: FuturesOrdered<InFlight>,
+    /// This connection's posts queued in the hub, oldest first. The hub stores posts in the
+    /// order they were submitted, so only the oldest ticket needs polling.
+    in_flight: VecDeque<InFlight>,
     mode: Mode,
-    hub: Hub,
     subscription: Subscription,
     shutdown: CancellationToken,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
-    async fn run(mut self, since: Option<u64>) {
-        let end = match self.start(since).await {
-            Ok(()) => self.serve().await,
-            Err(end) => end,
-        };
-        if let End::Close(code, reason) = end {
-            let _ = self.ws.close(code, reason).await;
-        }
-    }
-
     /// What a connection gets first: the history, or (rtchat.v1 with `since`) what it missed.
     async fn start(&mut self, since: Option<u64>) -> Result<(), End> {
-        let snapshot = self.subscription.snapshot().clone();
+        let last = self.subscription.snapshot().last_id;
         match (self.mode, since) {
-            (Mode::Snapshots, _) => self.send(&snapshot_frame(&snapshot)).await,
-            (Mode::Deltas, Some(id)) if id <= snapshot.last_id => {
-                self.subscription.resume_after(id);
-                let count = self.catch_up().await?;
-                let last = self.subscription.last_seen();
-                self.send(&text(
-                    json!({"type": "resumed", "after": id, "count": count, "last": last}),
-                ))
-                .await
+            // Rare (a reconnect) and wide: boxed so it does not widen this future.
+            (Mode::Deltas, Some(id)) if id <= last => return Box::pin(self.resume(id)).await,
+            (Mode::Deltas, Some(_)) => {
+                self.send(&text(json!({"type": "reset", "last": last})))
+                    .await?;
             }
-            (Mode::Deltas, since) => {
-                if since.is_some() {
-                    self.send(&text(json!({"type": "reset", "last": snapshot.last_id})))
-                        .await?;
-                }
-                self.send(&history_frame(&snapshot)).await
-            }
+            _ => {}
         }
+        let history = match self.mode {
+            Mode::Snapshots => snapshot_frame(self.subscription.snapshot()),
+            Mode::Deltas => history_frame(self.subscription.snapshot()),
+        };
+        self.send(&history).await
+    }
+
+    /// rtchat.v1 with `?since=ID`: the messages after ID, then `resumed`.
+    async fn resume(&mut self, id: u64) -> Result<(), End> {
+        self.subscription.resume_after(id);
+        let count = self.catch_up().await?;
+        let last = self.subscription.last_seen();
+        self.send(&text(
+            json!({"type": "resumed", "after": id, "count": count, "last": last}),
+        ))
+        .await
     }
 
     /// Sends every message after the subscription's position, from the store, in order;
@@ -255,43 +281,115 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The connection's life after `start`. The `select!` arms only decide what to do (its
+    /// futures stay alive while an arm runs, so an `await` there would add to them); the
+    /// awaits come after it. This future is most of an idle connection's task.
     async fn serve(&mut self) -> End {
         loop {
             let step = tokio::select! {
                 incoming = self.ws.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
-                    Ok(Message::Text(text)) => self.on_post(text.as_bytes()).await,
+                    Ok(Message::Text(text)) => Ok(self.on_post(text.as_bytes())),
                     Ok(Message::Binary(_)) => Err(End::Close(
                         CloseCode::UNSUPPORTED,
                         "binary messages are not supported; send JSON text",
                     )),
                     Ok(Message::Close(_)) | Err(_) => Err(End::Gone),
                 },
-                Some((reference, stored)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.reply(reference, stored.map_err(|e| e.to_string())).await
+                stored = poll_fn(|cx| match self.in_flight.front_mut() {
+                    Some((_, ticket)) => ticket.poll_unpin(cx),
+                    None => Poll::Pending,
+                }), if !self.in_flight.is_empty() => {
+                    let (reference, _) = self.in_flight.pop_front().expect("polled the oldest post");
+                    Ok(self.reply(reference, stored.map_err(|e| e.to_string())).map_or(Step::Nothing, Step::Send))
                 }
                 delivery = self.subscription.recv() => match delivery {
-                    Some(Delivery::Event(event)) => match self.mode {
-                        Mode::Snapshots => self.send(&snapshot_frame(&event.snapshot)).await,
-                        Mode::Deltas => self.send(&delta_frame(&event.entry)).await,
-                    },
+                    Some(Delivery::Event(event)) => Ok(Step::Send(match self.mode {
+                        Mode::Snapshots => snapshot_frame(&event.snapshot),
+                        Mode::Deltas => delta_frame(&event.entry),
+                    })),
                     // Slow consumer: a fresh snapshot supersedes what was skipped; deltas are
                     // re-read from the store so nothing is lost.
-                    Some(Delivery::Lagged { .. }) => match self.mode {
-                        Mode::Snapshots => self.send(&snapshot_frame(&self.hub.snapshot())).await,
-                        Mode::Deltas => self.catch_up().await.map(drop),
-                    },
+                    Some(Delivery::Lagged { .. }) => Ok(match self.mode {
+                        Mode::Snapshots => Step::Send(snapshot_frame(&self.subscription.hub().snapshot())),
+                        Mode::Deltas => Step::CatchUp,
+                    }),
                     None => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
                 },
                 () = self.shutdown.cancelled() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
             };
-            if let Err(end) = step {
+            let frame = match step {
+                Ok(Step::Send(frame)) => frame,
+                Ok(Step::Nothing) => continue,
+                // Rare and wide, so boxed: the hub's queue is full (the store lags behind),
+                // or this delta connection fell behind the hub.
+                Ok(Step::Wait(waiting)) => {
+                    let (reference, post) = *waiting;
+                    match Box::pin(self.submit_waiting(reference, post)).await {
+                        Some(frame) => frame,
+                        None => continue,
+                    }
+                }
+                Ok(Step::CatchUp) => match Box::pin(self.catch_up()).await {
+                    Ok(_) => continue,
+                    Err(end) => return end,
+                },
+                Err(end) => return end,
+            };
+            if let Err(end) = self.send(&frame).await {
                 return end;
             }
         }
     }
 
-    async fn on_post(&mut self, body: &Bytes) -> Result<(), End> {
-        let limits = self.hub.config().limits;
+    /// Handles a post: queues it (the ack follows once it is stored, while the connection
+    /// goes on reading: a client may have many posts in flight) or answers the error.
+    fn on_post(&mut self, body: &Bytes) -> Step {
+        let (reference, post) = self.parse_post(body);
+        let submitted = match post {
+            Ok(post) => match self.subscription.hub().try_submit(post) {
+                Ok(ticket) => Ok(ticket),
+                Err(TrySubmitError::Full(post)) => return Step::Wait(Box::new((reference, post))),
+                Err(TrySubmitError::ShuttingDown) => Err(PostError::ShuttingDown.to_string()),
+            },
+            Err(e) => Err(e),
+        };
+        self.queued(reference, submitted)
+    }
+
+    /// [`Connection::on_post`] when the hub's queue is full: waits for room.
+    async fn submit_waiting(
+        &mut self,
+        reference: Option<Value>,
+        post: NewPost,
+    ) -> Option<EncodedFrame> {
+        let submitted = self
+            .subscription
+            .hub()
+            .submit(post)
+            .await
+            .map_err(|e| e.to_string());
+        match self.queued(reference, submitted) {
+            Step::Send(frame) => Some(frame),
+            _ => None,
+        }
+    }
+
+    /// Tracks a submitted post, or answers its error.
+    fn queued(&mut self, reference: Option<Value>, submitted: Result<Ticket, String>) -> Step {
+        match submitted {
+            Ok(ticket) => {
+                self.in_flight.push_back((reference, ticket));
+                Step::Nothing
+            }
+            Err(e) => self
+                .reply(reference, Err(e))
+                .map_or(Step::Nothing, Step::Send),
+        }
+    }
+
+    /// A post's `ref` and the post, or why it is invalid.
+    fn parse_post(&self, body: &Bytes) -> (Option<Value>, Result<NewPost, String>) {
+        let limits = self.subscription.hub().config().limits;
         let value: Result<Value, String> =
             serde_json::from_slice(body).map_err(|e| PostError::Json(e.to_string()).to_string());
         let reference = value.as_ref().ok().and_then(|v| v.get("ref").cloned());
@@ -303,30 +401,19 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             }
             NewPost::from_value(&value, &limits).map_err(|e| e.to_string())
         });
-        match post {
-            // Queued in order; the ack follows once it is stored, while this loop goes on
-            // reading (a client may have many posts in flight).
-            Ok(post) => match self.hub.submit(post).await {
-                Ok(ticket) => {
-                    self.in_flight
-                        .push_back(Box::pin(async move { (reference, ticket.await) }));
-                    Ok(())
-                }
-                Err(e) => self.reply(reference, Err(e.to_string())).await,
-            },
-            Err(e) => self.reply(reference, Err(e)).await,
-        }
+        (reference, post)
     }
 
     /// Answers a post: rtchat.v1 acks or errors with the client's `ref`; the course's
-    /// protocol only reports errors (the next snapshot shows a stored post).
-    async fn reply(
-        &mut self,
+    /// protocol only reports errors (the next snapshot shows a stored post). A plain function
+    /// building the frame, so awaiting its sending holds just the frame.
+    fn reply(
+        &self,
         reference: Option<Value>,
         result: Result<Arc<Entry>, String>,
-    ) -> Result<(), End> {
+    ) -> Option<EncodedFrame> {
         let reply = match (self.mode, result) {
-            (Mode::Snapshots, Ok(_)) => return Ok(()),
+            (Mode::Snapshots, Ok(_)) => return None,
             (Mode::Snapshots, Err(error)) => json!({ "error": error }),
             (Mode::Deltas, Ok(entry)) => {
                 json!({"type": "ack", "ref": reference, "id": entry.message.id})
@@ -335,7 +422,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 json!({"type": "error", "ref": reference, "error": error})
             }
         };
-        self.send(&text(reply)).await
+        Some(text(reply))
     }
 
     async fn send(&mut self, frame: &EncodedFrame) -> Result<(), End> {
