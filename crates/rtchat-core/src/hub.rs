@@ -472,6 +472,27 @@ impl Subscription {
         self.last_seen = id;
     }
 
+    /// What [`Subscription::recv`] would return right now, without waiting: `None` when
+    /// nothing is queued (or the hub is gone; `recv` then says so). Lets a busy connection
+    /// gather everything already waiting into one write.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(event) if event.entry.message.id <= self.last_seen => continue,
+                Ok(event) => {
+                    self.last_seen = event.entry.message.id;
+                    return Some(Delivery::Event(event));
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    return Some(Delivery::Lagged { missed })
+                }
+                Err(
+                    broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
+                ) => return None,
+            }
+        }
+    }
+
     /// The next message, in id order, or `None` once the hub is gone. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Delivery> {
         loop {
@@ -696,5 +717,27 @@ mod tests {
 
     fn ids(s: &Since) -> Vec<u64> {
         s.entries.iter().map(|e| e.message.id).collect()
+    }
+    #[tokio::test]
+    async fn try_recv_takes_what_is_waiting_without_waiting() {
+        let hub = hub(50, 4).await;
+        let mut sub = hub.subscribe();
+        assert!(sub.try_recv().is_none(), "nothing posted yet");
+        for i in 0..3 {
+            hub.post(post(i)).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(d) = sub.try_recv() {
+            match d {
+                Delivery::Event(e) => got.push(e.entry.message.id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, [1, 2, 3]);
+        // More than the ring holds: the lag is reported, as by recv.
+        for i in 0..10 {
+            hub.post(post(i)).await.unwrap();
+        }
+        assert!(matches!(sub.try_recv(), Some(Delivery::Lagged { .. })));
     }
 }

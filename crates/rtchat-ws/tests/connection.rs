@@ -439,3 +439,81 @@ async fn eof_without_close_is_connection_lost() {
     drop(c);
     assert!(matches!(server.await.unwrap(), Err(Error::ConnectionLost)));
 }
+
+/// Frames of varied sizes (empty to 200 KiB, so socket buffers fill and writes end mid-frame)
+/// in batches of up to 40 (more than one vectored write carries): all arrive, intact, in order.
+#[tokio::test]
+async fn batches_arrive_whole_and_in_order_through_partial_writes() {
+    let sizes = [0usize, 1, 125, 126, 65_535, 65_536, 200_000, 7, 3_000];
+    let frames: Vec<EncodedFrame> = (0..120)
+        .map(|i| {
+            let mut payload = format!("{i:04}").into_bytes();
+            payload.resize(4 + sizes[i % sizes.len()], b'x');
+            EncodedFrame::binary(Bytes::from(payload))
+        })
+        .collect();
+    let expected = frames.clone();
+    let (addr, server) = serve_one(small_config(), move |mut ws| async move {
+        for batch in frames.chunks(40) {
+            ws.send_encoded_batch(batch).await.unwrap();
+        }
+        ws.recv().await
+    })
+    .await;
+    let mut c = tclient(addr).await;
+    for want in &expected {
+        match next_msg(&mut c).await {
+            Some(TMsg::Binary(got)) => assert_eq!(&got[..], want.payload()),
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+    c.close(None).await.unwrap();
+    assert!(matches!(server.await.unwrap(), Ok(Message::Close(None))));
+}
+
+/// A batch whose future is dropped mid-write (the peer reads slowly) never leaves half a
+/// frame on the wire: the frames that arrive are whole, in order, and the stream goes on.
+#[tokio::test]
+async fn a_dropped_batch_leaves_no_half_frame() {
+    let big: Vec<EncodedFrame> = (0..16u8)
+        .map(|i| EncodedFrame::binary(Bytes::from(vec![i; 150_000])))
+        .collect();
+    let (addr, server) = serve_one(small_config(), move |mut ws| async move {
+        let mut dropped = 0;
+        for _ in 0..4 {
+            tokio::select! {
+                r = ws.send_encoded_batch(&big) => r.unwrap(),
+                () = tokio::task::yield_now() => dropped += 1,
+            }
+        }
+        ws.send_encoded(&EncodedFrame::text(Bytes::from_static(b"end")))
+            .await
+            .unwrap();
+        (dropped, ws.recv().await)
+    })
+    .await;
+    let mut c = tclient(addr).await;
+    let mut last = None;
+    loop {
+        match next_msg(&mut c).await {
+            Some(TMsg::Binary(got)) => {
+                assert_eq!(got.len(), 150_000, "a whole frame");
+                assert!(got.iter().all(|&b| b == got[0]), "one frame's bytes only");
+                // In order within each batch (a new batch starts again at 0).
+                if let Some(prev) = last {
+                    assert!(got[0] == prev + 1 || got[0] == 0, "{prev} then {}", got[0]);
+                }
+                last = Some(got[0]);
+            }
+            Some(TMsg::Text(t)) => {
+                assert_eq!(t.as_str(), "end");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.close(None).await.unwrap();
+    let (dropped, end) = server.await.unwrap();
+    assert!(dropped > 0, "the test must drop at least one batch mid-way");
+    assert!(matches!(end, Ok(Message::Close(None))));
+}

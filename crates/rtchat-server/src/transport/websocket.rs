@@ -52,6 +52,8 @@ pub const JSON: &str = "json";
 pub const RTCHAT_V1: &str = "rtchat.v1";
 /// Messages read from the store per step while catching up.
 const PAGE: usize = 500;
+/// Hub messages already waiting that one write may carry (see `send_encoded_batch`).
+const MAX_BATCH: usize = 32;
 /// Posts one connection may have waiting for the store before it stops reading more.
 const MAX_IN_FLIGHT: usize = 256;
 
@@ -195,6 +197,8 @@ fn text(value: Value) -> EncodedFrame {
 enum Step {
     Nothing,
     Send(EncodedFrame),
+    /// A message of the hub for this connection (others may be waiting right behind it).
+    Deliver(EncodedFrame),
     /// A post waiting for room in the hub's queue (boxed: rare, and this is kept small).
     Wait(Box<(Option<Value>, NewPost)>),
     /// Re-read what a lagging delta connection missed.
@@ -303,22 +307,51 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     Ok(self.reply(reference, stored.map_err(|e| e.to_string())).map_or(Step::Nothing, Step::Send))
                 }
                 delivery = self.subscription.recv() => match delivery {
-                    Some(Delivery::Event(event)) => Ok(Step::Send(match self.mode {
-                        Mode::Snapshots => snapshot_frame(&event.snapshot),
-                        Mode::Deltas => delta_frame(&event.entry),
-                    })),
-                    // Slow consumer: a fresh snapshot supersedes what was skipped; deltas are
-                    // re-read from the store so nothing is lost.
-                    Some(Delivery::Lagged { .. }) => Ok(match self.mode {
-                        Mode::Snapshots => Step::Send(snapshot_frame(&self.subscription.hub().snapshot())),
-                        Mode::Deltas => Step::CatchUp,
-                    }),
+                    Some(delivery) => Ok(self.on_delivery(delivery)),
                     None => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
                 },
                 () = self.shutdown.cancelled() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
             };
             let frame = match step {
                 Ok(Step::Send(frame)) => frame,
+                // Under load several messages are often waiting already: they go out in one
+                // write (a system call per message is what limits fan-out).
+                Ok(Step::Deliver(first)) => {
+                    // Allocated only when a second message is waiting.
+                    let mut more: Vec<EncodedFrame> = Vec::new();
+                    let mut then = Step::Nothing;
+                    while more.len() + 1 < MAX_BATCH {
+                        match self.subscription.try_recv().map(|d| self.on_delivery(d)) {
+                            Some(Step::Deliver(frame)) => {
+                                if more.is_empty() {
+                                    more.push(first.clone());
+                                }
+                                more.push(frame);
+                            }
+                            Some(other) => {
+                                then = other;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let sent = if more.is_empty() {
+                        self.send(&first).await
+                    } else {
+                        self.send_batch(&more).await
+                    };
+                    if let Err(end) = sent {
+                        return end;
+                    }
+                    match then {
+                        Step::Send(frame) => frame,
+                        Step::CatchUp => match Box::pin(self.catch_up()).await {
+                            Ok(_) => continue,
+                            Err(end) => return end,
+                        },
+                        _ => continue,
+                    }
+                }
                 Ok(Step::Nothing) => continue,
                 // Rare and wide, so boxed: the hub's queue is full (the store lags behind),
                 // or this delta connection fell behind the hub.
@@ -423,6 +456,29 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             }
         };
         Some(text(reply))
+    }
+
+    /// What to do with one delivery of the hub.
+    fn on_delivery(&self, delivery: Delivery) -> Step {
+        match delivery {
+            Delivery::Event(event) => Step::Deliver(match self.mode {
+                Mode::Snapshots => snapshot_frame(&event.snapshot),
+                Mode::Deltas => delta_frame(&event.entry),
+            }),
+            // Slow consumer: a fresh snapshot supersedes what was skipped; deltas are re-read
+            // from the store so nothing is lost.
+            Delivery::Lagged { .. } => match self.mode {
+                Mode::Snapshots => Step::Send(snapshot_frame(&self.subscription.hub().snapshot())),
+                Mode::Deltas => Step::CatchUp,
+            },
+        }
+    }
+
+    async fn send_batch(&mut self, frames: &[EncodedFrame]) -> Result<(), End> {
+        self.ws.send_encoded_batch(frames).await.map_err(|e| {
+            tracing::debug!(error = %e, "WebSocket send failed");
+            End::Gone
+        })
     }
 
     async fn send(&mut self, frame: &EncodedFrame) -> Result<(), End> {
