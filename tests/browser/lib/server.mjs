@@ -16,13 +16,14 @@ const READY_TLS = /^rtchat listening on (https:\/\/[^\s/]+)\s*$/;
 const ANSI = /\x1b\[[0-9;]*m/g;
 
 /**
- * Parse one request log line (`... method=GET path=/poll status=200 duration_ms=3 ...`).
+ * Parse one request log line
+ * (`... request{method=GET path=/poll}: rtchat::http: answered status=200 duration_ms=3`).
  * Tolerates ANSI colours and quoted values. Returns {method, path, status, query} or null.
  */
 export function parseRequestLine(raw) {
   const line = raw.replace(ANSI, '');
   const field = (name) => {
-    const m = line.match(new RegExp(`(?:^|\\s)${name}="?([^\\s"]*)"?`));
+    const m = line.match(new RegExp(`(?:^|[\\s{])${name}="?([^\\s"}]*)"?`));
     return m ? m[1] : null;
   };
   const method = field('method');
