@@ -1,11 +1,10 @@
 //! The accept loops: plain HTTP (HTTP/1.1 with upgrades, and HTTP/2 by prior knowledge) and
 //! HTTPS (ALPN `h2` or `http/1.1`), and graceful shutdown of every connection.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::{http1, http2};
