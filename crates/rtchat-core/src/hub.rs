@@ -476,38 +476,42 @@ impl Subscription {
     /// nothing is queued (or the hub is gone; `recv` then says so). Lets a busy connection
     /// gather everything already waiting into one write.
     pub fn try_recv(&mut self) -> Option<Delivery> {
+        use broadcast::error::TryRecvError;
         loop {
-            match self.rx.try_recv() {
-                Ok(event) if event.entry.message.id <= self.last_seen => continue,
-                Ok(event) => {
-                    self.last_seen = event.entry.message.id;
-                    return Some(Delivery::Event(event));
-                }
-                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                    return Some(Delivery::Lagged { missed })
-                }
-                Err(
-                    broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
-                ) => return None,
+            let delivery = match self.rx.try_recv() {
+                Ok(event) => self.deliver(event),
+                Err(TryRecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            };
+            if delivery.is_some() {
+                return delivery;
             }
         }
     }
 
     /// The next message, in id order, or `None` once the hub is gone. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Delivery> {
+        use broadcast::error::RecvError;
         loop {
-            match self.rx.recv().await {
-                Ok(event) if event.entry.message.id <= self.last_seen => continue,
-                Ok(event) => {
-                    self.last_seen = event.entry.message.id;
-                    return Some(Delivery::Event(event));
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    return Some(Delivery::Lagged { missed })
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+            let delivery = match self.rx.recv().await {
+                Ok(event) => self.deliver(event),
+                Err(RecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
+                Err(RecvError::Closed) => return None,
+            };
+            if delivery.is_some() {
+                return delivery;
             }
         }
+    }
+
+    /// An event of the ring as a delivery, or `None` for one at or below what was already
+    /// delivered (or resumed past).
+    fn deliver(&mut self, event: Arc<Event>) -> Option<Delivery> {
+        if event.entry.message.id <= self.last_seen {
+            return None;
+        }
+        self.last_seen = event.entry.message.id;
+        Some(Delivery::Event(event))
     }
 
     /// For delta transports after [`Delivery::Lagged`] (or on resume): the next page of
