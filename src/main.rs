@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the chat server (the default when no command is given).
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Show the HTTPS certificate (generating the development one if needed): where it is,
     /// its SHA-256 fingerprint, and how to trust it.
     Cert(serve_cmd::CertArgs),
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Some(Command::Serve(args)) => serve_cmd::run(args),
+        Some(Command::Serve(args)) => serve_cmd::run(*args),
         Some(Command::Cert(args)) => serve_cmd::cert(args),
         Some(Command::Bench(args)) => rtchat_bench::run(args),
         Some(Command::Client(args)) => client_cmd::run(args),

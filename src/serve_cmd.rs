@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, Store};
+use rtchat_server::admission::default_max_connections;
 use rtchat_server::tls::{self, CertSource};
-use rtchat_server::{Server, ServerConfig, TlsListen};
+use rtchat_server::{ConnectionLimits, Server, ServerConfig, Timeouts, TlsListen};
 use tokio_util::sync::CancellationToken;
 
 /// Options of `rtchat cert`.
@@ -160,6 +161,53 @@ pub struct ServeArgs {
     /// Fraction of GET /poll requests to fail with 500, to demonstrate client backoff.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = fraction)]
     fail_rate: f64,
+
+    /// Connections open at once, in all; beyond it new ones get a 503 [default: the open-file limit less 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+
+    /// Connections open at once from one client address (0: no cap); trusted proxies are exempt.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections_per_ip: u32,
+
+    /// A reverse proxy (address or CIDR, repeatable) whose Forwarded / X-Forwarded-For /
+    /// X-Forwarded-Proto headers are believed; its own connections are not capped per address.
+    #[arg(long, value_name = "CIDR", value_parser = cidr)]
+    trusted_proxy: Vec<ipnet::IpNet>,
+
+    /// Seconds a new plain connection has to send its first bytes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    sniff_timeout: f64,
+
+    /// Seconds a new HTTPS connection has to finish the TLS handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    tls_handshake_timeout: f64,
+
+    /// Seconds an HTTP/1.1 request head may take, counted from when the server starts waiting
+    /// for it (so also how long a kept-alive HTTP/1.1 connection may stay idle).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0, value_parser = positive_seconds)]
+    header_timeout: f64,
+
+    /// Seconds an HTTP/2 connection with no open request is kept.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = positive_seconds)]
+    idle_timeout: f64,
+
+    /// Seconds a posted body may take to arrive (408 after that).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    body_timeout: f64,
+
+    /// Seconds a write may wait on a client that does not read before its connection is
+    /// dropped (streams, long polls, pages, WebSockets).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    write_timeout: f64,
+
+    /// Seconds of silence after which an HTTP/2 connection gets a ping.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
+    h2_keepalive_interval: f64,
+
+    /// Seconds an HTTP/2 client has to answer that ping before the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
+    h2_keepalive_timeout: f64,
 }
 
 /// Where messages are kept.
@@ -183,6 +231,13 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
         Ok(f) if f.is_finite() && f > 0.0 && f <= 86_400.0 => Ok(f),
         _ => Err(format!("{s} is not a number of seconds above 0")),
     }
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or a single address (`127.0.0.1`).
+fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s} is not an address or CIDR range (e.g. 10.0.0.0/8)"))
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -278,6 +333,34 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let hub = Hub::open(store, hub_config)
         .await
         .map_err(|e| format!("cannot open the message store: {e}"))?;
+    let secs = Duration::from_secs_f64;
+    let timeouts = Timeouts {
+        sniff: secs(args.sniff_timeout),
+        tls_handshake: secs(args.tls_handshake_timeout),
+        header: secs(args.header_timeout),
+        idle: secs(args.idle_timeout),
+        body: secs(args.body_timeout),
+        write: secs(args.write_timeout),
+        h2_keepalive_interval: secs(args.h2_keepalive_interval),
+        h2_keepalive_timeout: secs(args.h2_keepalive_timeout),
+    };
+    // Connections are files: take all the open-file limit allows, and keep some room.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let max_total = match args.max_connections {
+        Some(n) => n.min(usize::MAX as u64) as usize,
+        None => default_max_connections(nofile),
+    };
+    let connections = ConnectionLimits {
+        max_total,
+        max_per_ip: args.max_connections_per_ip as usize,
+        trusted_proxies: args.trusted_proxy,
+    };
+    tracing::info!(
+        max_connections = max_total,
+        max_connections_per_ip = connections.max_per_ip,
+        open_file_limit = nofile,
+        "connection limits"
+    );
     // With an ephemeral plain port (tests, scripts), the default HTTPS port is ephemeral too.
     let default_tls_port = if listen.port() == 0 { 0 } else { 8443 };
     let tls = (!args.no_tls).then(|| TlsListen {
@@ -296,6 +379,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         websocket: rtchat_ws::Config {
             ping_interval: Some(Duration::from_secs_f64(args.ws_ping_interval)),
             pong_timeout: Duration::from_secs_f64(args.ws_pong_timeout),
+            write_timeout: Some(timeouts.write),
             ..rtchat_ws::Config::default().with_max_message_size(args.ws_max_message as usize)
         },
         sio_ping_interval: Duration::from_secs_f64(args.sio_ping_interval),
@@ -305,6 +389,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         fail_rate: args.fail_rate,
         poll_timeout: Duration::from_secs(args.poll_timeout.into()),
         max_body: args.max_body as usize,
+        timeouts,
+        connections,
         ..ServerConfig::default()
     };
     let shutdown = CancellationToken::new();

@@ -4,7 +4,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{client, get_json, post, rtchat, temp_dir, ws_connect, ws_json, Server};
 use futures::{SinkExt, StreamExt};
@@ -165,40 +167,208 @@ async fn resume_across_a_restart_delivers_exactly_the_missed_messages() {
     assert_eq!(sse_ids, want, "SSE");
 }
 
-#[tokio::test]
-async fn every_acknowledged_post_survives_sigkill() {
-    let dir = temp_dir("crash");
-    let mut acknowledged: BTreeSet<u64> = BTreeSet::new();
-    for round in 0..12 {
-        let server = start_on(&dir, &[]);
-        let c = client();
-        // 8 posters race; the process is killed the moment the last ack of the round arrives,
-        // while other posts may still be in flight.
-        let posts = (0..24).map(|i| {
-            let req = c
-                .post(server.url("/poll"))
-                .json(&json!({"user": "crash", "text": format!("round {round} post {i}")}));
-            async move { req.send().await.ok()?.json::<Value>().await.ok()?["id"].as_u64() }
-        });
-        let results = futures::stream::iter(posts)
-            .buffer_unordered(8)
-            .collect::<Vec<_>>()
-            .await;
-        drop(server); // SIGKILL
-        acknowledged.extend(results.into_iter().flatten());
-    }
-    let server = start_on(&dir, &[]);
-    let stored: BTreeSet<u64> = all_after(&server, 0)
-        .await
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+/// The server's start-up line (`rtchat ready store=...`) shows the SQLite settings its own
+/// connection reports: WAL, and `synchronous=2` (FULL: a commit returns after the fsync).
+fn assert_durable_settings(server: &Server) {
+    let log = server.wait_for_log("rtchat ready");
+    let line = log.lines().find(|l| l.contains("rtchat ready")).unwrap();
+    assert!(line.contains("store=sqlite "), "{line}");
     assert!(
-        lost.is_empty(),
-        "acknowledged but lost after SIGKILL: {lost:?}"
+        line.contains("(journal_mode=wal, synchronous=2;"),
+        "the database must run with journal_mode=wal and synchronous=2 (FULL): {line}"
     );
-    assert_eq!(acknowledged.len(), 12 * 24);
+}
+
+/// What one poster sent: the text, and the id it was acknowledged with (`None`: no answer,
+/// the server was killed first).
+type Sent = Vec<(String, Option<u64>)>;
+
+/// Posts with `POST /poll`, one after the other, until a post gets no answer.
+async fn http_poster(
+    base: String,
+    tag: String,
+    acked: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+) -> Sent {
+    let c = client();
+    let mut sent = Sent::new();
+    for i in 0.. {
+        let text = format!("{tag} post {i}");
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        let res = c
+            .post(format!("{base}/poll"))
+            .json(&json!({"user": "crash", "text": text}))
+            .send()
+            .await;
+        let reply = match res {
+            Ok(res) => {
+                let status = res.status();
+                res.json::<Value>().await.ok().map(|body| (status, body))
+            }
+            Err(_) => None,
+        };
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        match reply {
+            Some((status, body)) => {
+                assert_eq!(status, 200, "{text}: {body}");
+                sent.push((text, Some(body["id"].as_u64().expect("an id"))));
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            None => {
+                sent.push((text, None));
+                return sent;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// Posts over WebSocket `rtchat.v1`, keeping `WINDOW` posts unacknowledged at all times,
+/// until the connection drops.
+async fn ws_poster(
+    server: &Server,
+    tag: String,
+    acked: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+) -> impl std::future::Future<Output = Sent> {
+    const WINDOW: usize = 32;
+    let mut ws = ws_connect(server, "/ws", &["rtchat.v1"]).await;
+    assert_eq!(ws_json(&mut ws).await["type"], "history");
+    async move {
+        let mut sent = Sent::new();
+        let mut outstanding = 0;
+        'outer: loop {
+            while outstanding < WINDOW {
+                let i = sent.len();
+                let text = format!("{tag} post {i}");
+                let post = json!({"type": "post", "user": "crash", "text": text, "ref": i});
+                sent.push((text, None));
+                if ws.send(WsMessage::text(post.to_string())).await.is_err() {
+                    break 'outer;
+                }
+                outstanding += 1;
+                in_flight.fetch_add(1, Ordering::SeqCst);
+            }
+            let Some(Ok(frame)) = ws.next().await else {
+                break;
+            };
+            let WsMessage::Text(t) = frame else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("ack") => {
+                    let i = v["ref"].as_u64().unwrap() as usize;
+                    assert_eq!(sent[i].1, None, "one ack per post: {v}");
+                    sent[i].1 = Some(v["id"].as_u64().unwrap());
+                    outstanding -= 1;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                Some("msg") => {}
+                _ => panic!("unexpected frame {v}"),
+            }
+        }
+        in_flight.fetch_sub(outstanding, Ordering::SeqCst);
+        sent
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_post_survives_sigkill_with_posts_in_flight() {
+    const ROUNDS: usize = 6;
+    const HTTP_POSTERS: usize = 6;
+    const WS_POSTERS: usize = 2;
+    /// Acknowledged posts per round before the kill.
+    const ACKED: usize = 150;
+    let dir = temp_dir("crash");
+    let mut sent: Vec<(String, Option<u64>)> = Vec::new();
+    for round in 0..ROUNDS {
+        let server = start_on(&dir, &[]);
+        assert_durable_settings(&server);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut posters = Vec::new();
+        for p in 0..HTTP_POSTERS {
+            let tag = format!("round {round} http {p}");
+            let fut = http_poster(server.base.clone(), tag, acked.clone(), in_flight.clone());
+            posters.push(tokio::spawn(fut));
+        }
+        for p in 0..WS_POSTERS {
+            let tag = format!("round {round} ws {p}");
+            let fut = ws_poster(&server, tag, acked.clone(), in_flight.clone()).await;
+            posters.push(tokio::spawn(fut));
+        }
+        // Kill -9 while posts are on their way: once enough were acknowledged, at a moment
+        // when posters are waiting for answers (the WebSocket posters always keep 32 waiting).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.load(Ordering::SeqCst) < ACKED || in_flight.load(Ordering::SeqCst) < 8 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: only {} posts acknowledged within 60 s",
+                acked.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let waiting = in_flight.load(Ordering::SeqCst);
+        drop(server); // SIGKILL, and wait for the process to be gone
+        let mut unanswered = 0;
+        for poster in posters {
+            let out = tokio::time::timeout(Duration::from_secs(30), poster)
+                .await
+                .expect("every poster notices the kill")
+                .unwrap();
+            unanswered += out.iter().filter(|(_, id)| id.is_none()).count();
+            sent.extend(out);
+        }
+        assert!(
+            waiting >= 8 && unanswered >= waiting.min(HTTP_POSTERS + WS_POSTERS),
+            "round {round}: {waiting} posts were waiting at the kill, {unanswered} got no answer"
+        );
+    }
+
+    let server = start_on(&dir, &[]);
+    assert_durable_settings(&server);
+    let stored = all_after(&server, 0).await;
+    let mut by_text: std::collections::HashMap<&str, u64> = Default::default();
+    let mut last = 0;
+    for m in &stored {
+        let id = m["id"].as_u64().unwrap();
+        assert!(id > last, "ids increase: {id} after {last}");
+        last = id;
+        assert_eq!(m["user"], "crash");
+        let text = m["text"].as_str().unwrap();
+        let earlier = by_text.insert(text, id);
+        assert!(
+            earlier.is_none(),
+            "{text:?} stored twice (ids {earlier:?} and {id})"
+        );
+    }
+    let mut acked_ids = BTreeSet::new();
+    let (mut acked, mut unacked_stored, mut unacked) = (0, 0, 0);
+    for (text, id) in &sent {
+        match id {
+            Some(id) => {
+                acked += 1;
+                assert!(acked_ids.insert(*id), "id {id} acknowledged twice");
+                assert_eq!(
+                    by_text.get(text.as_str()),
+                    Some(id),
+                    "{text:?} was acknowledged with id {id}: after SIGKILL and a restart it must be there, with that id"
+                );
+            }
+            None => {
+                unacked += 1;
+                unacked_stored += usize::from(by_text.contains_key(text.as_str()));
+            }
+        }
+    }
+    let ours: std::collections::HashSet<&str> = sent.iter().map(|(t, _)| t.as_str()).collect();
+    for text in by_text.keys() {
+        assert!(ours.contains(text), "stored but never posted: {text:?}");
+    }
+    assert!(acked >= ROUNDS * ACKED);
+    eprintln!(
+        "{ROUNDS} kills: {acked} posts acknowledged, all kept; {unacked} unanswered, {unacked_stored} of them stored"
+    );
 }
 
 #[tokio::test]

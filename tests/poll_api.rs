@@ -422,6 +422,6 @@ async fn requests_are_logged_with_method_path_status_and_duration() {
     assert_eq!(res.status(), 200);
     // The log line is written after the response; wait for it to show up.
     server.wait_for_log(
-        "request{method=GET path=/poll}: rtchat::http: answered status=200 duration_ms=",
+        "request{method=GET path=/poll client=127.0.0.1}: rtchat::http: answered status=200 duration_ms=",
     );
 }

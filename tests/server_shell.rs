@@ -172,15 +172,129 @@ async fn web_root_replaces_the_embedded_front_end() {
             .status(),
         404
     );
-    assert_eq!(
-        client()
-            .get(server.url("/../Cargo.toml"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    // (Traversal out of the web root: `raw_requests_never_leave_the_web_root`.)
     get_json(&server, "/poll").await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends `GET target HTTP/1.1` exactly as written (no client normalises `..` or
+/// percent-escapes) and returns the status and the whole raw response.
+async fn raw_get(server: &Server, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut raw))
+        .await
+        .unwrap_or_else(|_| panic!("GET {target}: no complete answer within 10 s"))
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("GET {target}: not an HTTP/1.1 answer: {raw:?}"));
+    (status, raw)
+}
+
+/// Request targets that climb out of the served folder by `levels` levels to `name`: plain
+/// `..`, percent-encoded dots and slashes (either case), backslashes, double encoding,
+/// overlong UTF-8, `;` path parameters, and an absolute-form target.
+fn traversals(levels: usize, name: &str) -> Vec<String> {
+    let ups = |up: &str, sep: &str| up.repeat(levels).replace("{sep}", sep);
+    let mut out = Vec::new();
+    for up in [
+        "..{sep}",
+        "%2e%2e{sep}",
+        "%2E%2E{sep}",
+        ".%2e{sep}",
+        "%2e.{sep}",
+        "%252e%252e{sep}",
+        "%c0%ae%c0%ae{sep}",
+        "..;{sep}",
+    ] {
+        for sep in ["/", "%2f", "%2F", "%5c", "%5C", "\\", "%252f", "%c0%af"] {
+            out.push(format!("/{}{name}", ups(up, sep)));
+            out.push(format!("/static/{}{name}", ups(up, sep)));
+        }
+    }
+    out.push(format!("/static/x/{}{name}", "../".repeat(levels + 2)));
+    out.push(format!("http://127.0.0.1/{}{name}", "../".repeat(levels)));
+    out
+}
+
+/// Every traversal answers 400 or 404, and never with the file outside the served folder.
+async fn assert_no_traversal(server: &Server, levels: usize, name: &str, secret: &str) {
+    let mut targets = traversals(levels, name);
+    // Far enough up to reach / from anywhere: the system's password file.
+    targets.extend(traversals(16, "etc/passwd"));
+    for target in targets {
+        let (status, raw) = raw_get(server, &target).await;
+        assert!(
+            !raw.contains(secret) && !raw.contains("root:x:0:0"),
+            "GET {target} served a file outside the served folder: {raw}"
+        );
+        assert!(
+            status == 400 || status == 404,
+            "GET {target}: {status}, not 400/404: {raw}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_requests_never_leave_the_web_root() {
+    let base = std::env::temp_dir().join(format!("rtchat-traversal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let root = base.join("root");
+    std::fs::create_dir_all(root.join("static/x")).unwrap();
+    std::fs::write(root.join("index.html"), "<h1>served</h1>").unwrap();
+    std::fs::write(root.join("static/x/ok.txt"), "inside the root").unwrap();
+    let secret = format!("SECRET-{}-outside-the-web-root", std::process::id());
+    std::fs::write(base.join("secret.txt"), &secret).unwrap();
+    // `/name` is also served from `name.html`: that path must not climb out either.
+    std::fs::write(base.join("secret.html"), &secret).unwrap();
+    let server = Server::start(&["--web-root", root.to_str().unwrap()]);
+
+    // The raw client reaches files inside the root...
+    let (status, raw) = raw_get(&server, "/static/x/ok.txt").await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.ends_with("inside the root"), "{raw}");
+    let (status, raw) = raw_get(&server, "/static/x/../x/ok.txt").await;
+    assert!(
+        status == 404 || status == 400 || raw.ends_with("inside the root"),
+        "{raw}"
+    );
+    // ...but nothing above it, however the way up is spelled.
+    assert_no_traversal(&server, 1, "secret.txt", &secret).await;
+    assert_no_traversal(&server, 1, "secret", &secret).await;
+    // An absolute path, encoded so that it survives the leading `/`.
+    let abs = base
+        .join("secret.txt")
+        .to_str()
+        .unwrap()
+        .replace('/', "%2f");
+    for target in [format!("/{abs}"), format!("/%2f{abs}")] {
+        let (status, raw) = raw_get(&server, &target).await;
+        assert!(!raw.contains(&secret), "GET {target}: {raw}");
+        assert!(status == 400 || status == 404, "GET {target}: {raw}");
+    }
+    drop(server);
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[tokio::test]
+async fn raw_requests_never_leave_the_embedded_assets() {
+    // The embedded front end is the repository's `web/` folder; its parent holds Cargo.toml.
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    assert!(manifest.contains("[workspace]"));
+    let server = Server::start(&[]);
+    let (status, raw) = raw_get(&server, "/static/style.css").await;
+    assert_eq!(status, 200, "{raw}");
+    assert_no_traversal(&server, 1, "Cargo.toml", "[workspace]").await;
+    assert_no_traversal(&server, 1, "Cargo", "[workspace]").await;
+    assert_no_traversal(&server, 2, "Cargo.toml", "[workspace]").await;
 }

@@ -138,7 +138,8 @@ async fn curl_reads_the_stream_over_http2() {
     let cert = server.data_dir.join("tls/cert.pem");
     let mut curl = tokio::process::Command::new("curl")
         .args(["--http2", "-sS", "-N", "--cacert", cert.to_str().unwrap()])
-        .args(["-w", "%{http_version}\n"])
+        // The response head on stdout before the body: its status line names the protocol.
+        .args(["-D", "-"])
         .arg(server.tls_url("/msgs"))
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -146,6 +147,21 @@ async fn curl_reads_the_stream_over_http2() {
         .expect("curl is installed (scripts/setup installs it)");
     let stdout = curl.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let status = lines.next_line().await.unwrap().unwrap();
+    assert_eq!(
+        status.trim_end(),
+        "HTTP/2 200",
+        "curl must have spoken HTTP/2 (ALPN h2)"
+    );
+    // The rest of the head, up to the blank line before the body.
+    while !lines
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap()
+        .trim_end()
+        .is_empty()
+    {}
     let first = lines.next_line().await.unwrap().unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&first).unwrap()["msg"],
@@ -154,8 +170,6 @@ async fn curl_reads_the_stream_over_http2() {
     post(&server, "ann", "via curl").await;
     let second = lines.next_line().await.unwrap().unwrap();
     assert_eq!(texts(&serde_json::from_str(&second).unwrap()), ["via curl"]);
-    // curl reports the protocol only at the end; what it negotiated is checked by ALPN in
-    // http2_over_tls_reads_several_snapshots.
     curl.kill().await.unwrap();
 }
 

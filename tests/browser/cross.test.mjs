@@ -1,18 +1,15 @@
-// One chat across transports: an HTTP/2 page (over HTTPS), an SSE page, a polling page and,
-// when the server has WebSockets, a WebSocket page. Each posts once; every page shows every
-// message, in the same order.
+// One chat across transports: an HTTP/2 page (over HTTPS), an SSE page, a polling page and a
+// WebSocket page. Each posts once; every page shows every message, in the same order.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import { item, openChat, sendOk, texts, token } from './lib/chat.mjs';
-import { postMessage, probeWebSocket, startServer } from './lib/server.mjs';
+import { postMessage, startServer } from './lib/server.mjs';
 
 let browser;
 let server;
-let hasWs = false;
 before(async () => {
   [browser, server] = await Promise.all([launchBrowser({ tls: true }), startServer([], { tls: true })]);
-  hasWs = await probeWebSocket(server.url);
 });
 after(async () => {
   await browser?.close();
@@ -20,8 +17,7 @@ after(async () => {
 });
 
 describe('cross-transport chat', () => {
-  it('HTTP/2, SSE, polling (and WebSocket) pages see each other\'s messages in the same order', { timeout: 40000 }, async (t) => {
-    if (!hasWs) t.diagnostic('the server has no WebSocket yet: no /websocket page in this chat');
+  it('HTTP/2, SSE, polling and WebSocket pages see each other\'s messages in the same order', { timeout: 40000 }, async () => {
     await scenario(browser, 'cross', async ({ newPage }) => {
       const history = `history ${token()}`;
       await postMessage(server.url, 'node', history);
@@ -29,8 +25,8 @@ describe('cross-transport chat', () => {
         http2: await openChat(newPage, `${server.httpsUrl}/http2`, 'http2-user'),
         sse: await openChat(newPage, `${server.url}/sse`, 'sse-user'),
         polling: await openChat(newPage, `${server.url}/polling?interval=500`, 'polling-user'),
+        websocket: await openChat(newPage, `${server.url}/websocket`, 'websocket-user'),
       };
-      if (hasWs) pages.websocket = await openChat(newPage, `${server.url}/websocket`, 'websocket-user');
       for (const page of Object.values(pages)) await item(page, history).waitFor();
 
       const sent = [];

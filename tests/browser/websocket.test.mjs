@@ -1,6 +1,6 @@
 // Browser tests of the /websocket page: the chat over the browser's WebSocket (ws://host/ws,
 // subprotocol "rtchat.v1": history, per-message frames, acks, resume with ?since=).
-// Skipped when the server has no WebSocket yet.
+// A server that does not upgrade `GET /ws` fails the suite (it is never skipped).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
@@ -12,20 +12,8 @@ import {
   postMessage, probeWebSocket, startServer, waitUntil,
 } from './lib/server.mjs';
 
-/** Probe a fresh server once: does `GET /ws` (subprotocol json) answer 101? */
-async function serverHasWebSocket() {
-  const s = await startServer();
-  try {
-    return await probeWebSocket(s.url);
-  } finally {
-    await s.stop();
-  }
-}
-const HAS_WS = await serverHasWebSocket();
-const skip = HAS_WS ? false : 'server has no WebSocket yet';
-
 let browser;
-before(async () => { if (HAS_WS) browser = await launchBrowser(); });
+before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
 function withServer(args = [], opts = {}) {
@@ -35,7 +23,15 @@ function withServer(args = [], opts = {}) {
   return ctx;
 }
 
-describe('websocket: two pages chat', { skip }, () => {
+describe('websocket: the upgrade', () => {
+  const s = withServer();
+  it('GET /ws with a WebSocket handshake (subprotocol json) answers 101', async () => {
+    assert.equal(await probeWebSocket(s.server.url), true,
+      'the server must upgrade GET /ws to a WebSocket (101 Switching Protocols)');
+  });
+});
+
+describe('websocket: two pages chat', () => {
   const s = withServer();
   it('two /websocket pages see each other\'s messages, newest first, over subprotocol rtchat.v1', { timeout: 30000 }, async () => {
     await scenario(browser, 'websocket-two-pages', async ({ newPage }) => {
@@ -118,11 +114,11 @@ const shownIds = (page) => page.locator('#messages > li')
 const waitLine = (page, text) => page.waitForFunction(
   (t) => document.getElementById('stream-status').textContent === t, text);
 
-describe('websocket: resume after the connection drops', { skip }, () => {
+describe('websocket: resume after the connection drops', () => {
   // A history of 5, and 8 messages missed: the catch-up must come from the store.
   const s = withServer(['--history', '5']);
   let proxy;
-  before(async () => { if (HAS_WS) proxy = await startProxy(s.server.port); });
+  before(async () => { proxy = await startProxy(s.server.port); });
   after(async () => { await proxy?.close(); });
 
   it('reconnects to /ws?since=<newest id> and shows every missed message once, in order', { timeout: 30000 }, async () => {
@@ -176,7 +172,7 @@ describe('websocket: resume after the connection drops', { skip }, () => {
   });
 });
 
-describe('websocket: server restart (empty store)', { skip }, () => {
+describe('websocket: server restart (empty store)', () => {
   const s = withServer();
   let second;
   after(async () => { await second?.stop(); });
@@ -211,7 +207,7 @@ describe('websocket: server restart (empty store)', { skip }, () => {
   });
 });
 
-describe('websocket: server restart (SQLite store, same data dir)', { skip }, () => {
+describe('websocket: server restart (SQLite store, same data dir)', () => {
   const s = withServer();
   let second;
   after(async () => { await second?.stop(); });
@@ -240,10 +236,10 @@ describe('websocket: server restart (SQLite store, same data dir)', { skip }, ()
   });
 });
 
-describe('websocket: truncated', { skip }, () => {
+describe('websocket: truncated', () => {
   const s = withServer(['--history', '2', '--retain', '2']);
   let proxy;
-  before(async () => { if (HAS_WS) proxy = await startProxy(s.server.port); });
+  before(async () => { proxy = await startProxy(s.server.port); });
   after(async () => { await proxy?.close(); });
 
   it('says older messages were lost when the server no longer keeps what the page missed', { timeout: 30000 }, async () => {

@@ -41,6 +41,15 @@ impl Server {
     /// Like [`Server::start`] with extra environment variables; with `PORT` among them the
     /// server picks its address itself.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with(args, env, |_| {})
+    }
+
+    /// Like [`Server::start_with_env`], with a last say on the command (resource limits...).
+    pub fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut all = vec!["serve"];
         if !args.contains(&"--listen") && !env.iter().any(|(k, _)| *k == "PORT") {
             all.extend(["--listen", "127.0.0.1:0"]);
@@ -58,7 +67,9 @@ impl Server {
             all.extend(["--data-dir", &data_dir_arg]);
         }
         all.extend(args);
-        let mut child = rtchat(&all, env).spawn().expect("spawn rtchat");
+        let mut cmd = rtchat(&all, env);
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn rtchat");
         let stderr = drain_stderr(&mut child);
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();

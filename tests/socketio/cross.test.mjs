@@ -1,6 +1,5 @@
-// One chat across transports: a Socket.IO client, a long-poll client, an SSE client and (when
-// rtchat serves /ws) a raw WebSocket client post in turn, and every one of them sees every
-// message, in the same order.
+// One chat across transports: a Socket.IO client, a long-poll client, an SSE client and a raw
+// WebSocket client post in turn, and every one of them sees every message, in the same order.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { io } from 'socket.io-client';
@@ -103,34 +102,36 @@ async function sseClient(base) {
 }
 
 /**
- * Raw WebSocket at /ws, or null when this build has none yet.
- * TODO(ws): the frame format is assumed (JSON text frames: a message object, or
- * {"msg":[...]} newest first; posts as {"user","text"}); align with rtchat-ws's /ws docs.
+ * Raw WebSocket at /ws with the course's subprotocol `json`: a snapshot
+ * `{"msg":[...],"last":N}` (newest first) on connect and after every message; posts are
+ * `{"user","text"}`; an invalid post gets `{"error":"..."}`. Fails unless the server upgrades.
  */
 async function wsClient(base) {
   const url = `${base.replace(/^http/, 'ws')}/ws`;
   const seen = [];
-  const ws = new WebSocket(url);
-  const opened = await new Promise((resolve) => {
-    ws.once('open', () => resolve(true));
-    ws.once('unexpected-response', () => resolve(false));
-    ws.once('error', () => resolve(false));
+  const problems = [];
+  const ws = new WebSocket(url, 'json');
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`GET /ws answered ${res.statusCode}, not 101`)));
+    ws.once('error', reject);
   });
-  if (!opened) {
-    ws.terminate();
-    return null;
-  }
+  assert.equal(ws.protocol, 'json', 'the server chose the subprotocol json');
   const ids = new Set();
-  ws.on('message', (data) => {
+  ws.on('message', (data, isBinary) => {
     let body;
     try {
       body = JSON.parse(String(data));
     } catch {
+      problems.push(`not JSON: ${data}`);
       return;
     }
-    const list = Array.isArray(body?.msg) ? [...body.msg].reverse() : [body?.message ?? body];
-    for (const m of list) {
-      if (m && typeof m.id === 'number' && typeof m.user === 'string' && !ids.has(m.id)) {
+    if (isBinary || !Array.isArray(body?.msg)) {
+      problems.push(`not a snapshot: ${String(data)}`);
+      return;
+    }
+    for (const m of [...body.msg].reverse()) {
+      if (!ids.has(m.id)) {
         ids.add(m.id);
         seen.push(m);
       }
@@ -139,6 +140,7 @@ async function wsClient(base) {
   return {
     name: 'websocket',
     seen,
+    problems,
     async post(user, text) {
       ws.send(JSON.stringify({ user, text }));
     },
@@ -146,11 +148,11 @@ async function wsClient(base) {
   };
 }
 
-test('every transport sees every message, in the same order', { timeout: 30000 }, async (t) => {
-  const clients = [await socketioClient(server.url), await longPollClient(server.url), await sseClient(server.url)];
-  const ws = await wsClient(server.url);
-  if (ws) clients.push(ws);
-  else t.diagnostic('TODO: rtchat serves no /ws yet; the raw WebSocket client joins this test once it does');
+test('every transport sees every message, in the same order', { timeout: 30000 }, async () => {
+  const clients = [
+    await socketioClient(server.url), await longPollClient(server.url), await sseClient(server.url),
+    await wsClient(server.url),
+  ];
   try {
     const texts = [];
     for (let round = 0; round < 2; round++) {
@@ -170,6 +172,7 @@ test('every transport sees every message, in the same order', { timeout: 30000 }
     assert.deepEqual(clients[0].seen.map((m) => m.text), texts);
     for (const c of clients) {
       assert.deepEqual(c.seen.map((m) => `${m.id}:${m.user}:${m.text}`), reference, `${c.name} saw the same chat`);
+      assert.deepEqual(c.problems ?? [], [], `${c.name}: only well-formed frames`);
     }
   } finally {
     for (const c of clients) c.close();

@@ -216,6 +216,11 @@ describe('Socket.IO acks and validation', () => {
         [{ user: 'ann', text: ' \n\t ' }, '"text" must not be empty'],
         [{ user: 'a'.repeat(9), text: 'x' }, '"user" is too long: 9 characters, at most 8 allowed'],
         [{ user: 'ann', text: 'é'.repeat(21) }, '"text" is too long: 21 characters, at most 20 allowed'],
+        // The input rules: control characters, bidirectional controls in names, invisible text.
+        [{ user: 'ann', text: 'nul\u0000' }, '"text" contains the control character U+0000 at character 4; only newline and tab are allowed'],
+        [{ user: 'an\nn', text: 'x' }, '"user" contains the control character U+000A at character 3; none are allowed in a name'],
+        [{ user: 'ann\u202Eab', text: 'x' }, '"user" contains the bidirectional control U+202E at character 4, which can disguise a name'],
+        [{ user: 'ann', text: '\u200B\u200D' }, '"text" has only invisible characters (zero-width or formatting marks)'],
         ['just a string', 'body must be a JSON object with "user" and "text"'],
         [null, 'body must be a JSON object with "user" and "text"'],
         // Binary (a Socket.IO attachment) is not text.

@@ -6,9 +6,10 @@ use std::process::{Child, Command, Stdio};
 
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Connections per source address before the next 127.0.0.x is used (the ephemeral port
-/// range holds about 28,000 ports per source/destination pair).
-const PER_SOURCE: usize = 20_000;
+/// Connections per source address before the next 127.0.0.x is used: under rtchat's default
+/// `--max-connections-per-ip` (256), so a loopback server with default limits takes the whole
+/// load (and far under the 28,000 ephemeral ports per source/destination pair).
+const PER_SOURCE: usize = 200;
 
 /// The server under test.
 #[derive(Debug, Clone)]
@@ -44,13 +45,14 @@ impl Target {
     }
 
     /// Opens connection number `index`: past [`PER_SOURCE`] connections to a loopback
-    /// server, from 127.0.0.2, 127.0.0.3, ... so that source ports never run short.
+    /// server, from 127.0.0.2, 127.0.0.3, ... so that neither the server's per-address cap
+    /// nor source ports run short.
     pub async fn connect(&self, index: usize) -> io::Result<TcpStream> {
         let spread = index / PER_SOURCE;
         let stream = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_loopback() && spread > 0 => {
                 let socket = TcpSocket::new_v4()?;
-                let src = Ipv4Addr::new(127, 0, 0, 1 + (spread as u8).min(250));
+                let src = Ipv4Addr::new(127, 0, 0, 1 + spread.min(250) as u8);
                 socket.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
                 socket.connect(self.addr).await?
             }

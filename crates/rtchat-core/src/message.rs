@@ -52,6 +52,23 @@ pub enum PostError {
     NotAString(&'static str),
     #[error("\"{0}\" must not be empty")]
     Empty(&'static str),
+    #[error("\"{field}\" has only invisible characters (zero-width or formatting marks)")]
+    Invisible { field: &'static str },
+    #[error("\"{field}\" contains the control character {} at character {position}; {allowed}", codepoint(*.ch))]
+    ControlChar {
+        field: &'static str,
+        ch: char,
+        /// 1-based, in characters.
+        position: usize,
+        allowed: &'static str,
+    },
+    #[error("\"{field}\" contains the bidirectional control {} at character {position}, which can disguise a name", codepoint(*.ch))]
+    BidiControl {
+        field: &'static str,
+        ch: char,
+        /// 1-based, in characters.
+        position: usize,
+    },
     #[error("\"{field}\" is too long: {len} characters, at most {max} allowed")]
     TooLong {
         field: &'static str,
@@ -71,6 +88,11 @@ impl PostError {
     }
 }
 
+/// `U+XXXX`, how a refused character is named in an error.
+fn codepoint(ch: char) -> String {
+    format!("U+{:04X}", ch as u32)
+}
+
 impl NewPost {
     /// Parses and validates a post from raw JSON bytes (`{"user": "...", "text": "..."}`).
     ///
@@ -84,23 +106,74 @@ impl NewPost {
     /// Validates a post already parsed as JSON (Socket.IO hands us a `Value`).
     pub fn from_value(value: &serde_json::Value, limits: &Limits) -> Result<NewPost, PostError> {
         let obj = value.as_object().ok_or(PostError::NotAnObject)?;
-        let user = field(obj, "user", limits.max_user)?;
-        let text = field(obj, "text", limits.max_text)?;
+        let user = field(obj, "user", limits.max_user, Rules::USER)?;
+        let text = field(obj, "text", limits.max_text, Rules::TEXT)?;
         Ok(NewPost { user, text })
     }
+}
+
+/// Which characters a field may hold besides printable text.
+#[derive(Clone, Copy)]
+struct Rules {
+    /// Newline and tab are allowed (a message may have several lines).
+    line_breaks: bool,
+    /// Bidirectional embeddings, overrides and isolates are allowed (a message may quote
+    /// right-to-left text; a name that flips itself could pass for another).
+    bidi_controls: bool,
+}
+
+impl Rules {
+    const USER: Rules = Rules {
+        line_breaks: false,
+        bidi_controls: false,
+    };
+    const TEXT: Rules = Rules {
+        line_breaks: true,
+        bidi_controls: true,
+    };
 }
 
 fn field(
     obj: &serde_json::Map<String, serde_json::Value>,
     name: &'static str,
     max: usize,
+    rules: Rules,
 ) -> Result<String, PostError> {
     let value = obj.get(name).ok_or(PostError::Missing(name))?;
     let s = value.as_str().ok_or(PostError::NotAString(name))?;
     if s.trim().is_empty() {
         return Err(PostError::Empty(name));
     }
-    let len = s.chars().count();
+    let mut len = 0;
+    let mut visible = false;
+    for (i, ch) in s.chars().enumerate() {
+        len += 1;
+        let position = i + 1;
+        if ch.is_control() && !(rules.line_breaks && (ch == '\n' || ch == '\t')) {
+            let allowed = if rules.line_breaks {
+                "only newline and tab are allowed"
+            } else {
+                "none are allowed in a name"
+            };
+            return Err(PostError::ControlChar {
+                field: name,
+                ch,
+                position,
+                allowed,
+            });
+        }
+        if !rules.bidi_controls && is_bidi_control(ch) {
+            return Err(PostError::BidiControl {
+                field: name,
+                ch,
+                position,
+            });
+        }
+        visible |= !ch.is_whitespace() && !is_invisible(ch);
+    }
+    if !visible {
+        return Err(PostError::Invisible { field: name });
+    }
     if len > max {
         return Err(PostError::TooLong {
             field: name,
@@ -109,6 +182,23 @@ fn field(
         });
     }
     Ok(s.to_owned())
+}
+
+/// Bidirectional embeddings and overrides (U+202A..U+202E) and isolates (U+2066..U+2069).
+fn is_bidi_control(ch: char) -> bool {
+    matches!(ch, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that draw nothing: Unicode's default-ignorable code points (zero-width spaces
+/// and joiners, direction marks, word joiners, variation selectors, Hangul fillers, tags...).
+/// Text made only of these (and spaces) looks empty, so it counts as blank.
+fn is_invisible(ch: char) -> bool {
+    matches!(ch,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 #[cfg(test)]
@@ -148,6 +238,77 @@ mod tests {
                 max: 64
             })
         );
+    }
+
+    #[test]
+    fn refuses_control_characters_except_line_breaks_in_text() {
+        assert_eq!(
+            parse(r#"{"user":"ann","text":"a\u0000b"}"#),
+            Err(PostError::ControlChar {
+                field: "text",
+                ch: '\0',
+                position: 2,
+                allowed: "only newline and tab are allowed"
+            })
+        );
+        assert!(matches!(
+            parse(r#"{"user":"ann","text":"bell\u0007"}"#),
+            Err(PostError::ControlChar { ch: '\u{7}', .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"user":"ann","text":"c1\u0085"}"#),
+            Err(PostError::ControlChar { ch: '\u{85}', .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"user":"a\tb","text":"x"}"#),
+            Err(PostError::ControlChar { field: "user", .. })
+        ));
+        let ok = parse(r#"{"user":"ann","text":"two\nlines\tand a tab"}"#).unwrap();
+        assert_eq!(ok.text, "two\nlines\tand a tab");
+        let e = parse(r#"{"user":"ann","text":"a\u0000b"}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"text\" contains the control character U+0000 at character 2; only newline and tab are allowed"
+        );
+    }
+
+    #[test]
+    fn refuses_bidi_controls_in_names_only() {
+        for bidi in ["\\u202E", "\\u202A", "\\u2066", "\\u2069"] {
+            let body = format!(r#"{{"user":"ann{bidi}nimda","text":"x"}}"#);
+            assert!(
+                matches!(
+                    parse(&body),
+                    Err(PostError::BidiControl {
+                        field: "user",
+                        position: 4,
+                        ..
+                    })
+                ),
+                "{bidi}"
+            );
+        }
+        assert!(parse(r#"{"user":"ann","text":"quote \u202Eolleh\u202C"}"#).is_ok());
+        // Right-to-left letters themselves are fine in names.
+        assert!(parse(r#"{"user":"\u0633\u0627\u0631\u0629","text":"x"}"#).is_ok());
+    }
+
+    #[test]
+    fn zero_width_only_counts_as_blank() {
+        for blank in ["\\u200B", "\\u200B \\u200D\\uFEFF", "\\u2060\\u180E"] {
+            let body = format!(r#"{{"user":"ann","text":"{blank}"}}"#);
+            assert_eq!(
+                parse(&body),
+                Err(PostError::Invisible { field: "text" }),
+                "{blank}"
+            );
+        }
+        assert_eq!(
+            parse(r#"{"user":"\u200B","text":"x"}"#),
+            Err(PostError::Invisible { field: "user" })
+        );
+        // Joiners inside visible text (emoji sequences) are fine.
+        assert!(parse(r#"{"user":"ann","text":"\uD83D\uDC69\u200D\uD83D\uDCBB"}"#).is_ok());
     }
 
     #[test]

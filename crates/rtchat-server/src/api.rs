@@ -29,6 +29,9 @@ impl From<PostError> for ApiError {
             PostError::Missing(_)
             | PostError::NotAString(_)
             | PostError::Empty(_)
+            | PostError::Invisible { .. }
+            | PostError::ControlChar { .. }
+            | PostError::BidiControl { .. }
             | PostError::TooLong { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             PostError::ShuttingDown | PostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -51,12 +54,14 @@ pub fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, JSON)], bytes).into_response()
 }
 
-/// Reads a post's body: JSON content type, at most `limit` bytes. The body is then parsed and
+/// Reads a post's body: JSON content type, at most `limit` bytes, all of it within `timeout`
+/// (a client trickling its body holds nothing for long). The body is then parsed and
 /// validated by the hub.
 pub async fn read_json_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -86,7 +91,18 @@ pub async fn read_json_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s (--body-timeout)",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         // to_bytes fails either on the limit or on a broken connection.
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {

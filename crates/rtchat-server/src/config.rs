@@ -38,6 +38,74 @@ pub struct ServerConfig {
     pub sio_ping_timeout: Duration,
     /// Largest Socket.IO payload accepted, in bytes (one polling request or WebSocket message).
     pub sio_max_payload: usize,
+    /// How long each phase of a connection may take.
+    pub timeouts: Timeouts,
+    /// How many connections rtchat holds, and who counts as a reverse proxy.
+    pub connections: ConnectionLimits,
+}
+
+/// How long each phase of a connection may take before rtchat gives up on it, so a client
+/// that opens connections and then says nothing, or says it very slowly, or stops reading,
+/// holds nothing for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Plain listener: the first bytes, which tell HTTP/1.1 from HTTP/2 (`--sniff-timeout`).
+    pub sniff: Duration,
+    /// TLS listener: the whole handshake (`--tls-handshake-timeout`).
+    pub tls_handshake: Duration,
+    /// HTTP/1.1: a request's head, counted from when the server starts waiting for it (the
+    /// connection's start, or the end of the previous response): hyper times both with one
+    /// timer, so this is also how long a kept-alive HTTP/1.1 connection may idle
+    /// (`--header-timeout`).
+    pub header: Duration,
+    /// HTTP/2: how long a connection with no open stream is kept (`--idle-timeout`).
+    pub idle: Duration,
+    /// A posted body, from the end of the head (`--body-timeout`).
+    pub body: Duration,
+    /// A write that cannot make progress because the client does not read: the connection
+    /// is dropped (`--write-timeout`; WebSockets use it too).
+    pub write: Duration,
+    /// HTTP/2: ping a connection this long silent (`--h2-keepalive-interval`)...
+    pub h2_keepalive_interval: Duration,
+    /// ...and close it if the ping is not answered within this (`--h2-keepalive-timeout`).
+    pub h2_keepalive_timeout: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            sniff: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+            header: Duration::from_secs(15),
+            idle: Duration::from_secs(60),
+            body: Duration::from_secs(30),
+            write: Duration::from_secs(10),
+            h2_keepalive_interval: Duration::from_secs(20),
+            h2_keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Connection caps and reverse proxies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once, in all (`--max-connections`).
+    pub max_total: usize,
+    /// Connections open at once from one address; 0 for no cap (`--max-connections-per-ip`).
+    /// Trusted proxies are exempt.
+    pub max_per_ip: usize,
+    /// Peers whose `Forwarded`/`X-Forwarded-*` headers are believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_total: 10_000,
+            max_per_ip: 256,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// Where and how to serve HTTPS.
@@ -67,6 +135,8 @@ impl Default for ServerConfig {
             sio_ping_interval: Duration::from_secs(25),
             sio_ping_timeout: Duration::from_secs(20),
             sio_max_payload: 100_000,
+            timeouts: Timeouts::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }

@@ -4,8 +4,10 @@
 //! [`Server::bind`] opens the listeners (so address and certificate errors surface before
 //! anything else), and [`Server::run`] serves until the shutdown token is cancelled.
 
+pub mod admission;
 mod api;
 mod assets;
+pub mod client_addr;
 pub mod config;
 mod listener;
 pub mod origin;
@@ -13,6 +15,7 @@ mod request_log;
 mod router;
 pub mod tls;
 pub mod transport;
+mod write_stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use rtchat_core::Hub;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ServerConfig, TlsListen};
+pub use config::{ConnectionLimits, ServerConfig, Timeouts, TlsListen};
 pub use router::AppState;
 
 /// A bound, not yet serving rtchat server.
@@ -109,13 +112,30 @@ impl Server {
         let app = router::build(self.state.clone());
         let settings = listener::HttpSettings {
             h2_max_streams: self.state.config.h2_max_streams,
+            timeouts: self.state.config.timeouts,
         };
+        let admission = self.state.admission.clone();
         let shutdown = self.state.shutdown.clone();
-        let plain = listener::serve(self.listener, None, app.clone(), settings, shutdown.clone());
+        let plain = listener::serve(
+            self.listener,
+            None,
+            app.clone(),
+            settings,
+            admission.clone(),
+            shutdown.clone(),
+        );
         let secure = async {
             if let Some((tls_listener, tls)) = self.tls {
                 let config = Some(tls.config);
-                listener::serve(tls_listener, config, app, settings, shutdown.clone()).await;
+                listener::serve(
+                    tls_listener,
+                    config,
+                    app,
+                    settings,
+                    admission,
+                    shutdown.clone(),
+                )
+                .await;
             }
         };
         // Upgraded connections (WebSockets) are no longer HTTP connections: wait for their

@@ -1,32 +1,49 @@
 //! The accept loops: plain HTTP (HTTP/1.1 with upgrades, and HTTP/2 by prior knowledge) and
 //! HTTPS (ALPN `h2` or `http/1.1`), and graceful shutdown of every connection.
+//!
+//! Every phase of a connection is timed (see [`Timeouts`]), every connection is admitted
+//! against the caps first (see [`crate::admission`]), and every request carries the
+//! connection's [`Peer`] for [`crate::client_addr`].
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::Router;
+use bytes::Bytes;
+use futures_util::future::Either;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::admission::Admission;
+use crate::client_addr::Peer;
+use crate::config::Timeouts;
+use crate::write_stall::StallGuard;
 
 /// How long open connections get to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(2);
-/// How long a client gets to complete the TLS handshake.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Protocol settings shared by both listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpSettings {
     /// Concurrent streams allowed on one HTTP/2 connection.
     pub h2_max_streams: u32,
+    pub timeouts: Timeouts,
 }
 
 /// The per-protocol connection builders, made once per listener.
@@ -35,18 +52,34 @@ struct Builders {
     http2: http2::Builder<TokioExecutor>,
     /// Only for a plain connection whose first bytes were too few to tell (see [`sniff`]).
     auto: auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
 }
 
 impl Builders {
     fn new(settings: HttpSettings) -> Builders {
+        let t = settings.timeouts;
+        let mut http1 = http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(t.header);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2.max_concurrent_streams(settings.h2_max_streams);
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(settings.h2_max_streams)
+            .keep_alive_interval(t.h2_keepalive_interval)
+            .keep_alive_timeout(t.h2_keepalive_timeout);
         let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http2().max_concurrent_streams(settings.h2_max_streams);
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(t.header);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(settings.h2_max_streams)
+            .keep_alive_interval(t.h2_keepalive_interval)
+            .keep_alive_timeout(t.h2_keepalive_timeout);
         Builders {
-            http1: http1::Builder::new(),
+            http1,
             http2,
             auto,
+            timeouts: t,
         }
     }
 }
@@ -70,47 +103,66 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     settings: HttpSettings,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
     let builders = Arc::new(Builders::new(settings));
+    let timeouts = settings.timeouts;
     let tls = tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
+    let mut failures = AcceptFailures::default();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    failures.recovered();
+                    conn
+                }
                 Err(e) => {
-                    // Typically EMFILE: back off a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failures.failed(&e).await;
                     continue;
                 }
             },
             () = shutdown.cancelled() => break,
         };
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                admission.turn_away(stream, why, tls.is_none());
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let builders = builders.clone();
         let shutdown = shutdown.clone();
+        let peer = Peer {
+            addr: peer,
+            tls: tls.is_some(),
+        };
+        let stream = StallGuard::new(stream, timeouts.write);
         match &tls {
             None => {
                 connections.spawn(async move {
+                    let _admitted = admitted;
                     let protocol = tokio::select! {
-                        sniffed = sniff(&stream) => match sniffed {
-                            Ok(p) => p,
-                            Err(e) => return tracing::debug!(error = %e, "connection failed"),
+                        sniffed = tokio::time::timeout(timeouts.sniff, sniff(stream.get_ref())) => match sniffed {
+                            Ok(Ok(p)) => p,
+                            Ok(Err(e)) => return tracing::debug!(error = %e, "connection failed"),
+                            Err(_) => return tracing::debug!(%peer.addr, "sent nothing within --sniff-timeout; closed"),
                         },
                         // A connection that has not said anything yet has nothing to finish.
                         () = shutdown.cancelled() => return,
                     };
-                    serve_connection(stream, protocol, app, &builders, shutdown).await
+                    serve_connection(stream, protocol, app, peer, &builders, shutdown).await
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
+                    let _admitted = admitted;
                     let handshake = tokio::select! {
-                        done = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)) => done,
+                        done = tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream)) => done,
                         () = shutdown.cancelled() => return,
                     };
                     match handshake {
@@ -119,10 +171,11 @@ pub async fn serve(
                                 Some(b"h2") => Protocol::Http2,
                                 _ => Protocol::Http1,
                             };
-                            serve_connection(stream, protocol, app, &builders, shutdown).await
+                            serve_connection(stream, protocol, app, peer, &builders, shutdown)
+                                .await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                        Err(_) => tracing::debug!(%peer.addr, "TLS handshake not done within --tls-handshake-timeout; closed"),
                     }
                 });
             }
@@ -133,6 +186,42 @@ pub async fn serve(
     tokio::select! {
         () = connections.wait() => tracing::debug!("all connections closed"),
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing anyway"),
+    }
+}
+
+/// Failed accepts in a row. Running out of file descriptors (EMFILE, ENFILE) or memory
+/// leaves the connection in the backlog and the listener readable, so accepting again at once
+/// would spin: back off instead, log the first failure of a burst and the recovery, and keep
+/// serving the connections already open.
+#[derive(Default)]
+struct AcceptFailures {
+    in_a_row: u64,
+}
+
+impl AcceptFailures {
+    async fn failed(&mut self, e: &std::io::Error) {
+        let exhausted = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        if !exhausted {
+            // The client gave up between connect and accept (ECONNABORTED...): nothing to fix.
+            return tracing::debug!(error = %e, "accept failed");
+        }
+        self.in_a_row += 1;
+        if self.in_a_row == 1 {
+            tracing::warn!(error = %e, "cannot accept connections (out of file descriptors or memory?); backing off until some close (see --max-connections)");
+        }
+        // 10 ms, doubling to at most 1 s.
+        let backoff = Duration::from_millis(10 << self.in_a_row.min(7)).min(Duration::from_secs(1));
+        tokio::time::sleep(backoff).await;
+    }
+
+    fn recovered(&mut self) {
+        if self.in_a_row > 0 {
+            tracing::warn!(failed = self.in_a_row, "accepting connections again");
+            self.in_a_row = 0;
+        }
     }
 }
 
@@ -153,36 +242,50 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
 }
 
 /// Serves one connection until it ends; once `shutdown` fires, finishes what is in flight
-/// and closes (HTTP/1.1 after the current response, HTTP/2 with GOAWAY).
+/// and closes (HTTP/1.1 after the current response, HTTP/2 with GOAWAY). An HTTP/2 connection
+/// with no open stream for `--idle-timeout` is closed the same way.
 async fn serve_connection<IO>(
     io: IO,
     protocol: Protocol,
     app: Router,
+    peer: Peer,
     builders: &Builders,
     shutdown: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(app);
     let io = TokioIo::new(io);
+    let idle = builders.timeouts.idle;
     // Each connection is boxed on its own, so the task holds only the protocol in use: the
     // three state machines differ a lot in size (HTTP/1.1 is the small common one).
     let result = match protocol {
         Protocol::Http1 => {
+            let service = ConnService::new(app, peer, None);
             let conn = Box::pin(builders.http1.serve_connection(io, service).with_upgrades());
-            drive(conn, &shutdown, |c| c.graceful_shutdown())
-                .await
-                .map_err(Into::into)
+            drive(conn, &shutdown, std::future::pending(), |c| {
+                c.graceful_shutdown()
+            })
+            .await
+            .map_err(Into::into)
         }
         Protocol::Http2 => {
+            let streams = Arc::new(OpenStreams::default());
+            let service = ConnService::new(app, peer, Some(streams.clone()));
             let conn = Box::pin(builders.http2.serve_connection(io, service));
-            drive(conn, &shutdown, |c| c.graceful_shutdown())
-                .await
-                .map_err(Into::into)
+            drive(conn, &shutdown, streams.idle_for(idle), |c| {
+                c.graceful_shutdown()
+            })
+            .await
+            .map_err(Into::into)
         }
         Protocol::Undecided => {
+            let streams = Arc::new(OpenStreams::default());
+            let service = ConnService::new(app, peer, Some(streams.clone()));
             let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            drive(conn, &shutdown, |c| c.graceful_shutdown()).await
+            drive(conn, &shutdown, streams.idle_for(idle), |c| {
+                c.graceful_shutdown()
+            })
+            .await
         }
     };
     if let Err(e) = result {
@@ -190,17 +293,138 @@ async fn serve_connection<IO>(
     }
 }
 
-/// Polls `conn` to the end, asking it to shut down gracefully when `shutdown` fires.
+/// Polls `conn` to the end, asking it to shut down gracefully when `shutdown` fires or the
+/// connection has been `idle` long enough.
 async fn drive<C: Future>(
     mut conn: Pin<Box<C>>,
     shutdown: &CancellationToken,
+    idle: impl Future<Output = ()>,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     tokio::select! {
         out = conn.as_mut() => return out,
         () = shutdown.cancelled() => graceful(conn.as_mut()),
+        () = idle => {
+            tracing::debug!("HTTP/2 connection idle for --idle-timeout; closing");
+            graceful(conn.as_mut())
+        }
     }
     conn.await
+}
+
+/// The service of one connection: the router, with the connection's [`Peer`] on every
+/// request and, on HTTP/2, every request counted in [`OpenStreams`] until its response body
+/// ends.
+#[derive(Clone)]
+struct ConnService {
+    app: Router,
+    peer: Peer,
+    streams: Option<Arc<OpenStreams>>,
+}
+
+impl ConnService {
+    fn new(app: Router, peer: Peer, streams: Option<Arc<OpenStreams>>) -> ConnService {
+        ConnService { app, peer, streams }
+    }
+}
+
+type RouterFuture = tower::util::Oneshot<Router, Request<Incoming>>;
+type CountedFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<RouterFuture, CountedFuture>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        let answer = self.app.clone().oneshot(req);
+        match &self.streams {
+            None => Either::Left(answer),
+            Some(streams) => {
+                let open = streams.open();
+                Either::Right(Box::pin(async move {
+                    let res = answer.await?;
+                    Ok(res.map(|body| Body::new(CountedBody { body, _open: open })))
+                }))
+            }
+        }
+    }
+}
+
+/// The streams open on one HTTP/2 connection, for its idle timeout.
+#[derive(Default)]
+struct OpenStreams {
+    open: AtomicUsize,
+    /// Streams opened so far: tells a connection that stayed idle from one that was busy in
+    /// between.
+    opened: AtomicU64,
+    closed: Notify,
+}
+
+/// One open stream; dropped with its response body (or its request, if that ends first).
+struct OpenStream(Arc<OpenStreams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+impl OpenStreams {
+    fn open(self: &Arc<Self>) -> OpenStream {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.opened.fetch_add(1, Ordering::AcqRel);
+        OpenStream(self.clone())
+    }
+
+    /// Resolves once no stream has been open for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) > 0 {
+                closed.await;
+                continue;
+            }
+            let opened = self.opened.load(Ordering::Acquire);
+            tokio::time::sleep(timeout).await;
+            if self.open.load(Ordering::Acquire) == 0
+                && self.opened.load(Ordering::Acquire) == opened
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// A response body that keeps its stream counted as open until it ends or is dropped.
+struct CountedBody {
+    body: Body,
+    _open: OpenStream,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -238,9 +462,24 @@ mod tests {
         let protocol = sniff(&server).await.unwrap();
         assert_eq!(protocol, Protocol::Undecided);
         let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
-        let builders = Builders::new(HttpSettings { h2_max_streams: 10 });
+        let builders = Builders::new(HttpSettings {
+            h2_max_streams: 10,
+            timeouts: Timeouts::default(),
+        });
+        let peer = Peer {
+            addr: server.peer_addr().unwrap(),
+            tls: false,
+        };
         let serving = tokio::spawn(async move {
-            serve_connection(server, protocol, app, &builders, CancellationToken::new()).await
+            serve_connection(
+                server,
+                protocol,
+                app,
+                peer,
+                &builders,
+                CancellationToken::new(),
+            )
+            .await
         });
         client.write_all(&H2_PREFACE[5..]).await.unwrap();
         // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.

@@ -16,7 +16,9 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::admission::Admission;
 use crate::api::ApiError;
+use crate::client_addr::TrustedProxies;
 use crate::config::ServerConfig;
 use crate::origin::OriginPolicy;
 use crate::{assets, request_log, transport};
@@ -39,16 +41,24 @@ pub struct SharedState {
     /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
     /// finish their closing handshakes.
     pub tasks: TaskTracker,
+    /// The connection caps, shared by both listeners.
+    pub admission: Arc<Admission>,
+    /// Whose `Forwarded` headers are believed.
+    pub proxies: TrustedProxies,
 }
 
 impl AppState {
     pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
+        let limits = &config.connections;
+        let proxies = TrustedProxies::new(limits.trusted_proxies.clone());
         AppState(Arc::new(SharedState {
             hub,
             shutdown,
             parked_polls: AtomicUsize::new(0),
             origins: OriginPolicy::new(&config.allow_origins),
             tasks: TaskTracker::new(),
+            admission: Admission::new(limits.max_total, limits.max_per_ip, proxies.clone()),
+            proxies,
             config,
         }))
     }
@@ -110,7 +120,7 @@ pub fn build(state: AppState) -> Router {
             assets::NOSNIFF.0,
             assets::NOSNIFF.1,
         ))
-        .layer(request_log::layer())
+        .layer(request_log::layer(state.proxies.clone()))
         .with_state(state)
 }
 

@@ -14,6 +14,10 @@
 //!   peer does not cost an allocation per message) until the connection goes
 //!   quiet (a keepalive ping was due); large buffers are released as soon as
 //!   they are drained.
+//! * The read buffer grows with the bytes that actually arrive, never with a
+//!   frame's declared length: each step at most quadruples what is buffered,
+//!   so a peer that declares a 1 MiB frame and sends a few bytes costs a few
+//!   KiB (see `reserve_read`).
 
 use bytes::{Bytes, BytesMut};
 use std::future::{poll_fn, Future};
@@ -35,6 +39,10 @@ const IDLE_READ: usize = 512;
 const BUSY_READ: usize = 16 * 1024;
 /// Minimum read size while a frame is in progress.
 const ACTIVE_READ: usize = 4096;
+/// While a frame is in progress, each growth of the read buffer makes it at
+/// most this many times the bytes of the frame that have arrived (at most
+/// about twice that in the step that takes the rest of the frame).
+const GROWTH: usize = 4;
 /// An empty read buffer larger than this is released after each message.
 const KEEP_CAPACITY: usize = 2048;
 /// Frames up to this size are coalesced (header + payload) into one write
@@ -724,18 +732,24 @@ where
             }
             return;
         }
-        let limit = self
-            .config
-            .max_frame_size
-            .saturating_add(16)
-            .max(ACTIVE_READ);
-        let remaining = self.decoder.frame_remaining(self.rbuf.len()).min(limit);
-        if spare < ACTIVE_READ {
-            self.rbuf.reserve(remaining.max(ACTIVE_READ));
-        } else if remaining > spare {
-            // Room for the whole rest of a large frame at once, so it arrives
-            // contiguously and is handed out without copying.
-            self.rbuf.reserve(remaining);
+        // A frame's declared length is only a claim: the buffer grows with the
+        // bytes that actually arrived, never to the declared size up front (a
+        // peer that declares a 1 MiB frame and sends two bytes must not cost
+        // 1 MiB). Each step adds room for at most `GROWTH - 1` times what is
+        // buffered (at least ACTIVE_READ), so a large frame that does arrive
+        // takes a few steps (`reserve` reallocates, in place when the
+        // allocator can, and copies a fraction of the frame otherwise) and
+        // still ends up contiguous, handed out without copying. When what
+        // would be left after a step is less than the step, the step takes it
+        // all rather than leave a small tail that costs one more reallocation.
+        let len = self.rbuf.len();
+        let remaining = self.decoder.frame_remaining(len);
+        let mut room = remaining.min(((GROWTH - 1) * len).max(ACTIVE_READ));
+        if remaining - room < room {
+            room = remaining;
+        }
+        if spare < ACTIVE_READ || room > spare {
+            self.rbuf.reserve(room.max(ACTIVE_READ));
         }
     }
 

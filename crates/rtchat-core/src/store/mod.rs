@@ -1,6 +1,7 @@
 //! Where messages live. The hub talks to a [`Store`] only, so durable (SQLite) and shared
 //! (Redis) stores are implementations of this trait, not rewrites of the hub.
 
+mod lock;
 mod memory;
 mod sqlite;
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode};
 
+use super::lock::{self, DbLock};
 use super::{Page, Store, StoreError};
 use crate::message::{Message, NewPost};
 
@@ -50,6 +51,11 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     retention: Retention,
+    /// The durability settings as the connection reports them after setting them
+    /// (`journal_mode=wal, synchronous=2`), for [`Store::describe`].
+    settings: String,
+    /// Held while the store is open: no second server on this database.
+    _lock: DbLock,
 }
 
 impl SqliteStore {
@@ -68,6 +74,7 @@ impl SqliteStore {
                 StoreError(format!("cannot create the folder {}: {e}", dir.display()))
             })?;
         }
+        let lock = lock::lock(path)?;
         let mut conn = Connection::open(path).map_err(|e| err("cannot open the database", &e))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| err("cannot open the database", &e))?;
@@ -78,6 +85,13 @@ impl SqliteStore {
             .map_err(|e| err("cannot use the database", &e))?;
         conn.execute_batch("PRAGMA synchronous=FULL;")
             .map_err(|e| err("cannot use the database", &e))?;
+        let journal_mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| err("cannot use the database", &e))?;
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(|e| err("cannot use the database", &e))?;
+        let settings = format!("journal_mode={journal_mode}, synchronous={synchronous}");
         let check: String = conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
             .map_err(|e| err("the database is corrupt:", &e))?;
@@ -98,6 +112,8 @@ impl SqliteStore {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
             retention,
+            settings,
+            _lock: lock,
         })
     }
 
@@ -165,8 +181,9 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!(
-            "sqlite {} (WAL, synchronous=FULL; keeps {})",
+            "sqlite {} ({}; keeps {})",
             self.path.display(),
+            self.settings,
             match (self.retention.max_count, self.retention.max_age) {
                 (None, None) => "everything".to_owned(),
                 (Some(n), None) => format!("the newest {n} messages"),

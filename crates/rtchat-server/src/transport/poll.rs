@@ -59,7 +59,8 @@ pub async fn get_poll(
                 "timeout must be a number of seconds, 0 or more",
             ))
         }
-        Some(t) => Duration::from_secs_f64(t).min(state.config.poll_timeout_max),
+        // Clamped before the conversion, which panics on values past u64::MAX seconds.
+        Some(t) => Duration::from_secs_f64(t.min(state.config.poll_timeout_max.as_secs_f64())),
         None => state.config.poll_timeout,
     };
     long_poll(&state, since, timeout).await
@@ -119,7 +120,8 @@ pub async fn post_poll(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_json_body(&headers, body, state.config.max_body).await?;
+    let config = &state.config;
+    let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
     let entry = state.hub.post_json(&body).await?;
     Ok(axum::Json(serde_json::json!({ "status": "ok", "id": entry.message.id })).into_response())
 }
