@@ -25,6 +25,11 @@ pub struct ClientArgs {
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
 
+    /// Speak HTTP/3 (QUIC) to the HTTPS port: one connection for the stream or polls and the
+    /// posts. Needs an https:// URL and an HTTP transport (poll, longpoll, stream, sse).
+    #[arg(long)]
+    http3: bool,
+
     /// Skip the history and start with the messages after this id.
     #[arg(long, value_name = "ID")]
     since: Option<u64>,
@@ -52,6 +57,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
             insecure: args.insecure,
             ca_file: args.cacert,
             resume_after: args.since,
+            http3: args.http3,
             ..Options::default()
         },
     };

@@ -11,7 +11,9 @@ use clap::Args;
 use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, Store};
 use rtchat_server::admission::default_max_connections;
 use rtchat_server::tls::{self, CertSource};
-use rtchat_server::{ConnectionLimits, Server, ServerConfig, Timeouts, TlsListen};
+use rtchat_server::{
+    Congestion, ConnectionLimits, H3Listen, Server, ServerConfig, Timeouts, TlsListen,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Options of `rtchat cert`.
@@ -73,10 +75,36 @@ pub struct ServeArgs {
     #[arg(long)]
     no_tls: bool,
 
+    /// UDP address of the HTTP/3 (QUIC) listener [default: the HTTPS address and port]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["no_tls", "no_h3"])]
+    h3_listen: Option<SocketAddr>,
+
+    /// Serve no HTTP/3 (and advertise none with Alt-Svc).
+    #[arg(long)]
+    no_h3: bool,
+
+    /// Bytes an HTTP/3 client may send ahead on one request stream (QUIC flow control).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(16_384..))]
+    h3_stream_window: u32,
+
+    /// Bytes an HTTP/3 client may send ahead on one connection, all streams together.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(16_384..))]
+    h3_connection_window: u32,
+
+    /// Bytes rtchat sends on one HTTP/3 connection before they are acknowledged: the most a
+    /// client that stops reading makes it hold.
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024, value_parser = clap::value_parser!(u64).range(16_384..))]
+    h3_send_window: u64,
+
+    /// QUIC congestion control for what rtchat sends over HTTP/3: bbr (experimental in quinn;
+    /// keeps its window on random loss), cubic (quinn's default) or newreno.
+    #[arg(long, value_enum, default_value_t = H3Congestion::Bbr)]
+    h3_congestion: H3Congestion,
+
     #[command(flatten)]
     tls: TlsArgs,
 
-    /// Concurrent streams allowed on one HTTP/2 connection.
+    /// Concurrent streams allowed on one HTTP/2 or HTTP/3 connection.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     h2_max_streams: u32,
 
@@ -101,6 +129,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
     ws_pong_timeout: f64,
 
+    /// permessage-deflate (RFC 7692) on WebSockets, for clients that offer it: on or off.
+    #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    ws_deflate: bool,
+
+    /// WebSocket messages shorter than this are sent uncompressed, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    ws_deflate_threshold: u32,
+
+    /// Serve an echo WebSocket at /ws/echo, with the server's limits and keepalive (for
+    /// Autobahn|Testsuite). Off unless given.
+    #[arg(long)]
+    ws_echo: bool,
+
     /// Seconds between Socket.IO pings.
     #[arg(long, value_name = "SECONDS", default_value_t = 25.0, value_parser = positive_seconds)]
     sio_ping_interval: f64,
@@ -116,6 +158,11 @@ pub struct ServeArgs {
     /// How many of the newest messages clients get as history.
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     history: u32,
+
+    /// Seconds a post's idempotency key is remembered: the same key again within it gets the
+    /// first post's id (and a different text under it a 409).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0, value_parser = positive_seconds)]
+    dedupe_window: f64,
 
     /// Longest user name accepted, in characters.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -210,6 +257,14 @@ pub struct ServeArgs {
     h2_keepalive_timeout: f64,
 }
 
+/// `--h3-congestion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum H3Congestion {
+    Cubic,
+    Bbr,
+    Newreno,
+}
+
 /// Where messages are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum StoreKind {
@@ -299,6 +354,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let history = args.history as usize;
     let hub_config = HubConfig {
         history,
+        dedupe_window: Duration::from_secs_f64(args.dedupe_window),
         limits: Limits {
             max_user: args.max_user as usize,
             max_text: args.max_text as usize,
@@ -380,8 +436,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             ping_interval: Some(Duration::from_secs_f64(args.ws_ping_interval)),
             pong_timeout: Duration::from_secs_f64(args.ws_pong_timeout),
             write_timeout: Some(timeouts.write),
+            deflate: args.ws_deflate.then(|| rtchat_ws::DeflateConfig {
+                threshold: args.ws_deflate_threshold as usize,
+                ..rtchat_ws::DeflateConfig::default()
+            }),
             ..rtchat_ws::Config::default().with_max_message_size(args.ws_max_message as usize)
         },
+        ws_echo: args.ws_echo,
         sio_ping_interval: Duration::from_secs_f64(args.sio_ping_interval),
         sio_ping_timeout: Duration::from_secs_f64(args.sio_ping_timeout),
         sio_max_payload: args.sio_max_payload as usize,
@@ -391,6 +452,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_body: args.max_body as usize,
         timeouts,
         connections,
+        h3: (!args.no_h3).then_some(H3Listen {
+            addr: args.h3_listen,
+            stream_window: args.h3_stream_window,
+            connection_window: args.h3_connection_window,
+            send_window: args.h3_send_window,
+            congestion: match args.h3_congestion {
+                H3Congestion::Cubic => Congestion::Cubic,
+                H3Congestion::Bbr => Congestion::Bbr,
+                H3Congestion::Newreno => Congestion::NewReno,
+            },
+        }),
         ..ServerConfig::default()
     };
     let shutdown = CancellationToken::new();
@@ -407,6 +479,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     println!("rtchat listening on http://{addr}");
     if let Some(tls_addr) = server.tls_addr() {
         println!("rtchat listening on https://{tls_addr}");
+    }
+    if let Some(h3_addr) = server.h3_addr() {
+        println!("rtchat listening on udp://{h3_addr} (HTTP/3)");
     }
     tokio::spawn(wait_for_signal(shutdown.clone()));
     server.run().await;

@@ -1,16 +1,19 @@
 //! The client library (`rtchat-client`) against a real server, for every transport: history,
 //! posts and their errors, messages from other transports, resume after a dropped connection
-//! (through a TCP proxy the test cuts) without gaps or duplicates, and reconnection with a
-//! reset after a real restart.
+//! (through a TCP proxy the test cuts) without gaps or duplicates, reconnection with a reset
+//! after a real restart (also when the restarted `--store memory` server has handed out the
+//! client's ids again: epochs), and posts whose answer was lost, sent again with the same
+//! idempotency key and stored once.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Server;
 use rtchat_client::{Backoff, Client, Error, Event, Message, Options, State, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -152,15 +155,34 @@ async fn history_post_and_live(t: Transport) {
         let m = next_message(&mut client).await;
         assert_eq!((m.id, m.text.clone()), (6 + i, format!("n{i}")), "{t}");
     }
+    // Each post has an idempotency key of its own: the same text twice is two messages.
+    let first = poster.post("ann", "same again").await.unwrap();
+    let second = poster.post("ann", "same again").await.unwrap();
+    assert_eq!((first, second), (11, 12), "{t}");
+    for id in [first, second] {
+        let m = next_message(&mut client).await;
+        assert_eq!((m.id, m.text.as_str()), (id, "same again"), "{t}");
+    }
 }
 
 /// A TCP proxy in front of the server whose connections the test can cut, and which then
-/// refuses new ones until it is opened again.
+/// refuses new ones until it is opened again; it can also lose one answer of the server.
 struct Proxy {
     port: u16,
     open: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
+    lose: Arc<Lose>,
+}
+
+/// The answer the proxy is to lose: the next bytes the server sends (on the HTTP
+/// transports: on a connection whose last request was a `POST`), dropped together with
+/// their connection.
+#[derive(Default)]
+struct Lose {
+    armed: AtomicBool,
+    only_posts: AtomicBool,
+    lost: AtomicUsize,
 }
 
 impl Proxy {
@@ -169,21 +191,18 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (o, c) = (open.clone(), conns.clone());
+        let lose: Arc<Lose> = Arc::default();
+        let (o, c, l) = (open.clone(), conns.clone(), lose.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 if !o.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
+                let task = tokio::spawn(relay(inbound, target, l.clone()));
                 c.lock().unwrap().push(task.abort_handle());
             }
         })
@@ -193,7 +212,21 @@ impl Proxy {
             open,
             conns,
             accept,
+            lose,
         }
+    }
+
+    /// Loses the next answer: on the HTTP transports (`only_posts`) the next bytes answering
+    /// a `POST`, on the others the next bytes of any connection (the one the post went out
+    /// on). The connection goes with them.
+    fn lose_next_answer(&self, only_posts: bool) {
+        self.lose.only_posts.store(only_posts, Ordering::SeqCst);
+        self.lose.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// How many answers were lost.
+    fn lost(&self) -> usize {
+        self.lose.lost.load(Ordering::SeqCst)
     }
 
     fn url(&self) -> String {
@@ -217,6 +250,52 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
+    }
+}
+
+/// Relays one connection, both ways, until either side closes (or an answer is lost).
+async fn relay(mut inbound: TcpStream, target: u16, lose: Arc<Lose>) {
+    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = inbound.split();
+    let (mut from_server, mut to_server) = outbound.split();
+    // Whether the client's last request on this connection was a POST (HTTP/1.1 only).
+    let posting = AtomicBool::new(false);
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_client.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            if buf[..n].starts_with(b"POST ") {
+                posting.store(true, Ordering::SeqCst);
+            } else if buf[..n].starts_with(b"GET ") {
+                posting.store(false, Ordering::SeqCst);
+            }
+            to_server.write_all(&buf[..n]).await?;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_server.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            let eligible =
+                posting.load(Ordering::SeqCst) || !lose.only_posts.load(Ordering::SeqCst);
+            if eligible && lose.armed.swap(false, Ordering::SeqCst) {
+                lose.lost.fetch_add(1, Ordering::SeqCst);
+                return Ok(()); // these bytes never reach the client; the connection closes
+            }
+            to_client.write_all(&buf[..n]).await?;
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 
@@ -347,6 +426,55 @@ async fn reset_after_restart(t: Transport) {
     assert_eq!(next_message(&mut client).await.text, "still here", "{t}");
 }
 
+/// The answer to a post is lost with its connection: the client sends the post again with
+/// the same idempotency key, the server stores it once and answers with its id, and the
+/// message is delivered once.
+async fn lost_answer_post_is_stored_once(t: Transport) {
+    let server = Server::start(&["--no-tls"]);
+    let proxy = Proxy::start(server.port).await;
+    let mut client = Client::connect(t, &proxy.url(), options()).await.unwrap();
+    connected(&mut client).await;
+    let before = post(&server, "seed", "before").await;
+    assert_eq!(next_message(&mut client).await.id, before, "{t}");
+
+    let http = matches!(
+        t,
+        Transport::Poll | Transport::LongPoll | Transport::Stream | Transport::Sse
+    );
+    proxy.lose_next_answer(http);
+    let id = client
+        .post("ann", "only once")
+        .await
+        .unwrap_or_else(|e| panic!("{t}: the post is sent again and answered: {e:?}"));
+    assert_eq!(proxy.lost(), 1, "{t}: the first answer was lost");
+    assert_eq!(id, before + 1, "{t}");
+    let stored = common::get_json(&server, "/poll").await;
+    let copies = stored["msg"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"] == "only once")
+        .count();
+    assert_eq!(copies, 1, "{t}: stored once: {stored}");
+
+    // Delivered once, and the chat goes on with the next id.
+    let after = post(&server, "seed", "after").await;
+    assert_eq!(after, id + 1, "{t}: nothing else was stored");
+    let events = events_until(
+        &mut client,
+        |e| matches!(e, Event::Message(m) if m.id == after),
+    )
+    .await;
+    let ids: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [id, after], "{t}: {events:?}");
+}
+
 macro_rules! per_transport {
     ($($name:ident: $t:expr),* $(,)?) => {$(
         mod $name {
@@ -373,6 +501,11 @@ macro_rules! per_transport {
             #[tokio::test]
             async fn reconnects_after_a_restart_and_reports_the_reset() {
                 reset_after_restart($t).await;
+            }
+
+            #[tokio::test]
+            async fn a_post_whose_answer_was_lost_is_sent_again_and_stored_once() {
+                lost_answer_post_is_stored_once($t).await;
             }
         }
     )*};
@@ -500,6 +633,87 @@ async fn connecting_to_nothing_fails_at_once() {
             .unwrap(),
         Error::Url { .. }
     ));
+}
+
+/// A `--store memory` server restarts and hands out the clients' ids again (more messages
+/// than they had seen) before they reconnect: resuming with the old epoch, every client is
+/// told to start over and gets the new server's messages, none skipped, none mixed up with
+/// the old ones, then follows the new ids. (Judged by the id alone, the resume would have
+/// looked valid and the clients would have skipped the new server's first messages.)
+#[tokio::test]
+async fn every_transport_starts_over_when_a_memory_server_restarts_and_reuses_the_ids() {
+    let mut server = Server::start(&["--no-tls", "--store", "memory"]);
+    let port = server.port;
+    let proxy = Proxy::start(port).await;
+    let mut clients = Vec::new();
+    for t in Transport::ALL {
+        let mut client = Client::connect(t, &proxy.url(), options()).await.unwrap();
+        connected(&mut client).await;
+        clients.push(client);
+    }
+    for text in ["old 1", "old 2", "old 3"] {
+        post(&server, "seed", text).await;
+    }
+    for client in &mut clients {
+        for id in 1..=3 {
+            assert_eq!(next_message(client).await.id, id, "{}", client.transport());
+        }
+    }
+    proxy.cut();
+    server
+        .terminate(Duration::from_secs(5))
+        .expect("the server stops");
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start(&["--no-tls", "--store", "memory", "--listen", &listen]);
+    let mut fresh = Vec::new();
+    for i in 1..=5 {
+        fresh.push(post(&server, "seed", &format!("new {i}")).await);
+    }
+    assert_eq!(
+        fresh,
+        [1, 2, 3, 4, 5],
+        "the new server hands out the same ids again"
+    );
+    proxy.reopen();
+
+    let want: Vec<(u64, String)> = (1..=5).map(|i| (i, format!("new {i}"))).collect();
+    for client in &mut clients {
+        let t = client.transport();
+        let events = events_until(client, |e| matches!(e, Event::Message(m) if m.id == 5)).await;
+        let connected_at = events
+            .iter()
+            .rposition(|e| matches!(e, Event::State(State::Connected { .. })))
+            .unwrap_or_else(|| panic!("{t}: no Connected in {events:?}"));
+        assert_eq!(
+            events.get(connected_at + 1),
+            Some(&Event::State(State::Reset { last: 5 })),
+            "{t}: {events:?}"
+        );
+        let got: Vec<(u64, String)> = events[connected_at + 2..]
+            .iter()
+            .map(|e| match e {
+                Event::Message(m) => (m.id, m.text.clone()),
+                other => panic!("{t}: expected only the new history, got {other:?} in {events:?}"),
+            })
+            .collect();
+        assert_eq!(got, want, "{t}: {events:?}");
+    }
+    // Then the new ids, each once, whoever posts.
+    for (i, client) in clients.iter().enumerate() {
+        let id = client.post("ann", &format!("live {i}")).await.unwrap();
+        assert_eq!(id, 6 + i as u64, "{}", client.transport());
+    }
+    for client in &mut clients {
+        for i in 0..Transport::ALL.len() {
+            let m = next_message(client).await;
+            assert_eq!(
+                (m.id, m.text),
+                (6 + i as u64, format!("live {i}")),
+                "{}",
+                client.transport()
+            );
+        }
+    }
 }
 
 /// With the durable store a restarted server keeps its ids: every client resumes where it

@@ -91,11 +91,18 @@ async fn history_and_ids_survive_a_restart_on_every_transport() {
     while body.matches("id: ").count() < 5 {
         body.push_str(std::str::from_utf8(&sse.chunk().await.unwrap().unwrap()).unwrap());
     }
-    let sse_ids: Vec<&str> = body
+    // SSE ids are EPOCH:ID, and a SQLite database keeps its epoch across restarts.
+    let epoch = get_json(&second, "/poll").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sse_ids: Vec<String> = body
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
+        .map(str::to_owned)
         .collect();
-    assert_eq!(sse_ids, ["1", "2", "3", "4", "5"]);
+    let want: Vec<String> = (1..=5).map(|i| format!("{epoch}:{i}")).collect();
+    assert_eq!(sse_ids, want);
 }
 
 #[tokio::test]
@@ -162,7 +169,7 @@ async fn resume_across_a_restart_delivers_exactly_the_missed_messages() {
     let sse_ids: Vec<u64> = body
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .map(|s| s.parse().unwrap())
+        .map(|s| s.rsplit(':').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(sse_ids, want, "SSE");
 }
@@ -392,7 +399,7 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
                 while let Some(end) = buf.find("\n\n") {
                     let block: String = buf.drain(..end + 2).collect();
                     if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
-                        got.push(id.parse::<u64>().unwrap());
+                        got.push(id.rsplit(':').next().unwrap().parse::<u64>().unwrap());
                     }
                 }
             }

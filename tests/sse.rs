@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, post, stat, wait_for_stat, Server};
+use common::{client, get_json, post, stat, wait_for_stat, Server};
 use serde_json::Value;
 
 /// One parsed SSE block: a comment, or an event with its fields.
@@ -74,7 +74,11 @@ impl SseReader {
                 block.event, None,
                 "messages use the default event type: {block:?}"
             );
-            let id: u64 = block.id.unwrap().parse().unwrap();
+            // `id:` is EPOCH:ID.
+            let full = block.id.unwrap();
+            let (epoch, id) = full.split_once(':').expect("id: is EPOCH:ID");
+            assert_eq!(epoch.len(), 8, "{full}");
+            let id: u64 = id.parse().unwrap();
             let msg: Value = serde_json::from_str(&block.data.unwrap()).unwrap();
             assert_eq!(msg["id"], id, "id: is the message id");
             return (id, msg);
@@ -122,8 +126,31 @@ async fn last_event_id_resumes_with_exactly_the_missed_messages() {
     }
     let resumed = sse.next().await;
     assert_eq!(resumed.event.as_deref(), Some("resumed"), "{resumed:?}");
-    assert_eq!(resumed.data.as_deref(), Some(r#"{"after":2,"count":8}"#));
+    let epoch = get_json(&server, "/poll").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let want = format!(r#"{{"after":2,"count":8,"last":10,"epoch":"{epoch}"}}"#);
+    assert_eq!(resumed.data.as_deref(), Some(want.as_str()));
     post(&server, "u", "m11").await;
+    // Resuming with the epoch (as EventSource repeats the `id:` it saw) works the same; a
+    // position from another epoch starts over.
+    let mut again = SseReader::open(
+        client()
+            .get(server.url("/events"))
+            .header("last-event-id", format!("{epoch}:10")),
+    )
+    .await;
+    again.next().await; // retry
+    assert_eq!(again.message().await.0, 11);
+    let mut other = SseReader::open(
+        client()
+            .get(server.url("/events"))
+            .header("last-event-id", "zzzzzzzz:10"),
+    )
+    .await;
+    other.next().await; // retry
+    assert_eq!(other.next().await.event.as_deref(), Some("reset"));
     assert_eq!(sse.message().await.0, 11, "then live, with no duplicate");
 }
 

@@ -209,9 +209,10 @@ async fn rtchat_v1_resumes_with_exactly_the_missed_messages() {
         assert_eq!(frame["type"], "msg", "{frame}");
         assert_eq!(frame["msg"]["id"], want);
     }
+    let epoch = get_json(&server, "/poll").await["epoch"].clone();
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "resumed", "after": 3, "count": 9, "last": 12}),
+        json!({"type": "resumed", "after": 3, "count": 9, "last": 12, "epoch": epoch}),
         "the end of the catch-up is announced"
     );
     post(&server, "u", "m13").await;
@@ -228,12 +229,20 @@ async fn rtchat_v1_tells_about_reset_and_truncation() {
     for i in 1..=6 {
         post(&server, "u", &format!("m{i}")).await;
     }
+    let epoch = get_json(&server, "/poll").await["epoch"].clone();
     let mut ws = connect(&server, "/ws?since=99", &["rtchat.v1"]).await;
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "reset", "last": 6})
+        json!({"type": "reset", "last": 6, "epoch": epoch})
     );
     assert_eq!(next_json(&mut ws).await["type"], "history");
+    // A known id from another epoch is a reset too; the right epoch resumes.
+    let mut ws = connect(&server, "/ws?since=5&epoch=zzzzzzzz", &["rtchat.v1"]).await;
+    assert_eq!(next_json(&mut ws).await["type"], "reset");
+    assert_eq!(next_json(&mut ws).await["type"], "history");
+    let url = format!("/ws?since=5&epoch={}", epoch.as_str().unwrap());
+    let mut ws = connect(&server, &url, &["rtchat.v1"]).await;
+    assert_eq!(next_json(&mut ws).await["msg"]["id"], 6);
 
     let mut ws = connect(&server, "/ws?since=1", &["rtchat.v1"]).await;
     assert_eq!(

@@ -8,9 +8,12 @@ const server = http.createServer((req, res) => {
   res.writeHead(404, { 'content-type': 'application/json' });
   res.end('{"error":"not found"}');
 });
+// WS_DEFLATE=1: permessage-deflate with ws's own defaults (compress messages of 1 KiB and
+// more, per connection, with context takeover), for bench/deflate.sh.
 const wss = new WebSocketServer({
   server,
   handleProtocols: (protocols) => (protocols.has('json') ? 'json' : false),
+  perMessageDeflate: process.env.WS_DEFLATE === '1',
 });
 
 wss.on('connection', (ws) => {

@@ -312,7 +312,10 @@ describe('http2: resume after the connection drops', () => {
       const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
       assert.deepEqual(ids, [...missedIds].reverse().concat([seenId, seenId - 1]));
       assert.equal(streams[0], '', 'the first stream starts fresh');
-      assert.equal(streams.at(-1), `?since=${seenId}`, 'the reconnect resumes after the newest id held');
+      const { serverEpoch } = await debug(page);
+      assert.match(serverEpoch, /^[a-z0-9]{8}$/);
+      assert.equal(streams.at(-1), `?since=${seenId}&epoch=${serverEpoch}`,
+        'the reconnect resumes after the newest id held, in its epoch');
 
       // Snapshots go on after the catch-up (merged, not replacing: the 5-message snapshots
       // don't drop what the page holds beyond them).

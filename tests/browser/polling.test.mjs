@@ -168,7 +168,9 @@ describe('4. long polling', () => {
       await gotoOk(page, `${s.server.url}/polling?interval=20000`);
       await page.waitForFunction(() => window.rtchatDebug.mode === 'long' && window.rtchatDebug.inFlight);
       assert.equal(polls[0], '', 'the first request is a plain GET /poll');
-      assert.match(polls[1], /^\?since=\d+$/, 'then GET /poll?since=<last>');
+      const { epoch } = await debug(page);
+      assert.match(epoch, /^[a-z0-9]{8}$/, 'the answers name the epoch of the history');
+      assert.match(polls[1], new RegExp(`^\\?since=\\d+&epoch=${epoch}$`), 'then GET /poll?since=<last>&epoch=<epoch>');
       const before = (await debug(page)).requests;
 
       const text = `pushed from node ${token()}`;

@@ -96,8 +96,10 @@ describe('sse: resume after the connection drops', () => {
         `Resumed after message ${firstId} — 2 missed.`);
       assert.deepEqual((await texts(page)).slice(0, 3), [missed[1], missed[0], first]);
       assert.equal(await item(page, first).count(), 1, 'nothing twice');
-      assert.deepEqual(await Promise.all(headers), [String(firstId)], 'the reconnect sent Last-Event-ID');
       const d = await debug(page);
+      assert.match(d.serverEpoch, /^[a-z0-9]{8}$/, 'the page learnt the epoch from the event ids');
+      assert.deepEqual(await Promise.all(headers), [`${d.serverEpoch}:${firstId}`],
+        'the reconnect sent Last-Event-ID EPOCH:ID (the last event\'s id)');
       assert.equal(d.opens, 2);
       assert.equal(d.recreated, 0, 'the browser\'s own reconnect did it');
       await saveScreenshot(page, 'sse-resumed.png');
@@ -143,7 +145,9 @@ describe('sse: when the browser gives up', () => {
       assert.equal(d.recreated, 2, 'the page opened two EventSources of its own');
       assert.deepEqual(d.delays, [0, 200]);
       assert.equal(d.failures, 0);
-      assert.deepEqual(urls.slice(-2), [`?since=${firstId}`, `?since=${firstId}`]);
+      const since = `?since=${firstId}&epoch=${d.serverEpoch}`;
+      assert.match(d.serverEpoch, /^[a-z0-9]{8}$/);
+      assert.deepEqual(urls.slice(-2), [since, since]);
       assert.equal(await page.locator('#stream-status').textContent(), `Resumed after message ${firstId} — 1 missed.`);
       assert.equal(await item(page, first).count(), 1);
     }, { server: s.server });

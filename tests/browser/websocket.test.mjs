@@ -154,7 +154,9 @@ describe('websocket: resume after the connection drops', () => {
       const expected = [...missed].reverse().concat([...seen].reverse());
       assert.deepEqual(await texts(page), expected, 'every missed message once, newest first');
       assert.deepEqual(await shownIds(page), [...missedIds].reverse().concat([seenId, seenId - 1]));
-      assert.equal(sockets.at(-1), `${proxy.url.replace('http:', 'ws:')}/ws?since=${seenId}`);
+      const { serverEpoch } = await debug(page);
+      assert.match(serverEpoch, /^[a-z0-9]{8}$/);
+      assert.equal(sockets.at(-1), `${proxy.url.replace('http:', 'ws:')}/ws?since=${seenId}&epoch=${serverEpoch}`);
 
       // Live messages go on after the catch-up, and posting works on the new socket.
       const after = `after resume ${token()}`;

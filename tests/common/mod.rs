@@ -307,3 +307,11 @@ pub async fn ws_json(ws: &mut Ws) -> serde_json::Value {
         }
     }
 }
+
+impl Server {
+    /// `kill -9`: the process dies at once, with whatever it had not written.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

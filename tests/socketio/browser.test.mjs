@@ -1,13 +1,15 @@
 // Headless Chromium: two /socketio pages chat through rtchat, with the default transports
 // (polling upgraded to WebSocket) and with WebSockets disabled for the page
-// (?transports=polling).
+// (?transports=polling); and a page that resumes (auth {last, epoch}) on a `--store memory`
+// server restarted meanwhile, which has handed out the page's ids again.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { startServer } from './lib/server.mjs';
+import { startProxy } from './lib/proxy.mjs';
+import { postPoll, startServer, waitUntil } from './lib/server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.join(here, 'artifacts');
@@ -34,7 +36,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function openPage(query, name) {
+async function openPage(query, name, base = server.url) {
   const context = await browser.newContext();
   context.setDefaultTimeout(10000);
   const page = await context.newPage();
@@ -43,7 +45,7 @@ async function openPage(query, name) {
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('websocket', (ws) => sockets.push(ws.url()));
   await page.addInitScript((n) => window.localStorage.setItem('rtchat.user', n), name);
-  await page.goto(`${server.url}/socketio${query}`);
+  await page.goto(`${base}/socketio${query}`);
   await page.locator('#status-text', { hasText: 'connected' }).waitFor();
   return { page, context, errors, sockets };
 }
@@ -112,5 +114,65 @@ test('with WebSockets disabled for the page (transports: polling) it still works
   } finally {
     await a.context.close();
     await b.context.close();
+  }
+});
+
+test('after a --store memory restart that reuses the ids, a resumed page shows the new history, not a mix', { timeout: 60000 }, async () => {
+  // The page's reconnect waits at a proxy while the server restarts empty and hands out the
+  // page's ids again; it resumes with auth {last: 2, epoch: <the old one>} and is told to
+  // start over (judged by the id alone, it would have been sent message 3 only, next to the
+  // old 1 and 2).
+  const first = await startServer(['--store', 'memory']);
+  let second;
+  const proxy = await startProxy(first.port);
+  const { page, context, errors } = await openPage('', 'olga', proxy.url);
+  try {
+    const old = ['old 1', 'old 2'];
+    for (const t of old) {
+      await say(page, t);
+      await expectMessage(page, 'olga', t);
+    }
+    const before = await page.evaluate(() => ({ ...window.rtchatDebug }));
+    assert.equal(before.last, 2);
+    assert.match(before.epoch, /^[a-z0-9]{8}$/, 'the page knows the epoch of its history');
+
+    proxy.hold();
+    proxy.cut();
+    await waitUntil(() => proxy.held >= 1, { timeout: 15000, what: 'the page to reconnect (held at the proxy)' });
+    await first.stop();
+    second = await startServer(['--store', 'memory'], { listen: `127.0.0.1:${first.port}` });
+    const fresh = ['new 1', 'new 2', 'new 3'];
+    const ids = [];
+    for (const t of fresh) ids.push((await postPoll(second.url, 'node', t)).body.id);
+    assert.deepEqual(ids, [1, 2, 3], 'the new server hands out the same ids again');
+    proxy.release();
+
+    await expectMessage(page, 'node', 'new 3');
+    await page.waitForFunction(() => window.rtchatDebug.connected);
+    const shown = await page.locator('#messages li.msg').evaluateAll((els) => els.map((e) => [
+      Number(e.dataset.id), e.querySelector('.msg-text').textContent]));
+    assert.deepEqual(shown, [[3, 'new 3'], [2, 'new 2'], [1, 'new 1']],
+      'the new server\'s whole history, and nothing of the old run');
+    const now = await page.evaluate(() => ({ ...window.rtchatDebug }));
+    assert.equal(now.last, 3);
+    assert.match(now.epoch, /^[a-z0-9]{8}$/);
+    assert.notEqual(now.epoch, before.epoch, 'the page follows the new epoch');
+
+    // Live again, with the new ids.
+    await say(page, 'live');
+    await expectMessage(page, 'olga', 'live');
+    assert.equal(await page.locator('#messages li.msg', { hasText: 'live' }).getAttribute('data-id'), '4');
+    assert.deepEqual(errors, []);
+    await fs.mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'socketio-epoch-reset.png'), fullPage: true });
+  } catch (err) {
+    await fs.mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'epoch-reset.png') }).catch(() => {});
+    throw err;
+  } finally {
+    await context.close();
+    await proxy.close();
+    await second?.stop();
+    await first.stop();
   }
 });

@@ -6,12 +6,14 @@
  *   "\n" at once and after every new message. The page splits the bytes on newlines (a read
  *   may hold part of a line, or several lines), merges every complete line into what it
  *   holds, by id, and shows the newest 50 (one render per read).
- * - Resume: a reconnect asks for `GET /msgs?since=<newest id held>`. The stream then starts
- *   with pages `{"msg":[...newest first],"last":N}` holding exactly the missed messages, the
- *   oldest page first, `"more":true` on all but the last (`"truncated":true` when the server
- *   no longer keeps some of them), then goes on with snapshots. The status line says
- *   "Resumed after message N — M missed." A snapshot with `"reset":true` means the server
- *   restarted with an empty store and its ids start again: the messages shown stay, marked
+ * - Resume: a reconnect asks for `GET /msgs?since=<newest id held>&epoch=<its epoch>` (every
+ *   line names the epoch of the server's history next to `last`). The stream then starts
+ *   with pages `{"msg":[...newest first],"last":N,"epoch":E}` holding exactly the missed
+ *   messages, the oldest page first, `"more":true` on all but the last (`"truncated":true`
+ *   when the server no longer keeps some of them), then goes on with snapshots. The status
+ *   line says "Resumed after message N — M missed." A snapshot with `"reset":true` (or a line
+ *   of another epoch) means the server restarted with an empty store and its ids start
+ *   again, even if it has handed out the page's ids again: the messages shown stay, marked
  *   "before the server restarted" (like the SSE page).
  * - Posts with `POST /msgs` (JSON), showing the server's `{"error"}` text on 4xx.
  * - Presence dot: green while the stream is open, red when it ends or fails.
@@ -43,6 +45,7 @@
     badLines: 0,        // lines that were not a snapshot
     last: null,         // `last` of the newest line read
     lastId: null,       // newest message id held from the current server run
+    serverEpoch: null,  // the server's name for that run (its history's epoch), once known
     epoch: 0,           // bumped by every reset
     resets: 0,
     truncated: 0,
@@ -68,7 +71,7 @@
     error: document.getElementById('post-error')
   };
 
-  /** The protocol the page itself came over ("h2", "http/1.1"), when the browser says. */
+  /** The protocol the page itself came over ("h3", "h2", "http/1.1"), when the browser says. */
   function pageProtocol() {
     try {
       var nav = performance.getEntriesByType('navigation')[0];
@@ -123,6 +126,7 @@
     state.resets += 1;
     state.epoch += 1;
     state.lastId = null;
+    state.serverEpoch = epochOf(data);
     state.resume = null;
     var had = state.messages.length;
     var fresh = data.last === 0 ? ' with no messages yet' : '';
@@ -131,12 +135,20 @@
         C.BEFORE_RESTART + '".' : ''));
   }
 
+  /** The epoch a line names, if it names one. */
+  function epochOf(data) {
+    return typeof data.epoch === 'string' && data.epoch ? data.epoch : null;
+  }
+
   /**
    * Merge one line (a catch-up page or a snapshot) into what the page holds; rendering is
    * left to the caller.
    */
   function applyLine(data) {
-    if (data.reset === true) onReset(data);
+    var lineEpoch = epochOf(data);
+    var otherEpoch = lineEpoch !== null && state.serverEpoch !== null && lineEpoch !== state.serverEpoch;
+    if (data.reset === true || otherEpoch) onReset(data);
+    else if (lineEpoch !== null) state.serverEpoch = lineEpoch;
     var r = state.resume && !state.resume.done ? state.resume : null;
     var incoming = C.sanitize(data.msg);
     var newest = state.lastId;
@@ -185,6 +197,7 @@
     var proto = pageProtocol();
     var resumeAfter = state.lastId;
     var url = STREAM_URL + (resumeAfter !== null ? '?since=' + encodeURIComponent(String(resumeAfter)) : '');
+    if (resumeAfter !== null && state.serverEpoch !== null) url += '&epoch=' + encodeURIComponent(state.serverEpoch);
     state.resume = null;
     C.setPresence(els.dot, 'connecting', 'Connecting to ' + STREAM_URL + '…', els.status, 'connecting');
 
@@ -200,7 +213,7 @@
         throw new Error('this browser cannot read a streaming response body');
       }
       state.open = true;
-      var how = proto === 'h2' ? 'HTTP/2' : (proto || 'HTTP');
+      var how = proto === 'h3' ? 'HTTP/3' : proto === 'h2' ? 'HTTP/2' : (proto || 'HTTP');
       C.setPresence(els.dot, 'ok', 'Connected: reading the ' + STREAM_URL + ' stream (' + how + ')',
         els.status, 'live · ' + how);
       var reader = res.body.getReader();
@@ -290,6 +303,7 @@
     get badLines() { return state.badLines; },
     get last() { return state.last; },
     get lastId() { return state.lastId; },
+    get serverEpoch() { return state.serverEpoch; },
     get epoch() { return state.epoch; },
     get resets() { return state.resets; },
     get truncated() { return state.truncated; },

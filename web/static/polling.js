@@ -6,9 +6,11 @@
  *   after the previous one finished (never setInterval).
  * - Short polling every `interval` ms (default 3000).
  * - A response with a numeric `last` means the server understands `since`: from then
- *   on the page long-polls `GET /poll?since=<last>` and re-issues it right after each
- *   answer, merging new messages (dedupe by id, newest 50 kept) and honouring `more`.
- *   The course's original server (only `{"msg": [...]}`) keeps getting short polls.
+ *   on the page long-polls `GET /poll?since=<last>` (with `&epoch=<epoch>` when the server
+ *   names the epoch of its history) and re-issues it right after each answer, merging new
+ *   messages (dedupe by id, newest 50 kept) and honouring `more`. An answer of another
+ *   epoch, or with `reset: true`, replaces the list (the server restarted with an empty
+ *   store). The course's original server (only `{"msg": [...]}`) keeps getting short polls.
  * - Errors (network failure or HTTP status >= 400) back off: retry at once after the
  *   first failure, then wait interval + n * step (n = consecutive failures - 1),
  *   capped at `cap`, with +-20 % jitter; reset on success. After a failure the next
@@ -55,6 +57,7 @@
     inFlight: false,
     inFlightIsLong: false,
     last: null,          // highest id we have (long mode only)
+    epoch: null,         // the epoch of the server's history `last` belongs to, if named
     resync: false,       // next request: full list, no `since`
     pollSoon: false,     // poll again right after the in-flight request
     timer: null,
@@ -146,6 +149,7 @@
     var hold = 0;
     if (longPoll) {
       url += '?since=' + encodeURIComponent(String(state.last));
+      if (state.epoch !== null) url += '&epoch=' + encodeURIComponent(state.epoch);
       if (cfg.timeout !== null) url += '&timeout=' + encodeURIComponent(String(cfg.timeout));
       hold = cfg.timeout !== null ? cfg.timeout * 1000 : SERVER_HOLD_LIMIT_MS;
     }
@@ -170,7 +174,9 @@
     // The server lost the history we were following (e.g. it restarted). With
     // `reset: true` it sends its whole list instead; a `last` below what we asked
     // for without that means: re-read the full list at once.
-    var reset = longPoll && supportsSince && data.reset === true;
+    var epoch = typeof data.epoch === 'string' && data.epoch ? data.epoch : null;
+    var otherEpoch = epoch !== null && state.epoch !== null && epoch !== state.epoch;
+    var reset = longPoll && supportsSince && (data.reset === true || otherEpoch);
     var wentBack = longPoll && supportsSince && !reset && data.last < state.last;
 
     if (!longPoll || !supportsSince || reset) {
@@ -182,6 +188,7 @@
 
     state.mode = supportsSince ? 'long' : 'short';
     state.last = supportsSince ? data.last : null;
+    state.epoch = supportsSince ? epoch : null;
     state.resync = wentBack;
     state.failures = 0;
     state.lastError = '';
@@ -265,6 +272,7 @@
     get requests() { return state.requests; },
     get inFlight() { return state.inFlight; },
     get last() { return state.last; },
+    get epoch() { return state.epoch; },
     get more() { return state.more; },
     get nextDelay() { return state.nextDelay; },
     get delays() { return state.delays.slice(); },

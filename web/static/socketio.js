@@ -7,9 +7,11 @@
  * - History arrives as `msg:get`, each new message as `msg:new` (the page asks for no further
  *   snapshots: handshake `auth.snapshots = false`).
  * - Reconnection is socket.io-client's own; on every (re)connection the handshake carries
- *   `auth.last`, the newest message id the page holds, and rtchat answers with exactly the
- *   messages after it (`msg:since` pages). A `msg:get` with `reset` (the server restarted with
- *   an empty store) replaces the list.
+ *   `auth.last`, the newest message id the page holds, and `auth.epoch`, the epoch of the
+ *   history it came from (`msg:get` and `msg:since` name it), and rtchat answers with exactly
+ *   the messages after it (`msg:since` pages). A `msg:get` with `reset` (another epoch: the
+ *   server restarted with an empty store, even if it has handed out the page's ids again)
+ *   replaces the list.
  * - Posts are `msg:post` with an acknowledgement: {status: "ok", id} or {error}.
  * User text is rendered with textContent only (RtChat.renderMessages).
  * Read-only debug hook: window.rtchatDebug.
@@ -48,10 +50,15 @@
   var only = params.get('transports');
   var transports = only ? only.split(',').filter(Boolean) : ['polling', 'websocket'];
 
-  var state = { messages: [], last: null, loaded: false, resumed: 0 };
+  var state = { messages: [], last: null, epoch: null, loaded: false, resumed: 0 };
 
   function see(id) {
     if (typeof id === 'number' && (state.last === null || id > state.last)) state.last = id;
+  }
+
+  /** Learns the epoch of the history the page follows, from a msg:get or msg:since. */
+  function seeEpoch(body) {
+    if (state.epoch === null && typeof body.epoch === 'string' && body.epoch) state.epoch = body.epoch;
   }
 
   function render() {
@@ -64,6 +71,7 @@
     auth: function (cb) {
       var auth = { snapshots: false };
       if (state.last !== null) auth.last = state.last;
+      if (state.last !== null && state.epoch !== null) auth.epoch = state.epoch;
       cb(auth);
     }
   });
@@ -96,7 +104,9 @@
     if (body.reset) {
       state.messages = [];
       state.last = null;
+      state.epoch = null;
     }
+    seeEpoch(body);
     state.messages = C.mergeMessages(state.messages, body.msg);
     // On a resumed connection the msg:since pages fill the gap; the history only sets the
     // resume point on a fresh start.
@@ -112,6 +122,7 @@
   socket.on('msg:since', function (page) {
     if (!page || !Array.isArray(page.msg)) return;
     state.resumed += page.msg.length;
+    seeEpoch(page);
     state.messages = C.mergeMessages(state.messages, page.msg);
     for (var i = 0; i < page.msg.length; i++) see(page.msg[i].id);
     render();
@@ -142,6 +153,7 @@
   window.rtchatDebug = {
     get transport() { return showTransport(); },
     get last() { return state.last; },
+    get epoch() { return state.epoch; },
     get resumed() { return state.resumed; },
     get connected() { return socket.connected; }
   };

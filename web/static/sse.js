@@ -1,17 +1,20 @@
 /*
  * rtchat Server-Sent Events client: the chat over `EventSource('/events')`.
  *
- * - Every message is one event: `id:` the message id, `data:` the message JSON. A fresh
- *   stream brings the history first (oldest first), then the live messages. The page shows
- *   them newest first, the newest 50.
- * - EventSource reconnects by itself and sends `Last-Event-ID`; the server answers with
- *   exactly the messages after it. After a reconnect a status line says where it resumed.
- *   If the browser gives up (readyState CLOSED), the page opens a new EventSource with
- *   `?since=<newest id>` after a backoff (at once, then base, 2×base, … capped, ±jitter).
- * - `event: reset` (`{"last":N}`): the server restarted with an empty store and its ids
- *   start again. The messages already shown stay, marked "before the server restarted";
- *   messages are keyed by id + time (RtChat.messageKey), and each restart starts a new
- *   "epoch" that sorts above the previous ones.
+ * - Every message is one event: `id:` its position `EPOCH:ID` (the epoch of the server's
+ *   history, then the message id), `data:` the message JSON. A fresh stream brings the
+ *   history first (oldest first), then the live messages. The page shows them newest first,
+ *   the newest 50.
+ * - EventSource reconnects by itself and sends `Last-Event-ID` (`EPOCH:ID`); the server
+ *   answers with exactly the messages after it. After a reconnect a status line says where
+ *   it resumed. If the browser gives up (readyState CLOSED), the page opens a new
+ *   EventSource with `?since=<newest id>&epoch=<its epoch>` after a backoff (at once, then
+ *   base, 2×base, … capped, ±jitter).
+ * - `event: reset` (`{"last":N,"epoch":E}`): the position named another epoch (the server
+ *   restarted with an empty store) and its ids start again. The messages already shown
+ *   stay, marked "before the server restarted"; messages are keyed by id + time
+ *   (RtChat.messageKey), and each restart starts a new page "epoch" that sorts above the
+ *   previous ones.
  * - `event: truncated` (`{"after":N}`): the messages right after N are no longer kept.
  * - Posts with `POST /poll`.
  *
@@ -36,6 +39,7 @@
     es: null,
     epoch: 0,          // bumped by every `reset`
     lastId: null,      // newest id seen from the current server run
+    serverEpoch: null, // the server's name for that run (from the event ids `EPOCH:ID`)
     byKey: new Map(),  // messageKey -> message (with its epoch)
     messages: [],      // newest first, at most HISTORY
     opens: 0,          // `open` events (1 = the first connection)
@@ -93,8 +97,12 @@
     m.epoch = state.epoch; // still on the server: belongs to the current run
     var key = C.messageKey(m);
     state.byKey.set(key, m);
-    var id = Number(ev.lastEventId);
-    if (ev.lastEventId !== '' && isFinite(id)) state.lastId = id;
+    // `EPOCH:ID` (a bare `ID` from servers before epochs).
+    var position = String(ev.lastEventId || '');
+    var colon = position.lastIndexOf(':');
+    if (colon > 0) state.serverEpoch = position.slice(0, colon);
+    var id = Number(position.slice(colon + 1));
+    if (position !== '' && isFinite(id)) state.lastId = id;
     else if (typeof m.id === 'number') state.lastId = m.id;
     state.messages = C.mergeMessages([], Array.from(state.byKey.values()), C.HISTORY);
     if (state.byKey.size > C.HISTORY) {
@@ -111,6 +119,7 @@
     state.resets += 1;
     state.epoch += 1;
     state.lastId = null;
+    state.serverEpoch = typeof info.epoch === 'string' && info.epoch ? info.epoch : null;
     var had = state.messages.length;
     render();
     var fresh = info.last === 0 ? ' with no messages yet' : '';
@@ -129,7 +138,8 @@
       'messages that followed: those are missing here.');
   }
 
-  // `event: resumed` (`{"after":N,"count":K}`): the server has sent every missed message.
+  // `event: resumed` (`{"after":N,"count":K,"last":L,"epoch":E}`): the server has sent every
+  // missed message.
   function onResumed(ev) {
     var info = {};
     try { info = JSON.parse(ev.data); } catch (e) { return; }
@@ -191,6 +201,9 @@
       return;
     }
     var url = EVENTS_URL + (state.lastId !== null ? '?since=' + encodeURIComponent(String(state.lastId)) : '');
+    if (state.lastId !== null && state.serverEpoch !== null) {
+      url += '&epoch=' + encodeURIComponent(state.serverEpoch);
+    }
     var es = new EventSource(url);
     state.es = es;
     es.addEventListener('open', onOpen);
@@ -215,6 +228,7 @@
     get readyState() { return state.es ? state.es.readyState : EventSource.CLOSED; },
     get epoch() { return state.epoch; },
     get lastId() { return state.lastId; },
+    get serverEpoch() { return state.serverEpoch; },
     get opens() { return state.opens; },
     get errors() { return state.errors; },
     get resets() { return state.resets; },

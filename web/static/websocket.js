@@ -8,12 +8,14 @@
  * - Posting sends {"type":"post","user","text","ref":R}; the server answers
  *   {"type":"ack","ref":R,"id":N} (the input is cleared) or {"type":"error","ref":R,"error"}
  *   (shown under the form, the text kept).
- * - Resume: after a close it reconnects to /ws?since=<newest id it holds>; the server sends
- *   exactly the missed messages as `msg` frames, in order, however many (no history frame).
- *   The page asks GET /stats where that catch-up ends and says "Resumed after message N —
- *   M missed." `{"type":"truncated","after":ID}`: the server no longer keeps the messages
- *   right after ID, a note says so. `{"type":"reset","last":N}` (the server restarted with an
- *   empty store, its ids start again) then a history frame: the messages shown stay, marked
+ * - Resume: after a close it reconnects to /ws?since=<newest id it holds>&epoch=<the epoch of
+ *   the history it came from> (every history, reset and resumed frame names the epoch); the
+ *   server sends exactly the missed messages as `msg` frames, in order, however many (no
+ *   history frame), then {"type":"resumed","after","count","last","epoch"}: "Resumed after
+ *   message N — M missed." `{"type":"truncated","after":ID}`: the server no longer keeps the
+ *   messages right after ID, a note says so. `{"type":"reset","last":N,"epoch":E}` (another
+ *   epoch: the server restarted with an empty store, its ids start again, even if it has
+ *   handed out the page's ids again) then a history frame: the messages shown stay, marked
  *   "before the server restarted", like the SSE page.
  * - Presence dot green on open, red on close; reconnects at once, then base, 2×base, …
  *   capped, ±jitter; reset once a connection opens.
@@ -26,7 +28,6 @@
 
   var C = window.RtChat;
   var PATH = '/ws';
-  var STATS_URL = '/stats';
   var PROTOCOL = 'rtchat.v1';
   /** A post that got neither an ack nor an error back by then failed. */
   var POST_TIMEOUT_MS = 10000;
@@ -50,6 +51,7 @@
     truncated: 0,
     epoch: 0,           // bumped by every reset
     lastId: null,       // newest id held from the current server run
+    serverEpoch: null,  // the server's name for that run (its history's epoch), once known
     urls: [],           // the socket URLs opened, oldest first (the newest 20)
     timer: null,
     delays: [],
@@ -87,6 +89,7 @@
   function socketUrl() {
     var scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
     var query = state.lastId !== null ? '?since=' + encodeURIComponent(String(state.lastId)) : '';
+    if (query && state.serverEpoch !== null) query += '&epoch=' + encodeURIComponent(state.serverEpoch);
     return scheme + '//' + window.location.host + PATH + query;
   }
 
@@ -123,20 +126,18 @@
     setLine(text);
   }
 
-  /** Where the server's catch-up ends: its newest id when the resumed socket opened. */
-  function askCatchUpEnd(r) {
-    fetch(STATS_URL, { cache: 'no-store' }).then(function (res) {
-      return res.ok ? res.json() : null;
-    }).then(function (stats) {
-      if (state.resume !== r) return;
-      if (stats && typeof stats.last_id === 'number') r.end = stats.last_id;
-      else r.end = Infinity;
-      showResume();
-    }, function () {
-      if (state.resume !== r) return;
-      r.end = Infinity;
-      showResume();
-    });
+  /** The epoch a frame names, if it names one. */
+  function epochOf(data) {
+    return typeof data.epoch === 'string' && data.epoch ? data.epoch : null;
+  }
+
+  /** `resumed`: the server has sent everything missed, up to its `last`. */
+  function onResumed(data) {
+    if (state.serverEpoch === null) state.serverEpoch = epochOf(data);
+    var r = state.resume;
+    if (!r) return;
+    r.end = typeof data.last === 'number' && isFinite(data.last) ? data.last : Infinity;
+    showResume();
   }
 
   function settle(p, result) {
@@ -151,6 +152,7 @@
 
   function onHistory(data) {
     state.histories += 1;
+    if (epochOf(data) !== null) state.serverEpoch = epochOf(data);
     addMessages(data.msg);
     if (typeof data.last === 'number' && isFinite(data.last) &&
         (state.lastId === null || data.last > state.lastId)) {
@@ -180,6 +182,7 @@
     state.resets += 1;
     state.epoch += 1;
     state.lastId = null;
+    state.serverEpoch = epochOf(data);
     state.resume = null;
     render();
     var had = state.messages.length;
@@ -229,6 +232,9 @@
       case 'truncated':
         onTruncated(data);
         break;
+      case 'resumed':
+        onResumed(data);
+        break;
       default:
         break;
     }
@@ -263,7 +269,6 @@
       if (resumeAfter !== null) {
         state.resume = { after: resumeAfter, end: null, ids: [], truncated: null };
         showResume();
-        askCatchUpEnd(state.resume);
       } else if (state.connects > 1) {
         setLine('Reconnected — loading the history…');
       }
@@ -337,6 +342,7 @@
     get epoch() { return state.epoch; },
     get lastId() { return state.lastId; },
     get last() { return state.lastId; },
+    get serverEpoch() { return state.serverEpoch; },
     get urls() { return state.urls.slice(); },
     get resumedAfter() { return state.resume ? state.resume.after : null; },
     get missed() { return state.resume ? missedCount(state.resume) : null; },

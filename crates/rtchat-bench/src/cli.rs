@@ -25,6 +25,9 @@ pub enum BenchCommand {
     Post(PostArgs),
     /// Draws the latency distributions of saved `fanout --json` results into one SVG.
     Plot(PlotArgs),
+    /// Head-of-line blocking: N `/msgs` streams over ONE HTTP/2 or HTTP/3 (`--http3`)
+    /// connection, latency of every delivery (bench/hol.sh runs it through a lossy network).
+    Hol(crate::hol::HolArgs),
 }
 
 /// Options every measurement shares.
@@ -94,6 +97,10 @@ pub struct FanoutArgs {
     /// Also draw the latency distribution into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// WebSocket subscribers offer permessage-deflate (RFC 7692), as browsers do.
+    #[arg(long)]
+    pub deflate: bool,
 
     #[command(flatten)]
     pub common: Common,

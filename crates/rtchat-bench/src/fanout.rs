@@ -21,6 +21,8 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     // CPU is measured while messages flow (restarted when the first post goes out).
     let mut bench_cpu = CpuMeter::start(None);
     let mut server_cpu = target.pid.map(|p| CpuMeter::start(Some(p)));
+    transport::ws::offer_deflate(args.deflate);
+    let mut wire_start = transport::ws::wire_bytes();
     let shared = Arc::new(Shared::default());
     let run_id = (unix_nanos() as u32 ^ std::process::id().rotate_left(16)) % 1_000_000_000;
     let mut report = FanoutReport {
@@ -57,11 +59,11 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
             Ok(last) => last,
             Err(e) => {
                 shared.error(format!("GET /poll: {e}"));
-                0
+                transport::Since::default()
             }
         }
     } else {
-        0
+        transport::Since::default()
     };
     let setup = Arc::new(SubscriberSetup {
         target: target.clone(),
@@ -102,6 +104,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         first_post = unix_nanos();
         bench_cpu = CpuMeter::start(None);
         server_cpu = target.pid.map(|p| CpuMeter::start(Some(p)));
+        wire_start = transport::ws::wire_bytes();
         let publisher = {
             let (target, posted, shared) = (target.clone(), posted.clone(), shared.clone());
             let (transport, messages, rate) = (args.transport, args.messages, args.rate);
@@ -181,5 +184,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         report.resources.server_cpu_percent = Some(p);
     }
     report.resources.server_rss_kib = (rss_max > 0).then_some(rss_max);
+    let wire = transport::ws::wire_bytes() - wire_start;
+    report.resources.ws_wire_bytes = (wire > 0).then_some(wire);
     report
 }

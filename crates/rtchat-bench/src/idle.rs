@@ -24,10 +24,10 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
     let last = if args.transport.needs_last() {
         transport::fetch_last(&target).await.unwrap_or_else(|e| {
             shared.error(format!("GET /poll: {e}"));
-            0
+            transport::Since::default()
         })
     } else {
-        0
+        transport::Since::default()
     };
     let setup = Arc::new(SubscriberSetup {
         target: target.clone(),

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod fanout;
+pub mod hol;
 pub mod idle;
 pub mod post;
 pub mod record;
@@ -46,6 +47,7 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::Idle(a) => a.common.clone(),
         BenchCommand::Post(a) => a.common.clone(),
         BenchCommand::Plot(a) => return plot_files(a).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Hol(a) => return Ok(hol::run(a)),
     };
     sys::raise_nofile_limit();
     let (target, _spawned) = resolve_target(&common)?;
@@ -100,7 +102,7 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
             output(&report, common.json, report::PostReport::print_table)?;
             report.timed_out
         }
-        BenchCommand::Plot(_) => unreachable!("handled above"),
+        BenchCommand::Plot(_) | BenchCommand::Hol(_) => unreachable!("handled above"),
     };
     // Never wait for connections still being torn down.
     runtime.shutdown_background();

@@ -88,6 +88,10 @@ pub struct Resources {
     pub server_cpu_percent: Option<f64>,
     /// The server's largest resident memory seen, in KiB.
     pub server_rss_kib: Option<u64>,
+    /// Bytes the bench's WebSocket connections read from their sockets while messages
+    /// flowed (frames as sent, compressed or not): the bytes on the wire.
+    #[serde(default)]
+    pub ws_wire_bytes: Option<u64>,
 }
 
 /// The result of `rtchat bench fanout`.

@@ -1,6 +1,7 @@
 //! The background task behind a [`Client`](crate::Client): one connection at a time,
 //! reconnection with backoff, and the delivery rule (each message once, in id order).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use reqwest::Url;
@@ -15,7 +16,8 @@ pub(crate) struct Ctx {
     pub transport: Transport,
     /// `http(s)://host:port[/prefix]`, without a trailing slash.
     base: String,
-    pub http: reqwest::Client,
+    /// The HTTP transports' requests: reqwest, or HTTP/3 with [`Options::http3`].
+    pub http: http::Http,
     /// For `wss://` (no ALPN).
     pub tls: Arc<rustls::ClientConfig>,
     pub options: Options,
@@ -27,11 +29,32 @@ impl Ctx {
         let tls = tls::config(&options)?;
         let mut http_tls = tls.clone();
         http_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(http_tls)
-            .connect_timeout(options.request_timeout)
-            .build()
-            .map_err(|e| Error::Tls(describe(&e)))?;
+        let http = if options.http3 {
+            if matches!(
+                transport,
+                Transport::Ws | Transport::WsJson | Transport::SocketIo
+            ) {
+                return Err(Error::Url {
+                    url: url.to_owned(),
+                    reason: format!(
+                        "the {transport} transport runs over a WebSocket, which rtchat does not serve over HTTP/3; HTTP/3 carries poll, longpoll, stream and sse"
+                    ),
+                });
+            }
+            let base = Url::parse(&base).map_err(|e| Error::Url {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
+            let client = crate::h3::H3Client::new(&base, &tls, options.request_timeout)?;
+            http::Http::H3(Arc::new(client))
+        } else {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(http_tls)
+                .connect_timeout(options.request_timeout)
+                .build()
+                .map_err(|e| Error::Tls(describe(&e)))?;
+            http::Http::Tcp(client)
+        };
         Ok(Ctx {
             transport,
             base,
@@ -119,11 +142,39 @@ pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Where a client stands in the chat: after message `after` of the history `epoch` (when
+/// the server named one). Every transport resumes from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub after: u64,
+    pub epoch: Option<String>,
+}
+
+impl Position {
+    /// `since=ID[&epoch=E]`, for a query string (epochs are URL-safe, see
+    /// [`crate::valid_epoch`]).
+    pub fn query(&self) -> String {
+        match &self.epoch {
+            Some(epoch) => format!("since={}&epoch={epoch}", self.after),
+            None => format!("since={}", self.after),
+        }
+    }
+
+    /// As an SSE `Last-Event-ID`: `E:ID`, or a bare `ID` without an epoch.
+    pub fn event_id(&self) -> String {
+        match &self.epoch {
+            Some(epoch) => format!("{epoch}:{}", self.after),
+            None => self.after.to_string(),
+        }
+    }
+}
+
 /// The history received on a fresh connection.
 pub(crate) struct History {
     /// Newest first.
     pub msg: Vec<Message>,
     pub last: u64,
+    pub epoch: Option<String>,
 }
 
 impl From<Page> for History {
@@ -132,19 +183,20 @@ impl From<Page> for History {
             .last()
             .max(page.msg.iter().map(|m| m.id).max().unwrap_or(0));
         History {
+            epoch: page.epoch(),
             msg: page.msg,
             last,
         }
     }
 }
 
-/// How a resumed connection tells that it has caught up.
+/// How a resumed connection tells that it has caught up: every transport marks the end
+/// itself (a page without `more`, the first snapshot, SSE `event: resumed`, rtchat.v1
+/// `resumed`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CatchUpEnd {
-    /// The transport marks the end itself (a page without `more`, the first snapshot).
+    /// The end is marked in the stream.
     Marker,
-    /// Caught up once this id (the server's newest before connecting) is delivered.
-    UpTo(u64),
 }
 
 /// A new connection.
@@ -171,8 +223,8 @@ pub(crate) enum Session {
 pub(crate) struct Closed;
 
 impl Session {
-    /// Connects; `resume` is the newest id already delivered (then there is no history).
-    async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+    /// Connects; `resume` is where the client stands (then there is no history).
+    async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
         let open = async {
             match ctx.transport {
                 Transport::Poll | Transport::LongPoll => http::open_poll(ctx, resume).await,
@@ -192,7 +244,7 @@ impl Session {
         &mut self,
         ctx: &Ctx,
         sink: &mut Sink,
-        posts: &mut mpsc::Receiver<PostCmd>,
+        posts: &mut Outbox,
     ) -> Result<String, Closed> {
         match self {
             Session::Poll(s) => s.run(ctx, sink).await,
@@ -204,18 +256,55 @@ impl Session {
     }
 }
 
-/// Where events go; holds the newest delivered id and the catch-up in progress.
+/// Posts on their way to a connection (WebSocket and Socket.IO): new ones from
+/// [`crate::Poster`], and those whose answer a lost connection took, sent again first.
+pub(crate) struct Outbox {
+    rx: mpsc::Receiver<PostCmd>,
+    again: VecDeque<PostCmd>,
+}
+
+impl Outbox {
+    pub fn new(rx: mpsc::Receiver<PostCmd>) -> Outbox {
+        Outbox {
+            rx,
+            again: VecDeque::new(),
+        }
+    }
+
+    /// The next post to send: those to send again first (in the order they were first sent),
+    /// then new ones; `None` once the client is gone. Posts whose caller stopped waiting are
+    /// dropped, never sent late. Cancel-safe.
+    pub async fn next(&mut self) -> Option<PostCmd> {
+        while let Some(cmd) = self.again.pop_front() {
+            if !cmd.reply.is_closed() {
+                return Some(cmd);
+            }
+        }
+        self.rx.recv().await
+    }
+
+    /// A post sent on a connection that was lost before its answer came: it goes out again,
+    /// with the same key, on the next connection.
+    pub fn send_again(&mut self, cmd: PostCmd) {
+        if !cmd.reply.is_closed() {
+            self.again.push_back(cmd);
+        }
+    }
+}
+
+/// Where events go; holds where the client stands and the catch-up in progress.
 pub(crate) struct Sink {
     tx: mpsc::Sender<Result<Event, Error>>,
     /// The newest message id delivered (0: none).
     pub last: u64,
+    /// The epoch of the history `last` belongs to, once the server named it.
+    pub epoch: Option<String>,
     catch_up: Option<CatchUp>,
 }
 
 struct CatchUp {
     after: u64,
     count: usize,
-    until: Option<u64>,
 }
 
 impl Sink {
@@ -226,6 +315,22 @@ impl Sink {
     /// Reports a state change.
     pub async fn state(&self, state: State) -> Result<(), Closed> {
         self.emit(Ok(Event::State(state))).await
+    }
+
+    /// Where the client stands: what a reconnection resumes from.
+    pub fn position(&self) -> Position {
+        Position {
+            after: self.last,
+            epoch: self.epoch.clone(),
+        }
+    }
+
+    /// Learns the epoch of the history being followed, when it was not known yet (a
+    /// resume from a bare id, an SSE event id `E:ID`).
+    pub fn adopt_epoch(&mut self, epoch: Option<String>) {
+        if self.epoch.is_none() {
+            self.epoch = epoch;
+        }
     }
 
     /// Delivers the messages newer than the last one delivered, oldest first, each once.
@@ -240,34 +345,19 @@ impl Sink {
             }
             self.emit(Ok(Event::Message(m))).await?;
         }
-        if let Some(CatchUp {
-            until: Some(until), ..
-        }) = self.catch_up
-        {
-            if self.last >= until {
-                self.catch_up_done().await?;
-            }
-        }
         Ok(())
     }
 
     /// A connection resumed after `self.last`; `end` says how its catch-up finishes.
-    async fn begin_catch_up(&mut self, end: CatchUpEnd) -> Result<(), Closed> {
-        let until = match end {
-            CatchUpEnd::Marker => None,
-            // The server knows less than we do: a reset is coming, not a catch-up.
-            CatchUpEnd::UpTo(id) if id < self.last => return Ok(()),
-            CatchUpEnd::UpTo(id) => Some(id),
-        };
-        self.catch_up = Some(CatchUp {
-            after: self.last,
-            count: 0,
-            until,
-        });
-        if until == Some(self.last) {
-            self.catch_up_done().await?;
+    fn begin_catch_up(&mut self, end: CatchUpEnd) {
+        match end {
+            CatchUpEnd::Marker => {
+                self.catch_up = Some(CatchUp {
+                    after: self.last,
+                    count: 0,
+                })
+            }
         }
-        Ok(())
     }
 
     /// The resumed connection has delivered everything that was missed.
@@ -284,10 +374,12 @@ impl Sink {
         }
     }
 
-    /// The server restarted with an empty store: ids start over after `last`.
-    pub async fn reset(&mut self, last: u64) -> Result<(), Closed> {
+    /// The position means nothing to the server (its history has another epoch: it
+    /// restarted with an empty store): ids start over, in `epoch`, up to `last`.
+    pub async fn reset(&mut self, last: u64, epoch: Option<String>) -> Result<(), Closed> {
         self.catch_up = None;
         self.last = 0;
+        self.epoch = epoch;
         self.state(State::Reset { last }).await
     }
 
@@ -299,8 +391,16 @@ impl Sink {
     /// Applies a page or snapshot (`/poll`, `/msgs`, `json` snapshots, `msg:since`).
     pub async fn apply_page(&mut self, page: Page) -> Result<(), Closed> {
         let last = page.last();
-        if page.reset || (last < self.last && !page.more) {
-            self.reset(last).await?;
+        let epoch = page.epoch();
+        // A history of another epoch (the course's json snapshots have no resume to be told
+        // so; the other transports say `reset` themselves), or ids gone back (a server
+        // before epochs that restarted empty): start over.
+        let other_epoch =
+            matches!((&self.epoch, &epoch), (Some(ours), Some(theirs)) if ours != theirs);
+        if page.reset || other_epoch || (last < self.last && !page.more) {
+            self.reset(last, epoch).await?;
+        } else {
+            self.adopt_epoch(epoch);
         }
         if page.truncated {
             self.truncated().await?;
@@ -318,16 +418,21 @@ impl Sink {
 pub(crate) async fn run(
     ctx: Ctx,
     tx: mpsc::Sender<Result<Event, Error>>,
-    mut posts: mpsc::Receiver<PostCmd>,
+    posts: mpsc::Receiver<PostCmd>,
     started: oneshot::Sender<Result<Vec<Message>, Error>>,
 ) {
-    let resume = ctx.options.resume_after;
+    let mut posts = Outbox::new(posts);
+    let resume = ctx
+        .options
+        .resume_after
+        .map(|after| Position { after, epoch: None });
     let mut sink = Sink {
         tx,
-        last: resume.unwrap_or(0),
+        last: ctx.options.resume_after.unwrap_or(0),
+        epoch: None,
         catch_up: None,
     };
-    let opened = match Session::open(&ctx, resume).await {
+    let opened = match Session::open(&ctx, resume.as_ref()).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = started.send(Err(e));
@@ -337,6 +442,7 @@ pub(crate) async fn run(
     let history = match opened.history {
         Some(h) => {
             sink.last = h.last;
+            sink.epoch = h.epoch;
             h.msg
         }
         None => Vec::new(),
@@ -369,7 +475,7 @@ async fn connected(
 ) -> Result<(), Closed> {
     sink.state(State::Connected { via }).await?;
     if let Some(end) = catch_up {
-        sink.begin_catch_up(end).await?;
+        sink.begin_catch_up(end);
     }
     Ok(())
 }
@@ -387,7 +493,7 @@ async fn reconnect(ctx: &Ctx, sink: &mut Sink, reason: String) -> Result<Option<
         attempt += 1;
         sink.state(State::Reconnecting { attempt, delay }).await?;
         tokio::time::sleep(delay).await;
-        match Session::open(ctx, Some(sink.last)).await {
+        match Session::open(ctx, Some(&sink.position())).await {
             Ok(opened) => {
                 connected(sink, opened.via, Some(opened.catch_up)).await?;
                 return Ok(Some(opened.session));

@@ -1,15 +1,88 @@
 //! The HTTP transports: polling and long polling (`/poll`), the `/msgs` snapshot stream and
 //! Server-Sent Events (`/events`). Posts are `POST /poll` (or `POST /msgs` for the stream).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::{Response, Url};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Session, Sink};
-use crate::{Error, Message, Page, Transport};
+use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Position, Session, Sink};
+use crate::h3::H3Client;
+use crate::{epoch_of, valid_epoch, Error, Message, Page, Transport};
+
+/// Where the HTTP transports' requests go: reqwest (HTTP/1.1 or HTTP/2) or HTTP/3.
+#[derive(Clone)]
+pub(crate) enum Http {
+    Tcp(reqwest::Client),
+    H3(Arc<H3Client>),
+}
+
+/// An answer from either.
+pub(crate) enum Res {
+    Tcp(Response),
+    /// Boxed: h3's stream state is four times the size of reqwest's response.
+    H3(Box<crate::h3::Response>),
+}
+
+impl Http {
+    /// Sends a request and returns the answer's head (the body is read from the [`Res`]).
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Option<String>,
+    ) -> Result<Res, Error> {
+        match self {
+            Http::Tcp(client) => {
+                let mut req = client.request(method, url).headers(headers);
+                if let Some(body) = body {
+                    req = req.body(body);
+                }
+                req.send().await.map(Res::Tcp).map_err(connection)
+            }
+            Http::H3(client) => client
+                .request(method, &url, headers, body.map(Bytes::from))
+                .await
+                .map(|res| Res::H3(Box::new(res))),
+        }
+    }
+}
+
+impl Res {
+    fn status(&self) -> u16 {
+        match self {
+            Res::Tcp(res) => res.status().as_u16(),
+            Res::H3(res) => res.status,
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Res::Tcp(res) => res.headers(),
+            Res::H3(res) => &res.headers,
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match self {
+            Res::Tcp(res) => res.chunk().await.map_err(|e| describe(&e)),
+            Res::H3(res) => res.chunk().await,
+        }
+    }
+
+    async fn bytes(self) -> Result<Bytes, Error> {
+        match self {
+            Res::Tcp(res) => res.bytes().await.map_err(connection),
+            Res::H3(res) => (*res).bytes().await.map_err(Error::Connection),
+        }
+    }
+}
 
 fn connection(e: reqwest::Error) -> Error {
     if e.is_timeout() {
@@ -28,11 +101,11 @@ fn error_text(body: &[u8]) -> String {
 }
 
 /// Fails on a non-2xx answer, with the server's error text.
-async fn check(res: Response) -> Result<Response, Error> {
-    if res.status().is_success() {
+async fn check(res: Res) -> Result<Res, Error> {
+    if (200..300).contains(&res.status()) {
         return Ok(res);
     }
-    let status = res.status().as_u16();
+    let status = res.status();
     let body = res.bytes().await.unwrap_or_default();
     Err(Error::Status {
         status,
@@ -42,50 +115,42 @@ async fn check(res: Response) -> Result<Response, Error> {
 
 /// `GET url` as JSON, within `timeout`.
 async fn get_json<T: DeserializeOwned>(ctx: &Ctx, url: Url, timeout: Duration) -> Result<T, Error> {
-    let res = ctx
-        .http
-        .get(url)
-        .timeout(timeout)
-        .send()
+    let get = async {
+        let res = ctx
+            .http
+            .send(Method::GET, url, HeaderMap::new(), None)
+            .await?;
+        check(res).await?.bytes().await
+    };
+    let body = tokio::time::timeout(timeout, get)
         .await
-        .map_err(connection)?;
-    let body = check(res).await?.bytes().await.map_err(connection)?;
+        .map_err(|_| Error::Timeout)??;
     serde_json::from_slice(&body).map_err(|e| Error::Protocol(format!("bad JSON answer: {e}")))
 }
 
-/// The server's newest message id (`GET /stats`): where a resumed SSE or `rtchat.v1`
-/// connection has caught up.
-pub(crate) async fn newest_id(ctx: &Ctx) -> Result<u64, Error> {
-    let stats: Value = get_json(ctx, ctx.url("/stats")?, ctx.options.request_timeout).await?;
-    stats
-        .get("last_id")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| Error::Protocol(format!("/stats has no last_id: {stats}")))
-}
-
-/// `POST url {"user","text"}` → the stored message's id.
+/// `POST url {"user","text","key"}` → the stored message's id (the first post's id again
+/// when the server already stored one with this idempotency key).
 pub(crate) async fn post(
-    client: &reqwest::Client,
+    client: &Http,
     url: &Url,
     user: &str,
     text: &str,
+    key: &str,
 ) -> Result<u64, Error> {
-    let body = serde_json::json!({ "user": user, "text": text }).to_string();
+    let body = serde_json::json!({ "user": user, "text": text, "key": key }).to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let res = client
-        .post(url.clone())
-        .header(CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(connection)?;
+        .send(Method::POST, url.clone(), headers, Some(body))
+        .await?;
     let status = res.status();
-    let body = res.bytes().await.map_err(connection)?;
-    if status.is_client_error() {
+    let body = res.bytes().await?;
+    if (400..500).contains(&status) {
         return Err(Error::Rejected(error_text(&body)));
     }
-    if !status.is_success() {
+    if !(200..300).contains(&status) {
         return Err(Error::Status {
-            status: status.as_u16(),
+            status,
             message: error_text(&body),
         });
     }
@@ -100,7 +165,10 @@ pub(crate) async fn post(
         })
 }
 
-fn http_version(res: &Response) -> &'static str {
+fn http_version(res: &Res) -> &'static str {
+    let Res::Tcp(res) = res else {
+        return "HTTP/3";
+    };
     match res.version() {
         reqwest::Version::HTTP_2 => "HTTP/2",
         reqwest::Version::HTTP_3 => "HTTP/3",
@@ -121,7 +189,7 @@ pub(crate) struct PollSession {
     more: bool,
 }
 
-pub(crate) async fn open_poll(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+pub(crate) async fn open_poll(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
     let long = ctx.transport == Transport::LongPoll;
     let timeout = ctx.options.request_timeout;
     let (history, pending) = match resume {
@@ -129,8 +197,8 @@ pub(crate) async fn open_poll(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, 
             let page: Page = get_json(ctx, ctx.url("/poll")?, timeout).await?;
             (Some(page.into()), None)
         }
-        Some(id) => {
-            let url = ctx.url(&format!("/poll?since={id}&timeout=0"))?;
+        Some(position) => {
+            let url = ctx.url(&format!("/poll?{}&timeout=0", position.query()))?;
             (None, Some(get_json(ctx, url, timeout).await?))
         }
     };
@@ -141,7 +209,13 @@ pub(crate) async fn open_poll(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, 
             more: false,
         }),
         history,
-        via: if long { "long polling" } else { "polling" }.to_owned(),
+        via: match (long, &ctx.http) {
+            (true, Http::H3(_)) => "long polling (HTTP/3)",
+            (false, Http::H3(_)) => "polling (HTTP/3)",
+            (true, Http::Tcp(_)) => "long polling",
+            (false, Http::Tcp(_)) => "polling",
+        }
+        .to_owned(),
         catch_up: CatchUpEnd::Marker,
     })
 }
@@ -161,8 +235,8 @@ impl PollSession {
                         tokio::time::sleep(ctx.options.poll_interval).await;
                     }
                     let url = match ctx.url(&format!(
-                        "/poll?since={}&timeout={}",
-                        sink.last,
+                        "/poll?{}&timeout={}",
+                        sink.position().query(),
                         hold.as_secs_f64()
                     )) {
                         Ok(url) => url,
@@ -185,22 +259,21 @@ impl PollSession {
 
 /// `GET /msgs[?since=LAST]`: one JSON document per line.
 pub(crate) struct StreamSession {
-    res: Response,
+    res: Res,
     buf: Vec<u8>,
 }
 
-pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
     let path = match resume {
-        Some(id) => format!("/msgs?since={id}"),
+        Some(position) => format!("/msgs?{}", position.query()),
         None => "/msgs".to_owned(),
     };
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
     let res = ctx
         .http
-        .get(ctx.url(&path)?)
-        .header(ACCEPT, "text/plain")
-        .send()
-        .await
-        .map_err(connection)?;
+        .send(Method::GET, ctx.url(&path)?, headers, None)
+        .await?;
     let res = check(res).await?;
     let via = format!("stream ({})", http_version(&res));
     let mut session = StreamSession {
@@ -249,7 +322,7 @@ impl StreamSession {
             match self.res.chunk().await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(describe(&e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -274,30 +347,34 @@ impl StreamSession {
 
 /// `GET /events` with `Last-Event-ID`.
 pub(crate) struct SseSession {
-    res: Response,
+    res: Res,
     parser: SseParser,
 }
 
-pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
-    // A fresh client takes the history from /poll (it says where it ends) and the events
-    // after it; a resuming one learns where its catch-up ends from /stats.
-    let (history, after, catch_up) = match resume {
+pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
+    // A fresh client takes the history from /poll (it says where it ends, and its epoch) and
+    // the events after it; a resuming one gets what it missed, then `event: resumed`.
+    let (history, after) = match resume {
         None => {
             let page: Page = get_json(ctx, ctx.url("/poll")?, ctx.options.request_timeout).await?;
             let history: crate::driver::History = page.into();
-            let last = history.last;
-            (Some(history), last, CatchUpEnd::Marker)
+            let after = Position {
+                after: history.last,
+                epoch: history.epoch.clone(),
+            };
+            (Some(history), after)
         }
-        Some(id) => (None, id, CatchUpEnd::UpTo(newest_id(ctx).await?)),
+        Some(position) => (None, position.clone()),
     };
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    let last_event_id = HeaderValue::from_str(&after.event_id())
+        .map_err(|e| Error::Protocol(format!("bad Last-Event-ID: {e}")))?;
+    headers.insert("last-event-id", last_event_id);
     let res = ctx
         .http
-        .get(ctx.url("/events")?)
-        .header(ACCEPT, "text/event-stream")
-        .header("last-event-id", HeaderValue::from(after))
-        .send()
-        .await
-        .map_err(connection)?;
+        .send(Method::GET, ctx.url("/events")?, headers, None)
+        .await?;
     let res = check(res).await?;
     let content_type = res
         .headers()
@@ -317,7 +394,7 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, E
         }),
         history,
         via,
-        catch_up,
+        catch_up: CatchUpEnd::Marker,
     })
 }
 
@@ -332,7 +409,7 @@ impl SseSession {
             match self.res.chunk().await {
                 Ok(Some(chunk)) => self.parser.push(&chunk),
                 Ok(None) => return Ok("the event stream ended".to_owned()),
-                Err(e) => return Ok(describe(&e)),
+                Err(e) => return Ok(e),
             }
         }
     }
@@ -344,14 +421,31 @@ async fn on_event(sink: &mut Sink, event: SseEvent) -> Result<Result<(), String>
         Ok(v) => v,
         Err(e) => return Ok(Err(format!("bad SSE data ({e}): {}", event.data))),
     };
+    let epoch = || data.get("epoch").and_then(epoch_of);
     match event.event.as_str() {
+        // `{"last":N,"epoch":E}`: the position meant nothing here; the history follows.
         "reset" => {
-            sink.reset(data.get("last").and_then(Value::as_u64).unwrap_or(0))
-                .await?
+            let last = data.get("last").and_then(Value::as_u64).unwrap_or(0);
+            sink.reset(last, epoch()).await?
         }
         "truncated" => sink.truncated().await?,
+        // `{"after","count","last","epoch"}`: everything missed has been sent.
+        "resumed" => {
+            sink.adopt_epoch(epoch());
+            sink.catch_up_done().await?
+        }
         "message" => match serde_json::from_value::<Message>(data) {
-            Ok(m) => sink.deliver([m]).await?,
+            Ok(m) => {
+                // `id: E:ID` (a bare `ID` from servers before epochs).
+                let id_epoch = event.id.as_deref().and_then(|id| id.split_once(':'));
+                sink.adopt_epoch(
+                    id_epoch
+                        .map(|(e, _)| e)
+                        .filter(|e| valid_epoch(e))
+                        .map(str::to_owned),
+                );
+                sink.deliver([m]).await?
+            }
             Err(e) => return Ok(Err(format!("bad SSE message ({e}): {}", event.data))),
         },
         _ => {}
@@ -435,7 +529,7 @@ mod tests {
 
     #[test]
     fn sse_events_split_anywhere() {
-        let input = b"retry: 2000\n\n: keepalive\n\nid: 1\ndata: {\"a\":1}\n\nevent: reset\r\ndata: {\"last\":0}\r\n\r\ndata: x\ndata: y\n\n";
+        let input = b"retry: 2000\n\n: keepalive\n\nid: ab12cd34:1\ndata: {\"a\":1}\n\nevent: reset\r\ndata: {\"last\":0,\"epoch\":\"x9y8z7w6\"}\r\n\r\ndata: x\ndata: y\n\n";
         for split in 0..input.len() {
             let mut p = SseParser::default();
             let mut events = Vec::new();
@@ -453,17 +547,17 @@ mod tests {
                     SseEvent {
                         event: "message".into(),
                         data: "{\"a\":1}".into(),
-                        id: Some("1".into())
+                        id: Some("ab12cd34:1".into())
                     },
                     SseEvent {
                         event: "reset".into(),
-                        data: "{\"last\":0}".into(),
-                        id: Some("1".into())
+                        data: "{\"last\":0,\"epoch\":\"x9y8z7w6\"}".into(),
+                        id: Some("ab12cd34:1".into())
                     },
                     SseEvent {
                         event: "message".into(),
                         data: "x\ny".into(),
-                        id: Some("1".into())
+                        id: Some("ab12cd34:1".into())
                     },
                 ],
                 "split at {split}"

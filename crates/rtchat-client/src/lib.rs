@@ -22,11 +22,16 @@
 //! course's `json` or rtchat's `rtchat.v1` subprotocol (`/ws`), and Socket.IO (Engine.IO v4 over
 //! a WebSocket). A background task keeps the connection: when it drops, it reconnects with
 //! exponential backoff and jitter ([`backon`]) and resumes after the newest message it
-//! delivered, so every message comes out of [`Client::next`] exactly once and in id order.
+//! delivered, naming the epoch of the history it came from (so a server that restarted with
+//! an empty store and handed out the same ids again answers with a reset, reported as
+//! [`State::Reset`]), and every message comes out of [`Client::next`] exactly once and in id
+//! order. Posts carry an idempotency key each and are sent again when their answer was lost
+//! with a connection: the server stores them once (see [`Poster::post`]).
 
 #![warn(missing_docs)]
 
 mod driver;
+mod h3;
 mod http;
 mod socketio;
 pub mod terminal;
@@ -36,9 +41,12 @@ mod ws;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -64,13 +72,15 @@ pub enum Transport {
     LongPoll,
     /// The course's never-ending `GET /msgs` body of newline-delimited snapshots.
     Stream,
-    /// Server-Sent Events, `GET /events` with `Last-Event-ID`.
+    /// Server-Sent Events, `GET /events` with `Last-Event-ID` (`EPOCH:ID`).
     Sse,
-    /// WebSocket with rtchat's `rtchat.v1` subprotocol (deltas, acks, `?since=ID` resume).
+    /// WebSocket with rtchat's `rtchat.v1` subprotocol (deltas, acks, `?since=ID&epoch=E`
+    /// resume).
     Ws,
     /// WebSocket with the course's `json` subprotocol (a full snapshot after every message).
     WsJson,
-    /// Socket.IO v5 over Engine.IO v4's WebSocket transport (`auth: {last: ID}` resume).
+    /// Socket.IO v5 over Engine.IO v4's WebSocket transport (`auth: {last: ID, epoch: E}`
+    /// resume).
     SocketIo,
 }
 
@@ -185,6 +195,10 @@ pub struct Options {
     /// Start after this message id instead of fetching the history: the messages after it
     /// come out of [`Client::next`] and [`Client::history`] is empty.
     pub resume_after: Option<u64>,
+    /// Speak HTTP/3 (QUIC, on the HTTPS port's number over UDP) instead of HTTP/1.1 or
+    /// HTTP/2: one connection carries the transport's stream or polls and the posts. Needs an
+    /// `https://` URL and an HTTP transport (poll, longpoll, stream, sse).
+    pub http3: bool,
 }
 
 impl Default for Options {
@@ -197,6 +211,7 @@ impl Default for Options {
             long_poll_timeout: Duration::from_secs(25),
             request_timeout: Duration::from_secs(10),
             resume_after: None,
+            http3: false,
         }
     }
 }
@@ -238,8 +253,9 @@ pub enum State {
         /// How many messages came in while away.
         count: usize,
     },
-    /// The server forgot the ids this client knows (it restarted with an empty memory store):
-    /// message ids start over, and the server's current messages follow.
+    /// The ids this client knows mean nothing to the server any more (their epoch is not the
+    /// server's: it restarted with an empty memory store): message ids start over, and the
+    /// server's current messages follow.
     Reset {
         /// The newest id on the server now.
         last: u64,
@@ -305,8 +321,9 @@ pub enum Error {
     /// The server refused a post (`{"error": ...}`); nothing was stored.
     #[error("{0}")]
     Rejected(String),
-    /// The connection was lost after a post was sent but before the server acknowledged it:
-    /// it may or may not have been stored.
+    /// The connection was lost after a post was sent, and sending it again (with the same
+    /// idempotency key) got no answer within [`Options::request_timeout`] either: it may or
+    /// may not have been stored.
     #[error("the connection was lost before the server acknowledged the post")]
     Unacknowledged,
     /// A request took longer than [`Options::request_timeout`].
@@ -329,7 +346,23 @@ pub enum Error {
 pub(crate) struct PostCmd {
     pub user: String,
     pub text: String,
+    /// The post's idempotency key, the same every time it is sent.
+    pub key: String,
+    /// Set once the post has gone out on a connection (a lost answer then means "maybe
+    /// stored", [`Error::Unacknowledged`]).
+    pub sent: Arc<AtomicBool>,
+    /// The course's `json` protocol: where the chat stood (epoch, newest id) when the post
+    /// was last sent, to recognise it in the first snapshot after a reconnect.
+    pub sent_at: Option<(Option<String>, u64)>,
     pub reply: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// A fresh idempotency key: 16 random letters and digits.
+pub(crate) fn new_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..16)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Posts messages; cheap to clone and usable while another task awaits [`Client::next`].
@@ -337,12 +370,14 @@ pub(crate) struct PostCmd {
 pub struct Poster {
     inner: PosterInner,
     timeout: Duration,
+    /// Delays between attempts of an HTTP post.
+    backoff: Backoff,
 }
 
 #[derive(Clone)]
 enum PosterInner {
     /// `POST` to this URL.
-    Http(reqwest::Client, reqwest::Url),
+    Http(http::Http, reqwest::Url),
     /// Through the connection (WebSocket, Socket.IO), waiting for it while reconnecting.
     Driver(mpsc::Sender<PostCmd>),
 }
@@ -350,27 +385,57 @@ enum PosterInner {
 impl Poster {
     /// Posts a message and returns its id once the server has stored it.
     ///
-    /// On the WebSocket and Socket.IO transports a post made while reconnecting waits for the
-    /// connection (up to [`Options::request_timeout`]); a post is never sent twice.
+    /// Every post carries an idempotency key of its own (`"key"`, 16 random characters), and
+    /// a post whose answer is lost with the connection is sent again with the same key: the
+    /// server stores it once and answers every sending with the same id. Over HTTP a post
+    /// that fails to reach the server is tried again after the backoff's delays; on the
+    /// WebSocket and Socket.IO transports a post made while reconnecting, or whose answer a
+    /// dropped connection took, waits for the next connection. Either way for up to
+    /// [`Options::request_timeout`]; after that it fails with the last error (a WebSocket or
+    /// Socket.IO post that was sent but never answered: [`Error::Unacknowledged`]).
     pub async fn post(&self, user: &str, text: &str) -> Result<u64, Error> {
-        let work = async {
-            match &self.inner {
-                PosterInner::Http(client, url) => http::post(client, url, user, text).await,
-                PosterInner::Driver(tx) => {
-                    let (reply, answer) = oneshot::channel();
-                    let cmd = PostCmd {
-                        user: user.to_owned(),
-                        text: text.to_owned(),
-                        reply,
+        let key = new_key();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        match &self.inner {
+            PosterInner::Http(client, url) => {
+                let mut delays = self.backoff.delays();
+                loop {
+                    let attempt = http::post(client, url, user, text, &key);
+                    let error = match tokio::time::timeout_at(deadline, attempt).await {
+                        Ok(Err(Error::Connection(e))) => Error::Connection(e),
+                        Ok(answer) => return answer,
+                        Err(_) => return Err(Error::Timeout),
                     };
-                    tx.send(cmd).await.map_err(|_| Error::Closed)?;
-                    answer.await.map_err(|_| Error::Closed)?
+                    match delays.next() {
+                        Some(delay) if tokio::time::Instant::now() + delay < deadline => {
+                            tokio::time::sleep(delay).await;
+                        }
+                        _ => return Err(error),
+                    }
                 }
             }
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| Error::Timeout)?
+            PosterInner::Driver(tx) => {
+                let (reply, answer) = oneshot::channel();
+                let sent = Arc::new(AtomicBool::new(false));
+                let cmd = PostCmd {
+                    user: user.to_owned(),
+                    text: text.to_owned(),
+                    key,
+                    sent: sent.clone(),
+                    sent_at: None,
+                    reply,
+                };
+                let work = async {
+                    tx.send(cmd).await.map_err(|_| Error::Closed)?;
+                    answer.await.map_err(|_| Error::Closed)?
+                };
+                match tokio::time::timeout_at(deadline, work).await {
+                    Ok(answer) => answer,
+                    Err(_) if sent.load(Ordering::SeqCst) => Err(Error::Unacknowledged),
+                    Err(_) => Err(Error::Timeout),
+                }
+            }
+        }
     }
 }
 
@@ -405,6 +470,7 @@ impl Client {
         let poster = Poster {
             inner,
             timeout: ctx.options.request_timeout,
+            backoff: ctx.options.backoff,
         };
         let (events_tx, events) = mpsc::channel(1024);
         let (start_tx, start_rx) = oneshot::channel();
@@ -485,6 +551,9 @@ pub(crate) struct Page {
     pub reset: bool,
     #[serde(default)]
     pub truncated: bool,
+    /// The epoch of the history the ids belong to (servers before epochs leave it out).
+    #[serde(default)]
+    pub epoch: Option<Value>,
 }
 
 impl Page {
@@ -493,4 +562,24 @@ impl Page {
         self.last
             .unwrap_or_else(|| self.msg.iter().map(|m| m.id).max().unwrap_or(0))
     }
+
+    /// The page's epoch, if it names a usable one (see [`epoch_of`]).
+    pub fn epoch(&self) -> Option<String> {
+        self.epoch.as_ref().and_then(epoch_of)
+    }
+}
+
+/// An epoch as the server sent it (`"epoch":"..."`), if it is one this client can send back
+/// in a query string or a `Last-Event-ID`: 1 to 64 letters, digits, `-` or `_` (rtchat's are
+/// 8 of `[a-z0-9]`). Anything else is ignored, as if the server had sent none.
+pub(crate) fn epoch_of(value: &Value) -> Option<String> {
+    value.as_str().filter(|e| valid_epoch(e)).map(str::to_owned)
+}
+
+/// See [`epoch_of`].
+pub(crate) fn valid_epoch(epoch: &str) -> bool {
+    (1..=64).contains(&epoch.len())
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -3,19 +3,21 @@
 //! events `42["name",data]`, acks `42N[...]` → `43N[...]`.
 //!
 //! The handshake's `auth` is `{"snapshots": false}` (rtchat's `msg:new` carries each message,
-//! so the course's `msg:get` after every message is not needed) and, to resume, `"last": ID`:
-//! the server then answers with `msg:since` pages holding exactly what was missed.
+//! so the course's `msg:get` after every message is not needed) and, to resume, `"last": ID`
+//! with `"epoch": E`: the server then answers with `msg:since` pages holding exactly what was
+//! missed (or, for another epoch, a `msg:get` with `"reset": true`). Posts (`msg:post`) carry
+//! their idempotency key and are sent again on the next connection when the ack was lost.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Session, Sink};
+use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Outbox, Position, Session, Sink};
 use crate::ws::{close_reason, connect, next_text, Socket};
 use crate::{Error, Message, Page, PostCmd};
 
@@ -102,7 +104,7 @@ fn parse(text: &str) -> Result<Packet, String> {
     })
 }
 
-pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
     let (mut socket, _) = connect(ctx, "/socket.io/?EIO=4&transport=websocket", None).await?;
     let text = next_text(&mut socket).await.map_err(Error::Connection)?;
     let Packet::Open {
@@ -115,8 +117,11 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error
         )));
     };
     let mut auth = json!({ "snapshots": false });
-    if let Some(id) = resume {
-        auth["last"] = json!(id);
+    if let Some(position) = resume {
+        auth["last"] = json!(position.after);
+        if let Some(epoch) = &position.epoch {
+            auth["epoch"] = json!(epoch);
+        }
     }
     send(&mut socket, format!("40{auth}"))
         .await
@@ -149,7 +154,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error
         session: Session::SocketIo(SioSession {
             socket,
             window,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             next_ack: 1,
         }),
         history,
@@ -170,8 +175,8 @@ pub(crate) struct SioSession {
     socket: Socket,
     /// The server pings at least this often (interval + timeout), or it is gone.
     window: Duration,
-    /// Posts sent, by ack id.
-    pending: HashMap<u64, oneshot::Sender<Result<u64, Error>>>,
+    /// Posts sent, by ack id (the order sent).
+    pending: BTreeMap<u64, PostCmd>,
     next_ack: u64,
 }
 
@@ -179,7 +184,7 @@ impl SioSession {
     pub(crate) async fn run(
         &mut self,
         sink: &mut Sink,
-        posts: &mut mpsc::Receiver<PostCmd>,
+        posts: &mut Outbox,
     ) -> Result<String, Closed> {
         let mut posts_open = true;
         let mut deadline = Instant::now() + self.window;
@@ -197,24 +202,26 @@ impl SioSession {
                         Some(Err(e)) => describe(&e),
                         None => "connection closed".to_owned(),
                     };
-                    return Ok(self.lost(reason));
+                    return Ok(self.lost(reason, posts));
                 }
-                cmd = posts.recv(), if posts_open => match cmd {
+                cmd = posts.next(), if posts_open => match cmd {
                     Some(cmd) => if let Err(e) = self.send_post(cmd).await {
-                        return Ok(self.lost(e));
+                        return Ok(self.lost(e, posts));
                     },
                     None => posts_open = false,
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    return Ok(self.lost("no ping from the server in time".to_owned()));
+                    return Ok(self.lost("no ping from the server in time".to_owned(), posts));
                 }
             }
         }
     }
 
-    fn lost(&mut self, reason: String) -> String {
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(Error::Unacknowledged));
+    /// Hands the posts that were sent but not acknowledged back to `posts`, to go out again
+    /// (same key) on the next connection, and passes `reason` on.
+    fn lost(&mut self, reason: String, posts: &mut Outbox) -> String {
+        for (_, cmd) in std::mem::take(&mut self.pending) {
+            posts.send_again(cmd);
         }
         reason
     }
@@ -225,8 +232,9 @@ impl SioSession {
         }
         let id = self.next_ack;
         self.next_ack += 1;
-        self.pending.insert(id, cmd.reply);
-        let args = json!(["msg:post", {"user": cmd.user, "text": cmd.text}]);
+        let args = json!(["msg:post", {"user": cmd.user, "text": cmd.text, "key": cmd.key}]);
+        cmd.sent.store(true, Ordering::SeqCst);
+        self.pending.insert(id, cmd);
         send(&mut self.socket, format!("42{id}{args}")).await
     }
 
@@ -244,7 +252,7 @@ impl SioSession {
             Packet::Close => return Ok(Err("disconnected by the server".to_owned())),
             Packet::Event(name, data) => return self.on_event(&name, data, sink).await,
             Packet::Ack(id, args) => {
-                if let Some(reply) = self.pending.remove(&id) {
+                if let Some(PostCmd { reply, .. }) = self.pending.remove(&id) {
                     let answer = &args[0];
                     let result = match (answer["id"].as_u64(), answer["error"].as_str()) {
                         (Some(id), _) => Ok(id),

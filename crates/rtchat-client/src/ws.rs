@@ -1,20 +1,24 @@
 //! WebSockets at `/ws` (tokio-tungstenite): rtchat's `rtchat.v1` subprotocol (deltas, acks,
-//! `?since=ID` resume) and the course's `json` (a snapshot after every message).
+//! `?since=ID&epoch=E` resume) and the course's `json` (a snapshot after every message).
+//! Posts carry their idempotency key (`"key"`), and are sent again on the next connection
+//! when the answer was lost with this one.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Session, Sink};
-use crate::{http, Error, Message, Page, PostCmd, Transport};
+use crate::driver::{
+    describe, CatchUpEnd, Closed, Ctx, History, Opened, Outbox, Position, Session, Sink,
+};
+use crate::{epoch_of, Error, Message, Page, PostCmd, Transport};
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -82,15 +86,12 @@ pub(crate) async fn next_text(socket: &mut Socket) -> Result<String, String> {
     }
 }
 
-pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error> {
+pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
     let v1 = ctx.transport == Transport::Ws;
-    // rtchat.v1 catch-up has no end marker: it ends with the server's newest id right now.
-    let catch_up = match resume {
-        Some(_) if v1 => CatchUpEnd::UpTo(http::newest_id(ctx).await?),
-        _ => CatchUpEnd::Marker,
-    };
+    // rtchat.v1 resumes (its catch-up ends with a `resumed` frame); the course's json
+    // protocol starts with a snapshot every time (an epoch other than ours in it: a reset).
     let path = match resume {
-        Some(id) if v1 => format!("/ws?since={id}"),
+        Some(position) if v1 => format!("/ws?{}", position.query()),
         _ => "/ws".to_owned(),
     };
     let offer = if v1 { RTCHAT_V1 } else { JSON };
@@ -100,7 +101,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error
             "the server did not accept the rtchat.v1 subprotocol (chose {chosen:?})"
         )));
     }
-    let history = match resume {
+    let history: Option<History> = match resume {
         Some(_) => None,
         None => {
             let text = next_text(&mut socket).await.map_err(Error::Connection)?;
@@ -113,13 +114,14 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error
         session: Session::Ws(WsSession {
             socket,
             v1,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             next_ref: 1,
             outstanding: None,
+            latest: history.as_ref().map(|h| h.msg.clone()),
         }),
         history,
         via: format!("ws ({offer})"),
-        catch_up,
+        catch_up: CatchUpEnd::Marker,
     })
 }
 
@@ -127,12 +129,15 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<u64>) -> Result<Opened, Error
 pub(crate) struct WsSession {
     socket: Socket,
     v1: bool,
-    /// rtchat.v1: posts sent, by `ref`, waiting for `ack` or `error`.
-    pending: HashMap<u64, oneshot::Sender<Result<u64, Error>>>,
+    /// rtchat.v1: posts sent, by `ref` (the order sent), waiting for `ack` or `error`.
+    pending: BTreeMap<u64, PostCmd>,
     next_ref: u64,
     /// json: the one post in flight (the protocol has no acks: a snapshot holding the message,
     /// or an `error`, answers it).
     outstanding: Option<PostCmd>,
+    /// json: the messages of the newest snapshot of this connection; posting waits for the
+    /// first, which may show that a post sent before a reconnect was stored.
+    latest: Option<Vec<Message>>,
 }
 
 /// Resolves when the caller of the outstanding post has given up on it.
@@ -147,11 +152,12 @@ impl WsSession {
     pub(crate) async fn run(
         &mut self,
         sink: &mut Sink,
-        posts: &mut mpsc::Receiver<PostCmd>,
+        posts: &mut Outbox,
     ) -> Result<String, Closed> {
         let mut posts_open = true;
         loop {
-            let can_post = posts_open && (self.v1 || self.outstanding.is_none());
+            let can_post =
+                posts_open && (self.v1 || (self.outstanding.is_none() && self.latest.is_some()));
             tokio::select! {
                 frame = self.socket.next() => {
                     let reason = match frame {
@@ -164,13 +170,13 @@ impl WsSession {
                         Some(Err(e)) => describe(&e),
                         None => "connection closed".to_owned(),
                     };
-                    return Ok(self.lost(reason));
+                    return Ok(self.lost(reason, posts));
                 }
                 // json: a post whose caller stopped waiting no longer holds up the next one.
                 () = abandoned(&mut self.outstanding) => self.outstanding = None,
-                cmd = posts.recv(), if can_post => match cmd {
-                    Some(cmd) => if let Err(e) = self.send_post(cmd).await {
-                        return Ok(self.lost(e));
+                cmd = posts.next(), if can_post => match cmd {
+                    Some(cmd) => if let Err(e) = self.send_post(cmd, sink).await {
+                        return Ok(self.lost(e, posts));
                     },
                     None => posts_open = false,
                 },
@@ -178,28 +184,39 @@ impl WsSession {
         }
     }
 
-    /// Fails the posts that were sent but not answered, and passes `reason` on.
-    fn lost(&mut self, reason: String) -> String {
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(Error::Unacknowledged));
+    /// Hands the posts that were sent but not answered back to `posts`, to go out again
+    /// (same key) on the next connection, and passes `reason` on.
+    fn lost(&mut self, reason: String, posts: &mut Outbox) -> String {
+        for (_, cmd) in std::mem::take(&mut self.pending) {
+            posts.send_again(cmd);
         }
         if let Some(cmd) = self.outstanding.take() {
-            let _ = cmd.reply.send(Err(Error::Unacknowledged));
+            posts.send_again(cmd);
         }
         reason
     }
 
-    async fn send_post(&mut self, cmd: PostCmd) -> Result<(), String> {
+    async fn send_post(&mut self, mut cmd: PostCmd, sink: &Sink) -> Result<(), String> {
         if cmd.reply.is_closed() {
             return Ok(()); // the caller gave up waiting: never send it late
         }
         let frame = if self.v1 {
             let r = self.next_ref;
             self.next_ref += 1;
-            self.pending.insert(r, cmd.reply);
-            json!({"type": "post", "user": cmd.user, "text": cmd.text, "ref": r})
+            let frame = json!({"type": "post", "user": cmd.user, "text": cmd.text, "ref": r, "key": cmd.key});
+            cmd.sent.store(true, Ordering::SeqCst);
+            self.pending.insert(r, cmd);
+            frame
         } else {
-            let frame = json!({"user": cmd.user, "text": cmd.text});
+            // Sent before the last connection was lost: stored already if this connection's
+            // first snapshot shows it (the protocol answers a repeated key with nothing).
+            if let Some(id) = self.already_stored(&cmd, sink) {
+                let _ = cmd.reply.send(Ok(id));
+                return Ok(());
+            }
+            let frame = json!({"user": cmd.user, "text": cmd.text, "key": cmd.key});
+            cmd.sent_at = Some((sink.epoch.clone(), sink.last));
+            cmd.sent.store(true, Ordering::SeqCst);
             self.outstanding = Some(cmd);
             frame
         };
@@ -207,6 +224,21 @@ impl WsSession {
             .send(Frame::text(frame.to_string()))
             .await
             .map_err(|e| describe(&e))
+    }
+
+    /// json: the id of a post sent on an earlier connection, if the newest snapshot holds a
+    /// message like it, newer than what the client had then, in the same history.
+    fn already_stored(&self, cmd: &PostCmd, sink: &Sink) -> Option<u64> {
+        let (epoch, after) = cmd.sent_at.as_ref()?;
+        if *epoch != sink.epoch {
+            return None;
+        }
+        self.latest
+            .iter()
+            .flatten()
+            .filter(|m| m.id > *after && m.user == cmd.user && m.text == cmd.text)
+            .map(|m| m.id)
+            .min()
     }
 
     /// One text frame; the inner `Err` is a protocol error that ends the connection.
@@ -224,6 +256,7 @@ impl WsSession {
 
     async fn on_v1(&mut self, value: Value, sink: &mut Sink) -> Result<Result<(), String>, Closed> {
         let bad = |what: &str| Ok(Err(format!("protocol error: bad {what} frame: {value}")));
+        let epoch = || value.get("epoch").and_then(epoch_of);
         match value.get("type").and_then(Value::as_str) {
             Some("msg") => match value
                 .get("msg")
@@ -235,21 +268,27 @@ impl WsSession {
             },
             // After a reset, the new history.
             Some("history") => match serde_json::from_value::<Page>(value.clone()) {
-                Ok(page) => sink.deliver(page.msg).await?,
+                Ok(page) => sink.apply_page(page).await?,
                 Err(_) => return bad("history"),
             },
+            // `{"type":"reset","last":N,"epoch":E}`: the position meant nothing here.
             Some("reset") => {
                 let last = value.get("last").and_then(Value::as_u64).unwrap_or(0);
-                sink.reset(last).await?;
+                sink.reset(last, epoch()).await?;
+            }
+            // `{"type":"resumed","after","count","last","epoch"}`: caught up.
+            Some("resumed") => {
+                sink.adopt_epoch(epoch());
+                sink.catch_up_done().await?;
             }
             Some("truncated") => sink.truncated().await?,
             Some("ack") => {
-                let reply = value
+                let cmd = value
                     .get("ref")
                     .and_then(Value::as_u64)
                     .and_then(|r| self.pending.remove(&r));
-                if let (Some(reply), Some(id)) = (reply, value.get("id").and_then(Value::as_u64)) {
-                    let _ = reply.send(Ok(id));
+                if let (Some(cmd), Some(id)) = (cmd, value.get("id").and_then(Value::as_u64)) {
+                    let _ = cmd.reply.send(Ok(id));
                 }
             }
             Some("error") => {
@@ -257,12 +296,12 @@ impl WsSession {
                     .get("error")
                     .and_then(Value::as_str)
                     .unwrap_or("refused");
-                let reply = value
+                let cmd = value
                     .get("ref")
                     .and_then(Value::as_u64)
                     .and_then(|r| self.pending.remove(&r));
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(Error::Rejected(error.to_owned())));
+                if let Some(cmd) = cmd {
+                    let _ = cmd.reply.send(Err(Error::Rejected(error.to_owned())));
                 }
             }
             _ => {}
@@ -293,6 +332,7 @@ impl WsSession {
                 .map(|m| m.id)
                 .min()
         });
+        self.latest = Some(page.msg.clone());
         sink.apply_page(page).await?;
         if let Some(id) = mine {
             if let Some(cmd) = self.outstanding.take() {

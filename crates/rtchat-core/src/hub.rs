@@ -1,29 +1,34 @@
-//! The hub: one total order of messages, a cached history snapshot, and fan-out.
+//! The hub: many channels, one writer, one door.
 //!
-//! Every post goes through a single writer task, which hands batches of posts to the
-//! [`Store`] (so a durable store can commit many posts with one fsync), then publishes each
-//! stored message in id order. Each message is serialized to JSON exactly once, here; every
-//! transport shares those bytes.
+//! * **Writer.** Every post goes through a single writer task, which hands batches of posts
+//!   (of any channels) to the [`Store`] (so a durable store commits many posts with one
+//!   fsync), then publishes each stored message through the [`Broker`]. Each message is
+//!   serialized to JSON exactly once; every transport shares those bytes.
+//! * **Broker.** Channels are fed only by what the broker delivers ([`Deliver`]): the
+//!   writer never touches a channel's cache or subscribers itself.
+//! * **Door.** Transports enter through [`Hub::subscribe`] (a channel and an optional
+//!   [`Position`] in, how the subscription starts and the live stream out; the
+//!   fresh / reset / resume decision is [`decide`], here and nowhere else) and
+//!   [`Hub::submit`] / [`Hub::post`] (a channel and a post in).
 //!
-//! # Slow consumers
-//! Subscribers read from one shared, bounded ring of the last [`HubConfig::queue`] events.
-//! Nobody waits for a slow subscriber and memory does not grow with it: a subscriber that
-//! falls more than `queue` events behind is told so ([`Delivery::Lagged`]) and resumes at the
-//! oldest event still in the ring. Transports then apply the policy that fits their wire
-//! format: snapshot transports (the course's `{"msg":[...]}`) simply send the fresh snapshot,
-//! which supersedes everything missed; delta transports call [`Subscription::catch_up`] to
-//! re-read the missed messages from the store, so nothing is lost. A client whose socket
-//! stops draining altogether is disconnected by its transport's write timeout.
+//! Channels come into being with their first post (or an explicit [`Hub::open_channel`]),
+//! never through a read: reading an unknown channel answers an empty history.
 
-use std::any::Any;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::message::{Limits, Message, NewPost, PostError};
-use crate::store::{Store, StoreError};
+use crate::broker::{Broker, Deliver, LocalBroker, Publication};
+use crate::channel::{Channel, Subscription};
+use crate::entry::{Entry, Since, Snapshot};
+use crate::message::{Limits, NewPost, PostError};
+use crate::store::{Append, Appended, ChannelInfo, Store, StoreError};
+
+/// The channel of the course's one chat: `/poll`, `/msgs`, `/events`, `/ws`, Socket.IO's
+/// `msg:get`.
+pub const GENERAL: &str = "general";
 
 /// Tunables of the hub.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +41,8 @@ pub struct HubConfig {
     pub queue: usize,
     /// The most posts handed to the store in one batch.
     pub batch: usize,
+    /// How long a post's idempotency key is remembered.
+    pub dedupe_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -45,196 +52,57 @@ impl Default for HubConfig {
             limits: Limits::default(),
             queue: 256,
             batch: 256,
+            dedupe_window: Duration::from_secs(120),
         }
     }
 }
 
-/// Encodings of one message or snapshot for particular wire formats (an SSE event, a
-/// WebSocket frame, ...), each made by the first subscriber that needs it and shared by the
-/// rest, so a message fanned out to N clients is encoded once per wire format, not N times.
-/// Each wire format is a type of its own (a newtype), which is also the lookup key.
-#[derive(Default)]
-pub struct Encodings(Mutex<Vec<Box<dyn Any + Send + Sync>>>);
+/// Where a client says it is in a channel: after message `after` of `epoch` (when it knows
+/// the epoch; a bare id is judged by the id alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub after: u64,
+    pub epoch: Option<String>,
+}
 
-impl Encodings {
-    /// The cached value of type `T`, or the one `make` returns (then cached).
-    pub fn get_or_insert_with<T: Clone + Send + Sync + 'static>(
-        &self,
-        make: impl FnOnce() -> T,
-    ) -> T {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = all.iter().find_map(|e| e.downcast_ref::<T>()) {
-            return found.clone();
-        }
-        let made = make();
-        all.push(Box::new(made.clone()));
-        made
+impl Position {
+    pub fn new(after: u64, epoch: Option<String>) -> Position {
+        Position { after, epoch }
     }
 }
 
-impl std::fmt::Debug for Encodings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Encodings")
+/// How a subscription (or a long poll) starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No position: the history snapshot.
+    Fresh,
+    /// The position means nothing here (another epoch, or an id this channel never handed
+    /// out): the client must start over from the history snapshot.
+    Reset,
+    /// Continue after this id: page through what was missed with
+    /// [`Subscription::catch_up`] (its first page says if the store no longer has all of it:
+    /// `truncated`), then the live messages.
+    Resume { after: u64 },
+}
+
+/// The one fresh / reset / resume decision, for every transport.
+pub fn decide(snapshot: &Snapshot, from: Option<&Position>) -> Start {
+    match from {
+        None => Start::Fresh,
+        Some(p) if p.epoch.as_deref().is_some_and(|e| e != &*snapshot.epoch) => Start::Reset,
+        Some(p) if p.after > snapshot.last_id => Start::Reset,
+        Some(p) => Start::Resume { after: p.after },
     }
 }
 
-/// A stored message together with its JSON encoding, made once and shared by every sender.
-#[derive(Debug)]
-pub struct Entry {
-    pub message: Message,
-    /// `{"id":..,"user":..,"text":..,"time":..}`
-    pub json: Bytes,
-    encodings: Encodings,
-}
-
-impl Entry {
-    fn new(message: Message) -> Arc<Entry> {
-        let json = serde_json::to_vec(&message).expect("a Message always serializes");
-        Arc::new(Entry {
-            message,
-            json: json.into(),
-            encodings: Encodings::default(),
-        })
-    }
-
-    /// This message in the wire format `T`, encoded by `encode` on first use and shared by
-    /// every later caller (see [`Encodings`]).
-    pub fn encoded<T: Clone + Send + Sync + 'static>(&self, encode: impl FnOnce(&Entry) -> T) -> T {
-        self.encodings.get_or_insert_with(|| encode(self))
-    }
-}
-
-/// The history as clients see it at one moment: the newest messages, newest first, and the
-/// course's `{"msg":[...],"last":N}` encoding of them.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Newest first, at most [`HubConfig::history`] of them.
-    pub entries: Vec<Arc<Entry>>,
-    /// Id of the newest message ever stored (0 if none).
-    pub last_id: u64,
-    /// `{"msg":[...],"last":N}`, the payload of `GET /poll` and of every snapshot transport.
-    pub json: Bytes,
-    /// The same followed by a newline, for newline-delimited streams (same allocation).
-    pub json_line: Bytes,
-    encodings: Encodings,
-}
-
-impl Snapshot {
-    fn new(entries: Vec<Arc<Entry>>) -> Snapshot {
-        let last_id = entries.first().map_or(0, |e| e.message.id);
-        let json_line = encode_list(entries.iter(), last_id, "\n");
-        let json = json_line.slice(..json_line.len() - 1);
-        Snapshot {
-            entries,
-            last_id,
-            json,
-            json_line,
-            encodings: Encodings::default(),
-        }
-    }
-
-    /// This snapshot in the wire format `T`, encoded once and shared (see [`Encodings`]).
-    pub fn encoded<T: Clone + Send + Sync + 'static>(
-        &self,
-        encode: impl FnOnce(&Snapshot) -> T,
-    ) -> T {
-        self.encodings.get_or_insert_with(|| encode(self))
-    }
-
-    fn with(&self, newest: Arc<Entry>, history: usize) -> Snapshot {
-        let mut entries = Vec::with_capacity(history.min(self.entries.len() + 1));
-        entries.push(newest);
-        entries.extend(self.entries.iter().take(history - 1).cloned());
-        Snapshot::new(entries)
-    }
-}
-
-/// Encodes `{"msg":[...],"last":N}` from already encoded entries, given newest first, and
-/// appends `after` (e.g. a newline). The course's wire shape, shared by all transports.
-pub fn encode_list<'a>(
-    entries: impl Iterator<Item = &'a Arc<Entry>>,
-    last: u64,
-    after: &str,
-) -> Bytes {
-    encode_list_with(entries, last, &[], after)
-}
-
-/// Like [`encode_list`], adding `"flag":true` for each of `flags` (`more`, `reset`, ...).
-pub fn encode_list_with<'a>(
-    entries: impl Iterator<Item = &'a Arc<Entry>>,
-    last: u64,
-    flags: &[&str],
-    after: &str,
-) -> Bytes {
-    let mut out = BytesMut::with_capacity(256);
-    out.put_slice(b"{\"msg\":[");
-    for (i, entry) in entries.enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.put_slice(&entry.json);
-    }
-    out.put_slice(b"],\"last\":");
-    out.put_slice(last.to_string().as_bytes());
-    for flag in flags {
-        out.put_slice(b",\"");
-        out.put_slice(flag.as_bytes());
-        out.put_slice(b"\":true");
-    }
-    out.put_u8(b'}');
-    out.put_slice(after.as_bytes());
-    out.freeze()
-}
-
-/// One new message as published to subscribers, with the snapshot that includes it.
-#[derive(Debug)]
-pub struct Event {
-    pub entry: Arc<Entry>,
-    pub snapshot: Arc<Snapshot>,
-}
-
-/// What a subscriber receives next.
-#[derive(Debug)]
-pub enum Delivery {
-    /// The next message in order.
-    Event(Arc<Event>),
-    /// The subscriber fell too far behind; `missed` events were dropped for it. See the
-    /// module docs for what transports do about it.
-    Lagged { missed: u64 },
-}
-
-/// Messages after a given id, as answered by [`Hub::since`].
-#[derive(Debug, Default)]
-pub struct Since {
-    /// Oldest first.
-    pub entries: Vec<Arc<Entry>>,
-    /// More messages follow the returned ones: ask again after the last of them.
-    pub more: bool,
-    /// Messages right after the requested id are no longer retained by the store.
-    pub truncated: bool,
-}
-
-impl Since {
-    /// This page as the wire shape of every `since` answer: `{"msg":[...],"last":N}`, newest
-    /// first, with the [`page_flags`], then `after` (e.g. a newline).
-    pub fn encode(&self, last: u64, after: &str) -> Bytes {
-        let flags = page_flags(self.more, self.truncated);
-        encode_list_with(self.entries.iter().rev(), last, flags, after)
-    }
-}
-
-/// The flags of a page of messages: `more` (ask again after its last message) and
-/// `truncated` (messages right before it are no longer kept).
-pub fn page_flags(more: bool, truncated: bool) -> &'static [&'static str] {
-    match (more, truncated) {
-        (false, false) => &[],
-        (true, false) => &["more"],
-        (false, true) => &["truncated"],
-        (true, true) => &["more", "truncated"],
-    }
+/// A subscription opened through the door, and how it starts.
+pub struct Opened {
+    pub start: Start,
+    pub subscription: Subscription,
 }
 
 struct Pending {
+    channel: Arc<str>,
     post: NewPost,
     reply: oneshot::Sender<Result<Arc<Entry>, PostError>>,
 }
@@ -242,51 +110,97 @@ struct Pending {
 struct Inner {
     config: HubConfig,
     store: Arc<dyn Store>,
-    snapshot: Arc<watch::Sender<Arc<Snapshot>>>,
-    events: broadcast::Sender<Arc<Event>>,
+    broker: Arc<dyn Broker>,
+    channels: Mutex<HashMap<Arc<str>, Arc<Channel>>>,
+    /// Held while a channel is loaded and while the writer stores and publishes a batch, so
+    /// a channel is never loaded from the store between a commit and its delivery.
+    loading: tokio::sync::Mutex<()>,
     posts: mpsc::Sender<Pending>,
 }
 
-/// The chat: validated posts in, one ordered stream of messages out to every transport.
-/// Cheap to clone; all clones are the same chat.
+/// The chat: validated posts in, each channel's ordered stream of messages out to every
+/// transport. Cheap to clone; all clones are the same chat.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// The hub's receiving end of the broker (weak: the hub owns the broker).
+struct HubDeliver(Weak<Inner>);
+
+impl Deliver for HubDeliver {
+    fn deliver(&self, publication: Publication) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let Some(channel) = inner.loaded(publication.channel()) else {
+            // Not held here: whoever loads it later reads it from the store.
+            return;
+        };
+        match publication {
+            Publication::Message { entry, .. } => channel.publish(entry, inner.config.history),
+            Publication::Deleted { .. } => {
+                // Rebuilt from the store, off the broker's task.
+                let hub = Hub { inner };
+                tokio::spawn(async move {
+                    if let Err(e) = hub.reload(&channel).await {
+                        tracing::warn!(error = %e, channel = %channel.name(), "could not reload the history after a deletion");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn loaded(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
 impl Hub {
-    /// Opens the chat on `store`, loading the newest history, and starts its writer task.
-    /// Must be called inside a tokio runtime.
+    /// Opens the chat on `store` with the in-process broker; see [`Hub::open_with`].
     pub async fn open(store: Arc<dyn Store>, config: HubConfig) -> Result<Hub, StoreError> {
+        Hub::open_with(store, Arc::new(LocalBroker::new()), config).await
+    }
+
+    /// Opens the chat on `store` and `broker`, loads the channel [`GENERAL`] (creating it if
+    /// needed), and starts the writer task. Must be called inside a tokio runtime.
+    pub async fn open_with(
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        config: HubConfig,
+    ) -> Result<Hub, StoreError> {
         let config = HubConfig {
             history: config.history.max(1),
             queue: config.queue.max(1),
             batch: config.batch.max(1),
             ..config
         };
-        let recent = store.recent(config.history).await?;
-        let snapshot = Snapshot::new(recent.into_iter().map(Entry::new).collect());
-        let (snapshot_tx, _) = watch::channel(Arc::new(snapshot));
-        let snapshot_tx = Arc::new(snapshot_tx);
-        let (events, _) = broadcast::channel(config.queue);
         let (posts, posts_rx) = mpsc::channel(config.batch * 4);
-        let writer = Writer {
-            store: store.clone(),
-            snapshot: snapshot_tx.clone(),
-            events: events.clone(),
-            history: config.history,
-            batch: config.batch,
-        };
-        tokio::spawn(writer.run(posts_rx));
-        Ok(Hub {
+        let hub = Hub {
             inner: Arc::new(Inner {
                 config,
                 store,
-                snapshot: snapshot_tx,
-                events,
+                broker,
+                channels: Mutex::new(HashMap::new()),
+                loading: tokio::sync::Mutex::new(()),
                 posts,
             }),
-        })
+        };
+        hub.inner
+            .broker
+            .start(Arc::new(HubDeliver(Arc::downgrade(&hub.inner))));
+        hub.open_channel(GENERAL).await?;
+        let writer = Writer {
+            hub: Arc::downgrade(&hub.inner),
+        };
+        tokio::spawn(writer.run(posts_rx));
+        Ok(hub)
     }
 
     /// The configuration in force (after clamping nonsense values).
@@ -299,22 +213,122 @@ impl Hub {
         self.inner.store.describe()
     }
 
-    /// Validates raw JSON and posts it; see [`Hub::post`].
-    pub async fn post_json(&self, body: &[u8]) -> Result<Arc<Entry>, PostError> {
-        let post = NewPost::from_json(body, &self.inner.config.limits)?;
-        self.post(post).await
+    /// The channel, created if it does not exist yet (a join, or a first post).
+    pub async fn open_channel(&self, name: &str) -> Result<Arc<Channel>, StoreError> {
+        if let Some(channel) = self.inner.loaded(name) {
+            return Ok(channel);
+        }
+        let _loading = self.inner.loading.lock().await;
+        self.load(name, true).await.map(|c| c.expect("created"))
     }
 
-    /// Stores a validated post and publishes it. Returns once the store has accepted it, so
-    /// an acknowledgement sent after this never refers to a lost message.
-    pub async fn post(&self, post: NewPost) -> Result<Arc<Entry>, PostError> {
-        self.submit(post).await?.await
+    /// The channel if it exists (held here, or in the store); `None` otherwise. Never
+    /// creates one.
+    pub async fn channel(&self, name: &str) -> Result<Option<Arc<Channel>>, StoreError> {
+        if let Some(channel) = self.inner.loaded(name) {
+            return Ok(Some(channel));
+        }
+        let _loading = self.inner.loading.lock().await;
+        self.load(name, false).await
+    }
+
+    /// The channel [`GENERAL`], which is always held.
+    pub fn general(&self) -> Arc<Channel> {
+        self.inner
+            .loaded(GENERAL)
+            .expect("general is loaded at start")
+    }
+
+    /// Loads a channel into this node (`loading` held by the caller).
+    async fn load(&self, name: &str, create: bool) -> Result<Option<Arc<Channel>>, StoreError> {
+        if let Some(channel) = self.inner.loaded(name) {
+            return Ok(Some(channel));
+        }
+        let store = &self.inner.store;
+        let info = if create {
+            store.open_channel(name).await?
+        } else {
+            match store.find_channel(name).await? {
+                Some(info) => info,
+                None => return Ok(None),
+            }
+        };
+        let snapshot = self.read_snapshot(name, &info).await?;
+        let name: Arc<str> = Arc::from(name);
+        let channel = Arc::new(Channel::new(
+            name.clone(),
+            snapshot,
+            self.inner.config.queue,
+        ));
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, channel.clone());
+        Ok(Some(channel))
+    }
+
+    async fn read_snapshot(&self, name: &str, info: &ChannelInfo) -> Result<Snapshot, StoreError> {
+        let recent = self
+            .inner
+            .store
+            .recent(name, self.inner.config.history)
+            .await?;
+        Ok(Snapshot::new(
+            recent.into_iter().map(Entry::new).collect(),
+            info.last_id,
+            Arc::from(info.epoch.as_str()),
+        ))
+    }
+
+    /// Re-reads a channel's history from the store (after a deletion).
+    async fn reload(&self, channel: &Channel) -> Result<(), StoreError> {
+        let _loading = self.inner.loading.lock().await;
+        let info = self.inner.store.open_channel(channel.name()).await?;
+        let snapshot = self.read_snapshot(channel.name(), &info).await?;
+        channel.replace_snapshot(snapshot);
+        Ok(())
+    }
+
+    /// The door for reading: a subscription to `channel` (created if needed, as a join
+    /// creates a room) starting from `from`, and how it starts ([`decide`]). A resuming
+    /// subscription is already positioned: its [`Subscription::catch_up`] pages bring what
+    /// was missed.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        from: Option<&Position>,
+    ) -> Result<Opened, StoreError> {
+        let channel = self.open_channel(channel).await?;
+        self.inner.broker.subscribe(channel.name());
+        let mut subscription = Subscription::new(channel, self.clone());
+        let start = decide(subscription.snapshot(), from);
+        if let Start::Resume { after } = start {
+            subscription.resume_after(after);
+        }
+        Ok(Opened {
+            start,
+            subscription,
+        })
+    }
+
+    /// Validates raw JSON and posts it to `channel`; see [`Hub::post`].
+    pub async fn post_json(&self, channel: &str, body: &[u8]) -> Result<Arc<Entry>, PostError> {
+        let post = NewPost::from_json(body, &self.inner.config.limits)?;
+        self.post(channel, post).await
+    }
+
+    /// The door for writing: stores a validated post in `channel` and publishes it. Returns
+    /// once the store has it, so an acknowledgement sent after this never refers to a lost
+    /// message. A post whose key was used within the dedupe window returns the first post.
+    pub async fn post(&self, channel: &str, post: NewPost) -> Result<Arc<Entry>, PostError> {
+        self.submit(channel, post).await?.await
     }
 
     /// Queues a validated post and returns as soon as it is in the writer's queue; the
     /// returned [`Ticket`] resolves once it is stored. Posts submitted one after another are
     /// stored in that order, so a connection can keep reading while its earlier posts commit.
-    pub async fn submit(&self, post: NewPost) -> Result<Ticket, PostError> {
+    pub async fn submit(&self, channel: &str, post: NewPost) -> Result<Ticket, PostError> {
         // Waiting for room before making the message keeps this future small: it is part of
         // every WebSocket connection's task.
         let permit = self
@@ -324,85 +338,99 @@ impl Hub {
             .await
             .map_err(|_| PostError::ShuttingDown)?;
         let (reply, rx) = oneshot::channel();
-        permit.send(Pending { post, reply });
+        permit.send(Pending {
+            channel: Arc::from(channel),
+            post,
+            reply,
+        });
         Ok(Ticket(rx))
     }
 
     /// Like [`Hub::submit`], without waiting: if the writer's queue is full the post is handed
     /// back. Exists so a caller that must stay small (a connection's task) can keep the
     /// waiting path out of line.
-    pub fn try_submit(&self, post: NewPost) -> Result<Ticket, TrySubmitError> {
+    pub fn try_submit(&self, channel: &str, post: NewPost) -> Result<Ticket, TrySubmitError> {
         let permit = match self.inner.posts.try_reserve() {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Full(())) => return Err(TrySubmitError::Full(post)),
             Err(mpsc::error::TrySendError::Closed(())) => return Err(TrySubmitError::ShuttingDown),
         };
         let (reply, rx) = oneshot::channel();
-        permit.send(Pending { post, reply });
+        permit.send(Pending {
+            channel: Arc::from(channel),
+            post,
+            reply,
+        });
         Ok(Ticket(rx))
     }
 
-    /// The current history snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.inner.snapshot.borrow().clone()
-    }
-
-    /// A receiver that wakes whenever a new snapshot is published; long polls park on it
-    /// (it costs a few words while parked, unlike a subscription's queue position).
-    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.inner.snapshot.subscribe()
-    }
-
-    /// Starts receiving every message published from now on. The returned subscription's
-    /// [`Subscription::snapshot`] is the history just before its first delivery, with no gap
-    /// and no overlap between the two.
-    pub fn subscribe(&self) -> Subscription {
-        // Subscribe first, then read the snapshot: an event published in between is in both,
-        // and the subscription skips it by id.
-        let rx = self.inner.events.subscribe();
-        let snapshot = self.snapshot();
-        Subscription {
-            last_seen: snapshot.last_id,
-            snapshot,
-            rx,
-            hub: self.clone(),
+    /// Deletes a message: its tombstone keeps the id, history and resume skip it from now on
+    /// (delivered through the broker, so every node forgets it). False if there is no such
+    /// message.
+    pub async fn delete(&self, channel: &str, id: u64) -> Result<bool, StoreError> {
+        let deleted = self.inner.store.delete(channel, id).await?;
+        if deleted {
+            let publication = Publication::Deleted {
+                channel: Arc::from(channel),
+                id,
+            };
+            if let Err(e) = self.inner.broker.publish(publication).await {
+                tracing::warn!(error = %e, channel, id, "deletion stored but not delivered");
+            }
         }
+        Ok(deleted)
     }
 
-    /// How many subscriptions are alive (streams, sockets), for stats and tests.
+    /// How many subscriptions are alive (streams, sockets) on every channel, for stats.
     pub fn subscribers(&self) -> usize {
-        self.inner.events.receiver_count()
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.subscribers())
+            .sum()
     }
 
-    /// Up to `limit` messages with an id greater than `after`, oldest first. Served from the
-    /// cached history when it covers the range, otherwise from the store.
-    pub async fn since(&self, after: u64, limit: usize) -> Result<Since, StoreError> {
+    /// Up to `limit` messages of `channel` with an id greater than `after`, oldest first.
+    /// Served from the cached history when it covers the range, otherwise from the store.
+    pub async fn since(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+    ) -> Result<Since, StoreError> {
         let limit = limit.max(1);
-        let snapshot = self.snapshot();
+        let snapshot = channel.snapshot();
         if after >= snapshot.last_id {
             return Ok(Since::default());
         }
         let cache_is_everything = snapshot.entries.len() < self.inner.config.history;
         let oldest_cached = snapshot.entries.last().map_or(0, |e| e.message.id);
-        if cache_is_everything || oldest_cached <= after + 1 {
-            let newer: Vec<_> = snapshot
-                .entries
-                .iter()
-                .rev()
-                .filter(|e| e.message.id > after)
-                .cloned()
-                .collect();
-            // Ids are consecutive, so a hole right after `after` means retention dropped it.
-            let truncated = newer.first().is_some_and(|e| e.message.id > after + 1);
+        let newer: Vec<_> = snapshot
+            .entries
+            .iter()
+            .rev()
+            .filter(|e| e.message.id > after)
+            .cloned()
+            .collect();
+        // The cache answers when it reaches back to `after` with no hole right after it (a
+        // hole there may be a deletion or retention; only the store can tell).
+        let contiguous = newer.first().is_some_and(|e| e.message.id == after + 1);
+        if contiguous && (cache_is_everything || oldest_cached <= after + 1) {
             let more = newer.len() > limit;
             let entries = newer.into_iter().take(limit).collect();
             return Ok(Since {
                 entries,
                 more,
-                truncated,
+                truncated: false,
             });
         }
-        let page = self.inner.store.after(after, limit + 1).await?;
+        let page = self
+            .inner
+            .store
+            .after(channel.name(), after, limit + 1)
+            .await?;
         let more = page.messages.len() > limit;
         Ok(Since {
             entries: page
@@ -442,130 +470,93 @@ impl std::future::Future for Ticket {
     }
 }
 
-/// A place in the hub's stream of events, with the snapshot it started from.
-pub struct Subscription {
-    rx: broadcast::Receiver<Arc<Event>>,
-    snapshot: Arc<Snapshot>,
-    last_seen: u64,
-    hub: Hub,
-}
-
-impl Subscription {
-    /// The history at the moment of subscribing.
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
-    }
-
-    /// The hub this subscription listens to (so a holder needs no clone of its own).
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
-    /// Id of the last message delivered (or of the snapshot's newest).
-    pub fn last_seen(&self) -> u64 {
-        self.last_seen
-    }
-
-    /// Makes the subscription continue after `id` instead (for clients that resume): later
-    /// events at or below it are skipped.
-    pub fn resume_after(&mut self, id: u64) {
-        self.last_seen = id;
-    }
-
-    /// What [`Subscription::recv`] would return right now, without waiting: `None` when
-    /// nothing is queued (or the hub is gone; `recv` then says so). Lets a busy connection
-    /// gather everything already waiting into one write.
-    pub fn try_recv(&mut self) -> Option<Delivery> {
-        use broadcast::error::TryRecvError;
-        loop {
-            let delivery = match self.rx.try_recv() {
-                Ok(event) => self.deliver(event),
-                Err(TryRecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
-            };
-            if delivery.is_some() {
-                return delivery;
-            }
-        }
-    }
-
-    /// The next message, in id order, or `None` once the hub is gone. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        use broadcast::error::RecvError;
-        loop {
-            let delivery = match self.rx.recv().await {
-                Ok(event) => self.deliver(event),
-                Err(RecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
-                Err(RecvError::Closed) => return None,
-            };
-            if delivery.is_some() {
-                return delivery;
-            }
-        }
-    }
-
-    /// An event of the ring as a delivery, or `None` for one at or below what was already
-    /// delivered (or resumed past).
-    fn deliver(&mut self, event: Arc<Event>) -> Option<Delivery> {
-        if event.entry.message.id <= self.last_seen {
-            return None;
-        }
-        self.last_seen = event.entry.message.id;
-        Some(Delivery::Event(event))
-    }
-
-    /// For delta transports after [`Delivery::Lagged`] (or on resume): the next page of
-    /// messages after the last one delivered, read from the store. Call until `more` is false;
-    /// later [`Subscription::recv`] calls skip what was returned here.
-    pub async fn catch_up(&mut self, limit: usize) -> Result<Since, StoreError> {
-        let since = self.hub.since(self.last_seen, limit).await?;
-        if let Some(last) = since.entries.last() {
-            self.last_seen = last.message.id;
-        }
-        Ok(since)
-    }
-}
-
+/// The single writer: batches posts into the store, then hands them to the broker. It holds
+/// the hub weakly: once every [`Hub`] is dropped, its queue closes and the writer ends,
+/// releasing the store.
 struct Writer {
-    store: Arc<dyn Store>,
-    snapshot: Arc<watch::Sender<Arc<Snapshot>>>,
-    events: broadcast::Sender<Arc<Event>>,
-    history: usize,
-    batch: usize,
+    hub: Weak<Inner>,
 }
 
 impl Writer {
     async fn run(self, mut posts: mpsc::Receiver<Pending>) {
-        let mut pending = Vec::with_capacity(self.batch);
-        while posts.recv_many(&mut pending, self.batch).await > 0 {
-            let batch: Vec<NewPost> = pending.iter().map(|p| p.post.clone()).collect();
-            match self.store.append(&batch, now_millis()).await {
-                Ok(stored) => {
-                    for (p, message) in pending.drain(..).zip(stored) {
-                        let entry = self.publish(message);
-                        let _ = p.reply.send(Ok(entry));
+        let batch_size = match self.hub.upgrade() {
+            Some(inner) => inner.config.batch,
+            None => return,
+        };
+        let mut pending = Vec::with_capacity(batch_size);
+        while posts.recv_many(&mut pending, batch_size).await > 0 {
+            let Some(inner) = self.hub.upgrade() else {
+                break;
+            };
+            let hub = Hub { inner };
+            self.write(&hub, &mut pending).await;
+        }
+    }
+
+    /// Stores one batch and publishes what was stored, in order.
+    async fn write(&self, hub: &Hub, pending: &mut Vec<Pending>) {
+        let inner = &hub.inner;
+        {
+            let loading = inner.loading.lock().await;
+            // Every channel of the batch is held before its messages are delivered.
+            let mut failed = None;
+            for p in pending.iter() {
+                if inner.loaded(&p.channel).is_none() {
+                    if let Err(e) = hub.load(&p.channel, true).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let batch: Vec<Append> = pending
+                .iter()
+                .map(|p| Append {
+                    channel: p.channel.clone(),
+                    post: p.post.clone(),
+                })
+                .collect();
+            let appended = match failed {
+                Some(e) => Err(e),
+                None => {
+                    inner
+                        .store
+                        .append(&batch, now_millis(), inner.config.dedupe_window)
+                        .await
+                }
+            };
+            match appended {
+                Ok(appended) => {
+                    for (p, result) in pending.drain(..).zip(appended) {
+                        let reply = match result {
+                            Appended::Stored(message) => {
+                                let entry = Entry::new(message);
+                                let publication = Publication::Message {
+                                    channel: p.channel.clone(),
+                                    entry: entry.clone(),
+                                };
+                                if let Err(e) = inner.broker.publish(publication).await {
+                                    tracing::warn!(error = %e, "message stored but not delivered");
+                                }
+                                Ok(entry)
+                            }
+                            Appended::Duplicate(message) => Ok(Entry::new(message)),
+                            Appended::Conflict { id } => Err(PostError::KeyConflict {
+                                key: p.post.key.clone().unwrap_or_default(),
+                                id,
+                            }),
+                        };
+                        let _ = p.reply.send(reply);
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, posts = pending.len(), "store refused posts");
                     for p in pending.drain(..) {
-                        let _ = p.reply.send(Err(PostError::Store(e.to_string())));
+                        let _ = p.reply.send(Err(PostError::Store(e.clone())));
                     }
                 }
             }
+            drop(loading);
         }
-    }
-
-    fn publish(&self, message: Message) -> Arc<Entry> {
-        let entry = Entry::new(message);
-        let snapshot = Arc::new(self.snapshot.borrow().with(entry.clone(), self.history));
-        self.snapshot.send_replace(snapshot.clone());
-        // No receivers is fine: nobody is subscribed right now.
-        let _ = self.events.send(Arc::new(Event {
-            entry: entry.clone(),
-            snapshot,
-        }));
-        entry
     }
 }
 
@@ -574,174 +565,4 @@ pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemoryStore;
-
-    async fn hub(history: usize, queue: usize) -> Hub {
-        let config = HubConfig {
-            history,
-            queue,
-            ..HubConfig::default()
-        };
-        Hub::open(Arc::new(MemoryStore::new(10_000)), config)
-            .await
-            .unwrap()
-    }
-
-    fn post(i: usize) -> NewPost {
-        NewPost {
-            user: "u".into(),
-            text: format!("m{i}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn snapshot_is_capped_newest_first_and_encoded_once() {
-        let hub = hub(3, 16).await;
-        for i in 0..5 {
-            hub.post(post(i)).await.unwrap();
-        }
-        let snap = hub.snapshot();
-        let ids: Vec<u64> = snap.entries.iter().map(|e| e.message.id).collect();
-        assert_eq!(ids, [5, 4, 3]);
-        let parsed: serde_json::Value = serde_json::from_slice(&snap.json).unwrap();
-        assert_eq!(parsed["msg"].as_array().unwrap().len(), 3);
-        assert_eq!(parsed["msg"][0]["text"], "m4");
-        assert_eq!(parsed["last"], 5);
-    }
-
-    #[tokio::test]
-    async fn subscribers_get_every_message_in_order() {
-        let hub = hub(50, 64).await;
-        let mut sub = hub.subscribe();
-        for i in 0..20 {
-            hub.post(post(i)).await.unwrap();
-        }
-        for want in 1..=20u64 {
-            match sub.recv().await.unwrap() {
-                Delivery::Event(e) => assert_eq!(e.entry.message.id, want),
-                Delivery::Lagged { .. } => panic!("should not lag"),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_subscriber_that_never_reads_stalls_nobody_and_stays_bounded() {
-        let hub = hub(50, 8).await;
-        let mut never_reads = hub.subscribe();
-        let mut reader = hub.subscribe();
-        let reading = tokio::spawn(async move {
-            let mut got = Vec::new();
-            while got.len() < 1000 {
-                match reader.recv().await {
-                    Some(Delivery::Event(e)) => got.push(e.entry.message.id),
-                    Some(Delivery::Lagged { .. }) => {
-                        // A reader that keeps up may still lag on a busy machine: it catches
-                        // up from the store and loses nothing.
-                        let since = reader.catch_up(1000).await.unwrap();
-                        got.extend(since.entries.iter().map(|e| e.message.id));
-                    }
-                    None => break,
-                }
-            }
-            got
-        });
-        for i in 0..1000 {
-            hub.post(post(i)).await.unwrap();
-        }
-        let got = reading.await.unwrap();
-        assert_eq!(
-            got,
-            (1..=1000).collect::<Vec<u64>>(),
-            "the reader lost nothing"
-        );
-        // What the hub retains for the idle subscriber is capped by the ring, not by the
-        // number of posts.
-        assert!(hub.inner.events.len() <= 8);
-        match never_reads.recv().await.unwrap() {
-            Delivery::Lagged { missed } => assert!(missed >= 992),
-            other => panic!("expected Lagged, got {other:?}"),
-        }
-        // After lagging it can catch up on everything it missed from the store.
-        let mut caught = Vec::new();
-        loop {
-            let since = never_reads.catch_up(300).await.unwrap();
-            caught.extend(since.entries.iter().map(|e| e.message.id));
-            if !since.more {
-                break;
-            }
-        }
-        assert_eq!(caught, (1..=1000).collect::<Vec<u64>>());
-    }
-
-    #[tokio::test]
-    async fn since_serves_cache_and_store_and_pages() {
-        let hub = hub(5, 16).await;
-        for i in 0..12 {
-            hub.post(post(i)).await.unwrap();
-        }
-        // Within the cache.
-        let s = hub.since(9, 10).await.unwrap();
-        assert_eq!(ids(&s), [10, 11, 12]);
-        assert!(!s.more && !s.truncated);
-        // Older than the cache: from the store, paged.
-        let s = hub.since(0, 4).await.unwrap();
-        assert_eq!(ids(&s), [1, 2, 3, 4]);
-        assert!(s.more);
-        assert!(hub.since(12, 10).await.unwrap().entries.is_empty());
-    }
-
-    #[tokio::test]
-    async fn concurrent_posts_get_distinct_increasing_ids() {
-        let hub = hub(50, 1024).await;
-        let mut tasks = Vec::new();
-        for t in 0..20 {
-            let hub = hub.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in 0..25 {
-                    ids.push(hub.post(post(t * 100 + i)).await.unwrap().message.id);
-                }
-                ids
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            let ids = t.await.unwrap();
-            assert!(ids.windows(2).all(|w| w[0] < w[1]));
-            all.extend(ids);
-        }
-        all.sort();
-        assert_eq!(all, (1..=500).collect::<Vec<u64>>());
-    }
-
-    fn ids(s: &Since) -> Vec<u64> {
-        s.entries.iter().map(|e| e.message.id).collect()
-    }
-    #[tokio::test]
-    async fn try_recv_takes_what_is_waiting_without_waiting() {
-        let hub = hub(50, 4).await;
-        let mut sub = hub.subscribe();
-        assert!(sub.try_recv().is_none(), "nothing posted yet");
-        for i in 0..3 {
-            hub.post(post(i)).await.unwrap();
-        }
-        let mut got = Vec::new();
-        while let Some(d) = sub.try_recv() {
-            match d {
-                Delivery::Event(e) => got.push(e.entry.message.id),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(got, [1, 2, 3]);
-        // More than the ring holds: the lag is reported, as by recv.
-        for i in 0..10 {
-            hub.post(post(i)).await.unwrap();
-        }
-        assert!(matches!(sub.try_recv(), Some(Delivery::Lagged { .. })));
-    }
 }

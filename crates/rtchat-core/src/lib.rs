@@ -1,20 +1,32 @@
 //! The chat itself, independent of any transport.
 //!
 //! * [`message`] — what a chat message is and how a post is validated;
-//! * [`store`] — where messages live ([`SqliteStore`] by default, [`MemoryStore`] for the
-//!   course's behaviour);
-//! * [`hub`] — assigns ids in one total order, keeps the cached history snapshot and fans
-//!   each new message out to every subscriber, whatever transport it is on.
+//! * [`store`] — where each channel's messages live ([`SqliteStore`] by default,
+//!   [`MemoryStore`] for the course's behaviour), with their ids and epochs;
+//! * [`broker`] — between stored and delivered: feeds every node's channels
+//!   ([`LocalBroker`] in one process);
+//! * [`channel`] — a channel as a node holds it: cached history snapshot, subscribers;
+//! * [`hub`] — the writer (one order per channel, batched commits) and the door every
+//!   transport enters through ([`Hub::subscribe`] with a [`Position`], [`Hub::submit`]);
+//! * [`entry`] — a message encoded once, snapshots and the shared `{"msg":[...]}` shape.
 //!
 //! Transports (polling, streams, WebSockets, Socket.IO) are thin adapters over [`Hub`].
 
+pub mod broker;
+pub mod channel;
+pub mod entry;
 pub mod hub;
 pub mod message;
 pub mod store;
 
+pub use broker::{Broker, BrokerError, Deliver, LocalBroker, Publication};
+pub use channel::{Channel, Delivery, Event, Subscription};
+pub use entry::{encode_list, encode_list_with, page_flags, Encodings, Entry, Since, Snapshot};
 pub use hub::{
-    encode_list, encode_list_with, now_millis, page_flags, Delivery, Encodings, Entry, Event, Hub,
-    HubConfig, Since, Snapshot, Subscription, Ticket, TrySubmitError,
+    decide, now_millis, Hub, HubConfig, Opened, Position, Start, Ticket, TrySubmitError, GENERAL,
 };
-pub use message::{Limits, Message, NewPost, PostError};
-pub use store::{MemoryStore, Page, Retention, SqliteStore, Store, StoreError};
+pub use message::{Limits, Message, NewPost, PostError, MAX_KEY};
+pub use store::{
+    Append, Appended, ChannelInfo, MemoryStore, Page, Retention, SqliteStore, Store, StoreError,
+    StoreErrorKind,
+};

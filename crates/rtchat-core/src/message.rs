@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::StoreError;
+
 /// One stored chat message, as every transport sends it.
 ///
 /// `id` is assigned by the server and strictly increasing; `time` is milliseconds since the
@@ -19,7 +21,24 @@ pub struct Message {
 pub struct NewPost {
     pub user: String,
     pub text: String,
+    /// The poster's idempotency key: the same key again (same channel, same poster, within
+    /// the dedupe window) gets the first post's id instead of a second message.
+    pub key: Option<String>,
 }
+
+impl NewPost {
+    /// A post without an idempotency key.
+    pub fn new(user: impl Into<String>, text: impl Into<String>) -> NewPost {
+        NewPost {
+            user: user.into(),
+            text: text.into(),
+            key: None,
+        }
+    }
+}
+
+/// The longest idempotency key, in characters.
+pub const MAX_KEY: usize = 64;
 
 /// Size limits for posts, shared by every transport so they all reject the same input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +94,14 @@ pub enum PostError {
         len: usize,
         max: usize,
     },
+    #[error("\"key\" must be a string of 1 to {MAX_KEY} characters without control characters")]
+    BadKey,
+    #[error("\"key\" {key:?} was already used for a different message (id {id}); use a new key for a new message")]
+    KeyConflict { key: String, id: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the message could not be stored: {0}")]
-    Store(String),
+    Store(StoreError),
 }
 
 impl PostError {
@@ -108,7 +131,18 @@ impl NewPost {
         let obj = value.as_object().ok_or(PostError::NotAnObject)?;
         let user = field(obj, "user", limits.max_user, Rules::USER)?;
         let text = field(obj, "text", limits.max_text, Rules::TEXT)?;
-        Ok(NewPost { user, text })
+        let key = match obj.get("key") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(k))
+                if !k.is_empty()
+                    && k.chars().count() <= MAX_KEY
+                    && !k.chars().any(char::is_control) =>
+            {
+                Some(k.clone())
+            }
+            Some(_) => return Err(PostError::BadKey),
+        };
+        Ok(NewPost { user, text, key })
     }
 }
 

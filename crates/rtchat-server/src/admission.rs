@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -22,10 +23,7 @@ const RETRY_AFTER_SECS: u64 = 5;
 /// Refusals being answered at once; past this, refused connections are closed unanswered,
 /// so a flood cannot make rtchat spend more on refusing than on serving.
 const MAX_ANSWERING: usize = 64;
-/// How long a refused connection's request is waited for before the answer goes out anyway.
-const REQUEST_WAIT: Duration = Duration::from_millis(250);
-/// How long a refusal's answer may take to write and the socket may linger for the client to
-/// read it.
+/// How long a refused connection may take to send its request and read the answer.
 const ANSWER_TIME: Duration = Duration::from_secs(1);
 
 /// The connection caps and the live counts, shared by every listener.
@@ -128,6 +126,12 @@ impl Admission {
         })
     }
 
+    /// Records a refused connection that is turned away elsewhere (a QUIC connection, which
+    /// quinn refuses), for the refusal log.
+    pub fn note_refusal(&self, why: Refused) {
+        self.refusals.note(why);
+    }
+
     /// Turns a refused connection away: answered with a `503` when `answer` is set (plain
     /// HTTP) and few refusals are being answered already, else simply closed.
     pub fn turn_away(&self, stream: TcpStream, why: Refused, answer: bool) {
@@ -145,36 +149,26 @@ impl Admission {
     }
 }
 
-/// Writes the `503` and lets the client read it: the request (if any) is read and dropped
-/// first and the socket half-closed, so the kernel does not reset the connection under the
-/// answer.
-async fn answer_503(mut stream: TcpStream, why: Refused) {
-    let body = serde_json::json!({ "error": why.reason() }).to_string();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {RETRY_AFTER_SECS}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut scratch = [0u8; 1024];
-    // The request, or whatever of it arrives soon: a client that gets its answer before it
-    // has sent its request takes it for garbage. The answer does not depend on it.
-    let _ = tokio::time::timeout(REQUEST_WAIT, stream.readable()).await;
-    while let Ok(n) = stream.try_read(&mut scratch) {
-        if n == 0 {
-            break;
+/// Answers the refused connection's request with the `503` (hyper reads the request first,
+/// so every HTTP/1.1 client takes the answer for what it is), then closes it.
+async fn answer_503(stream: TcpStream, why: Refused) {
+    let body = Bytes::from(serde_json::json!({ "error": why.reason() }).to_string());
+    let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+        let body = body.clone();
+        async move {
+            hyper::Response::builder()
+                .status(hyper::StatusCode::SERVICE_UNAVAILABLE)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::RETRY_AFTER, RETRY_AFTER_SECS)
+                .body(http_body_util::Full::new(body))
         }
-    }
-    if stream.write_all(head.as_bytes()).await.is_err()
-        || stream.write_all(body.as_bytes()).await.is_err()
-    {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    // Until the client closes (or ANSWER_TIME runs out).
-    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut scratch).await {
-        if n == 0 {
-            break;
-        }
-    }
+    });
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(ANSWER_TIME);
+    let _ = http1.serve_connection(TokioIo::new(stream), service).await;
 }
 
 /// Logs refusals without flooding the log: the first of a burst at once, then a count at

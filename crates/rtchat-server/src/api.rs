@@ -32,7 +32,9 @@ impl From<PostError> for ApiError {
             | PostError::Invisible { .. }
             | PostError::ControlChar { .. }
             | PostError::BidiControl { .. }
-            | PostError::TooLong { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | PostError::TooLong { .. }
+            | PostError::BadKey => StatusCode::UNPROCESSABLE_ENTITY,
+            PostError::KeyConflict { .. } => StatusCode::CONFLICT,
             PostError::ShuttingDown | PostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub h2_max_streams: u32,
     /// Limits and timers of each WebSocket connection.
     pub websocket: rtchat_ws::Config,
+    /// Serve the echo WebSocket at `/ws/echo` (`--ws-echo`, for Autobahn|Testsuite).
+    pub ws_echo: bool,
     /// How often an idle Server-Sent Events stream gets a comment line, to keep proxies from
     /// closing it.
     pub sse_heartbeat: Duration,
@@ -42,6 +44,56 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// How many connections rtchat holds, and who counts as a reverse proxy.
     pub connections: ConnectionLimits,
+    /// HTTP/3 over QUIC next to the HTTPS listener (`None`: `--no-h3`). Served only when
+    /// HTTPS is.
+    pub h3: Option<H3Listen>,
+}
+
+/// Where to serve HTTP/3, and its flow-control windows (what a QUIC connection may make
+/// rtchat hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H3Listen {
+    /// The UDP address (`--h3-listen`); `None`: the HTTPS listener's address and port. An
+    /// explicit address that cannot be bound stops the start; the default only warns.
+    pub addr: Option<SocketAddr>,
+    /// Bytes a client may send ahead on one request stream (`--h3-stream-window`).
+    pub stream_window: u32,
+    /// Bytes a client may send ahead on one connection, all streams together
+    /// (`--h3-connection-window`).
+    pub connection_window: u32,
+    /// Bytes rtchat sends on one connection before they are acknowledged: what a client
+    /// that stops reading can make rtchat hold (`--h3-send-window`).
+    pub send_window: u64,
+    /// QUIC congestion control of rtchat's sending side (`--h3-congestion`).
+    pub congestion: Congestion,
+}
+
+/// QUIC congestion controllers (quinn's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// BBR, rtchat's default (quinn marks its BBR experimental). Unlike the loss-based
+    /// controllers it does not shrink its window on random loss: a chat's flows are small and
+    /// app-limited, and quinn's CUBIC and NewReno never grow back what each loss took, so on a
+    /// lossy link every burst ends up waiting for acknowledgements (see the README's HTTP/3
+    /// measurements).
+    #[default]
+    Bbr,
+    /// CUBIC, quinn's own default.
+    Cubic,
+    /// NewReno.
+    NewReno,
+}
+
+impl Default for H3Listen {
+    fn default() -> Self {
+        H3Listen {
+            addr: None,
+            stream_window: 256 * 1024,
+            connection_window: 1024 * 1024,
+            send_window: 512 * 1024,
+            congestion: Congestion::Bbr,
+        }
+    }
 }
 
 /// How long each phase of a connection may take before rtchat gives up on it, so a client
@@ -132,11 +184,13 @@ impl Default for ServerConfig {
             h2_max_streams: 1024,
             sse_heartbeat: Duration::from_secs(15),
             websocket: rtchat_ws::Config::default(),
+            ws_echo: false,
             sio_ping_interval: Duration::from_secs(25),
             sio_ping_timeout: Duration::from_secs(20),
             sio_max_payload: 100_000,
             timeouts: Timeouts::default(),
             connections: ConnectionLimits::default(),
+            h3: Some(H3Listen::default()),
         }
     }
 }

@@ -9,6 +9,7 @@ mod api;
 mod assets;
 pub mod client_addr;
 pub mod config;
+pub mod h3;
 mod listener;
 pub mod origin;
 mod request_log;
@@ -24,13 +25,15 @@ use rtchat_core::Hub;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConnectionLimits, ServerConfig, Timeouts, TlsListen};
+pub use config::{Congestion, ConnectionLimits, H3Listen, ServerConfig, Timeouts, TlsListen};
 pub use router::AppState;
 
 /// A bound, not yet serving rtchat server.
 pub struct Server {
     listener: TcpListener,
     tls: Option<(TcpListener, tls::Tls)>,
+    /// The HTTP/3 (QUIC) endpoint, served with the HTTPS listener.
+    h3: Option<quinn::Endpoint>,
     state: AppState,
 }
 
@@ -82,11 +85,18 @@ impl Server {
                 }
             }
         };
+        let h3 = match (&tls, config.h3) {
+            (Some((tls_listener, tls)), Some(h3_listen)) => {
+                bind_h3(&config, tls_listener, tls, h3_listen)?
+            }
+            _ => None,
+        };
         let listener = bind(config.listen, "--listen or PORT").await?;
         let state = AppState::new(Arc::new(config), hub, shutdown);
         Ok(Server {
             listener,
             tls,
+            h3,
             state,
         })
     }
@@ -101,6 +111,11 @@ impl Server {
         self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// The UDP address HTTP/3 is served on, if it is.
+    pub fn h3_addr(&self) -> Option<SocketAddr> {
+        self.h3.as_ref().and_then(|e| e.local_addr().ok())
+    }
+
     /// The certificate in use, if HTTPS is served.
     pub fn tls_info(&self) -> Option<&tls::Tls> {
         self.tls.as_ref().map(|(_, t)| t)
@@ -110,6 +125,7 @@ impl Server {
     /// requests and waits (briefly) for open connections to finish.
     pub async fn run(self) {
         let app = router::build(self.state.clone());
+        let h3_addr = self.h3_addr();
         let settings = listener::HttpSettings {
             h2_max_streams: self.state.config.h2_max_streams,
             timeouts: self.state.config.timeouts,
@@ -124,13 +140,32 @@ impl Server {
             admission.clone(),
             shutdown.clone(),
         );
+        // HTTPS answers point browsers to HTTP/3 (Alt-Svc) when it is served.
+        let tls_app = match h3_addr {
+            Some(addr) => router::with_alt_svc(app.clone(), addr.port()),
+            None => app.clone(),
+        };
+        let quic = {
+            let h3_settings = h3::H3Settings {
+                max_streams: self.state.config.h2_max_streams,
+                timeouts: self.state.config.timeouts,
+                listen: self.state.config.h3.unwrap_or_default(),
+            };
+            let (app, admission, shutdown) = (app.clone(), admission.clone(), shutdown.clone());
+            let endpoint = self.h3;
+            async move {
+                if let Some(endpoint) = endpoint {
+                    h3::serve(endpoint, app, h3_settings, admission, shutdown).await;
+                }
+            }
+        };
         let secure = async {
             if let Some((tls_listener, tls)) = self.tls {
                 let config = Some(tls.config);
                 listener::serve(
                     tls_listener,
                     config,
-                    app,
+                    tls_app,
                     settings,
                     admission,
                     shutdown.clone(),
@@ -154,6 +189,45 @@ impl Server {
                 );
             }
         };
-        tokio::join!(plain, secure, upgraded);
+        tokio::join!(plain, secure, quic, upgraded);
+    }
+}
+
+/// Opens the HTTP/3 endpoint: on `--h3-listen`, or on the HTTPS listener's address and port
+/// over UDP. A taken default port only costs HTTP/3 (with a warning); a taken explicit one
+/// stops the start.
+fn bind_h3(
+    config: &ServerConfig,
+    tls_listener: &TcpListener,
+    tls: &tls::Tls,
+    h3_listen: H3Listen,
+) -> Result<Option<quinn::Endpoint>, StartError> {
+    let addr = match h3_listen.addr {
+        Some(addr) => addr,
+        None => tls_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.tls.as_ref().map_or(config.listen, |t| t.addr),
+                source,
+            })?,
+    };
+    let settings = h3::H3Settings {
+        max_streams: config.h2_max_streams,
+        timeouts: config.timeouts,
+        listen: h3_listen,
+    };
+    match h3::bind(addr, &tls.config, settings) {
+        Ok(endpoint) => Ok(Some(endpoint)),
+        Err(source) if h3_listen.addr.is_none() => {
+            tracing::warn!(%addr, error = %source, "cannot serve HTTP/3 on the HTTPS address over UDP; serving HTTPS without it (choose another with --h3-listen, or --no-h3)");
+            Ok(None)
+        }
+        Err(source) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(StartError::AddrInUse {
+                addr,
+                flag: "--h3-listen",
+            })
+        }
+        Err(source) => Err(StartError::Bind { addr, source }),
     }
 }

@@ -61,8 +61,10 @@ impl Builders {
         let mut http1 = http1::Builder::new();
         http1.timer(TokioTimer::new()).header_read_timeout(t.header);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
+        // RFC 8441: WebSockets over HTTP/2 streams (extended CONNECT, `:protocol`).
         http2
             .timer(TokioTimer::new())
+            .enable_connect_protocol()
             .max_concurrent_streams(settings.h2_max_streams)
             .keep_alive_interval(t.h2_keepalive_interval)
             .keep_alive_timeout(t.h2_keepalive_timeout);
@@ -72,6 +74,7 @@ impl Builders {
             .header_read_timeout(t.header);
         auto.http2()
             .timer(TokioTimer::new())
+            .enable_connect_protocol()
             .max_concurrent_streams(settings.h2_max_streams)
             .keep_alive_interval(t.h2_keepalive_interval)
             .keep_alive_timeout(t.h2_keepalive_timeout);

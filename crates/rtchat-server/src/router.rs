@@ -85,6 +85,7 @@ pub fn build(state: AppState) -> Router {
         )
         .route("/events", get(transport::sse::get_events))
         .route("/ws", any(transport::websocket::upgrade))
+        .route("/ws/echo", any(transport::ws_echo::upgrade))
         .route("/stats", get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -124,12 +125,23 @@ pub fn build(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `app` with `Alt-Svc: h3=":PORT"` on every answer: for the HTTPS listener, so browsers move
+/// to HTTP/3 by themselves.
+pub fn with_alt_svc(app: Router, port: u16) -> Router {
+    app.layer(SetResponseHeaderLayer::overriding(
+        header::ALT_SVC,
+        crate::h3::alt_svc(port),
+    ))
+}
+
 async fn root(State(state): State<AppState>, req: Request) -> Response {
     let wants_upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
+        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
+        // RFC 8441: a WebSocket over an HTTP/2 stream is an extended CONNECT.
+        || req.extensions().get::<hyper::ext::Protocol>().is_some();
     if wants_upgrade {
         return transport::websocket::upgrade(State(state), req).await;
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::deflate::DeflateConfig;
+
 /// Limits and timeouts of a [`WebSocket`](crate::WebSocket) connection.
 ///
 /// Exists so a server can bound memory (message/frame size), detect dead
@@ -27,6 +29,9 @@ pub struct Config {
     /// Upper bound for the closing handshake (flushing our close, waiting for
     /// the peer's close / EOF) before the TCP stream is dropped. Default 5 s.
     pub close_timeout: Duration,
+    /// permessage-deflate (RFC 7692): offered by the client, agreed in the handshake.
+    /// `None` turns it off. Default: on, with [`DeflateConfig::default`].
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -38,6 +43,7 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(20),
             write_timeout: Some(Duration::from_secs(10)),
             close_timeout: Duration::from_secs(5),
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }

@@ -29,8 +29,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
 use crate::config::Config;
+use crate::deflate::{deflate_frame, Deflate, SharedMessage};
 use crate::error::{Error, TimeoutKind};
-use crate::frame::{CloseCode, Decoder, EncodedFrame, Event, ProtocolError};
+use crate::frame::{CloseCode, Decoder, EncodedFrame, Event, OpCode, ProtocolError};
 use crate::message::{CloseFrame, Message, Utf8Bytes};
 
 /// Read buffer size while nothing is in progress.
@@ -116,6 +117,8 @@ pub struct WebSocket<S> {
     /// A keepalive ping was sent and nothing has arrived since.
     pinged: bool,
     timer: Option<Pin<Box<Sleep>>>,
+    /// permessage-deflate, when agreed in the handshake.
+    deflate: Option<Deflate>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -186,6 +189,45 @@ where
             keepalive_from: Instant::now(),
             pinged: false,
             timer: None,
+            deflate: None,
+        }
+    }
+
+    /// Turns on permessage-deflate as agreed in the handshake (see
+    /// [`deflate::negotiate`](crate::deflate::negotiate); [`accept`](crate::accept) does
+    /// this itself). Call before anything is received.
+    pub fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.decoder.set_deflate(deflate.as_ref());
+        self.deflate = deflate;
+        self
+    }
+
+    /// The permessage-deflate parameters agreed with this peer, if any.
+    pub fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.as_ref()
+    }
+
+    /// The frame of `message` for this connection: compressed (shared with every connection
+    /// that agreed on the same window) when permessage-deflate is on and the message reaches
+    /// the threshold, plain otherwise. Send it with [`send_encoded`](Self::send_encoded) or
+    /// [`send_encoded_batch`](Self::send_encoded_batch).
+    pub fn frame_for(&self, message: &SharedMessage) -> EncodedFrame {
+        message.frame_for(self.deflate.as_ref())
+    }
+
+    /// Whether this connection holds an inflate stream of its own (permessage-deflate with
+    /// client context takeover, after the first compressed message).
+    pub fn holds_inflate_context(&self) -> bool {
+        self.decoder.holds_inflate_context()
+    }
+
+    /// A data frame for this connection alone, compressed if agreed and worth it.
+    fn data_frame(&self, frame: EncodedFrame) -> EncodedFrame {
+        match &self.deflate {
+            Some(d) if frame.payload().len() >= d.threshold() => {
+                deflate_frame(&frame, d.server_window_bits(), d.level()).unwrap_or(frame)
+            }
+            _ => frame,
         }
     }
 
@@ -306,14 +348,17 @@ where
     }
 
     /// Sends a text message. `payload` must be UTF-8 (not re-validated;
-    /// debug builds assert). Never copies the payload.
+    /// debug builds assert). Never copies the payload, unless it is compressed
+    /// (permessage-deflate agreed and the message reaches the threshold).
     pub async fn send_text(&mut self, payload: impl Into<Bytes>) -> Result<(), Error> {
-        self.send_encoded(&EncodedFrame::text(payload)).await
+        let frame = self.data_frame(EncodedFrame::text(payload));
+        self.send_encoded(&frame).await
     }
 
-    /// Sends a binary message without copying the payload.
+    /// Sends a binary message (compressed like [`send_text`](Self::send_text)).
     pub async fn send_binary(&mut self, payload: impl Into<Bytes>) -> Result<(), Error> {
-        self.send_encoded(&EncodedFrame::binary(payload)).await
+        let frame = self.data_frame(EncodedFrame::binary(payload));
+        self.send_encoded(&frame).await
     }
 
     /// Sends a ping (payload truncated to 125 bytes); the pong is swallowed
@@ -325,8 +370,11 @@ where
     /// Sends a message; `Message::Close` performs [`close`](Self::close).
     pub async fn send(&mut self, msg: Message) -> Result<(), Error> {
         match msg {
-            Message::Text(t) => self.send_encoded(&EncodedFrame::text_utf8(t)).await,
-            Message::Binary(b) => self.send_encoded(&EncodedFrame::binary(b)).await,
+            Message::Text(t) => {
+                let frame = self.data_frame(EncodedFrame::new(OpCode::Text, t.into_bytes()));
+                self.send_encoded(&frame).await
+            }
+            Message::Binary(b) => self.send_binary(b).await,
             Message::Close(Some(CloseFrame { code, reason })) => self.close(code, &reason).await,
             Message::Close(None) => self.close(CloseCode::NORMAL, "").await,
         }

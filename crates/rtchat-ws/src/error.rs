@@ -44,7 +44,11 @@ pub enum Error {
     /// A text message or close reason was not UTF-8; close 1007 was sent.
     #[error("invalid UTF-8: {0}")]
     Utf8(&'static str),
-    /// A frame or message exceeded the configured limit; close 1009 was sent.
+    /// A compressed message (permessage-deflate) did not inflate; close 1007 was sent.
+    #[error("invalid compressed data")]
+    Decompress,
+    /// A frame or message (after decompression) exceeded the configured limit; close 1009
+    /// was sent.
     #[error("message too big")]
     TooBig,
     /// The underlying stream failed.
@@ -67,7 +71,7 @@ impl Error {
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
             Error::Protocol { code, .. } => Some(*code),
-            Error::Utf8(_) => Some(CloseCode::INVALID_DATA),
+            Error::Utf8(_) | Error::Decompress => Some(CloseCode::INVALID_DATA),
             Error::TooBig => Some(CloseCode::TOO_BIG),
             Error::Timeout(TimeoutKind::DeadPeer) => Some(CloseCode::INTERNAL),
             _ => None,
@@ -78,6 +82,9 @@ impl Error {
 impl From<ProtocolError> for Error {
     fn from(e: ProtocolError) -> Self {
         match e.code {
+            CloseCode::INVALID_DATA if e.reason == crate::frame::INVALID_COMPRESSED => {
+                Error::Decompress
+            }
             CloseCode::INVALID_DATA => Error::Utf8(e.reason),
             CloseCode::TOO_BIG => Error::TooBig,
             code => Error::Protocol {

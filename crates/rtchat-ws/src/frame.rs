@@ -6,6 +6,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
 
+use crate::deflate::{Deflate, InflateError, Inflater};
 use crate::mask::apply_mask_offset;
 use crate::message::{CloseFrame, Message, Utf8Bytes};
 use crate::utf8::Utf8Validator;
@@ -329,9 +330,19 @@ impl EncodedFrame {
     /// Encodes a final unmasked frame. Control-frame limits are the caller's
     /// business; use the typed constructors for safety.
     pub fn new(opcode: OpCode, payload: Bytes) -> EncodedFrame {
+        Self::with_rsv(opcode, payload, 0)
+    }
+
+    /// A data frame whose payload is a whole message compressed with permessage-deflate
+    /// (RSV1 set). `payload` is the compressed bytes without the `00 00 ff ff` tail.
+    pub fn compressed(opcode: OpCode, payload: Bytes) -> EncodedFrame {
+        Self::with_rsv(opcode, payload, 0b100)
+    }
+
+    fn with_rsv(opcode: OpCode, payload: Bytes, rsv: u8) -> EncodedFrame {
         let h = FrameHeader {
             fin: true,
-            rsv: 0,
+            rsv,
             opcode,
             mask: None,
             payload_len: payload.len() as u64,
@@ -422,6 +433,11 @@ impl EncodedFrame {
         OpCode::from_u8(self.head[0])
     }
 
+    /// Whether RSV1 is set: the payload is a permessage-deflate compressed message.
+    pub fn is_compressed(&self) -> bool {
+        self.head[0] & 0x40 != 0
+    }
+
     /// Appends the full wire bytes to `out` (copying; for tests and benches).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.head());
@@ -452,11 +468,14 @@ struct CurFrame {
     done: usize,
     /// Whether payload bytes are part of a text message.
     text: bool,
+    /// Whether they are part of a compressed message (validated once inflated).
+    compressed: bool,
 }
 
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    compressed: bool,
     data: BytesMut,
     /// Declared bytes so far (including the frame in flight).
     size: usize,
@@ -480,6 +499,8 @@ pub struct Decoder {
     partial: Option<Partial>,
     utf8: Utf8Validator,
     failed: Option<ProtocolError>,
+    /// Set once permessage-deflate is agreed: RSV1 then marks compressed messages.
+    inflate: Option<Inflater>,
 }
 
 impl Decoder {
@@ -493,7 +514,19 @@ impl Decoder {
             partial: None,
             utf8: Utf8Validator::new(),
             failed: None,
+            inflate: None,
         }
+    }
+
+    /// Turns permessage-deflate on (RSV1 on a message's first frame means it is
+    /// compressed) or off. Call before decoding anything.
+    pub fn set_deflate(&mut self, deflate: Option<&Deflate>) {
+        self.inflate = deflate.map(Inflater::new);
+    }
+
+    /// Whether the decoder holds an inflate stream of its own (client context takeover).
+    pub fn holds_inflate_context(&self) -> bool {
+        self.inflate.as_ref().is_some_and(Inflater::holds_context)
     }
 
     /// Disables the "frames must be masked" rule (client role / tests).
@@ -516,8 +549,15 @@ impl Decoder {
     }
 
     fn check_header(&mut self, h: &FrameHeader) -> Result<CurFrame, ProtocolError> {
-        if h.rsv != 0 {
+        let rsv1 = h.rsv & 0b100 != 0;
+        if h.rsv & 0b011 != 0 || (rsv1 && self.inflate.is_none()) {
             return Err(proto("reserved bits set without a negotiated extension"));
+        }
+        if rsv1 && h.opcode.is_control() {
+            return Err(proto("RSV1 set on a control frame"));
+        }
+        if rsv1 && h.opcode == OpCode::Continuation {
+            return Err(proto("RSV1 set on a continuation frame"));
         }
         if let OpCode::Reserved(_) = h.opcode {
             return Err(proto("reserved opcode"));
@@ -540,6 +580,7 @@ impl Decoder {
             return Err(too_big);
         }
         let len = h.payload_len as usize;
+        let mut compressed = rsv1;
         let text = match h.opcode {
             OpCode::Continuation => match &mut self.partial {
                 None => return Err(proto("continuation frame without a message to continue")),
@@ -548,6 +589,7 @@ impl Decoder {
                     if p.size > self.max_message {
                         return Err(too_big);
                     }
+                    compressed = p.compressed;
                     p.text
                 }
             },
@@ -562,6 +604,7 @@ impl Decoder {
                 if !h.fin {
                     self.partial = Some(Partial {
                         text,
+                        compressed,
                         data: BytesMut::new(),
                         size: len,
                     });
@@ -577,6 +620,7 @@ impl Decoder {
             len,
             done: 0,
             text,
+            compressed,
         })
     }
 
@@ -615,7 +659,7 @@ impl Decoder {
                 if let Some(key) = cur.mask {
                     apply_mask_offset(fresh, key, cur.done);
                 }
-                if cur.text && self.utf8.feed(fresh).is_err() {
+                if cur.text && !cur.compressed && self.utf8.feed(fresh).is_err() {
                     return Err(ProtocolError::new(
                         CloseCode::INVALID_DATA,
                         "invalid UTF-8 in text message",
@@ -626,7 +670,8 @@ impl Decoder {
             if avail < cur.len {
                 return Ok(None);
             }
-            let (fin, opcode, len, text) = (cur.fin, cur.opcode, cur.len, cur.text);
+            let (fin, opcode, len, text, compressed) =
+                (cur.fin, cur.opcode, cur.len, cur.text, cur.compressed);
             self.cur = None;
             match opcode {
                 OpCode::Ping => return Ok(Some(Event::Ping(buf.split_to(len).freeze()))),
@@ -643,6 +688,11 @@ impl Decoder {
                 None => {
                     // Single-frame message: hand out the buffer slice, no copy.
                     let payload = buf.split_to(len).freeze();
+                    if compressed {
+                        return self
+                            .inflated(&payload, text)
+                            .map(|m| Some(Event::Message(m)));
+                    }
                     let msg = if text {
                         self.utf8.finish().map_err(|_| invalid_utf8)?;
                         Message::Text(Utf8Bytes::from_validated(payload))
@@ -664,6 +714,11 @@ impl Decoder {
                         continue;
                     }
                     let payload = p.data.freeze();
+                    if p.compressed {
+                        return self
+                            .inflated(&payload, p.text)
+                            .map(|m| Some(Event::Message(m)));
+                    }
                     let msg = if p.text {
                         self.utf8.finish().map_err(|_| invalid_utf8)?;
                         Message::Text(Utf8Bytes::from_validated(payload))
@@ -676,6 +731,35 @@ impl Decoder {
         }
     }
 }
+
+impl Decoder {
+    /// Decompresses a whole compressed message and checks its text.
+    fn inflated(&mut self, compressed: &[u8], text: bool) -> Result<Message, ProtocolError> {
+        let Some(inflater) = self.inflate.as_mut() else {
+            return Err(proto("reserved bits set without a negotiated extension"));
+        };
+        let payload = inflater
+            .inflate(compressed, self.max_message)
+            .map_err(|e| match e {
+                InflateError::TooBig => {
+                    ProtocolError::new(CloseCode::TOO_BIG, "decompressed message too big")
+                }
+                InflateError::Invalid => {
+                    ProtocolError::new(CloseCode::INVALID_DATA, INVALID_COMPRESSED)
+                }
+            })?;
+        if !text {
+            return Ok(Message::Binary(payload));
+        }
+        simdutf8::basic::from_utf8(&payload).map_err(|_| {
+            ProtocolError::new(CloseCode::INVALID_DATA, "invalid UTF-8 in text message")
+        })?;
+        Ok(Message::Text(Utf8Bytes::from_validated(payload)))
+    }
+}
+
+/// Close reason for a compressed message that does not inflate.
+pub const INVALID_COMPRESSED: &str = "invalid compressed data";
 
 /// Validates a close payload: empty, or a valid code followed by UTF-8.
 pub fn parse_close_payload(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {

@@ -67,6 +67,9 @@ pub enum HandshakeError {
     /// Standalone accept: the request did not arrive in time (408).
     #[error("handshake timed out")]
     Timeout,
+    /// HTTP/2 `CONNECT` without `:protocol = websocket` (400; RFC 8441 §4).
+    #[error("HTTP/2 WebSocket requests must be extended CONNECT with :protocol websocket")]
+    NotWebSocketConnect,
     /// Standalone accept: the stream failed or closed (no response possible).
     #[error("I/O error during handshake: {0}")]
     Io(#[from] io::Error),
@@ -198,6 +201,57 @@ pub fn validate_request(
     })
 }
 
+/// How a request asks for a WebSocket: the HTTP/1.1 upgrade (RFC 6455 §4) or an HTTP/2
+/// extended CONNECT (RFC 8441), which has no key to answer and is accepted with `200`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// `GET` with `Upgrade: websocket`; answered with `101` and `Sec-WebSocket-Accept`.
+    Http1(ValidatedRequest),
+    /// `CONNECT` with `:protocol = websocket` on an HTTP/2 stream; answered with `200`, after
+    /// which the stream carries the WebSocket frames.
+    Http2,
+}
+
+/// Validates either kind of opening handshake. `protocol` is the `:protocol` pseudo-header
+/// of an HTTP/2 extended CONNECT (hyper: `req.extensions().get::<hyper::ext::Protocol>()`).
+/// For HTTP/2 it checks RFC 8441 §5: `CONNECT`, `:protocol` `websocket` and
+/// `Sec-WebSocket-Version: 13`; anything else goes through [`validate_request`].
+pub fn validate(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    protocol: Option<&str>,
+) -> Result<Handshake, HandshakeError> {
+    if version == Version::HTTP_2 && method == Method::CONNECT {
+        if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
+            return Err(HandshakeError::NotWebSocketConnect);
+        }
+        let mut versions = headers.get_all(SEC_WEBSOCKET_VERSION).iter();
+        return match (versions.next(), versions.next()) {
+            (Some(v), None) if v.as_bytes().trim_ascii() == b"13" => Ok(Handshake::Http2),
+            _ => Err(HandshakeError::UnsupportedVersion),
+        };
+    }
+    validate_request(method, version, headers).map(Handshake::Http1)
+}
+
+impl Handshake {
+    /// The success response: `101` with the upgrade headers, or (HTTP/2) `200`; both with
+    /// the chosen subprotocol, if any.
+    pub fn response(&self, protocol: Option<&str>) -> http::Response<()> {
+        match self {
+            Handshake::Http1(v) => switching_protocols(v, protocol),
+            Handshake::Http2 => {
+                let mut res = http::Response::new(());
+                if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+                    res.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, p);
+                }
+                res
+            }
+        }
+    }
+}
+
 /// Picks the subprotocol: the first entry of `supported` (server preference
 /// order) that the client offered in any `Sec-WebSocket-Protocol` header.
 /// Returns `None` if there is no overlap; never returns a protocol the client
@@ -266,6 +320,8 @@ pub struct Accepted {
     pub request: http::Request<()>,
     /// The negotiated subprotocol, if any.
     pub protocol: Option<String>,
+    /// The agreed permessage-deflate parameters, if any (see [`Config::deflate`]).
+    pub deflate: Option<crate::deflate::Deflate>,
 }
 
 /// Runs the server handshake over `stream` with default options and returns
@@ -312,6 +368,10 @@ where
     };
     let supported: Vec<&str> = opts.protocols.iter().map(String::as_str).collect();
     let protocol = select_subprotocol(request.headers(), &supported).map(str::to_owned);
+    let deflate = config
+        .deflate
+        .as_ref()
+        .and_then(|d| crate::deflate::negotiate(request.headers(), d));
     let mut head = String::with_capacity(160);
     head.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     head.push_str(&validated.accept);
@@ -319,6 +379,11 @@ where
     if let Some(p) = &protocol {
         head.push_str("Sec-WebSocket-Protocol: ");
         head.push_str(p);
+        head.push_str("\r\n");
+    }
+    if let Some(d) = &deflate {
+        head.push_str("Sec-WebSocket-Extensions: ");
+        head.push_str(&d.response_value());
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
@@ -331,8 +396,15 @@ where
         Ok(Err(e)) => return Err(HandshakeError::Io(e)),
         Ok(Ok(())) => {}
     }
-    let ws = WebSocket::from_parts(stream, config, leftover);
-    Ok((ws, Accepted { request, protocol }))
+    let ws = WebSocket::from_parts(stream, config, leftover).with_deflate(deflate);
+    Ok((
+        ws,
+        Accepted {
+            request,
+            protocol,
+            deflate,
+        },
+    ))
 }
 
 /// Reads and parses the request head; returns it plus any bytes that
@@ -512,6 +584,33 @@ mod tests {
             HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
         );
         assert_eq!(st(Method::GET, Version::HTTP_11, h), 400);
+    }
+
+    #[test]
+    fn extended_connect() {
+        let mut h = HeaderMap::new();
+        h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        let v = validate(&Method::CONNECT, Version::HTTP_2, &h, Some("websocket")).unwrap();
+        assert_eq!(v, Handshake::Http2);
+        let res = v.response(Some("json"));
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[SEC_WEBSOCKET_PROTOCOL], "json");
+        let e = validate(&Method::CONNECT, Version::HTTP_2, &h, None).unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e = validate(&Method::CONNECT, Version::HTTP_2, &h, Some("h3")).unwrap_err();
+        assert!(matches!(e, HandshakeError::NotWebSocketConnect));
+        let e = validate(
+            &Method::CONNECT,
+            Version::HTTP_2,
+            &HeaderMap::new(),
+            Some("websocket"),
+        );
+        assert_eq!(e.unwrap_err().status(), StatusCode::UPGRADE_REQUIRED);
+        // HTTP/1.1 goes through the RFC 6455 checks.
+        let v = validate(&Method::GET, Version::HTTP_11, &good(), None).unwrap();
+        assert_eq!(v.response(None).status(), StatusCode::SWITCHING_PROTOCOLS);
+        let e = validate(&Method::GET, Version::HTTP_2, &good(), None).unwrap_err();
+        assert!(matches!(e, HandshakeError::HttpVersion));
     }
 
     #[test]

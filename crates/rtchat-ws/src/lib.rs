@@ -7,6 +7,8 @@
 //!   and pre-encoded shareable frames ([`EncodedFrame`]).
 //! * [`WebSocket`]: the connection: cancellation-safe `recv`, zero-copy
 //!   sends, automatic ping/pong/close handling, keepalive and timeouts.
+//! * [`deflate`]: permessage-deflate (RFC 7692): negotiation, compression once per
+//!   message for many connections ([`SharedMessage`]), bounded decompression.
 //!
 //! # Example: echo server without an HTTP framework
 //!
@@ -56,6 +58,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -65,6 +68,7 @@ pub mod utf8;
 
 pub use config::Config;
 pub use connection::WebSocket;
+pub use deflate::{Deflate, DeflateConfig, SharedMessage};
 pub use error::{Error, TimeoutKind};
 pub use frame::{CloseCode, EncodedFrame, OpCode};
 pub use handshake::{accept, accept_with, AcceptOptions, HandshakeError};

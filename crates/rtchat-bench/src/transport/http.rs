@@ -205,6 +205,19 @@ pub fn post_json(path: &str, host: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The string after `"epoch":` in a JSON answer, if it is a plausible epoch (letters,
+/// digits, `-`, `_`; at most 64), safe to put back into a query string.
+pub fn json_epoch(body: &[u8]) -> Option<String> {
+    let at = memmem::find(body, b"\"epoch\":\"")? + 9;
+    let len = body[at..].iter().position(|b| *b == b'"')?;
+    let epoch = &body[at..at + len];
+    let plausible = (1..=64).contains(&epoch.len())
+        && epoch
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    plausible.then(|| String::from_utf8_lossy(epoch).into_owned())
+}
+
 /// The number after `"last":` in a JSON answer.
 pub fn json_last(body: &[u8]) -> Option<u64> {
     let at = memmem::find(body, b"\"last\":")? + 7;
@@ -215,4 +228,18 @@ pub fn json_last(body: &[u8]) -> Option<u64> {
         .take_while(u8::is_ascii_digit)
         .collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{json_epoch, json_last};
+
+    #[test]
+    fn last_and_epoch_of_an_answer() {
+        let body = br#"{"msg":[{"id":3,"user":"a","text":"\"epoch\":1"}],"last":3,"epoch":"ab12cd34","more":true}"#;
+        assert_eq!(json_last(body), Some(3));
+        assert_eq!(json_epoch(body).as_deref(), Some("ab12cd34"));
+        assert_eq!(json_epoch(br#"{"msg":[],"last":0}"#), None);
+        assert_eq!(json_epoch(br#"{"last":0,"epoch":"a b&c"}"#), None);
+    }
 }

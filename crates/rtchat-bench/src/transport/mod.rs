@@ -53,8 +53,8 @@ pub struct SubscriberSetup {
     pub shared: Arc<Shared>,
     /// This run's id (in every bench text).
     pub run: u32,
-    /// The server's newest id when the run started (for `since`).
-    pub last: u64,
+    /// The server's newest id (and its epoch) when the run started (for `since`).
+    pub last: Since,
     /// How long a long poll is held.
     pub poll_timeout: u32,
 }
@@ -121,7 +121,7 @@ async fn subscribe_inner(
         Transport::Msgs | Transport::Sse => {
             let (path, snapshot) = match transport {
                 Transport::Msgs => ("/msgs".to_owned(), true),
-                _ => (format!("/events?since={}", setup.last), false),
+                _ => (format!("/events?{}", setup.last.query()), false),
             };
             let mut conn = HttpConn::new(stream);
             conn.send(&http::get(&path, host)).await?;
@@ -150,27 +150,32 @@ async fn subscribe_inner(
         }
         Transport::Poll => {
             let mut conn = HttpConn::new(stream);
-            let mut last = setup.last;
+            let mut at = setup.last.clone();
             let mut ready = false;
             loop {
-                let path = format!("/poll?since={last}&timeout={}", setup.poll_timeout);
+                let path = format!("/poll?{}&timeout={}", at.query(), setup.poll_timeout);
                 conn.send(&http::get(&path, host)).await?;
                 if !ready {
                     shared.ready();
                     ready = true;
                 }
-                let (status, newest) = conn
+                let (status, newest, epoch, reset) = conn
                     .read_response_with(|status, body| {
                         if status == 200 {
                             rx.receive(shared, body, false);
                         }
-                        (status, http::json_last(body))
+                        let reset = memchr::memmem::find(body, b"\"reset\":true").is_some();
+                        (status, http::json_last(body), http::json_epoch(body), reset)
                     })
                     .await?;
                 if status != 200 {
                     return Err(io::Error::other(format!("GET /poll: status {status}")));
                 }
-                last = newest.unwrap_or(last).max(last);
+                // A reset (the server's history has another epoch now) starts over from its
+                // `last`; otherwise ids only go up.
+                let newest = newest.unwrap_or(at.last);
+                at.last = if reset { newest } else { newest.max(at.last) };
+                at.epoch = epoch.or(at.epoch);
             }
         }
     }
@@ -208,15 +213,35 @@ async fn sio_connect(stream: tokio::net::TcpStream, host: &str, delta: bool) -> 
     }
 }
 
-/// The server's newest message id (`last` of `GET /poll`).
-pub async fn fetch_last(target: &Target) -> io::Result<u64> {
+/// A position in the chat: after message `last` of the history `epoch` (when the server
+/// names one; a bare id is judged by the id alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Since {
+    /// The message id.
+    pub last: u64,
+    /// The epoch of the history it belongs to.
+    pub epoch: Option<String>,
+}
+
+impl Since {
+    /// `since=ID[&epoch=E]`, for a query string.
+    pub fn query(&self) -> String {
+        match &self.epoch {
+            Some(epoch) => format!("since={}&epoch={epoch}", self.last),
+            None => format!("since={}", self.last),
+        }
+    }
+}
+
+/// The server's newest message id and its epoch (`last` and `epoch` of `GET /poll`).
+pub async fn fetch_last(target: &Target) -> io::Result<Since> {
     let mut conn = HttpConn::new(target.connect(0).await?);
     conn.send(&http::get("/poll", &target.host)).await?;
-    let (status, last) = conn
-        .read_response_with(|status, body| (status, http::json_last(body)))
+    let (status, last, epoch) = conn
+        .read_response_with(|status, body| (status, http::json_last(body), http::json_epoch(body)))
         .await?;
     match (status, last) {
-        (200, Some(last)) => Ok(last),
+        (200, Some(last)) => Ok(Since { last, epoch }),
         _ => Err(io::Error::other(format!(
             "GET /poll answered {status} without \"last\""
         ))),

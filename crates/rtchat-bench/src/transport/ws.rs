@@ -2,13 +2,31 @@
 //! server frames that answers pings itself, and masked client frames.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use flate2::{Decompress, FlushDecompress};
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The client's masking key (any key is valid; the bench needs no unpredictability).
 const MASK: [u8; 4] = [0x5a, 0x3c, 0x96, 0xe1];
+
+/// Whether connections offer permessage-deflate (`rtchat bench fanout --deflate`).
+static DEFLATE: AtomicBool = AtomicBool::new(false);
+/// Bytes every WebSocket connection of this process read from its socket: what the server
+/// put on the wire for them (frame headers included, TCP/IP headers not).
+static WIRE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every following connection offer permessage-deflate (RFC 7692).
+pub fn offer_deflate(on: bool) {
+    DEFLATE.store(on, Ordering::Relaxed);
+}
+
+/// Bytes read from WebSocket sockets so far (see [`WIRE_BYTES`]).
+pub fn wire_bytes() -> u64 {
+    WIRE_BYTES.load(Ordering::Relaxed)
+}
 
 /// One WebSocket connection with its read buffer.
 pub struct WsConn {
@@ -17,6 +35,41 @@ pub struct WsConn {
     start: usize,
     /// A fragmented message being put together.
     fragments: Vec<u8>,
+    /// permessage-deflate agreed: the inflate stream (kept across messages unless the server
+    /// said server_no_context_takeover), and the last message inflated.
+    inflate: Option<Box<Inflate>>,
+}
+
+struct Inflate {
+    stream: Decompress,
+    takeover: bool,
+    out: Vec<u8>,
+}
+
+impl Inflate {
+    fn message(&mut self, compressed: &[u8]) -> io::Result<&[u8]> {
+        self.out.clear();
+        for part in [compressed, &[0, 0, 0xff, 0xff][..]] {
+            let start = self.stream.total_in();
+            loop {
+                if self.out.capacity() - self.out.len() < 4096 {
+                    self.out.reserve(self.out.capacity().max(16 * 1024));
+                }
+                let done = (self.stream.total_in() - start) as usize;
+                self.stream
+                    .decompress_vec(&part[done..], &mut self.out, FlushDecompress::Sync)
+                    .map_err(|e| bad(format!("bad compressed message: {e}")))?;
+                let done = (self.stream.total_in() - start) as usize;
+                if done == part.len() && self.out.capacity() - self.out.len() >= 4096 {
+                    break;
+                }
+            }
+        }
+        if !self.takeover {
+            self.stream.reset(false);
+        }
+        Ok(&self.out)
+    }
 }
 
 fn bad(what: impl Into<String>) -> io::Error {
@@ -32,9 +85,15 @@ impl WsConn {
         path: &str,
         protocol: Option<&str>,
     ) -> io::Result<WsConn> {
-        let proto = protocol
+        let mut proto = protocol
             .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
             .unwrap_or_default();
+        if DEFLATE.load(Ordering::Relaxed) {
+            // What browsers offer.
+            proto.push_str(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+            );
+        }
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n"
@@ -59,11 +118,26 @@ impl WsConn {
             let line = String::from_utf8_lossy(&buf[..end.min(80)]).into_owned();
             return Err(bad(format!("upgrade refused: {line}")));
         }
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let inflate = head
+            .lines()
+            .find(|l| {
+                l.starts_with("sec-websocket-extensions:") && l.contains("permessage-deflate")
+            })
+            .map(|l| {
+                Box::new(Inflate {
+                    stream: Decompress::new_with_window_bits(false, 15),
+                    takeover: !l.contains("server_no_context_takeover"),
+                    out: Vec::new(),
+                })
+            });
+        WIRE_BYTES.fetch_add(buf.len() as u64 - (end as u64 + 4), Ordering::Relaxed);
         Ok(WsConn {
             stream,
             buf,
             start: end + 4,
             fragments: Vec::new(),
+            inflate,
         })
     }
 
@@ -79,9 +153,17 @@ impl WsConn {
             if let Some((opcode, fin, header, len)) = parse_header(&self.buf[self.start..])? {
                 let from = self.start + header;
                 self.start = from + len;
+                let rsv1 = self.buf[from - header] & 0x40 != 0;
                 match opcode {
+                    0x1 | 0x2 if fin && rsv1 => {
+                        let inflate = self.inflate.as_mut().ok_or_else(|| bad("RSV1 unasked"))?;
+                        return inflate.message(&self.buf[from..from + len]);
+                    }
                     0x1 | 0x2 if fin => return Ok(&self.buf[from..from + len]),
                     0x1 | 0x2 => {
+                        if rsv1 {
+                            return Err(bad("fragmented compressed messages are not read"));
+                        }
                         self.fragments.clear();
                         self.fragments
                             .extend_from_slice(&self.buf[from..from + len]);
@@ -126,12 +208,14 @@ impl WsConn {
             };
             self.buf.reserve(want);
         }
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the server closed the connection",
             ));
         }
+        WIRE_BYTES.fetch_add(n as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::{StoreError, StoreErrorKind};
 
 /// The held lock; dropping it (or the process ending, even by `kill -9`) releases it.
 #[derive(Debug)]
@@ -19,7 +19,10 @@ pub struct DbLock {
 pub fn lock(db: &Path) -> Result<DbLock, StoreError> {
     let path = lock_path(db);
     let fail = |e: std::io::Error| {
-        StoreError(format!("cannot open the lock file {}: {e}", path.display()))
+        StoreError::new(
+            StoreErrorKind::Unavailable,
+            format!("cannot open the lock file {}: {e}", path.display()),
+        )
     };
     let mut file = OpenOptions::new()
         .read(true)
@@ -37,10 +40,13 @@ pub fn lock(db: &Path) -> Result<DbLock, StoreError> {
                 "" => "another process".to_owned(),
                 pid => format!("another rtchat (pid {pid})"),
             };
-            return Err(StoreError(format!(
-                "the database {} is in use by {holder}; stop it, or give this server another --data-dir or --db",
-                db.display()
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "the database {} is in use by {holder}; stop it, or give this server another --data-dir or --db",
+                    db.display()
+                ),
+            ));
         }
         Err(TryLockError::Error(e)) => return Err(fail(e)),
     }

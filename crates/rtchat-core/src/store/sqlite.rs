@@ -10,8 +10,11 @@
 //! # Schema
 //! Versioned with `PRAGMA user_version`; opening an older database applies the missing
 //! migrations in order, each in its own transaction. A database from a newer rtchat is refused.
-//! Ids come from `INTEGER PRIMARY KEY AUTOINCREMENT`, so they are never reused, not even
-//! after retention deleted the newest rows.
+//! `channels` holds each channel's epoch (made with the channel: a new database is a new
+//! epoch) and the newest id it handed out, so ids are never reused, not even after retention
+//! deleted the newest rows. `messages` is keyed by channel and id; a deleted message keeps its
+//! row as a tombstone (`deleted = 1`), and a post's idempotency key is kept with it.
+//! Version 3 turned the single chat of versions 1-2 into the channel `general`, ids unchanged.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,8 +24,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::lock::{self, DbLock};
-use super::{Page, Store, StoreError};
-use crate::message::{Message, NewPost};
+use super::{new_epoch, Append, Appended, ChannelInfo, Page, Store, StoreError, StoreErrorKind};
+use crate::message::Message;
 
 /// The schema, one step per version (`user_version` = how many have been applied).
 const MIGRATIONS: &[&str] = &[
@@ -35,12 +38,38 @@ const MIGRATIONS: &[&str] = &[
      );",
     // v2: age-based retention deletes by time.
     "CREATE INDEX messages_time ON messages(time);",
+    // v3: channels, each with its epoch and ids; tombstones; idempotency keys. The one chat
+    // so far becomes the channel `general`, its ids and its AUTOINCREMENT high mark kept.
+    "CREATE TABLE channels (
+         name    TEXT    PRIMARY KEY,
+         epoch   TEXT    NOT NULL,
+         last_id INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO channels (name, epoch, last_id) VALUES ('general', lower(hex(randomblob(4))),
+         max(ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+             ifnull((SELECT max(id) FROM messages), 0)));
+     CREATE TABLE messages_v3 (
+         channel TEXT    NOT NULL,
+         id      INTEGER NOT NULL,
+         user    TEXT    NOT NULL,
+         text    TEXT    NOT NULL,
+         time    INTEGER NOT NULL,
+         key     TEXT,
+         deleted INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (channel, id)
+     ) WITHOUT ROWID;
+     INSERT INTO messages_v3 (channel, id, user, text, time)
+         SELECT 'general', id, user, text, time FROM messages;
+     DROP TABLE messages;
+     ALTER TABLE messages_v3 RENAME TO messages;
+     CREATE INDEX messages_time ON messages(channel, time);
+     CREATE INDEX messages_key ON messages(channel, user, key) WHERE key IS NOT NULL;",
 ];
 
 /// How much history a durable store keeps. The default keeps everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
-    /// Keep at most this many of the newest messages.
+    /// Keep at most this many of the newest messages of each channel.
     pub max_count: Option<u64>,
     /// Delete messages older than this.
     pub max_age: Option<Duration>,
@@ -67,11 +96,18 @@ impl SqliteStore {
         max_bytes: Option<u64>,
     ) -> Result<SqliteStore, StoreError> {
         let err = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError(format!("{what} {}: {e}", path.display()))
+            StoreError::new(
+                StoreErrorKind::Unreadable,
+                format!("{what} {}: {e}", path.display()),
+            )
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError(format!("cannot create the folder {}: {e}", dir.display()))
+                StoreError::with_source(
+                    StoreErrorKind::Unavailable,
+                    format!("cannot create the folder {}: {e}", dir.display()),
+                    e,
+                )
             })?;
         }
         let lock = lock::lock(path)?;
@@ -99,7 +135,7 @@ impl SqliteStore {
             return Err(err("the database is corrupt:", &check));
         }
         migrate(&mut conn, version)
-            .map_err(|e| StoreError(format!("{} ({})", e.0, path.display())))?;
+            .map_err(|e| StoreError::new(e.kind(), format!("{e} ({})", path.display())))?;
         if let Some(max) = max_bytes {
             let page_size: i64 = conn
                 .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -128,16 +164,23 @@ impl SqliteStore {
             f(&mut conn).map_err(store_error)
         })
         .await
-        .map_err(|e| StoreError(format!("database task failed: {e}")))?
+        .map_err(|e| {
+            StoreError::with_source(
+                StoreErrorKind::Other,
+                format!("database task failed: {e}"),
+                e,
+            )
+        })?
     }
 }
 
 fn migrate(conn: &mut Connection, version: i64) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError(format!(
-            "the database was written by a newer rtchat (schema v{version}; this rtchat knows up to v{known})"
-        )));
+        return Err(StoreError::new(
+            StoreErrorKind::Unreadable,
+            format!("the database was written by a newer rtchat (schema v{version}; this rtchat knows up to v{known})"),
+        ));
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let next = i as i64 + 1;
@@ -146,10 +189,15 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<(), StoreError> {
             .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version={next}")))
             .and_then(|()| tx.commit())
             .map_err(|e| {
-                StoreError(format!(
-                    "cannot migrate the database to schema v{next}: {e}"
-                ))
+                StoreError::with_source(
+                    StoreErrorKind::Unreadable,
+                    format!("cannot migrate the database to schema v{next}: {e}"),
+                    e,
+                )
             })?;
+        if version == 0 {
+            continue;
+        }
         tracing::info!(schema = next, "migrated the database");
     }
     Ok(())
@@ -157,14 +205,17 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<(), StoreError> {
 
 fn store_error(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) => StoreError(
-            "the disk is full (or the database reached --db-max-mb); the message was not stored"
-                .to_owned(),
+        Some(ErrorCode::DiskFull) => StoreError::with_source(
+            StoreErrorKind::Full,
+            "the disk is full (or the database reached --db-max-mb); the message was not stored",
+            e,
         ),
-        Some(ErrorCode::ReadOnly) => {
-            StoreError("the database is read-only; the message was not stored".to_owned())
-        }
-        _ => StoreError(format!("database error: {e}")),
+        Some(ErrorCode::ReadOnly) => StoreError::with_source(
+            StoreErrorKind::Unavailable,
+            "the database is read-only; the message was not stored",
+            e,
+        ),
+        _ => StoreError::with_source(StoreErrorKind::Other, format!("database error: {e}"), e),
     }
 }
 
@@ -177,6 +228,33 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// The channel's row, if it exists.
+fn channel_row(conn: &Connection, channel: &str) -> rusqlite::Result<Option<ChannelInfo>> {
+    let mut stmt = conn.prepare_cached("SELECT epoch, last_id FROM channels WHERE name = ?1")?;
+    let mut rows = stmt.query(params![channel])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(ChannelInfo {
+            epoch: row.get(0)?,
+            last_id: row.get::<_, i64>(1)? as u64,
+        }),
+        None => None,
+    })
+}
+
+/// The channel's row, created with a fresh epoch if missing.
+fn ensure_channel(conn: &Connection, channel: &str) -> rusqlite::Result<ChannelInfo> {
+    if let Some(info) = channel_row(conn, channel)? {
+        return Ok(info);
+    }
+    let info = ChannelInfo {
+        epoch: new_epoch(),
+        last_id: 0,
+    };
+    conn.prepare_cached("INSERT INTO channels (name, epoch, last_id) VALUES (?1, ?2, 0)")?
+        .execute(params![channel, info.epoch])?;
+    Ok(info)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn describe(&self) -> String {
@@ -186,40 +264,101 @@ impl Store for SqliteStore {
             self.settings,
             match (self.retention.max_count, self.retention.max_age) {
                 (None, None) => "everything".to_owned(),
-                (Some(n), None) => format!("the newest {n} messages"),
+                (Some(n), None) => format!("the newest {n} messages per channel"),
                 (None, Some(age)) => format!("messages younger than {}s", age.as_secs()),
-                (Some(n), Some(age)) =>
-                    format!("the newest {n} messages younger than {}s", age.as_secs()),
+                (Some(n), Some(age)) => format!(
+                    "the newest {n} messages per channel younger than {}s",
+                    age.as_secs()
+                ),
             }
         )
     }
 
-    async fn append(&self, posts: &[NewPost], time: i64) -> Result<Vec<Message>, StoreError> {
-        let posts = posts.to_vec();
-        let retention = self.retention;
+    async fn open_channel(&self, channel: &str) -> Result<ChannelInfo, StoreError> {
+        let channel = channel.to_owned();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let mut stored = Vec::with_capacity(posts.len());
+            let info = ensure_channel(&tx, &channel)?;
+            tx.commit()?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn find_channel(&self, channel: &str) -> Result<Option<ChannelInfo>, StoreError> {
+        let channel = channel.to_owned();
+        self.with_conn(move |conn| channel_row(conn, &channel))
+            .await
+    }
+
+    async fn append(
+        &self,
+        posts: &[Append],
+        time: i64,
+        dedupe: Duration,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let posts = posts.to_vec();
+        let retention = self.retention;
+        let since = time - dedupe.as_millis() as i64;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut out = Vec::with_capacity(posts.len());
+            // The newest id of each channel written to, for the retention sweep.
+            let mut touched: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO messages (user, text, time) VALUES (?1, ?2, ?3)",
+                let mut keyed = tx.prepare_cached(
+                    "SELECT id, user, text, time FROM messages
+                     WHERE channel = ?1 AND user = ?2 AND key = ?3 AND time >= ?4
+                     ORDER BY id DESC LIMIT 1",
                 )?;
-                for post in posts {
-                    insert.execute(params![post.user, post.text, time])?;
-                    stored.push(Message {
-                        id: tx.last_insert_rowid() as u64,
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO messages (channel, id, user, text, time, key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                let mut bump =
+                    tx.prepare_cached("UPDATE channels SET last_id = ?2 WHERE name = ?1")?;
+                for Append { channel, post } in posts {
+                    if let Some(key) = &post.key {
+                        let first = keyed
+                            .query_row(params![&*channel, post.user, key, since], row_to_message)
+                            .map(Some)
+                            .or_else(|e| match e {
+                                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                                e => Err(e),
+                            })?;
+                        if let Some(first) = first {
+                            out.push(if first.text == post.text {
+                                Appended::Duplicate(first)
+                            } else {
+                                Appended::Conflict { id: first.id }
+                            });
+                            continue;
+                        }
+                    }
+                    let id = ensure_channel(&tx, &channel)?.last_id + 1;
+                    insert.execute(params![
+                        &*channel, id as i64, post.user, post.text, time, post.key
+                    ])?;
+                    bump.execute(params![&*channel, id as i64])?;
+                    match touched.iter_mut().find(|(c, _)| *c == channel) {
+                        Some(t) => t.1 = id,
+                        None => touched.push((channel.clone(), id)),
+                    }
+                    out.push(Appended::Stored(Message {
+                        id,
                         user: post.user,
                         text: post.text,
                         time,
-                    });
+                    }));
                 }
             }
             if let Some(max) = retention.max_count {
-                let newest = stored.last().map_or(0, |m| m.id);
-                tx.execute(
-                    "DELETE FROM messages WHERE id <= ?1",
-                    params![newest.saturating_sub(max) as i64],
-                )?;
+                for (channel, newest) in &touched {
+                    tx.execute(
+                        "DELETE FROM messages WHERE channel = ?1 AND id <= ?2",
+                        params![&**channel, newest.saturating_sub(max) as i64],
+                    )?;
+                }
             }
             if let Some(age) = retention.max_age {
                 tx.execute(
@@ -228,37 +367,57 @@ impl Store for SqliteStore {
                 )?;
             }
             tx.commit()?;
-            Ok(stored)
+            Ok(out)
         })
         .await
     }
 
-    async fn recent(&self, n: usize) -> Result<Vec<Message>, StoreError> {
+    async fn recent(&self, channel: &str, n: usize) -> Result<Vec<Message>, StoreError> {
+        let channel = channel.to_owned();
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, user, text, time FROM messages ORDER BY id DESC LIMIT ?1",
+                "SELECT id, user, text, time FROM messages
+                 WHERE channel = ?1 AND deleted = 0 ORDER BY id DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![n as i64], row_to_message)?;
+            let rows = stmt.query_map(params![channel, n as i64], row_to_message)?;
             rows.collect()
         })
         .await
     }
 
-    async fn after(&self, after: u64, limit: usize) -> Result<Page, StoreError> {
+    async fn after(&self, channel: &str, after: u64, limit: usize) -> Result<Page, StoreError> {
+        let channel = channel.to_owned();
         self.with_conn(move |conn| {
+            // Ids are consecutive per channel and rows are kept (as tombstones) when deleted,
+            // so a hole right after `after` means retention removed those messages.
+            let first: Option<i64> = conn
+                .prepare_cached("SELECT min(id) FROM messages WHERE channel = ?1 AND id > ?2")?
+                .query_row(params![channel, after as i64], |r| r.get(0))?;
+            let truncated = first.is_some_and(|id| id as u64 > after + 1);
             let mut stmt = conn.prepare_cached(
-                "SELECT id, user, text, time FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, user, text, time FROM messages
+                 WHERE channel = ?1 AND id > ?2 AND deleted = 0 ORDER BY id LIMIT ?3",
             )?;
             let messages: Vec<Message> = stmt
-                .query_map(params![after as i64, limit as i64], row_to_message)?
+                .query_map(params![channel, after as i64, limit as i64], row_to_message)?
                 .collect::<Result<_, _>>()?;
-            // Ids are consecutive (AUTOINCREMENT, rolled back with failed batches), so a
-            // hole right after `after` means retention deleted those messages.
-            let truncated = messages.first().is_some_and(|m| m.id > after + 1);
             Ok(Page {
                 messages,
                 truncated,
             })
+        })
+        .await
+    }
+
+    async fn delete(&self, channel: &str, id: u64) -> Result<bool, StoreError> {
+        let channel = channel.to_owned();
+        self.with_conn(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE messages SET deleted = 1 WHERE channel = ?1 AND id = ?2 AND deleted = 0",
+                )?
+                .execute(params![channel, id as i64])?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -267,12 +426,29 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::NewPost;
 
-    fn post(text: &str) -> NewPost {
-        NewPost {
-            user: "u".into(),
-            text: text.into(),
+    const WINDOW: Duration = Duration::from_secs(120);
+
+    fn post(text: &str) -> Append {
+        post_in("general", text)
+    }
+
+    fn post_in(channel: &str, text: &str) -> Append {
+        Append {
+            channel: Arc::from(channel),
+            post: NewPost::new("u", text),
         }
+    }
+
+    fn stored_ids(appended: &[Appended]) -> Vec<u64> {
+        appended
+            .iter()
+            .map(|a| match a {
+                Appended::Stored(m) => m.id,
+                other => panic!("not stored: {other:?}"),
+            })
+            .collect()
     }
 
     fn temp_db(name: &str) -> PathBuf {
@@ -285,8 +461,12 @@ mod tests {
     async fn ids_continue_across_reopen_and_retention_keeps_the_newest() {
         let path = temp_db("reopen");
         let store = SqliteStore::open(&path, Retention::default(), None).unwrap();
-        let first = store.append(&[post("a"), post("b")], 1).await.unwrap();
-        assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2]);
+        let first = store
+            .append(&[post("a"), post("b")], 1, WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(stored_ids(&first), [1, 2]);
+        let epoch = store.find_channel("general").await.unwrap().unwrap().epoch;
         drop(store);
 
         let retention = Retention {
@@ -294,17 +474,84 @@ mod tests {
             max_age: None,
         };
         let store = SqliteStore::open(&path, retention, None).unwrap();
+        assert_eq!(
+            store.find_channel("general").await.unwrap().unwrap().epoch,
+            epoch,
+            "the epoch is the database's, kept across restarts"
+        );
         let more = store
-            .append(&[post("c"), post("d"), post("e")], 2)
+            .append(&[post("c"), post("d"), post("e")], 2, WINDOW)
             .await
             .unwrap();
-        assert_eq!(more.iter().map(|m| m.id).collect::<Vec<_>>(), [3, 4, 5]);
-        let recent = store.recent(10).await.unwrap();
+        assert_eq!(stored_ids(&more), [3, 4, 5]);
+        let recent = store.recent("general", 10).await.unwrap();
         assert_eq!(recent.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 4, 3]);
-        let page = store.after(0, 10).await.unwrap();
+        let page = store.after("general", 0, 10).await.unwrap();
         assert!(page.truncated);
         assert_eq!(page.messages[0].id, 3);
-        assert!(!store.after(3, 10).await.unwrap().truncated);
+        assert!(!store.after("general", 3, 10).await.unwrap().truncated);
+    }
+
+    #[tokio::test]
+    async fn channels_have_their_own_ids_and_epochs() {
+        let path = temp_db("channels");
+        let store = SqliteStore::open(&path, Retention::default(), None).unwrap();
+        let out = store
+            .append(
+                &[post_in("a", "1"), post_in("b", "1"), post_in("a", "2")],
+                1,
+                WINDOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored_ids(&out), [1, 1, 2]);
+        let a = store.find_channel("a").await.unwrap().unwrap();
+        let b = store.find_channel("b").await.unwrap().unwrap();
+        assert_eq!(a.last_id, 2);
+        assert_ne!(a.epoch, b.epoch);
+        assert_eq!(
+            store.find_channel("c").await.unwrap(),
+            None,
+            "reads create nothing"
+        );
+        assert_eq!(store.recent("b", 10).await.unwrap()[0].text, "1");
+    }
+
+    #[tokio::test]
+    async fn keys_survive_a_reopen_and_tombstones_are_not_gaps() {
+        let path = temp_db("keys");
+        let store = SqliteStore::open(&path, Retention::default(), None).unwrap();
+        let keyed = Append {
+            channel: Arc::from("general"),
+            post: NewPost {
+                user: "ann".into(),
+                text: "hi".into(),
+                key: Some("k".into()),
+            },
+        };
+        let first = store
+            .append(&[keyed.clone(), post("x")], 1_000, WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(stored_ids(&first), [1, 2]);
+        drop(store);
+        let store = SqliteStore::open(&path, Retention::default(), None).unwrap();
+        let again = store
+            .append(std::slice::from_ref(&keyed), 2_000, WINDOW)
+            .await
+            .unwrap();
+        assert!(matches!(&again[0], Appended::Duplicate(m) if m.id == 1));
+        let mut changed = keyed.clone();
+        changed.post.text = "other".into();
+        let conflict = store.append(&[changed], 2_000, WINDOW).await.unwrap();
+        assert_eq!(conflict[0], Appended::Conflict { id: 1 });
+
+        store.append(&[post("y")], 3_000, WINDOW).await.unwrap();
+        assert!(store.delete("general", 2).await.unwrap());
+        let page = store.after("general", 1, 10).await.unwrap();
+        assert!(!page.truncated);
+        assert_eq!(page.messages.iter().map(|m| m.id).collect::<Vec<_>>(), [3]);
+        assert_eq!(store.recent("general", 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -315,9 +562,9 @@ mod tests {
             max_age: Some(Duration::from_secs(10)),
         };
         let store = SqliteStore::open(&path, retention, None).unwrap();
-        store.append(&[post("old")], 1_000).await.unwrap();
-        store.append(&[post("new")], 20_000).await.unwrap();
-        let recent = store.recent(10).await.unwrap();
+        store.append(&[post("old")], 1_000, WINDOW).await.unwrap();
+        store.append(&[post("new")], 20_000, WINDOW).await.unwrap();
+        let recent = store.recent("general", 10).await.unwrap();
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].text, "new");
     }
@@ -329,14 +576,19 @@ mod tests {
         let text = "x".repeat(2000);
         let mut stored = 0;
         let err = loop {
-            match store.append(&[post(&text)], 1).await {
+            match store.append(&[post(&text)], 1, WINDOW).await {
                 Ok(_) => stored += 1,
                 Err(e) => break e,
             }
             assert!(stored < 1000, "the cap never bit");
         };
-        assert!(err.0.contains("disk is full"), "{err}");
-        assert_eq!(store.recent(10_000).await.unwrap().len(), stored);
+        assert_eq!(err.kind(), StoreErrorKind::Full);
+        assert!(err.to_string().contains("disk is full"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the cause is kept"
+        );
+        assert_eq!(store.recent("general", 10_000).await.unwrap().len(), stored);
     }
 
     #[test]
@@ -347,7 +599,10 @@ mod tests {
         let err = SqliteStore::open(&path, Retention::default(), None)
             .err()
             .unwrap();
-        assert!(err.0.contains("not a readable rtchat database"), "{err}");
+        assert!(
+            err.to_string().contains("not a readable rtchat database"),
+            "{err}"
+        );
 
         let path = temp_db("newer");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -357,22 +612,37 @@ mod tests {
         let err = SqliteStore::open(&path, Retention::default(), None)
             .err()
             .unwrap();
-        assert!(err.0.contains("newer rtchat"), "{err}");
+        assert!(err.to_string().contains("newer rtchat"), "{err}");
     }
 
     #[tokio::test]
-    async fn an_older_schema_is_migrated() {
+    async fn a_v2_database_becomes_the_channel_general_with_its_ids() {
         let path = temp_db("old");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
         conn.execute_batch(
-            "INSERT INTO messages (user, text, time) VALUES ('ann', 'from v1', 5); PRAGMA user_version=1;",
+            "INSERT INTO messages (user, text, time) VALUES ('ann', 'one', 5);
+             INSERT INTO messages (user, text, time) VALUES ('bob', 'two', 6);
+             INSERT INTO messages (user, text, time) VALUES ('cy', 'three', 7);
+             DELETE FROM messages WHERE id = 3;
+             PRAGMA user_version=2;",
         )
         .unwrap();
         drop(conn);
         let store = SqliteStore::open(&path, Retention::default(), None).unwrap();
-        assert_eq!(store.recent(1).await.unwrap()[0].text, "from v1");
+        let recent = store.recent("general", 10).await.unwrap();
+        assert_eq!(
+            recent
+                .iter()
+                .map(|m| (m.id, m.text.as_str()))
+                .collect::<Vec<_>>(),
+            [(2, "two"), (1, "one")]
+        );
+        // The old AUTOINCREMENT high mark is kept: id 3 is never handed out again.
+        let next = store.append(&[post("four")], 8, WINDOW).await.unwrap();
+        assert_eq!(stored_ids(&next), [4]);
         let conn = store.conn.lock().unwrap();
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -1,11 +1,12 @@
 //! HTTP polling, short and long (the course's first transport).
 //!
-//! * `GET /poll` — the history snapshot `{"msg":[...],"last":N}`, newest first.
-//! * `GET /poll?since=ID[&timeout=S]` — long poll: the messages with an id above `ID`, at once
+//! * `GET /poll` — the history snapshot `{"msg":[...],"last":N,"epoch":E}`, newest first.
+//! * `GET /poll?since=ID[&epoch=E][&timeout=S]` — long poll: the messages with an id above `ID`, at once
 //!   if there are any, otherwise as soon as one is posted, or `{"msg":[]}` after the timeout.
 //!   `msg` is newest first like every `msg` list; when more than a history's worth is newer,
 //!   the oldest of them come first (`"more":true`) so the client can ask again without a gap.
-//! * `POST /poll` — `{"user","text"}` → `{"status":"ok","id":N}`.
+//! * `POST /poll` — `{"user","text","key"?}` → `{"status":"ok","id":N}` (the first post's id
+//!   again for a key already used; 409 for a key used for another text).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rtchat_core::{encode_list, encode_list_with};
+use rtchat_core::{decide, encode_list, Channel, Position, Start, GENERAL};
 use serde::Deserialize;
 
 use crate::api::{json_bytes, read_json_body, ApiError};
@@ -25,6 +26,7 @@ use crate::router::AppState;
 #[derive(Debug, Deserialize)]
 pub struct PollQuery {
     since: Option<u64>,
+    epoch: Option<String>,
     /// Seconds to hold a long poll; clamped to the server's maximum.
     timeout: Option<f64>,
 }
@@ -38,7 +40,7 @@ pub async fn get_poll(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "bad query: {}; expected since=<message id>&timeout=<seconds>",
+                "bad query: {}; expected since=<message id>&epoch=<epoch>&timeout=<seconds>",
                 e.body_text()
             ),
         )
@@ -49,8 +51,9 @@ pub async fn get_poll(
             "injected failure (--fail-rate)",
         ));
     }
+    let channel = state.hub.general();
     let Some(since) = query.since else {
-        return Ok(json_bytes(state.hub.snapshot().json.clone()));
+        return Ok(json_bytes(channel.snapshot().json.clone()));
     };
     let timeout = match query.timeout {
         Some(t) if !t.is_finite() || t < 0.0 => {
@@ -63,31 +66,37 @@ pub async fn get_poll(
         Some(t) => Duration::from_secs_f64(t.min(state.config.poll_timeout_max.as_secs_f64())),
         None => state.config.poll_timeout,
     };
-    long_poll(&state, since, timeout).await
+    let position = Position::new(since, query.epoch);
+    long_poll(&state, &channel, &position, timeout).await
 }
 
-async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Response, ApiError> {
+async fn long_poll(
+    state: &AppState,
+    channel: &Channel,
+    position: &Position,
+    timeout: Duration,
+) -> Result<Response, ApiError> {
     let hub = &state.hub;
     // Watch before looking, so a post between the look and the wait still wakes us.
-    let mut changes = hub.watch();
+    let mut changes = channel.watch();
     let snapshot = changes.borrow_and_update().clone();
-    if since > snapshot.last_id {
-        // The client knows ids this server never handed out (it restarted with an empty
-        // memory store): give it the whole history to start over from.
-        let body = encode_list_with(snapshot.entries.iter(), snapshot.last_id, &["reset"], "");
-        return Ok(json_bytes(body));
-    }
+    let since = match decide(&snapshot, Some(position)) {
+        Start::Resume { after } => after,
+        // Another epoch, or ids this server never handed out (it restarted with an empty
+        // memory store): the whole history to start over from.
+        Start::Reset | Start::Fresh => return Ok(json_bytes(snapshot.reset_json(""))),
+    };
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let _parked = Parked::new(state);
     loop {
         let page = hub
-            .since(since, hub.config().history)
+            .since(channel, since, hub.config().history)
             .await
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         if !page.entries.is_empty() {
             let last = page.entries.last().map_or(since, |e| e.message.id);
-            return Ok(json_bytes(page.encode(last, "")));
+            return Ok(json_bytes(page.encode(last, &snapshot.epoch, "")));
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
@@ -95,7 +104,12 @@ async fn long_poll(state: &AppState, since: u64, timeout: Duration) -> Result<Re
             () = state.shutdown.cancelled() => break,
         }
     }
-    Ok(json_bytes(encode_list(std::iter::empty(), since, "")))
+    Ok(json_bytes(encode_list(
+        std::iter::empty(),
+        since,
+        &snapshot.epoch,
+        "",
+    )))
 }
 
 /// Counts a parked long poll for as long as it lives.
@@ -122,6 +136,6 @@ pub async fn post_poll(
 ) -> Result<Response, ApiError> {
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
-    let entry = state.hub.post_json(&body).await?;
+    let entry = state.hub.post_json(GENERAL, &body).await?;
     Ok(axum::Json(serde_json::json!({ "status": "ok", "id": entry.message.id })).into_response())
 }

@@ -52,7 +52,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use bytes::Bytes;
 use rtchat_core::{
-    encode_list_with, page_flags, Delivery, Hub, Limits, NewPost, PostError, Snapshot, Subscription,
+    decide, encode_list_with, page_flags, Delivery, Hub, Limits, NewPost, Position, PostError,
+    Snapshot, Start, Subscription, GENERAL,
 };
 use rust_embed::RustEmbed;
 use serde_json::value::RawValue;
@@ -148,12 +149,20 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     };
     io.ns("/", connected.with(on_connect));
 
-    let broadcaster = Broadcaster {
-        io,
-        subscription: hub.subscribe(),
-        hub,
-    };
-    tokio::spawn(broadcaster.run(joins_rx, state.shutdown.clone()));
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        // Sockets that connect meanwhile wait in `joins`.
+        let subscription = match hub.subscribe(GENERAL, None).await {
+            Ok(opened) => opened.subscription,
+            Err(e) => return tracing::error!(error = %e, "Socket.IO cannot subscribe; no fan-out"),
+        };
+        let broadcaster = Broadcaster {
+            io,
+            subscription,
+            hub,
+        };
+        broadcaster.run(joins_rx, shutdown).await
+    });
 
     let guard = Guard {
         origins: state.origins.clone(),
@@ -234,6 +243,11 @@ async fn check_request(State(guard): State<Arc<Guard>>, req: Request, next: Next
         )
         .into_response();
     }
+    // RFC 8441: a WebSocket over an HTTP/2 stream, translated for engineioxide.
+    if super::extended_connect::is_websocket(&req) {
+        let req = super::extended_connect::as_upgrade_request(detach_head(req));
+        return super::extended_connect::as_connect_response(next.run(req).await);
+    }
     next.run(detach_head(req)).await
 }
 
@@ -293,10 +307,12 @@ async fn bundle(req: Request<Body>) -> Response {
 }
 
 /// What a client asked for in its handshake's `auth`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Handshake {
-    /// Resume after this message id.
+    /// Resume after this message id...
     last: Option<u64>,
+    /// ...of this epoch (`auth.epoch`), when the client knows it.
+    epoch: Option<String>,
     /// Receive a `msg:get` snapshot after every message (the course's behaviour).
     snapshots: bool,
 }
@@ -306,6 +322,7 @@ impl Default for Handshake {
     fn default() -> Self {
         Handshake {
             last: None,
+            epoch: None,
             snapshots: true,
         }
     }
@@ -322,12 +339,21 @@ impl Handshake {
                 format!("auth.last must be a message id (a whole number, 0 or more), got {v}")
             })?),
         };
+        let epoch = match obj.get("epoch") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(e)) => Some(e.clone()),
+            Some(v) => return Err(format!("auth.epoch must be a string, got {v}")),
+        };
         let snapshots = match obj.get("snapshots") {
             None | Some(serde_json::Value::Null) => true,
             Some(serde_json::Value::Bool(b)) => *b,
             Some(v) => return Err(format!("auth.snapshots must be true or false, got {v}")),
         };
-        Ok(Handshake { last, snapshots })
+        Ok(Handshake {
+            last,
+            epoch,
+            snapshots,
+        })
     }
 }
 
@@ -491,7 +517,7 @@ async fn store_post(hub: &Hub, limits: &Limits, mut post: QueuedPost) {
     let data = std::mem::replace(&mut post.data, Ok(serde_json::Value::Null));
     let result = match data {
         Ok(value) => match NewPost::from_value(&value, limits) {
-            Ok(new) => hub.post(new).await.map(|entry| entry.message.id),
+            Ok(new) => hub.post(GENERAL, new).await.map(|entry| entry.message.id),
             Err(e) => Err(e),
         },
         Err(e) if e.contains("byte array") => {
@@ -590,7 +616,7 @@ impl Broadcaster {
                 }
             }
         }
-        let snapshot = self.hub.snapshot();
+        let snapshot = self.subscription.current();
         self.broadcast(ROOM_GET, &snapshot.json).await;
         snapshot
     }
@@ -602,16 +628,17 @@ impl Broadcaster {
             return;
         }
         let upto = self.subscription.last_seen();
-        match handshake.last {
-            Some(last) if last > self.hub.snapshot().last_id => {
-                // Ids this server never handed out: it restarted with an empty store.
-                emit_raw(&socket, ROOM_GET, &with_flag(&current.json, "reset"));
-            }
-            Some(last) => {
+        let position = handshake
+            .last
+            .map(|last| Position::new(last, handshake.epoch.clone()));
+        match decide(current, position.as_ref()) {
+            Start::Fresh => emit_raw(&socket, ROOM_GET, &current.json),
+            // Another epoch, or ids this server never handed out: start over.
+            Start::Reset => emit_raw(&socket, ROOM_GET, &current.reset_json("")),
+            Start::Resume { after } => {
                 emit_raw(&socket, ROOM_GET, &current.json);
-                self.resume(&socket, last, upto).await;
+                self.resume(&socket, after, upto, &current.epoch).await;
             }
-            None => emit_raw(&socket, ROOM_GET, &current.json),
         }
         let rooms: &'static [&'static str] = if handshake.snapshots {
             &[ROOM_GET, ROOM_NEW]
@@ -626,13 +653,17 @@ impl Broadcaster {
     }
 
     /// `msg:since` pages with the messages after `last` up to `upto`, the oldest page first.
-    async fn resume(&self, socket: &SocketRef, mut last: u64, upto: u64) {
+    async fn resume(&self, socket: &SocketRef, mut last: u64, upto: u64, epoch: &str) {
         let page_size = self.hub.config().history;
         loop {
             let (entries, more, truncated) = if last >= upto {
                 (Vec::new(), false, false)
             } else {
-                match self.hub.since(last, page_size).await {
+                match self
+                    .hub
+                    .since(self.subscription.channel(), last, page_size)
+                    .await
+                {
                     Ok(page) => {
                         let entries: Vec<_> = page
                             .entries
@@ -656,7 +687,7 @@ impl Broadcaster {
                 last = newest.message.id;
             }
             let flags = page_flags(more, truncated);
-            let body = encode_list_with(entries.iter().rev(), last, flags, "");
+            let body = encode_list_with(entries.iter().rev(), last, epoch, flags, "");
             emit_raw(socket, "msg:since", &body);
             if !more {
                 return;
@@ -684,14 +715,6 @@ fn raw(json: &Bytes) -> Option<&RawValue> {
     }
 }
 
-/// Adds `"<flag>":true` to an encoded `{...}` object.
-fn with_flag(body: &Bytes, flag: &str) -> Bytes {
-    let mut out = Vec::with_capacity(body.len() + flag.len() + 8);
-    out.extend_from_slice(&body[..body.len() - 1]);
-    out.extend_from_slice(format!(",\"{flag}\":true}}").as_bytes());
-    out.into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,6 +728,9 @@ mod tests {
         assert!(Handshake::parse(&serde_json::json!({"last": "7"})).is_err());
         assert!(Handshake::parse(&serde_json::json!({"last": -1})).is_err());
         assert!(Handshake::parse(&serde_json::json!({"snapshots": 1})).is_err());
+        let h = Handshake::parse(&serde_json::json!({"last": 3, "epoch": "ab12cd34"})).unwrap();
+        assert_eq!(h.epoch.as_deref(), Some("ab12cd34"));
+        assert!(Handshake::parse(&serde_json::json!({"epoch": 5})).is_err());
     }
 
     #[test]
@@ -756,14 +782,5 @@ mod tests {
         let state = chain.0.lock().unwrap();
         assert_eq!(state.in_flight, 0);
         assert!(state.tail.is_none(), "an empty chain keeps no tail");
-    }
-
-    #[test]
-    fn flags() {
-        let body = Bytes::from_static(b"{\"msg\":[],\"last\":0}");
-        assert_eq!(
-            &with_flag(&body, "reset")[..],
-            b"{\"msg\":[],\"last\":0,\"reset\":true}"
-        );
     }
 }

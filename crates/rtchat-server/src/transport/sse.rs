@@ -1,14 +1,16 @@
 //! Server-Sent Events: `GET /events` (or `GET /msgs` with `Accept: text/event-stream`).
 //!
-//! Each message is one event, `id:` its message id and `data:` the message as JSON. A fresh
-//! client first gets the history (oldest first); a client that resumes (`Last-Event-ID`, as
-//! `EventSource` sends by itself on reconnect, or `?since=ID`) gets exactly the messages after
-//! that id, in order, then an `event: resumed` (`data: {"after":ID,"count":K}`), then the live
-//! ones. A `retry:` hint opens the stream, and a comment line
-//! every `--sse-heartbeat` keeps proxies from closing an idle stream. If the id is newer than
-//! anything this server handed out (it restarted with an empty store), an `event: reset` comes
-//! first and then the whole history; if the messages right after the id are no longer kept,
-//! an `event: truncated` comes first.
+//! Each message is one event, `id:` its position `EPOCH:ID` and `data:` the message as JSON. A
+//! fresh client first gets the history (oldest first); a client that resumes (`Last-Event-ID`,
+//! as `EventSource` sends by itself on reconnect, or `?since=ID&epoch=E`) gets exactly the
+//! messages after that id, in order, then an `event: resumed`
+//! (`data: {"after":ID,"count":K,"last":N,"epoch":E}`), then the live ones. A `retry:` hint
+//! opens the stream, and a comment line every `--sse-heartbeat` keeps proxies from closing an
+//! idle stream. If the position is from another epoch, or newer than anything this server
+//! handed out (it restarted with an empty store), an `event: reset`
+//! (`data: {"last":N,"epoch":E}`) comes first and then the whole history; if the messages
+//! right after the id are no longer kept, an `event: truncated` comes first. The door
+//! ([`rtchat_core::Hub::subscribe`]) makes that decision.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,11 +21,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use rtchat_core::{Delivery, Entry, Subscription};
-use serde::Deserialize;
+use rtchat_core::{Delivery, Entry, Position, Start, Subscription, GENERAL};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::PositionQuery;
 use crate::api::ApiError;
 use crate::router::AppState;
 
@@ -32,12 +34,6 @@ const RETRY: &[u8] = b"retry: 2000\n\n";
 const HEARTBEAT: &[u8] = b": keepalive\n\n";
 /// Messages read from the store per step while catching up.
 const PAGE: usize = 500;
-
-/// `?since=ID`, the resume point for clients that cannot set `Last-Event-ID`.
-#[derive(Debug, Deserialize)]
-pub struct SinceQuery {
-    pub since: Option<u64>,
-}
 
 /// True when the request's `Accept` asks for `text/event-stream`.
 pub fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -52,59 +48,85 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 pub async fn get_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<SinceQuery>, QueryRejection>,
+    query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
     match resume_point(&headers, query) {
-        Ok(resume) => event_stream(&state, resume),
+        Ok(resume) => event_stream(&state, resume).await,
         Err(e) => e.into_response(),
     }
 }
 
 /// `Last-Event-ID` wins over `?since=`: on reconnect `EventSource` repeats the original URL
-/// and adds the header with the newest id it saw.
+/// and adds the header with the newest id it saw. Its form is `EPOCH:ID` (what rtchat sends
+/// as `id:`); a bare `ID` (from before epochs) is judged by the id alone.
 fn resume_point(
     headers: &HeaderMap,
-    query: Result<Query<SinceQuery>, QueryRejection>,
-) -> Result<Option<u64>, ApiError> {
+    query: Result<Query<PositionQuery>, QueryRejection>,
+) -> Result<Option<Position>, ApiError> {
     if let Some(value) = headers.get("last-event-id") {
         let text = value.to_str().unwrap_or("").trim();
         if text.is_empty() {
             return Ok(None);
         }
-        return text.parse().map(Some).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Last-Event-ID must be a message id, got {text:?}"),
-            )
-        });
+        let (epoch, id) = match text.split_once(':') {
+            Some((epoch, id)) => (Some(epoch.to_owned()), id),
+            None => (None, text),
+        };
+        return id
+            .parse()
+            .map(|id| Some(Position::new(id, epoch)))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Last-Event-ID must be EPOCH:ID or a message id, got {text:?}"),
+                )
+            });
     }
     let Query(query) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("bad query: {}; expected since=<message id>", e.body_text()),
+            format!(
+                "bad query: {}; expected since=<message id>&epoch=<epoch>",
+                e.body_text()
+            ),
         )
     })?;
-    Ok(query.since)
+    Ok(query.position())
 }
 
-fn event_stream(state: &AppState, resume: Option<u64>) -> Response {
-    let mut subscription = state.hub.subscribe();
+async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
+    let opened = match state.hub.subscribe(GENERAL, resume.as_ref()).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    };
+    let subscription = opened.subscription;
     let snapshot = subscription.snapshot().clone();
+    let epoch = snapshot.epoch.clone();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
     let mut catching_up = false;
     let mut resuming = None;
-    match resume {
-        Some(id) if id <= snapshot.last_id => {
-            subscription.resume_after(id);
+    match opened.start {
+        Start::Resume { after } => {
             catching_up = true;
-            resuming = Some((id, 0));
+            resuming = Some((after, 0));
         }
-        other => {
-            if other.is_some() {
-                let reset = format!("event: reset\ndata: {{\"last\":{}}}\n\n", snapshot.last_id);
+        start => {
+            if start == Start::Reset {
+                let reset = format!(
+                    "event: reset\ndata: {{\"last\":{},\"epoch\":\"{epoch}\"}}\n\n",
+                    snapshot.last_id
+                );
                 pending.push_back(reset.into());
             }
-            pending.extend(snapshot.entries.iter().rev().map(|e| encode_event(e)));
+            pending.extend(
+                snapshot
+                    .entries
+                    .iter()
+                    .rev()
+                    .map(|e| encode_event(e, &epoch)),
+            );
         }
     }
     let period = state.config.sse_heartbeat;
@@ -142,12 +164,14 @@ fn event_stream(state: &AppState, resume: Option<u64>) -> Response {
 #[derive(Clone)]
 struct SseEvent(Bytes);
 
-/// `id: N\ndata: {...}\n\n`, made once per message and shared by every SSE client.
-fn encode_event(entry: &Entry) -> Bytes {
+/// `id: EPOCH:N\ndata: {...}\n\n`, made once per message and shared by every SSE client.
+fn encode_event(entry: &Entry, epoch: &str) -> Bytes {
     let SseEvent(bytes) = entry.encoded(|entry| {
         let id = entry.message.id.to_string();
-        let mut out = BytesMut::with_capacity(entry.json.len() + id.len() + 16);
+        let mut out = BytesMut::with_capacity(entry.json.len() + epoch.len() + id.len() + 16);
         out.put_slice(b"id: ");
+        out.put_slice(epoch.as_bytes());
+        out.put_u8(b':');
         out.put_slice(id.as_bytes());
         out.put_slice(b"\ndata: ");
         out.put_slice(&entry.json);
@@ -189,14 +213,17 @@ impl EventStream {
                     let note = format!("event: truncated\ndata: {{\"after\":{from}}}\n\n");
                     self.pending.push_back(note.into());
                 }
+                let epoch = self.subscription.snapshot().epoch.clone();
                 self.pending
-                    .extend(page.entries.iter().map(|e| encode_event(e)));
+                    .extend(page.entries.iter().map(|e| encode_event(e, &epoch)));
                 self.catching_up = page.more;
                 if let Some((after, count)) = &mut self.resuming {
                     *count += page.entries.len();
                     if !page.more {
+                        let last = self.subscription.last_seen();
+                        let epoch = &self.subscription.snapshot().epoch;
                         let note = format!(
-                            "event: resumed\ndata: {{\"after\":{after},\"count\":{count}}}\n\n"
+                            "event: resumed\ndata: {{\"after\":{after},\"count\":{count},\"last\":{last},\"epoch\":\"{epoch}\"}}\n\n"
                         );
                         self.pending.push_back(note.into());
                         self.resuming = None;
@@ -206,7 +233,9 @@ impl EventStream {
             }
             tokio::select! {
                 delivery = self.subscription.recv() => match delivery? {
-                    Delivery::Event(event) => return Some(encode_event(&event.entry)),
+                    Delivery::Event(event) => {
+                        return Some(encode_event(&event.entry, &event.snapshot.epoch))
+                    }
                     // Delta mode: re-read what was skipped from the store; nothing is lost.
                     Delivery::Lagged { .. } => self.catching_up = true,
                 },

@@ -5,11 +5,12 @@
 //! `GET /msgs` with `Accept: text/event-stream` is Server-Sent Events instead (see [`super::sse`]).
 //! `POST /msgs` posts exactly like `POST /poll`.
 //!
-//! `GET /msgs?since=ID` resumes: instead of the first snapshot the stream starts with the
+//! `GET /msgs?since=ID[&epoch=E]` resumes: instead of the first snapshot the stream starts with the
 //! messages after `ID`, in lines shaped like long-poll answers (`{"msg":[...],"last":N}`,
 //! newest first, the oldest page first, `"more":true` on all but the last; `"truncated":true`
 //! when messages after `ID` are no longer kept), then goes on with snapshots. An `ID` newer than
-//! anything this server handed out gets the snapshot with `"reset":true`.
+//! anything this server handed out, or from another epoch, gets the snapshot with
+//! `"reset":true`. Every line carries `"epoch"` next to `"last"`.
 
 use std::convert::Infallible;
 
@@ -18,10 +19,10 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use rtchat_core::{encode_list_with, Delivery, Hub, Subscription};
+use rtchat_core::{Delivery, Start, Subscription, GENERAL};
 use tokio_util::sync::CancellationToken;
 
-use super::sse;
+use super::{sse, PositionQuery};
 use crate::api::ApiError;
 use crate::router::AppState;
 
@@ -29,41 +30,42 @@ use crate::router::AppState;
 pub async fn get_msgs(
     state: State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<sse::SinceQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PositionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if sse::wants_event_stream(&headers) {
         return sse::get_events(state, headers, query).await;
     }
     let State(state) = state;
-    let since = match query {
-        Ok(Query(query)) => query.since,
+    let position = match query {
+        Ok(Query(query)) => query.position(),
         Err(e) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("bad query: {}; expected since=<message id>", e.body_text()),
+                format!(
+                    "bad query: {}; expected since=<message id>&epoch=<epoch>",
+                    e.body_text()
+                ),
             )
             .into_response()
         }
     };
-    let mut subscription = state.hub.subscribe();
+    let opened = match state.hub.subscribe(GENERAL, position.as_ref()).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    };
+    let subscription = opened.subscription;
     let snapshot = subscription.snapshot().clone();
-    let (first, catching_up) = match since {
-        None => (Some(snapshot.json_line.clone()), false),
-        Some(id) if id > snapshot.last_id => {
-            let reset =
-                encode_list_with(snapshot.entries.iter(), snapshot.last_id, &["reset"], "\n");
-            (Some(reset), false)
-        }
-        Some(id) => {
-            subscription.resume_after(id);
-            (None, true)
-        }
+    let (first, catching_up) = match opened.start {
+        Start::Fresh => (Some(snapshot.json_line.clone()), false),
+        Start::Reset => (Some(snapshot.reset_json("\n")), false),
+        Start::Resume { .. } => (None, true),
     };
     let stream = SnapshotStream {
         first,
         catching_up,
         subscription,
-        hub: state.hub.clone(),
         shutdown: state.shutdown.clone(),
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
@@ -89,7 +91,6 @@ struct SnapshotStream {
     /// Sending what a resuming client missed, page by page, before the snapshots.
     catching_up: bool,
     subscription: Subscription,
-    hub: Hub,
     shutdown: CancellationToken,
 }
 
@@ -99,7 +100,8 @@ impl SnapshotStream {
             return Some(first);
         }
         if self.catching_up {
-            let page = match self.subscription.catch_up(self.hub.config().history).await {
+            let history = self.subscription.hub().config().history;
+            let page = match self.subscription.catch_up(history).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "/msgs catch-up failed; closing the stream");
@@ -108,13 +110,14 @@ impl SnapshotStream {
             };
             self.catching_up = page.more;
             let last = self.subscription.last_seen();
-            return Some(page.encode(last, "\n"));
+            let epoch = self.subscription.snapshot().epoch.clone();
+            return Some(page.encode(last, &epoch, "\n"));
         }
         tokio::select! {
             delivery = self.subscription.recv() => match delivery? {
                 Delivery::Event(event) => Some(event.snapshot.json_line.clone()),
                 // Snapshot mode: the current snapshot supersedes whatever was skipped.
-                Delivery::Lagged { .. } => Some(self.hub.snapshot().json_line.clone()),
+                Delivery::Lagged { .. } => Some(self.subscription.current().json_line.clone()),
             },
             () = self.shutdown.cancelled() => None,
         }

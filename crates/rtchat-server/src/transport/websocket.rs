@@ -13,8 +13,10 @@
 //!   `{"type":"ack","ref":R,"id":N}` or `{"type":"error","ref":R,"error":"..."}` (`ref` is any
 //!   JSON value of the client's, echoed back, optional). To resume, connect with `?since=ID`:
 //!   the server sends exactly the messages after ID as `msg` frames, in order, then
-//!   `{"type":"resumed","after":ID,"count":K,"last":N}`, then the live ones — no `history`. If ID is newer than anything this server handed out (it restarted
-//!   with an empty memory store) it sends `{"type":"reset","last":N}` and then `history`; if
+//!   `{"type":"resumed","after":ID,"count":K,"last":N,"epoch":E}`, then the live ones — no
+//!   `history`. `?since=ID&epoch=E` names the epoch too; if it is another epoch, or ID is newer
+//!   than anything this server handed out (it restarted with an empty memory store), it sends
+//!   `{"type":"reset","last":N,"epoch":E}` and then `history`; if
 //!   the messages after ID are no longer kept, `{"type":"truncated","after":ID}` comes first.
 //!
 //! Binary messages close the connection with 1003; a bad frame closes it with the code RFC
@@ -23,6 +25,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::header::SEC_WEBSOCKET_EXTENSIONS;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
@@ -34,12 +37,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt};
 use hyper_util::rt::TokioIo;
 use rtchat_core::{
-    Delivery, Entry, NewPost, PostError, Snapshot, Subscription, Ticket, TrySubmitError,
+    Delivery, Entry, NewPost, Position, PostError, Snapshot, Start, Subscription, Ticket,
+    TrySubmitError, GENERAL,
 };
-use rtchat_ws::handshake::{
-    select_subprotocol, switching_protocols, validate_request, HandshakeError,
-};
-use rtchat_ws::{CloseCode, EncodedFrame, Message, WebSocket};
+use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
+use rtchat_ws::{CloseCode, EncodedFrame, Message, SharedMessage, WebSocket};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +72,15 @@ pub async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn accept(state: AppState, mut req: Request) -> Response {
-    let validated = match validate_request(req.method(), req.version(), req.headers()) {
+    // HTTP/1.1 upgrade, or HTTP/2 extended CONNECT (RFC 8441) with `:protocol` websocket.
+    let connect_protocol = req.extensions().get::<hyper::ext::Protocol>();
+    let connect_protocol = connect_protocol.map(|p| p.as_str().to_owned());
+    let validated = match validate(
+        req.method(),
+        req.version(),
+        req.headers(),
+        connect_protocol.as_deref(),
+    ) {
         Ok(v) => v,
         Err(e) => return handshake_error(&e),
     };
@@ -84,27 +94,37 @@ async fn accept(state: AppState, mut req: Request) -> Response {
         .into_response();
     }
     let protocol = select_subprotocol(req.headers(), &[RTCHAT_V1, JSON]);
+    // permessage-deflate (`--ws-deflate`): compressed frames of the fan-out are shared.
+    let deflate = state.config.websocket.deflate.as_ref();
+    let deflate = deflate.and_then(|d| rtchat_ws::deflate::negotiate(req.headers(), d));
     let mode = if protocol == Some(RTCHAT_V1) {
         Mode::Deltas
     } else {
         Mode::Snapshots
     };
-    let since = match since_param(req.uri().query()) {
-        Ok(since) => since,
+    let position = match position_param(req.uri().query()) {
+        // The course's `json` protocol has no resume: its first snapshot is the history.
+        Ok(position) => position.filter(|_| mode == Mode::Deltas),
         Err(e) => return e.into_response(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = state.config.websocket.clone();
     let shutdown = state.shutdown.clone();
     // Subscribe before answering 101, so no message posted after the handshake is missed.
-    let subscription = state.hub.subscribe();
+    let opened = match state.hub.subscribe(GENERAL, position.as_ref()).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    };
+    let (start, subscription) = (opened.start, opened.subscription);
     // The task becomes the connection's future once the upgrade completes, so what was
     // captured for the upgrade is not kept next to it for the connection's life (one `async`
     // block doing both would keep its captures and the moved-from `Connection` in the task).
     let task = on_upgrade.then(move |upgraded| match upgraded {
         Ok(upgraded) => {
             let mut conn = Connection {
-                ws: WebSocket::new(TokioIo::new(upgraded), config),
+                ws: WebSocket::new(TokioIo::new(upgraded), config).with_deflate(deflate),
                 in_flight: VecDeque::new(),
                 mode,
                 subscription,
@@ -113,7 +133,7 @@ async fn accept(state: AppState, mut req: Request) -> Response {
             // Not an `async fn` of `Connection`: one taking `self` by value would hold it
             // twice, and its arguments would be copied next to the captures.
             Either::Left(async move {
-                let end = match conn.start(since).await {
+                let end = match conn.start(start).await {
                     Ok(()) => conn.serve().await,
                     Err(end) => end,
                 };
@@ -128,7 +148,12 @@ async fn accept(state: AppState, mut req: Request) -> Response {
         }
     });
     state.tasks.spawn(task);
-    switching_protocols(&validated, protocol).map(|()| Body::empty())
+    let mut response = validated.response(protocol).map(|()| Body::empty());
+    if let Some(d) = &deflate {
+        let headers = response.headers_mut();
+        headers.insert(SEC_WEBSOCKET_EXTENSIONS, d.response_header());
+    }
+    response
 }
 
 /// A handshake refusal as JSON, with the headers RFC 6455 asks for (e.g. the supported
@@ -139,52 +164,58 @@ fn handshake_error(e: &HandshakeError) -> Response {
     response
 }
 
-fn since_param(query: Option<&str>) -> Result<Option<u64>, ApiError> {
+/// `?since=ID&epoch=E` on the upgrade URL: where a rtchat.v1 client resumes.
+fn position_param(query: Option<&str>) -> Result<Option<Position>, ApiError> {
     let Some(query) = query else { return Ok(None) };
+    let (mut since, mut epoch) = (None, None);
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("since=") {
-            return value.parse().map(Some).map_err(|_| {
+            since = Some(value.parse().map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!("since must be a message id, got {value:?}"),
                 )
-            });
+            })?);
+        } else if let Some(value) = pair.strip_prefix("epoch=") {
+            epoch = Some(value.to_owned());
         }
     }
-    Ok(None)
+    Ok(since.map(|after| Position::new(after, epoch)))
 }
 
-/// Frame caches (keys of `Entry::encoded` / `Snapshot::encoded`).
+/// Frame caches (keys of `Entry::encoded` / `Snapshot::encoded`): each message's frame is
+/// encoded once, and compressed once per window size connections agreed on (permessage-
+/// deflate, [`SharedMessage`]); every connection sends the same bytes.
 #[derive(Clone)]
-struct SnapshotFrame(EncodedFrame);
+struct SnapshotFrame(SharedMessage);
 #[derive(Clone)]
-struct HistoryFrame(EncodedFrame);
+struct HistoryFrame(SharedMessage);
 #[derive(Clone)]
-struct DeltaFrame(EncodedFrame);
+struct DeltaFrame(SharedMessage);
 
-fn snapshot_frame(snapshot: &Snapshot) -> EncodedFrame {
+fn snapshot_frame(snapshot: &Snapshot) -> SharedMessage {
     let SnapshotFrame(frame) =
-        snapshot.encoded(|s| SnapshotFrame(EncodedFrame::text(s.json.clone())));
+        snapshot.encoded(|s| SnapshotFrame(SharedMessage::text(s.json.clone())));
     frame
 }
 
-fn history_frame(snapshot: &Snapshot) -> EncodedFrame {
+fn history_frame(snapshot: &Snapshot) -> SharedMessage {
     let HistoryFrame(frame) = snapshot.encoded(|s| {
         let mut out = BytesMut::with_capacity(s.json.len() + 20);
         out.put_slice(b"{\"type\":\"history\",");
         out.put_slice(&s.json[1..]);
-        HistoryFrame(EncodedFrame::text(out.freeze()))
+        HistoryFrame(SharedMessage::text(out.freeze()))
     });
     frame
 }
 
-fn delta_frame(entry: &Entry) -> EncodedFrame {
+fn delta_frame(entry: &Entry) -> SharedMessage {
     let DeltaFrame(frame) = entry.encoded(|e| {
         let mut out = BytesMut::with_capacity(e.json.len() + 24);
         out.put_slice(b"{\"type\":\"msg\",\"msg\":");
         out.put_slice(&e.json);
         out.put_u8(b'}');
-        DeltaFrame(EncodedFrame::text(out.freeze()))
+        DeltaFrame(SharedMessage::text(out.freeze()))
     });
     frame
 }
@@ -203,6 +234,15 @@ enum Step {
     Wait(Box<(Option<Value>, NewPost)>),
     /// Re-read what a lagging delta connection missed.
     CatchUp,
+}
+
+/// Why a post was not taken: the hub's reasons, or a frame that is not a post at all.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{0}")]
+    Post(PostError),
+    #[error("rtchat.v1 messages need \"type\":\"post\"")]
+    NotAPost,
 }
 
 /// Why a connection ends, for the close frame.
@@ -230,32 +270,34 @@ struct Connection<S> {
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
-    /// What a connection gets first: the history, or (rtchat.v1 with `since`) what it missed.
-    async fn start(&mut self, since: Option<u64>) -> Result<(), End> {
-        let last = self.subscription.snapshot().last_id;
-        match (self.mode, since) {
+    /// What a connection gets first, as the door decided: the history, or (rtchat.v1 with
+    /// `since`) what it missed, or a reset and then the history.
+    async fn start(&mut self, start: Start) -> Result<(), End> {
+        match start {
             // Rare (a reconnect) and wide: boxed so it does not widen this future.
-            (Mode::Deltas, Some(id)) if id <= last => return Box::pin(self.resume(id)).await,
-            (Mode::Deltas, Some(_)) => {
-                self.send(&text(json!({"type": "reset", "last": last})))
-                    .await?;
+            Start::Resume { after } => return Box::pin(self.resume(after)).await,
+            Start::Reset => {
+                let snapshot = self.subscription.snapshot();
+                let reset =
+                    json!({"type": "reset", "last": snapshot.last_id, "epoch": &*snapshot.epoch});
+                self.send(&text(reset)).await?;
             }
-            _ => {}
+            Start::Fresh => {}
         }
         let history = match self.mode {
             Mode::Snapshots => snapshot_frame(self.subscription.snapshot()),
             Mode::Deltas => history_frame(self.subscription.snapshot()),
         };
-        self.send(&history).await
+        self.send(&self.ws.frame_for(&history)).await
     }
 
     /// rtchat.v1 with `?since=ID`: the messages after ID, then `resumed`.
     async fn resume(&mut self, id: u64) -> Result<(), End> {
-        self.subscription.resume_after(id);
         let count = self.catch_up().await?;
         let last = self.subscription.last_seen();
+        let epoch = self.subscription.snapshot().epoch.clone();
         self.send(&text(
-            json!({"type": "resumed", "after": id, "count": count, "last": last}),
+            json!({"type": "resumed", "after": id, "count": count, "last": last, "epoch": &*epoch}),
         ))
         .await
     }
@@ -276,7 +318,8 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     .await?;
             }
             for entry in &page.entries {
-                self.send(&delta_frame(entry)).await?;
+                let frame = self.ws.frame_for(&delta_frame(entry));
+                self.send(&frame).await?;
             }
             count += page.entries.len();
             if !page.more {
@@ -304,7 +347,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     None => Poll::Pending,
                 }), if !self.in_flight.is_empty() => {
                     let (reference, _) = self.in_flight.pop_front().expect("polled the oldest post");
-                    Ok(self.reply(reference, stored.map_err(|e| e.to_string())).map_or(Step::Nothing, Step::Send))
+                    Ok(self.reply(reference, stored.map_err(Refusal::Post)).map_or(Step::Nothing, Step::Send))
                 }
                 delivery = self.subscription.recv() => match delivery {
                     Some(delivery) => Ok(self.on_delivery(delivery)),
@@ -379,10 +422,10 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     fn on_post(&mut self, body: &Bytes) -> Step {
         let (reference, post) = self.parse_post(body);
         let submitted = match post {
-            Ok(post) => match self.subscription.hub().try_submit(post) {
+            Ok(post) => match self.subscription.hub().try_submit(GENERAL, post) {
                 Ok(ticket) => Ok(ticket),
                 Err(TrySubmitError::Full(post)) => return Step::Wait(Box::new((reference, post))),
-                Err(TrySubmitError::ShuttingDown) => Err(PostError::ShuttingDown.to_string()),
+                Err(TrySubmitError::ShuttingDown) => Err(Refusal::Post(PostError::ShuttingDown)),
             },
             Err(e) => Err(e),
         };
@@ -398,9 +441,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         let submitted = self
             .subscription
             .hub()
-            .submit(post)
+            .submit(GENERAL, post)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(Refusal::Post);
         match self.queued(reference, submitted) {
             Step::Send(frame) => Some(frame),
             _ => None,
@@ -408,7 +451,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Tracks a submitted post, or answers its error.
-    fn queued(&mut self, reference: Option<Value>, submitted: Result<Ticket, String>) -> Step {
+    fn queued(&mut self, reference: Option<Value>, submitted: Result<Ticket, Refusal>) -> Step {
         match submitted {
             Ok(ticket) => {
                 self.in_flight.push_back((reference, ticket));
@@ -421,18 +464,18 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     }
 
     /// A post's `ref` and the post, or why it is invalid.
-    fn parse_post(&self, body: &Bytes) -> (Option<Value>, Result<NewPost, String>) {
+    fn parse_post(&self, body: &Bytes) -> (Option<Value>, Result<NewPost, Refusal>) {
         let limits = self.subscription.hub().config().limits;
-        let value: Result<Value, String> =
-            serde_json::from_slice(body).map_err(|e| PostError::Json(e.to_string()).to_string());
+        let value: Result<Value, Refusal> =
+            serde_json::from_slice(body).map_err(|e| Refusal::Post(PostError::Json(e.to_string())));
         let reference = value.as_ref().ok().and_then(|v| v.get("ref").cloned());
         let post = value.and_then(|value| {
             if self.mode == Mode::Deltas
                 && value.get("type").and_then(Value::as_str) != Some("post")
             {
-                return Err("rtchat.v1 messages need \"type\":\"post\"".to_owned());
+                return Err(Refusal::NotAPost);
             }
-            NewPost::from_value(&value, &limits).map_err(|e| e.to_string())
+            NewPost::from_value(&value, &limits).map_err(Refusal::Post)
         });
         (reference, post)
     }
@@ -443,16 +486,16 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     fn reply(
         &self,
         reference: Option<Value>,
-        result: Result<Arc<Entry>, String>,
+        result: Result<Arc<Entry>, Refusal>,
     ) -> Option<EncodedFrame> {
         let reply = match (self.mode, result) {
             (Mode::Snapshots, Ok(_)) => return None,
-            (Mode::Snapshots, Err(error)) => json!({ "error": error }),
+            (Mode::Snapshots, Err(error)) => json!({ "error": error.to_string() }),
             (Mode::Deltas, Ok(entry)) => {
                 json!({"type": "ack", "ref": reference, "id": entry.message.id})
             }
             (Mode::Deltas, Err(error)) => {
-                json!({"type": "error", "ref": reference, "error": error})
+                json!({"type": "error", "ref": reference, "error": error.to_string()})
             }
         };
         Some(text(reply))
@@ -461,14 +504,17 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// What to do with one delivery of the hub.
     fn on_delivery(&self, delivery: Delivery) -> Step {
         match delivery {
-            Delivery::Event(event) => Step::Deliver(match self.mode {
+            Delivery::Event(event) => Step::Deliver(self.ws.frame_for(&match self.mode {
                 Mode::Snapshots => snapshot_frame(&event.snapshot),
                 Mode::Deltas => delta_frame(&event.entry),
-            }),
+            })),
             // Slow consumer: a fresh snapshot supersedes what was skipped; deltas are re-read
             // from the store so nothing is lost.
             Delivery::Lagged { .. } => match self.mode {
-                Mode::Snapshots => Step::Send(snapshot_frame(&self.subscription.hub().snapshot())),
+                Mode::Snapshots => Step::Send(
+                    self.ws
+                        .frame_for(&snapshot_frame(&self.subscription.current())),
+                ),
                 Mode::Deltas => Step::CatchUp,
             },
         }
@@ -491,12 +537,21 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::since_param;
+    use super::position_param;
+    use rtchat_core::Position;
 
     #[test]
-    fn since_is_read_from_the_query() {
-        assert_eq!(since_param(None).unwrap(), None);
-        assert_eq!(since_param(Some("a=1&since=42")).unwrap(), Some(42));
-        assert!(since_param(Some("since=x")).is_err());
+    fn the_position_is_read_from_the_query() {
+        assert_eq!(position_param(None).unwrap(), None);
+        assert_eq!(
+            position_param(Some("a=1&since=42")).unwrap(),
+            Some(Position::new(42, None))
+        );
+        assert_eq!(
+            position_param(Some("epoch=ab12cd34&since=7")).unwrap(),
+            Some(Position::new(7, Some("ab12cd34".into())))
+        );
+        assert_eq!(position_param(Some("epoch=ab12cd34")).unwrap(), None);
+        assert!(position_param(Some("since=x")).is_err());
     }
 }

@@ -1,0 +1,230 @@
+//! One channel (a room) as a node holds it: its epoch, its cached history snapshot (newest
+//! `history` messages), and the ring its subscribers read. Fed only by the broker's
+//! deliveries (see [`crate::broker`]).
+//!
+//! # Slow consumers
+//! Subscribers read from one shared, bounded ring of the last [`HubConfig::queue`] events.
+//! Nobody waits for a slow subscriber and memory does not grow with it: a subscriber that
+//! falls more than `queue` events behind is told so ([`Delivery::Lagged`]) and resumes at the
+//! oldest event still in the ring. Transports then apply the policy that fits their wire
+//! format: snapshot transports (the course's `{"msg":[...]}`) simply send the fresh snapshot,
+//! which supersedes everything missed; delta transports call [`Subscription::catch_up`] to
+//! re-read the missed messages from the store, so nothing is lost.
+//!
+//! # Idle channels
+//! The ring exists only while the channel has subscribers: an idle channel is its snapshot and
+//! a few words.
+//!
+//! [`HubConfig::queue`]: crate::HubConfig::queue
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::entry::{Entry, Since, Snapshot};
+use crate::hub::Hub;
+use crate::store::StoreError;
+
+/// One new message as published to a channel's subscribers, with the snapshot that includes
+/// it.
+#[derive(Debug)]
+pub struct Event {
+    pub entry: Arc<Entry>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// What a subscriber receives next.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The next message in order.
+    Event(Arc<Event>),
+    /// The subscriber fell too far behind; `missed` events were dropped for it. See the
+    /// module docs for what transports do about it.
+    Lagged { missed: u64 },
+}
+
+/// A channel held by this node.
+pub struct Channel {
+    pub(crate) name: Arc<str>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    /// The ring, while anyone subscribes.
+    ring: Mutex<Option<broadcast::Sender<Arc<Event>>>>,
+    queue: usize,
+}
+
+impl Channel {
+    pub(crate) fn new(name: Arc<str>, snapshot: Snapshot, queue: usize) -> Channel {
+        Channel {
+            name,
+            snapshot: watch::Sender::new(Arc::new(snapshot)),
+            ring: Mutex::new(None),
+            queue,
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The current history snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that wakes whenever a new snapshot is published; long polls park on it
+    /// (it costs a few words while parked, unlike a subscription's place in the ring).
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Event>>>> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place in the ring and the snapshot just before it: an event published in between
+    /// is in both, and the subscription skips it by id.
+    fn join(&self) -> (broadcast::Receiver<Arc<Event>>, Arc<Snapshot>) {
+        let rx = self
+            .ring()
+            .get_or_insert_with(|| broadcast::channel(self.queue).0)
+            .subscribe();
+        (rx, self.snapshot())
+    }
+
+    /// Subscriptions alive on this channel.
+    pub fn subscribers(&self) -> usize {
+        self.ring().as_ref().map_or(0, |r| r.receiver_count())
+    }
+
+    /// A delivered message: the new snapshot, then the event to every subscriber.
+    pub(crate) fn publish(&self, entry: Arc<Entry>, history: usize) {
+        let current = self.snapshot();
+        if entry.message.id <= current.last_id {
+            // Already delivered (a broker may repeat itself after a reconnect).
+            return;
+        }
+        let snapshot = Arc::new(current.with(entry.clone(), history));
+        self.snapshot.send_replace(snapshot.clone());
+        let mut ring = self.ring();
+        if let Some(sender) = ring.as_ref() {
+            if sender.receiver_count() == 0 {
+                *ring = None;
+            } else {
+                let _ = sender.send(Arc::new(Event { entry, snapshot }));
+            }
+        }
+    }
+
+    /// Replaces the snapshot (after a deletion, reloaded from the store). Subscribers are not
+    /// told; long polls wake and find nothing new.
+    pub(crate) fn replace_snapshot(&self, snapshot: Snapshot) {
+        self.snapshot.send_replace(Arc::new(snapshot));
+    }
+}
+
+/// A place in a channel's stream of events, with the snapshot it started from.
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+    snapshot: Arc<Snapshot>,
+    last_seen: u64,
+    channel: Arc<Channel>,
+    hub: Hub,
+}
+
+impl Subscription {
+    pub(crate) fn new(channel: Arc<Channel>, hub: Hub) -> Subscription {
+        let (rx, snapshot) = channel.join();
+        Subscription {
+            rx,
+            last_seen: snapshot.last_id,
+            snapshot,
+            channel,
+            hub,
+        }
+    }
+
+    /// The history at the moment of subscribing.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// The channel's history now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.channel.snapshot()
+    }
+
+    /// The channel this subscription listens to.
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.channel
+    }
+
+    /// The hub this subscription listens to (so a holder needs no clone of its own).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Id of the last message delivered (or of the snapshot's newest).
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
+    /// Makes the subscription continue after `id` instead: later events at or below it are
+    /// skipped. The door ([`Hub::subscribe`]) does this for clients that resume.
+    pub(crate) fn resume_after(&mut self, id: u64) {
+        self.last_seen = id;
+    }
+
+    /// What [`Subscription::recv`] would return right now, without waiting: `None` when
+    /// nothing is queued (or the hub is gone; `recv` then says so). Lets a busy connection
+    /// gather everything already waiting into one write.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        use broadcast::error::TryRecvError;
+        loop {
+            let delivery = match self.rx.try_recv() {
+                Ok(event) => self.deliver(event),
+                Err(TryRecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            };
+            if delivery.is_some() {
+                return delivery;
+            }
+        }
+    }
+
+    /// The next message, in id order, or `None` once the channel is gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        use broadcast::error::RecvError;
+        loop {
+            let delivery = match self.rx.recv().await {
+                Ok(event) => self.deliver(event),
+                Err(RecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
+                Err(RecvError::Closed) => return None,
+            };
+            if delivery.is_some() {
+                return delivery;
+            }
+        }
+    }
+
+    /// An event of the ring as a delivery, or `None` for one at or below what was already
+    /// delivered (or resumed past).
+    fn deliver(&mut self, event: Arc<Event>) -> Option<Delivery> {
+        if event.entry.message.id <= self.last_seen {
+            return None;
+        }
+        self.last_seen = event.entry.message.id;
+        Some(Delivery::Event(event))
+    }
+
+    /// For delta transports after [`Delivery::Lagged`] (or on resume): the next page of
+    /// messages after the last one delivered, read from the cache or the store. Call until
+    /// `more` is false; later [`Subscription::recv`] calls skip what was returned here.
+    pub async fn catch_up(&mut self, limit: usize) -> Result<Since, StoreError> {
+        let since = self.hub.since(&self.channel, self.last_seen, limit).await?;
+        if let Some(last) = since.entries.last() {
+            self.last_seen = last.message.id;
+        }
+        Ok(since)
+    }
+}
