@@ -3,13 +3,13 @@
 //! transports (HTTP long-polling and WebSocket, with the upgrade from one to the other).
 //!
 //! # Events
-//! * server → client `msg:get` `{"msg":[...],"last":N}` — the history, newest first (the
+//! * server → client `msg:get` `{"msg":[...],"last":N,"epoch":E}` — the history, newest first (the
 //!   course's event). Sent on connect, and after every new message to the sockets in the
 //!   room `msg:get` (every socket unless its handshake says `snapshots: false`).
 //! * server → client `msg:new` `{"id","user","text","time"}` — rtchat's own event: only the new
 //!   message, to the sockets in the room `msg:new` (every socket).
 //! * server → client `msg:since` `{"msg":[...],"last":N,"more":bool}` — on a resumed connection
-//!   (handshake `auth: {last: ID}`), exactly the messages after `ID`, in pages shaped like
+//!   (handshake `auth: {last: ID, epoch: E}`; another epoch gets `msg:get` with `"reset":true`), exactly the messages after `ID`, in pages shaped like
 //!   `GET /poll?since=ID` answers (the oldest page first, each newest first); every page but
 //!   the last has `"more":true`. The last page comes even when nothing was missed.
 //! * client → server `msg:post` `{user, text}` — validated like `POST /poll`, stored, then

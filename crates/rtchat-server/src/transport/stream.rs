@@ -1,12 +1,12 @@
 //! The course's HTTP/2 stream: `GET /msgs` answers with one never-ending `text/plain` body
-//! that carries the history snapshot `{"msg":[...],"last":N}` at once and a fresh snapshot
+//! that carries the history snapshot `{"msg":[...],"last":N,"epoch":E}` at once and a fresh snapshot
 //! after every new message, each in its own write and ending with a newline (so both a
 //! client that parses each read and one that splits lines read it correctly).
 //! `GET /msgs` with `Accept: text/event-stream` is Server-Sent Events instead (see [`super::sse`]).
 //! `POST /msgs` posts exactly like `POST /poll`.
 //!
 //! `GET /msgs?since=ID[&epoch=E]` resumes: instead of the first snapshot the stream starts with the
-//! messages after `ID`, in lines shaped like long-poll answers (`{"msg":[...],"last":N}`,
+//! messages after `ID`, in lines shaped like long-poll answers (`{"msg":[...],"last":N,"epoch":E}`,
 //! newest first, the oldest page first, `"more":true` on all but the last; `"truncated":true`
 //! when messages after `ID` are no longer kept), then goes on with snapshots. An `ID` newer than
 //! anything this server handed out, or from another epoch, gets the snapshot with

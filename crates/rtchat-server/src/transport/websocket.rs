@@ -4,11 +4,11 @@
 //! `ws://localhost:8080`). Two subprotocols:
 //!
 //! * `json` (the course's; also what a client offering no subprotocol gets): on connect a text
-//!   frame `{"msg":[...],"last":N}` with the history, newest first; the client sends
+//!   frame `{"msg":[...],"last":N,"epoch":E}` with the history, newest first; the client sends
 //!   `{"user":"...","text":"..."}`; after every new message every connection gets the new
 //!   snapshot. An invalid post gets `{"error":"..."}` and is not stored.
 //! * `rtchat.v1` (preferred when offered): only new messages travel. On connect
-//!   `{"type":"history","msg":[...],"last":N}`; then `{"type":"msg","msg":{id,user,text,time}}`
+//!   `{"type":"history","msg":[...],"last":N,"epoch":E}`; then `{"type":"msg","msg":{id,user,text,time}}`
 //!   per message. The client posts `{"type":"post","user":"...","text":"...","ref":R}` and gets
 //!   `{"type":"ack","ref":R,"id":N}` or `{"type":"error","ref":R,"error":"..."}` (`ref` is any
 //!   JSON value of the client's, echoed back, optional). To resume, connect with `?since=ID`:
