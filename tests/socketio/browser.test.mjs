@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { startProxy } from './lib/proxy.mjs';
+import { startProxy } from '../browser/lib/proxy.mjs';
 import { postPoll, startServer, waitUntil } from './lib/server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
