@@ -86,26 +86,31 @@ wrk_poll() {
 
 for round in $(seq "$ROUNDS"); do
   echo "== round $round of $ROUNDS"
-  rtchat rt; bench "ws-rtchat-$round" "rtchat ws (json snapshots)" "${FANOUT[@]}" -t ws; stop
-  node_peer nws ws-server.mjs; bench "ws-node-$round" "node ws (json snapshots)" "${FANOUT[@]}" -t ws; stop
-  rtchat rt; bench "wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas)" "${FANOUT[@]}" -t ws-v1; stop
-  rtchat rt; bench "sio-rtchat-$round" "rtchat socket.io (msg:get)" "${FANOUT[@]}" -t socketio; stop
-  node_peer nsio socketio-server.mjs; bench "sio-node-$round" "node socket.io (msg:get)" "${FANOUT[@]}" -t socketio; stop
-  rtchat rt; bench "msgs-rtchat-$round" "rtchat /msgs (HTTP/1.1)" "${FANOUT[@]}" -t msgs; stop
+  rtchat rt; bench "ws-rtchat-$round" "rtchat ws (json snapshots)" "${FANOUT[@]}" -t ws-json; stop
+  node_peer nws ws-server.mjs; bench "ws-node-$round" "node ws (json snapshots)" "${FANOUT[@]}" -t ws-json; stop
+  rtchat rt; bench "wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas)" "${FANOUT[@]}" -t ws; stop
+  rtchat rt; bench "sio-rtchat-$round" "rtchat socket.io (msg:get)" "${FANOUT[@]}" -t socketio-snapshots; stop
+  node_peer nsio socketio-server.mjs; bench "sio-node-$round" "node socket.io (msg:get)" "${FANOUT[@]}" -t socketio-snapshots; stop
+  rtchat rt; bench "msgs-rtchat-$round" "rtchat /msgs (HTTP/1.1)" "${FANOUT[@]}" -t stream; stop
 
   # Saturation: the same fan-out offered at SAT_RATE, for sustained deliveries per second.
-  node_peer nws ws-server.mjs; bench "sat-ws-node-$round" "node ws (json snapshots), saturated" "${SATURATE[@]}" -t ws; stop
-  rtchat rt; bench "sat-ws-rtchat-$round" "rtchat ws (json snapshots), saturated" "${SATURATE[@]}" -t ws; stop
-  rtchat rt; bench "sat-wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas), saturated" "${SATURATE[@]}" -t ws-v1; stop
-  node_peer nsio socketio-server.mjs; bench "sat-sio-node-$round" "node socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio; stop
-  rtchat rt; bench "sat-sio-rtchat-$round" "rtchat socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio; stop
-  rtchat rt; bench "sat-siodelta-rtchat-$round" "rtchat socket.io (msg:new deltas), saturated" "${SATURATE[@]}" -t socketio-delta; stop
+  node_peer nws ws-server.mjs; bench "sat-ws-node-$round" "node ws (json snapshots), saturated" "${SATURATE[@]}" -t ws-json; stop
+  rtchat rt; bench "sat-ws-rtchat-$round" "rtchat ws (json snapshots), saturated" "${SATURATE[@]}" -t ws-json; stop
+  rtchat rt; bench "sat-wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas), saturated" "${SATURATE[@]}" -t ws; stop
+  node_peer nsio socketio-server.mjs; bench "sat-sio-node-$round" "node socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio-snapshots; stop
+  rtchat rt; bench "sat-sio-rtchat-$round" "rtchat socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio-snapshots; stop
+  rtchat rt; bench "sat-siodelta-rtchat-$round" "rtchat socket.io (msg:new deltas), saturated" "${SATURATE[@]}" -t socketio; stop
 
+  # Result names (idle-ws, idle-poll...) stay those of earlier runs; the transports are the
+  # same as before the names were unified (ws = the course's json, poll = parked long polls).
   for t in ws poll msgs sse socketio; do
-    rtchat rt; bench "idle-$t-rtchat-$round" "rtchat $t" idle -n "$IDLE" -t "$t"; stop
     case $t in
-      ws) node_peer nws ws-server.mjs; bench "idle-ws-node-$round" "node ws" idle -n "$IDLE" -t ws; stop ;;
-      socketio) node_peer nsio socketio-server.mjs; bench "idle-socketio-node-$round" "node socket.io" idle -n "$IDLE" -t socketio; stop ;;
+      ws) tt=ws-json ;; poll) tt=longpoll ;; msgs) tt=stream ;; socketio) tt=socketio-snapshots ;; *) tt=$t ;;
+    esac
+    rtchat rt; bench "idle-$t-rtchat-$round" "rtchat $t" idle -n "$IDLE" -t "$tt"; stop
+    case $t in
+      ws) node_peer nws ws-server.mjs; bench "idle-ws-node-$round" "node ws" idle -n "$IDLE" -t ws-json; stop ;;
+      socketio) node_peer nsio socketio-server.mjs; bench "idle-socketio-node-$round" "node socket.io" idle -n "$IDLE" -t socketio-snapshots; stop ;;
     esac
   done
 

@@ -59,13 +59,13 @@ bench() {
 
 for round in $(seq "$ROUNDS"); do
   echo "== round $round of $ROUNDS"
-  rtchat "r-off-$round" --ws-deflate off; bench "snap-rtchat-off-$round" "rtchat, off" -t ws; stop
-  rtchat "r-on-$round" --ws-deflate on; bench "snap-rtchat-on-$round" "rtchat, on" -t ws; stop
-  node_ws "n-off-$round" 0; bench "snap-node-off-$round" "node ws, off" -t ws; stop
-  node_ws "n-on-$round" 1; bench "snap-node-on-$round" "node ws, on" -t ws; stop
-  rtchat "v-off-$round" --ws-deflate off; bench "v1-rtchat-off-$round" "rtchat v1, off" -t ws-v1; stop
-  rtchat "v-on-$round" --ws-deflate on; bench "v1-rtchat-on-$round" "rtchat v1, on (threshold 256)" -t ws-v1; stop
-  rtchat "v-on0-$round" --ws-deflate on --ws-deflate-threshold 0; bench "v1-rtchat-on0-$round" "rtchat v1, on (threshold 0)" -t ws-v1; stop
+  rtchat "r-off-$round" --ws-deflate off; bench "snap-rtchat-off-$round" "rtchat, off" -t ws-json; stop
+  rtchat "r-on-$round" --ws-deflate on; bench "snap-rtchat-on-$round" "rtchat, on" -t ws-json; stop
+  node_ws "n-off-$round" 0; bench "snap-node-off-$round" "node ws, off" -t ws-json; stop
+  node_ws "n-on-$round" 1; bench "snap-node-on-$round" "node ws, on" -t ws-json; stop
+  rtchat "v-off-$round" --ws-deflate off; bench "v1-rtchat-off-$round" "rtchat v1, off" -t ws; stop
+  rtchat "v-on-$round" --ws-deflate on; bench "v1-rtchat-on-$round" "rtchat v1, on (threshold 256)" -t ws; stop
+  rtchat "v-on0-$round" --ws-deflate on --ws-deflate-threshold 0; bench "v1-rtchat-on0-$round" "rtchat v1, on (threshold 0)" -t ws; stop
 done
 
 python3 - "$RAW" "$ROUNDS" "$SUBSCRIBERS" "$MESSAGES" "$RATE" >"$OUT/deflate.md" <<'PY'

@@ -9,7 +9,8 @@ use rtchat_client::{Options, Transport};
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// How to talk to the server: poll, longpoll, stream, sse, ws (rtchat.v1), ws-json or socketio.
+    /// How to talk to the server: poll, longpoll, stream, sse, ws (rtchat.v1), ws-json,
+    /// socketio (msg:new) or socketio-snapshots (the course's msg:get); see docs/PROTOCOL.md.
     #[arg(long, short, value_name = "T", default_value = "ws", value_parser = parse_transport)]
     transport: Transport,
 

@@ -74,8 +74,10 @@ pub struct Common {
 /// `rtchat bench fanout`.
 #[derive(Args, Debug)]
 pub struct FanoutArgs {
-    /// How subscribers read the chat (the publisher posts the transport's own way).
-    #[arg(long, short, value_enum, default_value_t = Transport::Ws)]
+    /// How subscribers read the chat (the publisher posts the transport's own way): longpoll,
+    /// stream, sse, ws (rtchat.v1 deltas), ws-json (the course's snapshots), socketio
+    /// (msg:new deltas) or socketio-snapshots (the course's msg:get).
+    #[arg(long, short, value_name = "T", default_value = "ws-json", value_parser = crate::transport::parse)]
     pub transport: Transport,
 
     /// Subscribers.
@@ -109,8 +111,8 @@ pub struct FanoutArgs {
 /// `rtchat bench idle`.
 #[derive(Args, Debug)]
 pub struct IdleArgs {
-    /// The kind of idle connection (`poll`: parked long polls).
-    #[arg(long, short, value_enum, default_value_t = Transport::Ws)]
+    /// The kind of idle connection (`longpoll`: parked long polls); the names of `fanout`.
+    #[arg(long, short, value_name = "T", default_value = "ws-json", value_parser = crate::transport::parse)]
     pub transport: Transport,
 
     /// Connections held open.

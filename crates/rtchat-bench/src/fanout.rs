@@ -28,7 +28,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     let mut report = FanoutReport {
         kind: "fanout".to_owned(),
         label,
-        transport: format!("{:?}", args.transport).to_lowercase(),
+        transport: args.transport.name().to_owned(),
         url,
         subscribers: args.subscribers,
         connected: 0,
@@ -50,11 +50,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
             ..Resources::default()
         },
     };
-    report.transport = serde_json::to_value(args.transport)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or(report.transport);
-    let last = if args.transport.needs_last() {
+    let last = if transport::needs_last(args.transport) {
         match transport::fetch_last(&target).await {
             Ok(last) => last,
             Err(e) => {

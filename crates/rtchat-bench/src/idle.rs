@@ -21,7 +21,7 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
     let bench_cpu = CpuMeter::start(None);
     let shared = Arc::new(Shared::default());
     let pid = target.pid.expect("idle needs the server's pid");
-    let last = if args.transport.needs_last() {
+    let last = if transport::needs_last(args.transport) {
         transport::fetch_last(&target).await.unwrap_or_else(|e| {
             shared.error(format!("GET /poll: {e}"));
             transport::Since::default()
@@ -67,10 +67,7 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
     IdleReport {
         kind: "idle".to_owned(),
         label,
-        transport: serde_json::to_value(args.transport)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        transport: args.transport.name().to_owned(),
         url,
         connections: args.connections,
         connected,

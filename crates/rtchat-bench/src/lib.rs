@@ -63,11 +63,10 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
     };
     let result = match args.command {
         BenchCommand::Fanout(a) => {
-            let t = serde_json::to_value(a.transport).unwrap_or_default();
             let label = common
                 .label
                 .clone()
-                .unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
+                .unwrap_or_else(|| default_label(a.transport.name()));
             let report = runtime.block_on(fanout::run(&a, target, label, url));
             if let Some(path) = &a.plot {
                 report::plot(
@@ -84,11 +83,10 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
             if target.pid.is_none() {
                 return Err("idle needs the server's pid: pass --server-pid, or no --url so that the bench starts the server".to_owned());
             }
-            let t = serde_json::to_value(a.transport).unwrap_or_default();
             let label = common
                 .label
                 .clone()
-                .unwrap_or_else(|| default_label(t.as_str().unwrap_or("")));
+                .unwrap_or_else(|| default_label(a.transport.name()));
             let report = runtime.block_on(idle::run(&a, target, label, url));
             output(&report, common.json, report::IdleReport::print_table)?;
             report.timed_out

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use reqwest::Url;
+use rtchat_protocol::http::{EVENTS, MSGS, POLL, WS};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -32,7 +33,10 @@ impl Ctx {
         let http = if options.http3 {
             if matches!(
                 transport,
-                Transport::Ws | Transport::WsJson | Transport::SocketIo
+                Transport::Ws
+                    | Transport::WsJson
+                    | Transport::SocketIo
+                    | Transport::SocketIoSnapshots
             ) {
                 return Err(Error::Url {
                     url: url.to_owned(),
@@ -85,9 +89,12 @@ impl Ctx {
     /// Where posts go for the HTTP transports; `None` when posts travel on the connection.
     pub fn post_url(&self) -> Option<Url> {
         let path = match self.transport {
-            Transport::Poll | Transport::LongPoll | Transport::Sse => "/poll",
-            Transport::Stream => "/msgs",
-            Transport::Ws | Transport::WsJson | Transport::SocketIo => return None,
+            Transport::Poll | Transport::LongPoll | Transport::Sse => POLL,
+            Transport::Stream => MSGS,
+            Transport::Ws
+            | Transport::WsJson
+            | Transport::SocketIo
+            | Transport::SocketIoSnapshots => return None,
         };
         self.url(path).ok()
     }
@@ -118,7 +125,7 @@ fn base_url(input: &str) -> Result<String, Error> {
     };
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     let mut path = url.path().trim_end_matches('/').to_owned();
-    for endpoint in ["/poll", "/msgs", "/events", "/ws", "/socket.io"] {
+    for endpoint in [POLL, MSGS, EVENTS, WS, "/socket.io"] {
         if let Some(prefix) = path.strip_suffix(endpoint) {
             path = prefix.to_owned();
             break;
@@ -183,7 +190,7 @@ impl From<Page> for History {
             .last()
             .max(page.msg.iter().map(|m| m.id).max().unwrap_or(0));
         History {
-            epoch: page.epoch(),
+            epoch: crate::page_epoch(&page),
             msg: page.msg,
             last,
         }
@@ -231,7 +238,9 @@ impl Session {
                 Transport::Stream => http::open_stream(ctx, resume).await,
                 Transport::Sse => http::open_sse(ctx, resume).await,
                 Transport::Ws | Transport::WsJson => ws::open(ctx, resume).await,
-                Transport::SocketIo => socketio::open(ctx, resume).await,
+                Transport::SocketIo | Transport::SocketIoSnapshots => {
+                    socketio::open(ctx, resume).await
+                }
             }
         };
         tokio::time::timeout(ctx.options.request_timeout, open)
@@ -391,7 +400,7 @@ impl Sink {
     /// Applies a page or snapshot (`/poll`, `/msgs`, `json` snapshots, `msg:since`).
     pub async fn apply_page(&mut self, page: Page) -> Result<(), Closed> {
         let last = page.last();
-        let epoch = page.epoch();
+        let epoch = crate::page_epoch(&page);
         // A history of another epoch (the course's json snapshots have no resume to be told
         // so; the other transports say `reset` themselves), or ids gone back (a server
         // before epochs that restarted empty): start over.

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Position, Session, Sink};
 use crate::h3::H3Client;
 use crate::{epoch_of, valid_epoch, Error, Message, Page, Transport};
+use rtchat_protocol::http::{sse_event, EVENTS, LAST_EVENT_ID, MSGS, POLL};
 
 /// Where the HTTP transports' requests go: reqwest (HTTP/1.1 or HTTP/2) or HTTP/3.
 #[derive(Clone)]
@@ -194,7 +195,7 @@ pub(crate) async fn open_poll(ctx: &Ctx, resume: Option<&Position>) -> Result<Op
     let timeout = ctx.options.request_timeout;
     let (history, pending) = match resume {
         None => {
-            let page: Page = get_json(ctx, ctx.url("/poll")?, timeout).await?;
+            let page: Page = get_json(ctx, ctx.url(POLL)?, timeout).await?;
             (Some(page.into()), None)
         }
         Some(position) => {
@@ -266,7 +267,7 @@ pub(crate) struct StreamSession {
 pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
     let path = match resume {
         Some(position) => format!("/msgs?{}", position.query()),
-        None => "/msgs".to_owned(),
+        None => MSGS.to_owned(),
     };
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
@@ -356,7 +357,7 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Ope
     // the events after it; a resuming one gets what it missed, then `event: resumed`.
     let (history, after) = match resume {
         None => {
-            let page: Page = get_json(ctx, ctx.url("/poll")?, ctx.options.request_timeout).await?;
+            let page: Page = get_json(ctx, ctx.url(POLL)?, ctx.options.request_timeout).await?;
             let history: crate::driver::History = page.into();
             let after = Position {
                 after: history.last,
@@ -370,10 +371,10 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Ope
     headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
     let last_event_id = HeaderValue::from_str(&after.event_id())
         .map_err(|e| Error::Protocol(format!("bad Last-Event-ID: {e}")))?;
-    headers.insert("last-event-id", last_event_id);
+    headers.insert(LAST_EVENT_ID, last_event_id);
     let res = ctx
         .http
-        .send(Method::GET, ctx.url("/events")?, headers, None)
+        .send(Method::GET, ctx.url(EVENTS)?, headers, None)
         .await?;
     let res = check(res).await?;
     let content_type = res
@@ -424,13 +425,13 @@ async fn on_event(sink: &mut Sink, event: SseEvent) -> Result<Result<(), String>
     let epoch = || data.get("epoch").and_then(epoch_of);
     match event.event.as_str() {
         // `{"last":N,"epoch":E}`: the position meant nothing here; the history follows.
-        "reset" => {
+        sse_event::RESET => {
             let last = data.get("last").and_then(Value::as_u64).unwrap_or(0);
             sink.reset(last, epoch()).await?
         }
-        "truncated" => sink.truncated().await?,
+        sse_event::TRUNCATED => sink.truncated().await?,
         // `{"after","count","last","epoch"}`: everything missed has been sent.
-        "resumed" => {
+        sse_event::RESUMED => {
             sink.adopt_epoch(epoch());
             sink.catch_up_done().await?
         }

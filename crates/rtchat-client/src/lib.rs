@@ -40,95 +40,19 @@ mod ws;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// One chat message, as every transport carries it (the same shape as `rtchat_core::Message`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// Assigned by the server, strictly increasing.
-    pub id: u64,
-    /// Who wrote it.
-    pub user: String,
-    /// What they wrote.
-    pub text: String,
-    /// When it was stored, in milliseconds since the Unix epoch.
-    pub time: i64,
-}
-
-/// The transports rtchat serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// Short polling: `GET /poll?since=ID&timeout=0` every [`Options::poll_interval`].
-    Poll,
-    /// Long polling: `GET /poll?since=ID`, held by the server until a message arrives.
-    LongPoll,
-    /// The course's never-ending `GET /msgs` body of newline-delimited snapshots.
-    Stream,
-    /// Server-Sent Events, `GET /events` with `Last-Event-ID` (`EPOCH:ID`).
-    Sse,
-    /// WebSocket with rtchat's `rtchat.v1` subprotocol (deltas, acks, `?since=ID&epoch=E`
-    /// resume).
-    Ws,
-    /// WebSocket with the course's `json` subprotocol (a full snapshot after every message).
-    WsJson,
-    /// Socket.IO v5 over Engine.IO v4's WebSocket transport (`auth: {last: ID, epoch: E}`
-    /// resume).
-    SocketIo,
-}
-
-impl Transport {
-    /// Every transport, in the order the README lists them.
-    pub const ALL: [Transport; 7] = [
-        Transport::Poll,
-        Transport::LongPoll,
-        Transport::Stream,
-        Transport::Sse,
-        Transport::Ws,
-        Transport::WsJson,
-        Transport::SocketIo,
-    ];
-
-    /// The name `--transport` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Poll => "poll",
-            Transport::LongPoll => "longpoll",
-            Transport::Stream => "stream",
-            Transport::Sse => "sse",
-            Transport::Ws => "ws",
-            Transport::WsJson => "ws-json",
-            Transport::SocketIo => "socketio",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Transport {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Transport::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Transport::ALL.iter().map(|t| t.name()).collect();
-                format!("unknown transport {s:?}; one of {}", names.join(", "))
-            })
-    }
-}
+/// One chat message, as every transport carries it.
+pub use rtchat_protocol::Message;
+/// The transports rtchat serves, by the names `--transport` takes.
+pub use rtchat_protocol::Transport;
+pub(crate) use rtchat_protocol::{valid_epoch, Page};
 
 /// How long to wait between reconnection attempts: exponential, with jitter (via [`backon`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -538,35 +462,9 @@ impl Drop for Client {
     }
 }
 
-/// The shape of `/poll` answers, `/msgs` lines, `msg:get`/`msg:since` and the `json`
-/// subprotocol's snapshots: a list, newest first, and flags.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Page {
-    pub msg: Vec<Message>,
-    #[serde(default)]
-    pub last: Option<u64>,
-    #[serde(default)]
-    pub more: bool,
-    #[serde(default)]
-    pub reset: bool,
-    #[serde(default)]
-    pub truncated: bool,
-    /// The epoch of the history the ids belong to (servers before epochs leave it out).
-    #[serde(default)]
-    pub epoch: Option<Value>,
-}
-
-impl Page {
-    /// `last`, or the newest id in `msg` when the server left it out.
-    pub fn last(&self) -> u64 {
-        self.last
-            .unwrap_or_else(|| self.msg.iter().map(|m| m.id).max().unwrap_or(0))
-    }
-
-    /// The page's epoch, if it names a usable one (see [`epoch_of`]).
-    pub fn epoch(&self) -> Option<String> {
-        self.epoch.as_ref().and_then(epoch_of)
-    }
+/// A page's epoch, if it names one this client can send back (see [`valid_epoch`]).
+pub(crate) fn page_epoch(page: &Page) -> Option<String> {
+    page.epoch.clone().filter(|e| valid_epoch(e))
 }
 
 /// An epoch as the server sent it (`"epoch":"..."`), if it is one this client can send back
@@ -574,12 +472,4 @@ impl Page {
 /// 8 of `[a-z0-9]`). Anything else is ignored, as if the server had sent none.
 pub(crate) fn epoch_of(value: &Value) -> Option<String> {
     value.as_str().filter(|e| valid_epoch(e)).map(str::to_owned)
-}
-
-/// See [`epoch_of`].
-pub(crate) fn valid_epoch(epoch: &str) -> bool {
-    (1..=64).contains(&epoch.len())
-        && epoch
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Outbox, Position, Session, Sink};
 use crate::ws::{close_reason, connect, next_text, Socket};
-use crate::{Error, Message, Page, PostCmd};
+use crate::{Error, Message, Page, PostCmd, Transport};
+use rtchat_protocol::socketio::{Auth, MSG_GET, MSG_NEW, MSG_POST, MSG_SINCE};
 
 /// A Socket.IO packet on the default namespace, as this client needs it.
 #[derive(Debug, PartialEq)]
@@ -116,13 +117,14 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
             "expected the Engine.IO open packet, got {text}"
         )));
     };
-    let mut auth = json!({ "snapshots": false });
-    if let Some(position) = resume {
-        auth["last"] = json!(position.after);
-        if let Some(epoch) = &position.epoch {
-            auth["epoch"] = json!(epoch);
-        }
-    }
+    // `socketio` follows `msg:new` alone; `socketio-snapshots` also gets the course's
+    // `msg:get` after every message (and ignores it: `msg:new` has the news).
+    let auth = Auth {
+        last: resume.map(|p| p.after),
+        epoch: resume.and_then(|p| p.epoch.clone()),
+        snapshots: (ctx.transport == Transport::SocketIo).then_some(false),
+    };
+    let auth = serde_json::to_string(&auth).expect("auth serializes");
     send(&mut socket, format!("40{auth}"))
         .await
         .map_err(Error::Connection)?;
@@ -141,7 +143,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
                 )))
             }
             Packet::Close => return Err(Error::Connection("closed during the handshake".into())),
-            Packet::Event(name, data) if name == "msg:get" && resume.is_none() => {
+            Packet::Event(name, data) if name == MSG_GET && resume.is_none() => {
                 let page: Page = serde_json::from_value(data)
                     .map_err(|e| Error::Protocol(format!("bad msg:get: {e}")))?;
                 history = Some(page.into());
@@ -158,7 +160,12 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
             next_ack: 1,
         }),
         history,
-        via: "Socket.IO (websocket)".to_owned(),
+        via: if ctx.transport == Transport::SocketIo {
+            "Socket.IO (websocket)"
+        } else {
+            "Socket.IO (websocket, snapshots)"
+        }
+        .to_owned(),
         catch_up: CatchUpEnd::Marker,
     })
 }
@@ -232,7 +239,7 @@ impl SioSession {
         }
         let id = self.next_ack;
         self.next_ack += 1;
-        let args = json!(["msg:post", {"user": cmd.user, "text": cmd.text, "key": cmd.key}]);
+        let args = json!([MSG_POST, {"user": cmd.user, "text": cmd.text, "key": cmd.key}]);
         cmd.sent.store(true, Ordering::SeqCst);
         self.pending.insert(id, cmd);
         send(&mut self.socket, format!("42{id}{args}")).await
@@ -274,17 +281,17 @@ impl SioSession {
         sink: &mut Sink,
     ) -> Result<Result<(), String>, Closed> {
         match name {
-            "msg:new" => match serde_json::from_value::<Message>(data) {
+            MSG_NEW => match serde_json::from_value::<Message>(data) {
                 Ok(m) => sink.deliver([m]).await?,
                 Err(e) => return Ok(Err(format!("protocol error: bad msg:new: {e}"))),
             },
-            "msg:since" => match serde_json::from_value::<Page>(data) {
+            MSG_SINCE => match serde_json::from_value::<Page>(data) {
                 Ok(page) => sink.apply_page(page).await?,
                 Err(e) => return Ok(Err(format!("protocol error: bad msg:since: {e}"))),
             },
             // On a resumed connection the history only matters when the server starts over;
             // otherwise `msg:since` has exactly what was missed.
-            "msg:get" => {
+            MSG_GET => {
                 if let Ok(page) = serde_json::from_value::<Page>(data) {
                     if page.reset {
                         sink.apply_page(page).await?;

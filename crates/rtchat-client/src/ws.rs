@@ -18,12 +18,14 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use crate::driver::{
     describe, CatchUpEnd, Closed, Ctx, History, Opened, Outbox, Position, Session, Sink,
 };
-use crate::{epoch_of, Error, Message, Page, PostCmd, Transport};
+use crate::{valid_epoch, Error, Message, Page, PostCmd, Transport};
+use rtchat_protocol::v1::{self, ClientFrame, ServerFrame};
+use serde::Deserialize;
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const RTCHAT_V1: &str = "rtchat.v1";
-const JSON: &str = "json";
+const RTCHAT_V1: &str = v1::SUBPROTOCOL;
+const JSON: &str = v1::JSON_SUBPROTOCOL;
 
 /// Opens `ws(s)://.../path`, offering `protocol`; returns the socket and the chosen protocol.
 pub(crate) async fn connect(
@@ -203,7 +205,13 @@ impl WsSession {
         let frame = if self.v1 {
             let r = self.next_ref;
             self.next_ref += 1;
-            let frame = json!({"type": "post", "user": cmd.user, "text": cmd.text, "ref": r, "key": cmd.key});
+            let frame = ClientFrame::Post {
+                user: cmd.user.clone(),
+                text: cmd.text.clone(),
+                reference: r.into(),
+                key: Some(cmd.key.clone()),
+            };
+            let frame = serde_json::to_value(frame).expect("frames serialize");
             cmd.sent.store(true, Ordering::SeqCst);
             self.pending.insert(r, cmd);
             frame
@@ -255,56 +263,48 @@ impl WsSession {
     }
 
     async fn on_v1(&mut self, value: Value, sink: &mut Sink) -> Result<Result<(), String>, Closed> {
-        let bad = |what: &str| Ok(Err(format!("protocol error: bad {what} frame: {value}")));
-        let epoch = || value.get("epoch").and_then(epoch_of);
-        match value.get("type").and_then(Value::as_str) {
-            Some("msg") => match value
-                .get("msg")
-                .cloned()
-                .map(serde_json::from_value::<Message>)
+        let frame = match ServerFrame::deserialize(&value) {
+            Ok(frame) => frame,
+            // A frame type this client does not know (a newer server's): not for us.
+            Err(_)
+                if !ServerFrame::TYPES
+                    .contains(&value.get("type").and_then(Value::as_str).unwrap_or("")) =>
             {
-                Some(Ok(m)) => sink.deliver([m]).await?,
-                _ => return bad("msg"),
-            },
-            // After a reset, the new history.
-            Some("history") => match serde_json::from_value::<Page>(value.clone()) {
-                Ok(page) => sink.apply_page(page).await?,
-                Err(_) => return bad("history"),
-            },
-            // `{"type":"reset","last":N,"epoch":E}`: the position meant nothing here.
-            Some("reset") => {
-                let last = value.get("last").and_then(Value::as_u64).unwrap_or(0);
-                sink.reset(last, epoch()).await?;
+                return Ok(Ok(()));
             }
-            // `{"type":"resumed","after","count","last","epoch"}`: caught up.
-            Some("resumed") => {
-                sink.adopt_epoch(epoch());
+            Err(e) => return Ok(Err(format!("protocol error: bad frame ({e}): {value}"))),
+        };
+        let usable = |epoch: String| Some(epoch).filter(|e| valid_epoch(e));
+        match frame {
+            ServerFrame::Msg { msg } => sink.deliver([msg]).await?,
+            // After a reset, the new history.
+            ServerFrame::History { msg, last, epoch } => {
+                let page = Page {
+                    msg,
+                    last: Some(last),
+                    epoch,
+                    ..Page::default()
+                };
+                sink.apply_page(page).await?
+            }
+            // The position meant nothing here.
+            ServerFrame::Reset(reset) => sink.reset(reset.last, usable(reset.epoch)).await?,
+            // Caught up.
+            ServerFrame::Resumed(resumed) => {
+                sink.adopt_epoch(usable(resumed.epoch));
                 sink.catch_up_done().await?;
             }
-            Some("truncated") => sink.truncated().await?,
-            Some("ack") => {
-                let cmd = value
-                    .get("ref")
-                    .and_then(Value::as_u64)
-                    .and_then(|r| self.pending.remove(&r));
-                if let (Some(cmd), Some(id)) = (cmd, value.get("id").and_then(Value::as_u64)) {
+            ServerFrame::Truncated(_) => sink.truncated().await?,
+            ServerFrame::Ack { reference, id } => {
+                if let Some(cmd) = reference.as_u64().and_then(|r| self.pending.remove(&r)) {
                     let _ = cmd.reply.send(Ok(id));
                 }
             }
-            Some("error") => {
-                let error = value
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("refused");
-                let cmd = value
-                    .get("ref")
-                    .and_then(Value::as_u64)
-                    .and_then(|r| self.pending.remove(&r));
-                if let Some(cmd) = cmd {
-                    let _ = cmd.reply.send(Err(Error::Rejected(error.to_owned())));
+            ServerFrame::Error { reference, error } => {
+                if let Some(cmd) = reference.as_u64().and_then(|r| self.pending.remove(&r)) {
+                    let _ = cmd.reply.send(Err(Error::Rejected(error)));
                 }
             }
-            _ => {}
         }
         Ok(Ok(()))
     }

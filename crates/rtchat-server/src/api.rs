@@ -5,6 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use rtchat_core::PostError;
+use rtchat_protocol::ErrorBody;
 
 /// An error answered as `{"error": "..."}` with a precise status.
 #[derive(Debug)]
@@ -43,7 +44,10 @@ impl From<PostError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message }).to_string();
+        let body = serde_json::to_string(&ErrorBody {
+            error: self.message,
+        })
+        .expect("errors serialize");
         (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response()
     }
 }

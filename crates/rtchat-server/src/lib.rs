@@ -14,6 +14,7 @@ mod listener;
 pub mod origin;
 mod request_log;
 mod router;
+mod state;
 pub mod tls;
 pub mod transport;
 mod write_stall;
@@ -26,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Congestion, ConnectionLimits, H3Listen, ServerConfig, Timeouts, TlsListen};
-pub use router::AppState;
+pub use state::AppState;
 
 /// A bound, not yet serving rtchat server.
 pub struct Server {

@@ -1,92 +1,30 @@
-//! Which path goes where, and the state every handler shares.
-
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+//! Which path goes where: each transport's `routes()`, merged, then the pages and the
+//! layers every answer goes through.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use rtchat_core::Hub;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use rtchat_protocol::http::STATS;
 use tower::ServiceExt;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::admission::Admission;
 use crate::api::ApiError;
-use crate::client_addr::TrustedProxies;
-use crate::config::ServerConfig;
-use crate::origin::OriginPolicy;
+use crate::state::AppState;
 use crate::{assets, request_log, transport};
-
-/// What every handler can reach: the chat, the settings, and the shutdown signal (parked
-/// requests answer when it fires). Cloned several times per request (router, middleware,
-/// extractors), so it is one `Arc`: a clone is one atomic increment.
-#[derive(Clone)]
-pub struct AppState(Arc<SharedState>);
-
-/// The fields behind [`AppState`], reached through `Deref` (`state.hub`, `state.config`...).
-pub struct SharedState {
-    pub hub: Hub,
-    pub config: Arc<ServerConfig>,
-    pub shutdown: CancellationToken,
-    /// Long polls currently parked, for `/stats`.
-    pub parked_polls: AtomicUsize,
-    /// Which browser origins may open WebSockets and Socket.IO sessions.
-    pub origins: OriginPolicy,
-    /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
-    /// finish their closing handshakes.
-    pub tasks: TaskTracker,
-    /// The connection caps, shared by both listeners.
-    pub admission: Arc<Admission>,
-    /// Whose `Forwarded` headers are believed.
-    pub proxies: TrustedProxies,
-}
-
-impl AppState {
-    pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
-        let limits = &config.connections;
-        let proxies = TrustedProxies::new(limits.trusted_proxies.clone());
-        AppState(Arc::new(SharedState {
-            hub,
-            shutdown,
-            parked_polls: AtomicUsize::new(0),
-            origins: OriginPolicy::new(&config.allow_origins),
-            tasks: TaskTracker::new(),
-            admission: Admission::new(limits.max_total, limits.max_per_ip, proxies.clone()),
-            proxies,
-            config,
-        }))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = SharedState;
-
-    fn deref(&self) -> &SharedState {
-        &self.0
-    }
-}
 
 /// The whole HTTP application.
 pub fn build(state: AppState) -> Router {
     let api = Router::new()
-        .route(
-            "/poll",
-            get(transport::poll::get_poll).post(transport::poll::post_poll),
-        )
-        .route(
-            "/msgs",
-            get(transport::stream::get_msgs).post(transport::poll::post_poll),
-        )
-        .route("/events", get(transport::sse::get_events))
-        .route("/ws", any(transport::websocket::upgrade))
-        .route("/ws/echo", any(transport::ws_echo::upgrade))
-        .route("/stats", get(transport::stats))
+        .merge(transport::poll::routes())
+        .merge(transport::stream::routes())
+        .merge(transport::sse::routes())
+        .merge(transport::websocket::routes())
+        .merge(transport::ws_echo::routes())
+        .route(STATS, get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             CorsLayer::new()

@@ -8,8 +8,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::ValueEnum;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::record::{bench_text, Receiver, Shared};
@@ -17,31 +15,30 @@ use crate::target::Target;
 use http::HttpConn;
 use ws::WsConn;
 
-/// How a subscriber reads the chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    /// WebSocket `/ws`, `json` subprotocol: a full snapshot after every message (the course).
-    Ws,
-    /// WebSocket `/ws`, `rtchat.v1`: only the new message (rtchat's delta mode).
-    WsV1,
-    /// Socket.IO over WebSocket: the `msg:get` snapshot after every message (the course).
-    Socketio,
-    /// Socket.IO over WebSocket with `auth: {snapshots: false}`: only `msg:new`.
-    SocketioDelta,
-    /// `GET /msgs` over HTTP/1.1: a snapshot chunk after every message.
-    Msgs,
-    /// `GET /events`: Server-Sent Events, one event per message.
-    Sse,
-    /// Long polling: `GET /poll?since=ID` in a loop.
-    Poll,
+use rtchat_protocol::http::{MSGS, WS};
+use rtchat_protocol::v1::{JSON_SUBPROTOCOL, SUBPROTOCOL};
+pub use rtchat_protocol::Transport;
+
+/// The transports the bench measures: all but short polling (its interval, not the server,
+/// would set the latency).
+pub const MEASURED: [Transport; 7] = [
+    Transport::LongPoll,
+    Transport::Stream,
+    Transport::Sse,
+    Transport::Ws,
+    Transport::WsJson,
+    Transport::SocketIo,
+    Transport::SocketIoSnapshots,
+];
+
+/// `--transport`'s parser: one of [`MEASURED`].
+pub fn parse(s: &str) -> Result<Transport, String> {
+    Transport::parse_among(s, &MEASURED)
 }
 
-impl Transport {
-    /// Whether this transport needs the server's newest id before subscribing.
-    pub fn needs_last(self) -> bool {
-        matches!(self, Transport::Sse | Transport::Poll)
-    }
+/// Whether `transport` needs the server's newest id before subscribing.
+pub fn needs_last(transport: Transport) -> bool {
+    matches!(transport, Transport::Sse | Transport::LongPoll)
 }
 
 /// What every subscriber of a run shares.
@@ -77,12 +74,12 @@ async fn subscribe_inner(
     let stream = setup.target.connect(index).await?;
     let host = &setup.target.host;
     match transport {
-        Transport::Ws | Transport::WsV1 => {
+        Transport::WsJson | Transport::Ws => {
             let (proto, snapshot) = match transport {
-                Transport::Ws => ("json", true),
-                _ => ("rtchat.v1", false),
+                Transport::WsJson => (JSON_SUBPROTOCOL, true),
+                _ => (SUBPROTOCOL, false),
             };
-            let mut conn = WsConn::connect(stream, host, "/ws", Some(proto)).await?;
+            let mut conn = WsConn::connect(stream, host, WS, Some(proto)).await?;
             let first = conn.next_message().await?;
             rx.receive(shared, first, snapshot);
             shared.ready();
@@ -91,8 +88,8 @@ async fn subscribe_inner(
                 rx.receive(shared, data, snapshot);
             }
         }
-        Transport::Socketio | Transport::SocketioDelta => {
-            let delta = transport == Transport::SocketioDelta;
+        Transport::SocketIoSnapshots | Transport::SocketIo => {
+            let delta = transport == Transport::SocketIo;
             let mut conn = sio_connect(stream, host, delta).await?;
             let mut ready = delta;
             if delta {
@@ -118,9 +115,9 @@ async fn subscribe_inner(
                 }
             }
         }
-        Transport::Msgs | Transport::Sse => {
+        Transport::Stream | Transport::Sse => {
             let (path, snapshot) = match transport {
-                Transport::Msgs => ("/msgs".to_owned(), true),
+                Transport::Stream => (MSGS.to_owned(), true),
                 _ => (format!("/events?{}", setup.last.query()), false),
             };
             let mut conn = HttpConn::new(stream);
@@ -148,7 +145,10 @@ async fn subscribe_inner(
                 }
             }
         }
-        Transport::Poll => {
+        Transport::Poll => Err(io::Error::other(
+            "short polling is not benchmarked (its interval sets the latency); use longpoll",
+        )),
+        Transport::LongPoll => {
             let mut conn = HttpConn::new(stream);
             let mut at = setup.last.clone();
             let mut ready = false;
@@ -269,10 +269,12 @@ pub async fn publish(
     let start = Instant::now();
     let due = |seq: u64| start + Duration::from_secs_f64((seq - 1) as f64 / rate.max(0.001));
     match transport {
-        Transport::Ws | Transport::WsV1 | Transport::Socketio | Transport::SocketioDelta => {
+        Transport::WsJson | Transport::Ws | Transport::SocketIoSnapshots | Transport::SocketIo => {
             let mut conn = match transport {
-                Transport::Ws => WsConn::connect(stream, host, "/ws", Some("json")).await?,
-                Transport::WsV1 => WsConn::connect(stream, host, "/ws", Some("rtchat.v1")).await?,
+                Transport::WsJson => {
+                    WsConn::connect(stream, host, WS, Some(JSON_SUBPROTOCOL)).await?
+                }
+                Transport::Ws => WsConn::connect(stream, host, WS, Some(SUBPROTOCOL)).await?,
                 _ => sio_connect(stream, host, true).await?,
             };
             for seq in 1..=messages {
@@ -293,8 +295,8 @@ pub async fn publish(
                 }
                 let text = bench_text(run, seq);
                 let frame = match transport {
-                    Transport::Ws => post_json(&text),
-                    Transport::WsV1 => {
+                    Transport::WsJson => post_json(&text),
+                    Transport::Ws => {
                         format!(r#"{{"type":"post","user":"bench","text":"{text}","ref":{seq}}}"#)
                     }
                     _ => format!(r#"42["msg:post",{}]"#, post_json(&text)),
@@ -313,7 +315,7 @@ pub async fn publish(
             .await;
             Ok(())
         }
-        Transport::Msgs | Transport::Sse | Transport::Poll => {
+        Transport::Stream | Transport::Sse | Transport::LongPoll | Transport::Poll => {
             let mut conn = HttpConn::new(stream);
             for seq in 1..=messages {
                 tokio::time::sleep_until(due(seq)).await;

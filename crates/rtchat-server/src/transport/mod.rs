@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Json};
 use rtchat_core::Position;
 use serde::Deserialize;
 
-use crate::router::AppState;
+use crate::state::AppState;
 
 /// `?since=ID&epoch=E`: where a client says it is in a channel, on every HTTP transport.
 #[derive(Debug, Default, Deserialize)]

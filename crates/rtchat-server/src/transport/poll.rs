@@ -20,7 +20,15 @@ use rtchat_core::{decide, encode_list, Channel, Position, Start, GENERAL};
 use serde::Deserialize;
 
 use crate::api::{json_bytes, read_json_body, ApiError};
-use crate::router::AppState;
+use crate::state::AppState;
+use axum::routing::get;
+use axum::Router;
+use rtchat_protocol::http::POLL;
+
+/// `GET /poll` (short and long polls) and `POST /poll`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route(POLL, get(get_poll).post(post_poll))
+}
 
 /// Query parameters of `GET /poll`.
 #[derive(Debug, Deserialize)]
@@ -137,5 +145,5 @@ pub async fn post_poll(
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
     let entry = state.hub.post_json(GENERAL, &body).await?;
-    Ok(axum::Json(serde_json::json!({ "status": "ok", "id": entry.message.id })).into_response())
+    Ok(axum::Json(rtchat_protocol::PostAck::ok(entry.message.id)).into_response())
 }

@@ -55,6 +55,8 @@ use rtchat_core::{
     decide, encode_list_with, page_flags, Delivery, Hub, Limits, NewPost, Position, PostError,
     Snapshot, Start, Subscription, GENERAL,
 };
+use rtchat_protocol::socketio as sio;
+use rtchat_protocol::{ErrorBody, PostAck};
 use rust_embed::RustEmbed;
 use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
@@ -68,16 +70,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::ApiError;
 use crate::origin::OriginPolicy;
-use crate::router::AppState;
+use crate::state::AppState;
 
 /// Where Engine.IO listens (the official clients' default path).
-pub const PATH: &str = "/socket.io/";
+pub const PATH: &str = rtchat_protocol::http::SOCKETIO;
 /// Where the official browser client bundle is served.
 pub const BUNDLE_PATH: &str = "/socket.io/socket.io.min.js";
 /// The room (and event) of the course's history snapshots.
-const ROOM_GET: &str = "msg:get";
+const ROOM_GET: &str = sio::MSG_GET;
 /// The room (and event) of rtchat's one-message deltas.
-const ROOM_NEW: &str = "msg:new";
+const ROOM_NEW: &str = sio::MSG_NEW;
 /// Packets a socket may have queued before emits to it fail. Broadcast packets share their
 /// bytes, so this costs a few words per packet; a socket that falls this far behind is cut off
 /// by the ping timeout long before memory matters.
@@ -384,7 +386,7 @@ impl Chat {
         let poster = self.poster.clone();
         // The closure body runs as socketioxide reads the packet, in arrival order; only the
         // future it returns runs as a task of its own.
-        socket.on("msg:post", move |Enqueued(post): Enqueued| {
+        socket.on(sio::MSG_POST, move |Enqueued(post): Enqueued| {
             poster.enqueue(post)
         });
         Ok(())
@@ -543,11 +545,11 @@ fn reply(post: QueuedPost, result: Result<u64, String>) {
         ..
     } = post;
     let body = match result {
-        Ok(id) => serde_json::json!({ "status": "ok", "id": id }),
+        Ok(id) => serde_json::to_value(PostAck::ok(id)).expect("acks serialize"),
         Err(error) => {
-            let body = serde_json::json!({ "error": error });
+            let body = serde_json::to_value(ErrorBody { error }).expect("errors serialize");
             if !wants_ack {
-                let _ = socket.emit("msg:error", &body);
+                let _ = socket.emit(sio::MSG_ERROR, &body);
             }
             body
         }
@@ -676,8 +678,10 @@ impl Broadcaster {
                     Err(e) => {
                         tracing::error!(error = %e, "Socket.IO resume failed");
                         let _ = socket.emit(
-                            "msg:error",
-                            &serde_json::json!({ "error": format!("could not resume: {e}") }),
+                            sio::MSG_ERROR,
+                            &ErrorBody {
+                                error: format!("could not resume: {e}"),
+                            },
                         );
                         return;
                     }
@@ -688,7 +692,7 @@ impl Broadcaster {
             }
             let flags = page_flags(more, truncated);
             let body = encode_list_with(entries.iter().rev(), last, epoch, flags, "");
-            emit_raw(socket, "msg:since", &body);
+            emit_raw(socket, sio::MSG_SINCE, &body);
             if !more {
                 return;
             }

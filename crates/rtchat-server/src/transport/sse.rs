@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::PositionQuery;
 use crate::api::ApiError;
-use crate::router::AppState;
+use crate::state::AppState;
+use axum::routing::get;
+use axum::Router;
+use rtchat_protocol::http::EVENTS;
 
 /// How long browsers wait before reconnecting, sent as the `retry:` hint.
 const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -42,6 +45,11 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// `GET /events`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route(EVENTS, get(get_events))
 }
 
 /// `GET /events`.
@@ -234,7 +242,9 @@ impl EventStream {
             tokio::select! {
                 delivery = self.subscription.recv() => match delivery? {
                     Delivery::Event(event) => {
-                        return Some(encode_event(&event.entry, &event.snapshot.epoch))
+                        // The heartbeat is for idle streams: a message is traffic enough.
+                        self.heartbeat.reset();
+                        return Some(encode_event(&event.entry, &event.snapshot.epoch));
                     }
                     // Delta mode: re-read what was skipped from the store; nothing is lost.
                     Delivery::Lagged { .. } => self.catching_up = true,

@@ -24,7 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{sse, PositionQuery};
 use crate::api::ApiError;
-use crate::router::AppState;
+use crate::state::AppState;
+use axum::routing::get;
+use axum::Router;
+use rtchat_protocol::http::MSGS;
+
+/// `GET /msgs` (the stream, or SSE for `Accept: text/event-stream`) and `POST /msgs` (the
+/// same post as `POST /poll`).
+pub fn routes() -> Router<AppState> {
+    Router::new().route(MSGS, get(get_msgs).post(super::poll::post_poll))
+}
 
 /// `GET /msgs`: the snapshot stream, or SSE when the client asks for `text/event-stream`.
 pub async fn get_msgs(

@@ -42,16 +42,22 @@ use rtchat_core::{
 };
 use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
 use rtchat_ws::{CloseCode, EncodedFrame, Message, SharedMessage, WebSocket};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
-use crate::router::AppState;
+use crate::state::AppState;
+use axum::routing::any;
+use axum::Router;
+use rtchat_protocol::http::WS;
+use rtchat_protocol::shapes::{Reset, Resumed, Truncated};
+use rtchat_protocol::v1::{self, ServerFrame};
+use rtchat_protocol::ErrorBody;
 
 /// The course's subprotocol: full snapshots.
-pub const JSON: &str = "json";
+pub const JSON: &str = v1::JSON_SUBPROTOCOL;
 /// rtchat's own subprotocol: deltas, acks, typed errors, resume.
-pub const RTCHAT_V1: &str = "rtchat.v1";
+pub const RTCHAT_V1: &str = v1::SUBPROTOCOL;
 /// Messages read from the store per step while catching up.
 const PAGE: usize = 500;
 /// Hub messages already waiting that one write may carry (see `send_encoded_batch`).
@@ -64,6 +70,12 @@ const MAX_IN_FLIGHT: usize = 256;
 enum Mode {
     Snapshots,
     Deltas,
+}
+
+/// `/ws`: the WebSocket upgrade (HTTP/1.1) or extended CONNECT (HTTP/2). `/` also leads
+/// here for a client asking to upgrade (see the router).
+pub fn routes() -> Router<AppState> {
+    Router::new().route(WS, any(upgrade))
 }
 
 /// `GET /ws` (any method reaches it, so non-GET gets the handshake's precise 405).
@@ -220,8 +232,10 @@ fn delta_frame(entry: &Entry) -> SharedMessage {
     frame
 }
 
-fn text(value: Value) -> EncodedFrame {
-    EncodedFrame::text(Bytes::from(value.to_string()))
+fn text(frame: &impl serde::Serialize) -> EncodedFrame {
+    EncodedFrame::text(Bytes::from(
+        serde_json::to_vec(frame).expect("frames serialize"),
+    ))
 }
 
 /// What one turn of [`Connection::serve`] does once something happened.
@@ -278,9 +292,11 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             Start::Resume { after } => return Box::pin(self.resume(after)).await,
             Start::Reset => {
                 let snapshot = self.subscription.snapshot();
-                let reset =
-                    json!({"type": "reset", "last": snapshot.last_id, "epoch": &*snapshot.epoch});
-                self.send(&text(reset)).await?;
+                let reset = ServerFrame::Reset(Reset {
+                    last: snapshot.last_id,
+                    epoch: snapshot.epoch.to_string(),
+                });
+                self.send(&text(&reset)).await?;
             }
             Start::Fresh => {}
         }
@@ -296,9 +312,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         let count = self.catch_up().await?;
         let last = self.subscription.last_seen();
         let epoch = self.subscription.snapshot().epoch.clone();
-        self.send(&text(
-            json!({"type": "resumed", "after": id, "count": count, "last": last, "epoch": &*epoch}),
-        ))
+        self.send(&text(&ServerFrame::Resumed(Resumed {
+            after: id,
+            count: count as u64,
+            last,
+            epoch: epoch.to_string(),
+        })))
         .await
     }
 
@@ -314,7 +333,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 .await
                 .map_err(|_| End::Close(CloseCode::INTERNAL, "the message store failed"))?;
             if page.truncated {
-                self.send(&text(json!({"type": "truncated", "after": after})))
+                self.send(&text(&ServerFrame::Truncated(Truncated { after })))
                     .await?;
             }
             for entry in &page.entries {
@@ -471,7 +490,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         let reference = value.as_ref().ok().and_then(|v| v.get("ref").cloned());
         let post = value.and_then(|value| {
             if self.mode == Mode::Deltas
-                && value.get("type").and_then(Value::as_str) != Some("post")
+                && value.get("type").and_then(Value::as_str) != Some(v1::POST_TYPE)
             {
                 return Err(Refusal::NotAPost);
             }
@@ -490,15 +509,21 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     ) -> Option<EncodedFrame> {
         let reply = match (self.mode, result) {
             (Mode::Snapshots, Ok(_)) => return None,
-            (Mode::Snapshots, Err(error)) => json!({ "error": error.to_string() }),
-            (Mode::Deltas, Ok(entry)) => {
-                json!({"type": "ack", "ref": reference, "id": entry.message.id})
+            (Mode::Snapshots, Err(error)) => {
+                return Some(text(&ErrorBody {
+                    error: error.to_string(),
+                }))
             }
-            (Mode::Deltas, Err(error)) => {
-                json!({"type": "error", "ref": reference, "error": error.to_string()})
-            }
+            (Mode::Deltas, Ok(entry)) => ServerFrame::Ack {
+                reference: reference.unwrap_or_default(),
+                id: entry.message.id,
+            },
+            (Mode::Deltas, Err(error)) => ServerFrame::Error {
+                reference: reference.unwrap_or_default(),
+                error: error.to_string(),
+            },
         };
-        Some(text(reply))
+        Some(text(&reply))
     }
 
     /// What to do with one delivery of the hub.

@@ -14,7 +14,15 @@ use rtchat_ws::handshake::{validate, HandshakeError};
 use rtchat_ws::{CloseCode, Message, WebSocket};
 
 use crate::api::ApiError;
-use crate::router::AppState;
+use crate::state::AppState;
+use axum::routing::any;
+use axum::Router;
+use rtchat_protocol::http::WS_ECHO;
+
+/// `/ws/echo`: the Autobahn echo peer (refused unless `--ws-echo`).
+pub fn routes() -> Router<AppState> {
+    Router::new().route(WS_ECHO, any(upgrade))
+}
 
 /// `/ws/echo` (any method, so a wrong one gets the handshake's precise answer).
 pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {

@@ -3,7 +3,7 @@
 //! text of only invisible characters counts as blank. Each refusal is precise, and nothing of
 //! a refused post is stored.
 
-mod common;
+use crate::common;
 
 use common::{client, get_json, ws_connect, ws_json, Server};
 use futures::SinkExt;

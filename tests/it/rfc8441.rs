@@ -3,7 +3,7 @@
 //! TLS (ALPN h2) and the plain (h2c) listener, and an extended CONNECT to `/ws` chats in
 //! rtchat.v1 with and without permessage-deflate. `/ws/echo` exists only with `--ws-echo`.
 
-mod common;
+use crate::common;
 
 use common::Server;
 use serde_json::Value;

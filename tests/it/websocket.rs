@@ -1,7 +1,7 @@
 //! The chat over WebSockets (course `json` subprotocol and rtchat.v1) against a real rtchat
 //! process, with tokio-tungstenite as the client.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

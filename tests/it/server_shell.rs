@@ -1,6 +1,6 @@
 //! The server shell: CLI errors, PORT, shutdown, static files.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

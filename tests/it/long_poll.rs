@@ -1,6 +1,6 @@
 //! Long polling (`GET /poll?since=ID`) against a real rtchat process.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Server-Sent Events (`GET /events`) against a real rtchat process.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //! non-empty reason; and the server must still answer `GET /stats` afterwards. At the end its
 //! log must show no panic.
 
-mod common;
+use crate::common;
 
 use common::Server;
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 //! client's ids again: epochs), and posts whose answer was lost, sent again with the same
 //! idempotency key and stored once.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,6 +110,7 @@ async fn history_post_and_live(t: Transport) {
         Transport::Ws => "ws (rtchat.v1)",
         Transport::WsJson => "ws (json)",
         Transport::SocketIo => "Socket.IO (websocket)",
+        Transport::SocketIoSnapshots => "Socket.IO (websocket, snapshots)",
     };
     assert_eq!(via, want);
 
@@ -585,7 +586,11 @@ async fn https_with_the_servers_certificate_or_insecure() {
     let client = Client::connect(Transport::Sse, &base, insecure)
         .await
         .unwrap();
-    assert_eq!(client.history().len(), 7);
+    assert_eq!(
+        client.history().len(),
+        Transport::ALL.len(),
+        "one post per transport"
+    );
 }
 
 #[tokio::test]

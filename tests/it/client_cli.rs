@@ -1,6 +1,6 @@
 //! `rtchat client`, the terminal chat, driven through its stdin and stdout.
 
-mod common;
+use crate::common;
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;

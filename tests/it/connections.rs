@@ -3,7 +3,7 @@
 //! and a reader that stops reading is dropped. Each attack runs against a real server while
 //! an ordinary client keeps chatting through it.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

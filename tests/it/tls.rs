@@ -1,7 +1,7 @@
 //! The HTTPS listener's certificate: generated once and reused, or the user's own files, and
 //! clear errors for bad files.
 
-mod common;
+use crate::common;
 
 use common::{rtchat, temp_dir, Server};
 

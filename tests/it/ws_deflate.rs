@@ -5,7 +5,7 @@
 //! server's peak memory stays put. The clients live in tests/pyclients/ and run in the venv
 //! scripts/setup makes (RTCHAT_PY_VENV).
 
-mod common;
+use crate::common;
 
 use common::Server;
 use serde_json::Value;

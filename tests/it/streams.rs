@@ -1,6 +1,6 @@
 //! The `/msgs` stream over HTTP/2 (TLS and h2c) and HTTP/1.1, against a real rtchat process.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The polling contract (`GET`/`POST /poll`) against a real rtchat process.
 
-mod common;
+use crate::common;
 
 use common::{client, get_json, post, Server};
 use serde_json::{json, Value};

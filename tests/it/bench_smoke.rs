@@ -1,7 +1,7 @@
 //! `rtchat bench` smoke test: a tiny fan-out, idle and post run against a real server, checking
 //! the JSON output's shape (figures are measured, never asserted).
 
-mod common;
+use crate::common;
 
 use common::{rtchat, Server};
 
@@ -25,7 +25,15 @@ fn fanout_idle_and_post_report_json() {
     let server = Server::start(&["--no-tls"]);
     let pid = server.pid().to_string();
     let url = server.base.as_str();
-    for transport in ["ws", "ws-v1", "socketio", "msgs", "sse", "poll"] {
+    for transport in [
+        "ws",
+        "ws-json",
+        "socketio",
+        "socketio-snapshots",
+        "stream",
+        "sse",
+        "longpoll",
+    ] {
         let report = bench_json(&[
             "bench",
             "fanout",
@@ -47,6 +55,10 @@ fn fanout_idle_and_post_report_json() {
             "--quiet",
         ]);
         assert_eq!(report["kind"], "fanout");
+        assert_eq!(
+            report["transport"], transport,
+            "the report names the transport as asked"
+        );
         assert_eq!(report["connected"], 20, "{transport}: {report}");
         assert_eq!(report["posted"], 20, "{transport}: {report}");
         assert_eq!(report["delivered_fraction"], 1.0, "{transport}: {report}");
@@ -133,4 +145,29 @@ fn spawns_its_own_server_and_plots() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `rtchat client` and `rtchat bench` take one set of transport names: a name that was the
+/// bench's own before (`msgs`) is refused by both with the list, and the one transport the
+/// bench does not measure (`poll`) is refused by it with a pointer to `longpoll`.
+#[test]
+fn client_and_bench_share_the_transport_names() {
+    for tool in [
+        &["client", "--transport", "msgs"][..],
+        &["bench", "fanout", "--transport", "msgs"][..],
+    ] {
+        let out = rtchat(tool, &[]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{tool:?} accepted an unknown name");
+        assert!(
+            stderr.contains("stream") && stderr.contains("socketio-snapshots"),
+            "{tool:?}: {stderr}"
+        );
+    }
+    let out = rtchat(&["bench", "idle", "--transport", "poll"], &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("longpoll"), "{stderr}");
 }

@@ -1,7 +1,7 @@
 //! Epochs (a resume from another history is a reset, never a silent mix-up of ids) and
 //! idempotency keys (the same post twice is one message), against the real server.
 
-mod common;
+use crate::common;
 
 use common::{client, get_json, ws_connect, ws_json, Server};
 use futures::SinkExt;

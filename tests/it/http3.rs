@@ -7,7 +7,7 @@
 //! The client is installed by `scripts/setup` (a venv with the pinned `aioquic`); a missing
 //! client fails these tests, it does not skip them.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

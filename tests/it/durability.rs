@@ -1,7 +1,7 @@
 //! Durable history (SQLite, the default store) and resume without loss, against real rtchat
 //! processes that are restarted, killed and loaded.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,37 @@
+//! The HTTP side: paths, query parameters and headers.
+
+/// Polling: `GET /poll?since=ID&epoch=E&timeout=S` (long unless `timeout=0`), `POST /poll`.
+pub const POLL: &str = "/poll";
+/// The course's stream: `GET /msgs`, one snapshot per line after every message; `POST /msgs`.
+pub const MSGS: &str = "/msgs";
+/// Server-Sent Events: `GET /events`, one `msg` event per message, ids `EPOCH:ID`.
+pub const EVENTS: &str = "/events";
+/// WebSockets (`rtchat.v1` or `json`); the course's client also upgrades at `/`.
+pub const WS: &str = "/ws";
+/// A WebSocket echo peer for Autobahn, served only with `--ws-echo`.
+pub const WS_ECHO: &str = "/ws/echo";
+/// Live counters for operators.
+pub const STATS: &str = "/stats";
+/// Socket.IO's Engine.IO endpoint.
+pub const SOCKETIO: &str = "/socket.io/";
+
+/// Query parameter: the newest id the client holds.
+pub const SINCE: &str = "since";
+/// Query parameter: the epoch that id belongs to.
+pub const EPOCH: &str = "epoch";
+/// Query parameter: how long a long poll may be held, in seconds (`0`: answer at once).
+pub const TIMEOUT: &str = "timeout";
+
+/// SSE's resume header (`EPOCH:ID`, or a bare `ID`).
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+/// The SSE event names besides messages (which use the default event, `message`). Their
+/// `data:` is the shape of the same name in [`crate::shapes`].
+pub mod sse_event {
+    /// [`crate::shapes::Reset`]: the position meant nothing here; the whole history follows.
+    pub const RESET: &str = "reset";
+    /// [`crate::shapes::Resumed`]: caught up after a resume.
+    pub const RESUMED: &str = "resumed";
+    /// [`crate::shapes::Truncated`]: messages right after the position are no longer kept.
+    pub const TRUNCATED: &str = "truncated";
+}

@@ -1,0 +1,158 @@
+//! The JSON shapes every transport shares: a message, a page of them, the notices of how a
+//! subscription starts, a post's acknowledgement and an error.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message, as every transport carries it: `{"id","user","text","time"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Assigned by the server, strictly increasing within a channel's epoch.
+    pub id: u64,
+    /// Who wrote it.
+    pub user: String,
+    /// What they wrote.
+    pub text: String,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// A list of messages, newest first, with its position and flags: `/poll` answers, `/msgs`
+/// lines, the `json` subprotocol's snapshots, rtchat.v1's `history` and Socket.IO's `msg:get`
+/// and `msg:since`. Flags the server leaves out read as `false`/absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Page {
+    /// The messages, newest first.
+    pub msg: Vec<Message>,
+    /// The newest id of the channel when the page was made (courses' servers leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u64>,
+    /// The epoch `last` and the ids belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// More pages follow (a resume's catch-up or `limit`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// The position sent meant nothing here (another epoch, or newer than anything known):
+    /// this is the whole history, start over.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reset: bool,
+    /// Messages right after the position sent are no longer kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+impl Page {
+    /// `last`, or the newest id in `msg` when the server left it out.
+    pub fn last(&self) -> u64 {
+        self.last
+            .unwrap_or_else(|| self.msg.iter().map(|m| m.id).max().unwrap_or(0))
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The position sent meant nothing here (another epoch, or newer than anything this server
+/// handed out): forget it; the history follows. rtchat.v1 `reset`, SSE `event: reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reset {
+    /// The channel's newest id.
+    pub last: u64,
+    /// The channel's epoch.
+    pub epoch: String,
+}
+
+/// A resume caught up: `count` messages after `after` were sent, and the live ones follow.
+/// rtchat.v1 `resumed`, SSE `event: resumed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    /// The position resumed from.
+    pub after: u64,
+    /// How many messages were sent to catch up.
+    pub count: u64,
+    /// The newest id sent.
+    pub last: u64,
+    /// The channel's epoch.
+    pub epoch: String,
+}
+
+/// The messages right after `after` are no longer kept; what is kept follows.
+/// rtchat.v1 `truncated`, SSE `event: truncated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    /// The position resumed from.
+    pub after: u64,
+}
+
+/// A stored post: `POST /poll` and `POST /msgs` answer it, as does a Socket.IO `msg:post`
+/// acknowledgement: `{"status":"ok","id":N}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostAck {
+    /// Always `"ok"`.
+    pub status: String,
+    /// The message's id (the first one's, for a repeated idempotency key).
+    pub id: u64,
+}
+
+impl PostAck {
+    /// The acknowledgement of message `id`.
+    pub fn ok(id: u64) -> PostAck {
+        PostAck {
+            status: "ok".to_owned(),
+            id,
+        }
+    }
+}
+
+/// Every refusal: `{"error":"..."}` — HTTP answers (with a precise status), the `json`
+/// subprotocol, Socket.IO acknowledgements and `msg:error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong, in words.
+    pub error: String,
+}
+
+/// Whether `epoch` is one a client may keep and send back: 1–64 characters of `A–Z a–z 0–9 -
+/// _` (safe in a query string and an SSE id). The server's epochs always are.
+pub fn valid_epoch(epoch: &str) -> bool {
+    (1..=64).contains(&epoch.len())
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_course_page_without_flags_reads() {
+        let page: Page =
+            serde_json::from_str(r#"{"msg":[{"id":2,"user":"a","text":"b","time":5}]}"#).unwrap();
+        assert_eq!(page.last(), 2);
+        assert!(!page.reset && !page.more && !page.truncated);
+        assert_eq!(page.epoch, None);
+    }
+
+    #[test]
+    fn flags_that_are_false_are_left_out() {
+        let page = Page {
+            last: Some(0),
+            epoch: Some("e1".into()),
+            ..Page::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&page).unwrap(),
+            r#"{"msg":[],"last":0,"epoch":"e1"}"#
+        );
+    }
+
+    #[test]
+    fn epochs() {
+        assert!(valid_epoch("ab12-_Z"));
+        assert!(!valid_epoch(""));
+        assert!(!valid_epoch("a b"));
+        assert!(!valid_epoch(&"a".repeat(65)));
+    }
+}

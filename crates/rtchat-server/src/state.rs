@@ -1,0 +1,62 @@
+//! The state every handler shares.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use rtchat_core::Hub;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admission::Admission;
+use crate::client_addr::TrustedProxies;
+use crate::config::ServerConfig;
+use crate::origin::OriginPolicy;
+
+/// What every handler can reach: the chat, the settings, and the shutdown signal (parked
+/// requests answer when it fires). Cloned several times per request (router, middleware,
+/// extractors), so it is one `Arc`: a clone is one atomic increment.
+#[derive(Clone)]
+pub struct AppState(Arc<SharedState>);
+
+/// The fields behind [`AppState`], reached through `Deref` (`state.hub`, `state.config`...).
+pub struct SharedState {
+    pub hub: Hub,
+    pub config: Arc<ServerConfig>,
+    pub shutdown: CancellationToken,
+    /// Long polls currently parked, for `/stats`.
+    pub parked_polls: AtomicUsize,
+    /// Which browser origins may open WebSockets and Socket.IO sessions.
+    pub origins: OriginPolicy,
+    /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
+    /// finish their closing handshakes.
+    pub tasks: TaskTracker,
+    /// The connection caps, shared by both listeners.
+    pub admission: Arc<Admission>,
+    /// Whose `Forwarded` headers are believed.
+    pub proxies: TrustedProxies,
+}
+
+impl AppState {
+    pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
+        let limits = &config.connections;
+        let proxies = TrustedProxies::new(limits.trusted_proxies.clone());
+        AppState(Arc::new(SharedState {
+            hub,
+            shutdown,
+            parked_polls: AtomicUsize::new(0),
+            origins: OriginPolicy::new(&config.allow_origins),
+            tasks: TaskTracker::new(),
+            admission: Admission::new(limits.max_total, limits.max_per_ip, proxies.clone()),
+            proxies,
+            config,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}

@@ -1,0 +1,23 @@
+//! Every integration test, as modules of one binary: the whole stack is linked once, not
+//! once per file. Each module talks to a real server over real sockets (see `common`).
+
+mod common;
+
+mod bench_smoke;
+mod client_cli;
+mod client_lib;
+mod connections;
+mod durability;
+mod epochs_and_keys;
+mod http3;
+mod http_input_props;
+mod input_rules;
+mod long_poll;
+mod poll_api;
+mod rfc8441;
+mod server_shell;
+mod sse;
+mod streams;
+mod tls;
+mod websocket;
+mod ws_deflate;
