@@ -9,6 +9,8 @@
 #   env: SUBSCRIBERS=1000 MESSAGES=500 RATE=50 IDLE=10000 WRK_SECONDS=10 OUT=bench/results
 #        SAT_MESSAGES=2000 SAT_RATE=1000 (the saturation fan-out: more than any server here keeps
 #        up with, so deliveries/s is each server's sustained throughput, not the offered rate)
+#        SERVER_BIN=path (the rtchat server measured, e.g. an older build to compare with;
+#        the load tool is always this checkout's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,7 @@ SAT_RATE=${SAT_RATE:-1000}
 OUT=${OUT:-bench/results}
 RAW=$OUT/raw
 BIN=target/release/rtchat
+SERVER_BIN=${SERVER_BIN:-$BIN}
 
 echo "== building rtchat (release), installing the Node peers and wrk"
 cargo build --release --bin rtchat
@@ -58,7 +61,7 @@ stop() {
   wait "$SERVER_PID" 2>/dev/null || true
   sleep 0.5 # let the kernel reap the sockets
 }
-rtchat() { start "$1" env RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --no-tls --store memory; }
+rtchat() { start "$1" env RUST_LOG=warn "$SERVER_BIN" serve --listen 127.0.0.1:0 --no-tls --store memory; }
 node_peer() { start "$1" env PORT=0 node "bench/peers/$2"; }
 # bench FILE LABEL ARGS...: one measurement of the running server, JSON to RAW/FILE.json.
 bench() {

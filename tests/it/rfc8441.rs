@@ -7,38 +7,9 @@ use crate::common;
 
 use common::Server;
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("RTCHAT_PY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/rtchat-pyclients/venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup (installs tests/pyclients/requirements.txt)",
-        py.display()
-    );
-    py
-}
 
 fn h2_ws(args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyclients/h2_ws.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "h2_ws.py failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON line")
+    common::run_py("h2_ws.py", args)
 }
 
 fn port_of(base: &str) -> String {

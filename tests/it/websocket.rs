@@ -5,68 +5,16 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{client, get_json, post, stat, wait_for_stat, Server};
+use common::{
+    client, get_json, post, stat, wait_for_stat, ws_connect as connect,
+    ws_connect_with as connect_with, ws_json as next_json, ws_url, Server, Ws,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn ws_url(server: &Server, path: &str) -> String {
-    server.url(path).replacen("http://", "ws://", 1)
-}
-
-/// Connects with the given subprotocols (and Origin), returning the socket and the protocol
-/// the server picked.
-async fn connect_with(
-    server: &Server,
-    path: &str,
-    protocols: &[&str],
-    origin: Option<&str>,
-) -> (Ws, Option<String>) {
-    let mut req = ws_url(server, path).into_client_request().unwrap();
-    if !protocols.is_empty() {
-        req.headers_mut().insert(
-            "sec-websocket-protocol",
-            protocols.join(", ").parse().unwrap(),
-        );
-    }
-    if let Some(origin) = origin {
-        req.headers_mut().insert("origin", origin.parse().unwrap());
-    }
-    let (ws, res) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("handshake");
-    let protocol = res
-        .headers()
-        .get("sec-websocket-protocol")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (ws, protocol)
-}
-
-async fn connect(server: &Server, path: &str, protocols: &[&str]) -> Ws {
-    connect_with(server, path, protocols, None).await.0
-}
-
-/// The next text frame as JSON (skipping pings).
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("the socket stays open")
-            .expect("a valid frame");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
 
 /// The close frame the server sends next (skipping anything else).
 async fn next_close(ws: &mut Ws) -> (CloseCode, String) {

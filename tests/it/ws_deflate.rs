@@ -7,46 +7,8 @@
 
 use crate::common;
 
-use common::Server;
+use common::{run_py, ws_url, Server};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-
-/// The venv's python; a missing venv fails the test (scripts/setup installs it).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("RTCHAT_PY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/rtchat-pyclients/venv")
-        });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup (installs tests/pyclients/requirements.txt)",
-        py.display()
-    );
-    py
-}
-
-fn run_py(script: &str, args: &[&str]) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyclients/");
-    let out = Command::new(python())
-        .arg(format!("{path}{script}"))
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON line")
-}
-
-fn ws_url(server: &Server, path: &str) -> String {
-    server.url(path).replacen("http://", "ws://", 1)
-}
 
 /// Fills the history with 50 course-like messages, so snapshots are about 5 KB.
 async fn fill_history(server: &Server) {

@@ -315,3 +315,38 @@ impl Server {
         let _ = self.child.wait();
     }
 }
+
+/// The Python of the venv `scripts/setup` makes for tests/pyclients (`RTCHAT_PY_VENV`, else
+/// `~/.cache/rtchat-pyclients/venv`); a missing venv fails the test.
+pub fn pyclients_python() -> PathBuf {
+    let venv = std::env::var_os("RTCHAT_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/rtchat-pyclients/venv")
+        });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/setup (installs tests/pyclients/requirements.txt)",
+        py.display()
+    );
+    py
+}
+
+/// Runs `tests/pyclients/SCRIPT ARGS...`, which prints one JSON line; a failure fails the test
+/// with its output.
+pub fn run_py(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyclients/");
+    let out = Command::new(pyclients_python())
+        .arg(format!("{path}{script}"))
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
+}
