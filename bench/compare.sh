@@ -61,7 +61,10 @@ stop() {
   wait "$SERVER_PID" 2>/dev/null || true
   sleep 0.5 # let the kernel reap the sockets
 }
-rtchat() { start "$1" env RUST_LOG=warn "$SERVER_BIN" serve --listen 127.0.0.1:0 --no-tls --store memory; }
+# Post rate limits off, so every figure stays comparable (a build from before them has none).
+NO_POST_LIMITS=()
+if "$SERVER_BIN" serve --help 2>/dev/null | grep -q -- '--post-rate'; then NO_POST_LIMITS=(--post-rate 0); fi
+rtchat() { start "$1" env RUST_LOG=warn "$SERVER_BIN" serve --listen 127.0.0.1:0 --no-tls --store memory "${NO_POST_LIMITS[@]}"; }
 node_peer() { start "$1" env PORT=0 node "bench/peers/$2"; }
 # bench FILE LABEL ARGS...: one measurement of the running server, JSON to RAW/FILE.json.
 bench() {

@@ -47,7 +47,8 @@ stop() {
   wait "$SERVER_PID" 2>/dev/null || true
   sleep 0.5
 }
-rtchat() { local n=$1; shift; start "$n" env RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --no-tls --store memory "$@"; }
+# Post rate limits off, so every figure stays comparable.
+rtchat() { local n=$1; shift; start "$n" env RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --no-tls --store memory --post-rate 0 "$@"; }
 node_ws() { start "$1" env PORT=0 WS_DEFLATE="$2" node bench/peers/ws-server.mjs; }
 bench() {
   local file=$1 label=$2

@@ -12,9 +12,9 @@ use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, S
 use rtchat_server::admission::default_max_connections;
 use rtchat_server::tls::{self, CertSource};
 use rtchat_server::{
-    Congestion, ConnectionLimits, H3Listen, Server, ServerConfig, Timeouts, TlsListen,
+    Congestion, ConnectionLimits, Drain, H3Listen, PostLimits, Server, ServerConfig, Timeouts,
+    TlsListen,
 };
-use tokio_util::sync::CancellationToken;
 
 /// Options of `rtchat cert`.
 #[derive(Args, Debug)]
@@ -185,9 +185,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
 
-    /// Cap the database file at this many MiB: posts beyond it are refused, as on a full disk.
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
-    db_max_mb: Option<u64>,
+    /// Cap the database file at this many MiB: posts beyond it are refused, as on a full disk
+    /// (0: no cap).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    db_max_mb: u64,
 
     /// Keep only the newest N messages [default: all with sqlite, 10000 in memory]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -222,6 +223,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR", value_parser = cidr)]
     trusted_proxy: Vec<ipnet::IpNet>,
 
+    /// Posts a second one connection (WebSocket, Socket.IO socket) may keep up; beyond it
+    /// posts are refused (429 / error frame / error ack). 0 turns every post rate limit off.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 5.0, value_parser = post_rate)]
+    post_rate: f64,
+
+    /// Posts one connection may send at once before --post-rate applies.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    post_burst: u32,
+
+    /// Posts a second one client address may keep up, all its connections and HTTP posts
+    /// together (behind a --trusted-proxy, the forwarded address; IPv6 by /64). 0: no
+    /// per-address limit.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 20.0, value_parser = post_rate)]
+    post_rate_per_ip: f64,
+
+    /// Posts one client address may send at once before --post-rate-per-ip applies.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    post_burst_per_ip: u32,
+
     /// Seconds a new plain connection has to send its first bytes.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
     sniff_timeout: f64,
@@ -255,6 +275,16 @@ pub struct ServeArgs {
     /// Seconds an HTTP/2 client has to answer that ping before the connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = positive_seconds)]
     h2_keepalive_timeout: f64,
+
+    /// Seconds between SIGTERM and the stop of accepting: /readyz answers 503 at once, so a
+    /// load balancer stops sending new clients, while everything else goes on (0: stop at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = non_negative_seconds)]
+    drain_delay: f64,
+
+    /// Seconds over which live connections are closed after SIGTERM's --drain-delay, each at
+    /// a random moment, so clients do not all reconnect at once (0: all at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = non_negative_seconds)]
+    drain_seconds: f64,
 }
 
 /// `--h3-congestion`.
@@ -281,6 +311,13 @@ fn existing_dir(s: &str) -> Result<PathBuf, String> {
     }
 }
 
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && (0.0..=86_400.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s} is not a number of seconds, 0 or more")),
+    }
+}
+
 fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if f.is_finite() && f > 0.0 && f <= 86_400.0 => Ok(f),
@@ -293,6 +330,16 @@ fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{s} is not an address or CIDR range (e.g. 10.0.0.0/8)"))
+}
+
+/// A post rate: 0 (off) or a number of posts a second, at least one a day.
+fn post_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f == 0.0 || (1.0 / 86_400.0..=1e9).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{s} is not a number of posts a second (0 for no limit, else at least 1/86400)"
+        )),
+    }
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -378,7 +425,21 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 max_count: args.retain.map(|n| n.max(history as u64)),
                 max_age: args.retain_age,
             };
-            let max_bytes = args.db_max_mb.map(|mb| mb * 1024 * 1024);
+            // A default cap, so that a busy chat cannot fill the disk by surprise.
+            let max_bytes =
+                (args.db_max_mb > 0).then(|| args.db_max_mb.saturating_mul(1024 * 1024));
+            if args.db_max_mb > 0 {
+                tracing::info!(
+                    db_max_mb = args.db_max_mb,
+                    "the database is capped at {} MiB: posts beyond it are refused as on a full disk (change it with --db-max-mb MIB; --db-max-mb 0 for no cap)",
+                    args.db_max_mb
+                );
+            } else {
+                tracing::info!(
+                    db_max_mb = 0,
+                    "the database has no size cap (--db-max-mb 0): it grows until the disk is full"
+                );
+            }
             let opened =
                 tokio::task::spawn_blocking(move || SqliteStore::open(&path, retention, max_bytes))
                     .await
@@ -417,6 +478,23 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         open_file_limit = nofile,
         "connection limits"
     );
+    let posts = PostLimits {
+        rate: args.post_rate,
+        burst: args.post_burst,
+        rate_per_ip: args.post_rate_per_ip,
+        burst_per_ip: args.post_burst_per_ip,
+    };
+    if posts.rate == 0.0 {
+        tracing::info!("post rate limits off (--post-rate 0)");
+    } else {
+        tracing::info!(
+            post_rate = posts.rate,
+            post_burst = posts.burst,
+            post_rate_per_ip = posts.rate_per_ip,
+            post_burst_per_ip = posts.burst_per_ip,
+            "post rate limits"
+        );
+    }
     // With an ephemeral plain port (tests, scripts), the default HTTPS port is ephemeral too.
     let default_tls_port = if listen.port() == 0 { 0 } else { 8443 };
     let tls = (!args.no_tls).then(|| TlsListen {
@@ -452,6 +530,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_body: args.max_body as usize,
         timeouts,
         connections,
+        posts,
         h3: (!args.no_h3).then_some(H3Listen {
             addr: args.h3_listen,
             stream_window: args.h3_stream_window,
@@ -465,8 +544,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }),
         ..ServerConfig::default()
     };
-    let shutdown = CancellationToken::new();
-    let server = Server::bind(config.clone(), hub.clone(), shutdown.clone())
+    let drain = Drain::default();
+    let server = Server::bind(config.clone(), hub.clone(), drain.clone())
         .await
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
@@ -475,6 +554,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         let how = if tls.generated { "generated" } else { "using" };
         tracing::info!(certificate = %tls.cert_path.display(), fingerprint = %tls.fingerprint, "{how} the HTTPS certificate (rtchat cert tells how to trust it)");
     }
+    // The signal handlers are in place before anyone is told the server listens: a signal
+    // sent right after the "listening" line must stop it gracefully, not kill it.
+    let signals = Signals::new()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "cannot watch SIGINT; stop rtchat with SIGKILL"),
+        )
+        .ok();
     // Plain lines on stdout that scripts and tests wait for: http first, then https.
     println!("rtchat listening on http://{addr}");
     if let Some(tls_addr) = server.tls_addr() {
@@ -483,34 +569,110 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(h3_addr) = server.h3_addr() {
         println!("rtchat listening on udp://{h3_addr} (HTTP/3)");
     }
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let phases = DrainPhases {
+        delay: Duration::from_secs_f64(args.drain_delay),
+        spread: Duration::from_secs_f64(args.drain_seconds),
+    };
+    if let Some(signals) = signals {
+        tokio::spawn(wait_for_signal(signals, drain, phases));
+    }
     server.run().await;
     tracing::info!("rtchat stopped");
     Ok(())
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn wait_for_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+/// How SIGTERM stops the server (see [`rtchat_server::drain`]).
+#[derive(Debug, Clone, Copy)]
+struct DrainPhases {
+    /// `--drain-delay`: draining (readyz 503) while still accepting.
+    delay: Duration,
+    /// `--drain-seconds`: the window the closes are spread over.
+    spread: Duration,
+}
+
+/// The signals that stop the server.
+#[derive(Debug, Clone, Copy)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl std::fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, as many times as they come.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt())?;
+        let terminate = signal(SignalKind::terminate())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot watch SIGTERM"))
+            .ok();
+        Ok(Signals {
+            interrupt,
+            terminate,
+        })
+    }
+
+    async fn next(&mut self) -> StopSignal {
+        let terminate = async {
+            match &mut self.terminate {
+                Some(term) => term.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = terminate => StopSignal::Terminate,
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down: no new connections, answering parked requests");
-    shutdown.cancel();
+}
+
+/// Stops the server on signals. SIGTERM (an orchestrator) drains: `/readyz` answers 503 at
+/// once, accepting goes on for `--drain-delay`, then accepting stops and the open connections
+/// close, each at a random moment within `--drain-seconds`. SIGINT (a person at the
+/// terminal) stops at once and closes everything together. Any signal during a drain closes
+/// what is still open at once.
+async fn wait_for_signal(mut signals: Signals, drain: Drain, phases: DrainPhases) {
+    match signals.next().await {
+        StopSignal::Interrupt => {
+            tracing::info!("SIGINT: shutting down now: no new connections, closing every open one");
+            drain.stop(Duration::ZERO);
+        }
+        StopSignal::Terminate => {
+            drain.begin();
+            tracing::info!(
+                drain_delay = phases.delay.as_secs_f64(),
+                drain_seconds = phases.spread.as_secs_f64(),
+                "SIGTERM: draining: /readyz answers 503; still accepting for {:?} (--drain-delay), then closing the open connections over {:?} (--drain-seconds); a second signal stops at once",
+                phases.delay,
+                phases.spread
+            );
+            tokio::select! {
+                () = tokio::time::sleep(phases.delay) => {
+                    tracing::info!("shutting down: no new connections; closing the open ones over {:?}", phases.spread);
+                    drain.stop(phases.spread);
+                }
+                signal = signals.next() => {
+                    tracing::info!("{signal} while draining: closing every connection now");
+                    drain.hurry();
+                    return;
+                }
+            }
+        }
+    }
+    let signal = signals.next().await;
+    tracing::info!("{signal} while shutting down: closing every connection now");
+    drain.hurry();
 }

@@ -241,7 +241,9 @@ describe('5. post errors are shown', () => {
 });
 
 describe('6. polling pauses while the tab is hidden', () => {
-  const s = withServer();
+  // Post rate limits off: a test posts 120 messages as fast as it can, past the per-address
+  // burst of 100.
+  const s = withServer(['--post-rate', '0']);
   it('no requests while hidden; polls at once and catches up (incl. `more`) when visible', { timeout: 40000 }, async () => {
     await scenario(browser, 'hidden', async ({ newPage }) => {
       // 1 s long-poll holds: about one request a second while visible.

@@ -22,7 +22,9 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn fanout_idle_and_post_report_json() {
-    let server = Server::start(&["--no-tls"]);
+    // A bench posts far faster than a person: this server runs without post rate limits
+    // (the servers the bench starts itself lift them by default, see `--post-limits`).
+    let server = Server::start(&["--no-tls", "--post-rate", "0"]);
     let pid = server.pid().to_string();
     let url = server.base.as_str();
     for transport in [

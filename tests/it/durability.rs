@@ -289,7 +289,8 @@ async fn every_acknowledged_post_survives_sigkill_with_posts_in_flight() {
     let dir = temp_dir("crash");
     let mut sent: Vec<(String, Option<u64>)> = Vec::new();
     for round in 0..ROUNDS {
-        let server = start_on(&dir, &[]);
+        // Post rate limits off: 8 posters post as fast as the server answers.
+        let server = start_on(&dir, &["--post-rate", "0"]);
         assert_durable_settings(&server);
         let acked = Arc::new(AtomicUsize::new(0));
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -384,7 +385,8 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
     const EACH: usize = 200;
     const TOTAL: usize = POSTERS * EACH;
     let dir = temp_dir("concurrent");
-    let server = start_on(&dir, &[]);
+    // Post rate limits off: 50 posters from one address post 10,000 messages at full speed.
+    let server = start_on(&dir, &["--post-rate", "0"]);
 
     // Subscribers: SSE, WebSocket rtchat.v1, and a long-poll loop, each collecting ids.
     let start = std::time::Instant::now();
@@ -597,7 +599,8 @@ fn an_unwritable_data_dir_is_a_clear_error() {
 #[tokio::test]
 async fn a_full_database_turns_posts_into_errors_and_keeps_what_was_acknowledged() {
     let dir = temp_dir("full");
-    let server = start_on(&dir, &["--db-max-mb", "1"]);
+    // Post rate limits off: the test fills a 1 MiB database as fast as it can.
+    let server = start_on(&dir, &["--db-max-mb", "1", "--post-rate", "0"]);
     let text = "z".repeat(2000);
     let mut acked = Vec::new();
     let error = loop {

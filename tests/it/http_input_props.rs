@@ -583,12 +583,15 @@ where
 
 #[test]
 fn every_input_path_answers_with_a_precise_status() {
+    // Post rate limits off: the properties post hundreds of times a second from one address.
     let server = Server::start(&[
         "--no-tls",
         "--store",
         "memory",
         "--max-body",
         &MAX_BODY.to_string(),
+        "--post-rate",
+        "0",
     ]);
     let port = server.port;
     // Some history, so `since` values below, at and above the newest id all occur.

@@ -113,6 +113,19 @@ async fn embedded_pages_and_assets_are_served() {
         let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
         assert!(ct.contains(mime), "{path}: {ct}");
         assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        // Pages carry the strict policy (the browser suite's csp.test.mjs checks that every
+        // page works under it); assets need none.
+        let csp = res.headers().get("content-security-policy");
+        if mime == "text/html" {
+            let csp = csp.expect("pages carry a Content-Security-Policy");
+            assert!(
+                csp.to_str().unwrap().contains("script-src 'self'"),
+                "{csp:?}"
+            );
+            assert_eq!(res.headers()["x-frame-options"], "DENY");
+        } else {
+            assert!(csp.is_none(), "{path}: {csp:?}");
+        }
         let etag = res.headers()["etag"].clone();
         let again = client()
             .get(server.url(path))
@@ -146,6 +159,8 @@ async fn web_root_replaces_the_embedded_front_end() {
 
     let home = client().get(server.url("/")).send().await.unwrap();
     assert_eq!(home.status(), 200);
+    // The user's pages are theirs (the course's front ends may use inline scripts): no policy.
+    assert!(home.headers().get("content-security-policy").is_none());
     assert_eq!(home.text().await.unwrap(), "<h1>my own chat</h1>");
     let js = client()
         .get(server.url("/sub/app.js"))

@@ -319,7 +319,8 @@ async fn a_silent_peer_is_dropped_after_the_keepalive_timeout() {
 
 #[tokio::test]
 async fn a_peer_that_never_reads_does_not_hold_up_the_others() {
-    let server = Server::start(&[]);
+    // Post rate limits off: the test posts 200 messages as fast as it can.
+    let server = Server::start(&["--post-rate", "0"]);
     // Never reads: its socket buffers fill up while the server keeps publishing.
     let mut stuck = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
         .await
@@ -381,8 +382,9 @@ async fn shutdown_closes_sockets_with_going_away() {
 #[tokio::test]
 async fn every_post_read_before_a_close_is_stored() {
     // A client that fires many posts and closes without waiting for acks: the server keeps
-    // reading while earlier posts commit, and stores everything it read.
-    let server = Server::start(&[]);
+    // reading while earlier posts commit, and stores everything it read. Post rate limits
+    // off: 500 posts at once is far past the burst.
+    let server = Server::start(&["--post-rate", "0"]);
     let ws = connect(&server, "/ws", &["rtchat.v1"]).await;
     let (mut sink, mut stream) = ws.split();
     for i in 0..500 {

@@ -77,7 +77,9 @@ async function lastId(base) {
 describe('Socket.IO transports', () => {
   let server;
   before(async () => {
-    server = await startServer();
+    // Post rate limits off: one test sends 30 posts from one socket at once, past the
+    // default burst of 20 (the limits have their own tests below).
+    server = await startServer(['--post-rate', '0']);
   });
   after(async () => {
     await server?.stop();
@@ -338,7 +340,8 @@ describe('Socket.IO limits and origins', () => {
 describe('Socket.IO resume and reconnection', () => {
   let server;
   before(async () => {
-    server = await startServer();
+    // Post rate limits off: these tests post 60 and 120 messages as fast as they can.
+    server = await startServer(['--post-rate', '0']);
   });
   after(async () => {
     await server?.stop();
@@ -476,6 +479,98 @@ describe('Socket.IO resume and reconnection', () => {
     } finally {
       c.s.disconnect();
       await memory.stop();
+    }
+  });
+});
+
+// Post rate limits, with a small burst and a slow rate so that refusals come after a few posts
+// and a bucket refills in about a second.
+const PER_SOCKET = /^posting too fast: at most 3 posts at once on one connection, then 1 a second \(--post-burst, --post-rate\); the post was not stored, try again in \d+\.\d{3} s$/;
+const PER_ADDRESS = /^posting too fast: at most 2 posts at once from one address, then 1 a second \(--post-burst-per-ip, --post-rate-per-ip\); the post was not stored, try again in \d+\.\d{3} s$/;
+
+function assertRetry(refusal) {
+  assert.ok(Number.isInteger(refusal.retry_after_ms), JSON.stringify(refusal));
+  assert.ok(refusal.retry_after_ms > 0 && refusal.retry_after_ms <= 1000, JSON.stringify(refusal));
+}
+
+describe('Socket.IO post rate limits per socket', () => {
+  let server;
+  before(async () => {
+    server = await startServer(['--post-rate', '1', '--post-burst', '3', '--post-rate-per-ip', '0']);
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('posts past the burst get an error ack or msg:error, are not stored, and spare other sockets', T, async () => {
+    const a = client(server.url);
+    const b = client(server.url);
+    try {
+      await Promise.all([connected(a.s), connected(b.s)]);
+      const before = await lastId(server.url);
+      const acks = await Promise.all([1, 2, 3, 4].map((i) => post(a.s, { user: 'rate', text: `a${i}` })));
+      for (const ack of acks.slice(0, 3)) assert.equal(ack.status, 'ok', JSON.stringify(acks));
+      assert.deepEqual(Object.keys(acks[3]).sort(), ['error', 'retry_after_ms']);
+      assert.match(acks[3].error, PER_SOCKET);
+      assertRetry(acks[3]);
+
+      // Without an ack callback the refusal is a msg:error.
+      a.s.emit('msg:post', { user: 'rate', text: 'no ack' });
+      const refused = await waitUntil(() => a.rec.errors[0], { what: 'msg:error' });
+      assert.match(refused.error, PER_SOCKET);
+      assertRetry(refused);
+
+      // Another socket (same address) has its own bucket.
+      assert.equal((await post(b.s, { user: 'rate', text: 'b1' })).status, 'ok');
+      // Nothing refused was stored: a1..a3 and b1.
+      assert.equal(await lastId(server.url), before + 4);
+
+      // Once the announced wait is over, the socket posts again.
+      await sleep(refused.retry_after_ms);
+      const again = await post(a.s, { user: 'rate', text: 'a again' });
+      assert.equal(again.status, 'ok', JSON.stringify(again));
+      assert.ok(a.s.connected, 'refusals do not close a Socket.IO socket');
+    } finally {
+      a.s.disconnect();
+      b.s.disconnect();
+    }
+  });
+});
+
+describe('Socket.IO post rate limits per address', () => {
+  let server;
+  before(async () => {
+    server = await startServer(['--post-rate', '100', '--post-burst', '100', '--post-rate-per-ip', '1', '--post-burst-per-ip', '2']);
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('the sockets of one address share its bucket; another address has its own', T, async () => {
+    // WebSocket only: socket.io-client's Node WebSocket takes `localAddress`, so `c` comes
+    // from 127.0.0.2.
+    const a = client(server.url, { transports: ['websocket'] });
+    const b = client(server.url, { transports: ['websocket'] });
+    const c = client(server.url, { transports: ['websocket'], localAddress: '127.0.0.2' });
+    try {
+      await Promise.all([connected(a.s), connected(b.s), connected(c.s)]);
+      const before = await lastId(server.url);
+      assert.equal((await post(a.s, { user: 'rate', text: 'a1' })).status, 'ok');
+      assert.equal((await post(a.s, { user: 'rate', text: 'a2' })).status, 'ok');
+      const refused = await post(b.s, { user: 'rate', text: 'b1' });
+      assert.match(refused.error ?? '', PER_ADDRESS, JSON.stringify(refused));
+      assertRetry(refused);
+      // HTTP posts from the address share the bucket too.
+      assert.equal((await postPoll(server.url, 'rate', 'http')).status, 429);
+      for (const text of ['c1', 'c2']) {
+        assert.equal((await post(c.s, { user: 'rate', text })).status, 'ok', `${text} from 127.0.0.2`);
+      }
+      assert.equal(await lastId(server.url), before + 4);
+      await sleep(refused.retry_after_ms);
+      const again = await post(b.s, { user: 'rate', text: 'b again' });
+      assert.equal(again.status, 'ok', JSON.stringify(again));
+    } finally {
+      for (const x of [a, b, c]) x.s.disconnect();
     }
   });
 });

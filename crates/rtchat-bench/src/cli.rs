@@ -46,6 +46,12 @@ pub struct Common {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
 
+    /// Post rate limits of the server the bench starts: `off` (its posts would otherwise be
+    /// refused: a bench posts far faster than a person) or `on` (rtchat's defaults, or what
+    /// --server-arg says). A server given by --url keeps its own.
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    pub post_limits: String,
+
     /// Name of this run in the output and the plot [default: "rtchat TRANSPORT" or the URL]
     #[arg(long)]
     pub label: Option<String>,

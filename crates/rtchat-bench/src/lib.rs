@@ -118,7 +118,7 @@ fn resolve_target(common: &Common) -> Result<(Target, Option<SpawnedServer>), St
             .map(|t| (t, None))
             .map_err(|e| format!("bad --url {url}: {e}")),
         None => {
-            let server = SpawnedServer::start(&common.server_arg)
+            let server = SpawnedServer::start(&common.server_arg, common.post_limits == "on")
                 .map_err(|e| format!("cannot start rtchat serve: {e}"))?;
             let target = Target::from_url(&server.url, Some(server.pid()))
                 .map_err(|e| format!("bad server address {}: {e}", server.url))?;

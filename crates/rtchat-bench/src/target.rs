@@ -72,14 +72,21 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts `rtchat serve` (this very executable) on an ephemeral port with `extra`
-    /// arguments, with the request log off, and waits for its ready line.
-    pub fn start(extra: &[String]) -> io::Result<SpawnedServer> {
+    /// arguments, with the request log off, and waits for its ready line. Unless
+    /// `post_limits`, its post rate limits are off (`--post-rate 0`, placed before `extra`,
+    /// whose own `--post-rate` wins).
+    pub fn start(extra: &[String], post_limits: bool) -> io::Result<SpawnedServer> {
         let exe = std::env::current_exe()?;
         let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--no-tls"]
             .map(String::from)
             .to_vec();
-        if !extra.iter().any(|a| a == "--store") && supports_store_flag(&exe) {
+        let help = serve_help(&exe);
+        if !extra.iter().any(|a| a == "--store") && help.contains("--store") {
             args.extend(["--store".to_owned(), "memory".to_owned()]);
+        }
+        let names_rate = extra.iter().any(|a| a.starts_with("--post-rate"));
+        if !post_limits && !names_rate && help.contains("--post-rate") {
+            args.extend(["--post-rate".to_owned(), "0".to_owned()]);
         }
         args.extend(extra.iter().cloned());
         let mut child = Command::new(&exe)
@@ -123,12 +130,13 @@ impl Drop for SpawnedServer {
     }
 }
 
-/// Whether `rtchat serve --help` lists `--store` (durable storage; benchmarks use memory).
-fn supports_store_flag(exe: &std::path::Path) -> bool {
+/// `rtchat serve --help`, to tell which flags this build has (`--store`: durable storage,
+/// benchmarks use memory; `--post-rate`).
+fn serve_help(exe: &std::path::Path) -> String {
     Command::new(exe)
         .args(["serve", "--help"])
         .stderr(Stdio::null())
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--store"))
-        .unwrap_or(false)
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }

@@ -300,7 +300,9 @@ impl WsSession {
                     let _ = cmd.reply.send(Ok(id));
                 }
             }
-            ServerFrame::Error { reference, error } => {
+            ServerFrame::Error {
+                reference, error, ..
+            } => {
                 if let Some(cmd) = reference.as_u64().and_then(|r| self.pending.remove(&r)) {
                     let _ = cmd.reply.send(Err(Error::Rejected(error)));
                 }

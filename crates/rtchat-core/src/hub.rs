@@ -381,6 +381,11 @@ impl Hub {
         Ok(deleted)
     }
 
+    /// Whether the store answers: a cheap read (see [`Store::ping`]), for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.store.ping().await
+    }
+
     /// How many subscriptions are alive (streams, sockets) on every channel, for stats.
     pub fn subscribers(&self) -> usize {
         self.inner

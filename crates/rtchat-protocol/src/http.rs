@@ -12,6 +12,11 @@ pub const WS: &str = "/ws";
 pub const WS_ECHO: &str = "/ws/echo";
 /// Live counters for operators.
 pub const STATS: &str = "/stats";
+/// Liveness: `GET /healthz` answers `200 {"status":"ok"}` while the process serves at all.
+pub const HEALTHZ: &str = "/healthz";
+/// Readiness: `GET /readyz` answers `200 {"status":"ready"}` when the store answers and the
+/// server is not draining, `503 {"status":"draining"|"unavailable","error":...}` otherwise.
+pub const READYZ: &str = "/readyz";
 /// Socket.IO's Engine.IO endpoint.
 pub const SOCKETIO: &str = "/socket.io/";
 

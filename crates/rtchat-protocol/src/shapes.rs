@@ -111,6 +111,20 @@ impl PostAck {
 pub struct ErrorBody {
     /// What was wrong, in words.
     pub error: String,
+    /// Only on a post refused by a rate limit (`--post-rate`): milliseconds until a post
+    /// would be taken again (HTTP also sends `Retry-After`, in whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorBody {
+    /// A refusal in words, with no retry hint.
+    pub fn new(error: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            retry_after_ms: None,
+        }
+    }
 }
 
 /// Whether `epoch` is one a client may keep and send back: 1–64 characters of `A–Z a–z 0–9 -

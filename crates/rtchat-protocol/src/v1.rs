@@ -38,6 +38,10 @@ pub enum ServerFrame {
         #[serde(rename = "ref", default)]
         reference: Value,
         error: String,
+        /// Only on a post refused by a rate limit: milliseconds until a post would be taken
+        /// again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// See [`Resumed`].
     Resumed(Resumed),
@@ -127,6 +131,7 @@ mod tests {
             ServerFrame::Error {
                 reference: Value::Null,
                 error: "e".into(),
+                retry_after_ms: None,
             },
             ServerFrame::Resumed(Resumed {
                 after: 0,

@@ -7,11 +7,15 @@ use bytes::Bytes;
 use rtchat_core::PostError;
 use rtchat_protocol::ErrorBody;
 
+use crate::rate_limit::Refused;
+
 /// An error answered as `{"error": "..."}` with a precise status.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// A post refused by a rate limit: `Retry-After` and `"retry_after_ms"`.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -19,6 +23,19 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    /// `429 Too Many Requests`, with `Retry-After` (whole seconds, rounded up) and the wait in
+    /// milliseconds in the body.
+    fn from(refused: Refused) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: refused.to_string(),
+            retry_after_ms: Some(refused.retry_after_ms()),
         }
     }
 }
@@ -46,9 +63,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_string(&ErrorBody {
             error: self.message,
+            retry_after_ms: self.retry_after_ms,
         })
         .expect("errors serialize");
-        (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response()
+        let mut response = (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
+        }
+        response
     }
 }
 

@@ -32,7 +32,8 @@ pub async fn embedded(headers: HeaderMap, req: Request) -> Response {
                 return StatusCode::NOT_MODIFIED.into_response();
             }
             let mime = with_charset(file.metadata.mimetype());
-            return (
+            let is_page = mime.starts_with("text/html");
+            let mut res = (
                 [
                     (header::CONTENT_TYPE, mime),
                     (header::ETAG, etag),
@@ -41,10 +42,39 @@ pub async fn embedded(headers: HeaderMap, req: Request) -> Response {
                 file.data,
             )
                 .into_response();
+            if is_page {
+                res.headers_mut().extend(PAGE_HEADERS.iter().cloned());
+            }
+            return res;
         }
     }
     not_found(req.uri().path())
 }
+
+/// What rtchat's own pages are allowed to do, and nothing more: scripts, styles, fetches and
+/// WebSockets from this origin only (no inline script or style anywhere in `web/`), no
+/// framing (clickjacking), no plugins, no referrer leaking the page's address. Pages from
+/// `--web-root` are the user's (the course's front ends may use inline scripts) and get none of
+/// this.
+pub const PAGE_HEADERS: [(header::HeaderName, HeaderValue); 4] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+    (
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+];
 
 /// Text types get `; charset=utf-8`, so browsers never guess the encoding.
 fn with_charset(mime: &str) -> String {

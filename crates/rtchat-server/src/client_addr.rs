@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::{HeaderMap, Request};
+use axum::http::{Extensions, HeaderMap, Request};
 use ipnet::IpNet;
 
 /// The TCP peer of the connection a request arrived on.
@@ -38,6 +38,13 @@ impl TrustedProxies {
     pub fn client<B>(&self, req: &Request<B>) -> Option<Client> {
         let peer = req.extensions().get::<Peer>()?;
         Some(self.resolve(*peer, req.headers()))
+    }
+
+    /// [`TrustedProxies::client`] from a request's parts (what a handler or a Socket.IO
+    /// session keeps of its request).
+    pub fn client_of(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<Client> {
+        let peer = extensions.get::<Peer>()?;
+        Some(self.resolve(*peer, headers))
     }
 
     fn resolve(&self, peer: Peer, headers: &HeaderMap) -> Client {

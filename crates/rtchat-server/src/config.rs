@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// How many connections rtchat holds, and who counts as a reverse proxy.
     pub connections: ConnectionLimits,
+    /// How fast one connection, and one client address, may post (`--post-rate`...).
+    pub posts: PostLimits,
     /// HTTP/3 over QUIC next to the HTTPS listener (`None`: `--no-h3`). Served only when
     /// HTTPS is.
     pub h3: Option<H3Listen>,
@@ -160,6 +162,43 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Post rate limits: a token bucket per connection (WebSocket, Socket.IO socket) and one per
+/// client address (every transport's posts together), see [`crate::rate_limit`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PostLimits {
+    /// Posts a second one connection may keep up (`--post-rate`); 0 turns every post rate
+    /// limit off, the per-address one included.
+    pub rate: f64,
+    /// Posts one connection may send at once before the rate applies (`--post-burst`).
+    pub burst: u32,
+    /// Posts a second one client address may keep up, all its connections and requests
+    /// together (`--post-rate-per-ip`); 0 turns the per-address limit off.
+    pub rate_per_ip: f64,
+    /// Posts one client address may send at once (`--post-burst-per-ip`).
+    pub burst_per_ip: u32,
+}
+
+impl PostLimits {
+    /// No post rate limits at all (`--post-rate 0`).
+    pub const OFF: PostLimits = PostLimits {
+        rate: 0.0,
+        burst: 1,
+        rate_per_ip: 0.0,
+        burst_per_ip: 1,
+    };
+}
+
+impl Default for PostLimits {
+    fn default() -> Self {
+        PostLimits {
+            rate: 5.0,
+            burst: 20,
+            rate_per_ip: 20.0,
+            burst_per_ip: 100,
+        }
+    }
+}
+
 /// Where and how to serve HTTPS.
 #[derive(Debug, Clone)]
 pub struct TlsListen {
@@ -190,6 +229,7 @@ impl Default for ServerConfig {
             sio_max_payload: 100_000,
             timeouts: Timeouts::default(),
             connections: ConnectionLimits::default(),
+            posts: PostLimits::default(),
             h3: Some(H3Listen::default()),
         }
     }

@@ -24,8 +24,9 @@
 //! buffers unacknowledged.
 //!
 //! On shutdown the endpoint stops accepting, every connection gets `GOAWAY`, requests in
-//! flight finish (parked long polls answer, streams end), and connections close once their
-//! requests are done, all within the TCP listeners' 2 s.
+//! flight finish (parked long polls answer and streams end, each at its deadline in the
+//! close window, see [`crate::drain`]), and connections close once their requests are done,
+//! all within the TCP listeners' bound (the close window plus [`crate::drain::GRACE`]).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -48,9 +49,8 @@ use tower::ServiceExt;
 use crate::admission::Admission;
 use crate::client_addr::Peer;
 use crate::config::{Congestion, H3Listen, Timeouts};
+use crate::drain::Drain;
 
-/// How long open connections get to finish once shutdown starts (as on TCP).
-const DRAIN: Duration = Duration::from_secs(2);
 /// Largest request header section accepted (HTTP/2's default header list size in hyper is
 /// 16 KiB too); larger gets `431`.
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
@@ -128,8 +128,9 @@ pub async fn serve(
     app: Router,
     settings: H3Settings,
     admission: Arc<Admission>,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) {
+    let shutdown = drain.stop_token().clone();
     let connections = TaskTracker::new();
     loop {
         let incoming = tokio::select! {
@@ -190,7 +191,7 @@ pub async fn serve(
     connections.close();
     tokio::select! {
         () = connections.wait() => tracing::debug!("all HTTP/3 connections closed"),
-        () = tokio::time::sleep(DRAIN) => tracing::warn!("HTTP/3 connections still open after {DRAIN:?}; closing anyway"),
+        () = drain.give_up() => tracing::warn!(open = connections.len(), "HTTP/3 connections still open after the close window (--drain-seconds) and {:?}; closing anyway", crate::drain::GRACE),
     }
     endpoint.close(H3_NO_ERROR.into(), b"server shutting down");
     // Lets the CONNECTION_CLOSE frames go out.

@@ -9,9 +9,12 @@ mod api;
 mod assets;
 pub mod client_addr;
 pub mod config;
+pub mod drain;
 pub mod h3;
+mod health;
 mod listener;
 pub mod origin;
+pub mod rate_limit;
 mod request_log;
 mod router;
 mod state;
@@ -24,9 +27,11 @@ use std::sync::Arc;
 
 use rtchat_core::Hub;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-pub use config::{Congestion, ConnectionLimits, H3Listen, ServerConfig, Timeouts, TlsListen};
+pub use config::{
+    Congestion, ConnectionLimits, H3Listen, PostLimits, ServerConfig, Timeouts, TlsListen,
+};
+pub use drain::Drain;
 pub use state::AppState;
 
 /// A bound, not yet serving rtchat server.
@@ -66,12 +71,9 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Start
 }
 
 impl Server {
-    /// Loads TLS material and binds the listeners.
-    pub async fn bind(
-        config: ServerConfig,
-        hub: Hub,
-        shutdown: CancellationToken,
-    ) -> Result<Server, StartError> {
+    /// Loads TLS material and binds the listeners. The server stops as `drain` says (see
+    /// [`crate::drain`]).
+    pub async fn bind(config: ServerConfig, hub: Hub, drain: Drain) -> Result<Server, StartError> {
         let tls = match &config.tls {
             None => None,
             Some(tls_listen) => {
@@ -93,7 +95,7 @@ impl Server {
             _ => None,
         };
         let listener = bind(config.listen, "--listen or PORT").await?;
-        let state = AppState::new(Arc::new(config), hub, shutdown);
+        let state = AppState::new(Arc::new(config), hub, drain);
         Ok(Server {
             listener,
             tls,
@@ -122,8 +124,9 @@ impl Server {
         self.tls.as_ref().map(|(_, t)| t)
     }
 
-    /// Serves until the shutdown token is cancelled, then stops accepting, answers parked
-    /// requests and waits (briefly) for open connections to finish.
+    /// Serves until the drain stops it (see [`crate::drain`]), then stops accepting, closes
+    /// every live connection at its deadline and returns once none is open (at once if none
+    /// was), or at the end of the close window plus [`drain::GRACE`] at the latest.
     pub async fn run(self) {
         let app = router::build(self.state.clone());
         let h3_addr = self.h3_addr();
@@ -132,6 +135,7 @@ impl Server {
             timeouts: self.state.config.timeouts,
         };
         let admission = self.state.admission.clone();
+        let drain = self.state.drain.clone();
         let shutdown = self.state.shutdown.clone();
         let plain = listener::serve(
             self.listener,
@@ -139,7 +143,7 @@ impl Server {
             app.clone(),
             settings,
             admission.clone(),
-            shutdown.clone(),
+            drain.clone(),
         );
         // HTTPS answers point browsers to HTTP/3 (Alt-Svc) when it is served.
         let tls_app = match h3_addr {
@@ -152,11 +156,11 @@ impl Server {
                 timeouts: self.state.config.timeouts,
                 listen: self.state.config.h3.unwrap_or_default(),
             };
-            let (app, admission, shutdown) = (app.clone(), admission.clone(), shutdown.clone());
+            let (app, admission, drain) = (app.clone(), admission.clone(), drain.clone());
             let endpoint = self.h3;
             async move {
                 if let Some(endpoint) = endpoint {
-                    h3::serve(endpoint, app, h3_settings, admission, shutdown).await;
+                    h3::serve(endpoint, app, h3_settings, admission, drain).await;
                 }
             }
         };
@@ -169,25 +173,24 @@ impl Server {
                     tls_app,
                     settings,
                     admission,
-                    shutdown.clone(),
+                    drain.clone(),
                 )
                 .await;
             }
         };
         // Upgraded connections (WebSockets) are no longer HTTP connections: wait for their
-        // closing handshakes alongside, which they start when shutdown fires.
+        // closing handshakes alongside, which each starts at its deadline.
         let tasks = self.state.tasks.clone();
         let upgraded = async {
             shutdown.cancelled().await;
             tasks.close();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), tasks.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
+            tokio::select! {
+                () = tasks.wait() => {}
+                () = drain.give_up() => tracing::warn!(
                     open = tasks.len(),
-                    "WebSockets still open after 2 s; closing anyway"
-                );
+                    "WebSockets still open after the close window (--drain-seconds) and {:?}; closing anyway",
+                    drain::GRACE
+                ),
             }
         };
         tokio::join!(plain, secure, quic, upgraded);

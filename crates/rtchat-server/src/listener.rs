@@ -33,10 +33,8 @@ use tower::ServiceExt;
 use crate::admission::Admission;
 use crate::client_addr::Peer;
 use crate::config::Timeouts;
+use crate::drain::Drain;
 use crate::write_stall::StallGuard;
-
-/// How long open connections get to finish once shutdown starts.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// Protocol settings shared by both listeners.
 #[derive(Debug, Clone, Copy)]
@@ -99,16 +97,18 @@ enum Protocol {
     Undecided,
 }
 
-/// Accepts connections on `listener` (over TLS when `tls` is set) until `shutdown` fires,
-/// then drains them.
+/// Accepts connections on `listener` (over TLS when `tls` is set) until the drain stops
+/// accepting, then waits for the open ones: each closes at its own deadline (see
+/// [`crate::drain`]); at the end of the close window plus its grace, the rest are dropped.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     settings: HttpSettings,
     admission: Arc<Admission>,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) {
+    let shutdown = drain.stop_token().clone();
     let builders = Arc::new(Builders::new(settings));
     let timeouts = settings.timeouts;
     let tls = tls.map(TlsAcceptor::from);
@@ -188,7 +188,7 @@ pub async fn serve(
     connections.close();
     tokio::select! {
         () = connections.wait() => tracing::debug!("all connections closed"),
-        () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing anyway"),
+        () = drain.give_up() => tracing::warn!(open = connections.len(), "connections still open after the close window (--drain-seconds) and {:?}; closing anyway", crate::drain::GRACE),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn build(state: AppState) -> Router {
         .merge(transport::sse::routes())
         .merge(transport::websocket::routes())
         .merge(transport::ws_echo::routes())
+        .merge(crate::health::routes())
         .route(STATS, get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

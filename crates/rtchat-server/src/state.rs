@@ -10,7 +10,9 @@ use tokio_util::task::TaskTracker;
 use crate::admission::Admission;
 use crate::client_addr::TrustedProxies;
 use crate::config::ServerConfig;
+use crate::drain::Drain;
 use crate::origin::OriginPolicy;
+use crate::rate_limit::PostLimiter;
 
 /// What every handler can reach: the chat, the settings, and the shutdown signal (parked
 /// requests answer when it fires). Cloned several times per request (router, middleware,
@@ -22,9 +24,17 @@ pub struct AppState(Arc<SharedState>);
 pub struct SharedState {
     pub hub: Hub,
     pub config: Arc<ServerConfig>,
+    /// Fires when the server stops accepting (the drain's stop token): what closes at once
+    /// then uses it; live connections close at their [`Drain::deadline`] instead.
     pub shutdown: CancellationToken,
+    /// Readiness (`/readyz`) and each live connection's moment to close (see
+    /// [`crate::drain`]).
+    pub drain: Drain,
     /// Long polls currently parked, for `/stats`.
     pub parked_polls: AtomicUsize,
+    /// Hub subscriptions rtchat holds for itself (the Socket.IO fan-out), which `/stats`
+    /// does not count as subscribers.
+    pub internal_subscriptions: AtomicUsize,
     /// Which browser origins may open WebSockets and Socket.IO sessions.
     pub origins: OriginPolicy,
     /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
@@ -34,20 +44,25 @@ pub struct SharedState {
     pub admission: Arc<Admission>,
     /// Whose `Forwarded` headers are believed.
     pub proxies: TrustedProxies,
+    /// How fast connections and client addresses may post (`--post-rate`...).
+    pub posts: PostLimiter,
 }
 
 impl AppState {
-    pub fn new(config: Arc<ServerConfig>, hub: Hub, shutdown: CancellationToken) -> AppState {
+    pub fn new(config: Arc<ServerConfig>, hub: Hub, drain: Drain) -> AppState {
         let limits = &config.connections;
         let proxies = TrustedProxies::new(limits.trusted_proxies.clone());
         AppState(Arc::new(SharedState {
             hub,
-            shutdown,
+            shutdown: drain.stop_token().clone(),
+            drain,
             parked_polls: AtomicUsize::new(0),
+            internal_subscriptions: AtomicUsize::new(0),
             origins: OriginPolicy::new(&config.allow_origins),
             tasks: TaskTracker::new(),
             admission: Admission::new(limits.max_total, limits.max_per_ip, proxies.clone()),
             proxies,
+            posts: PostLimiter::new(config.posts),
             config,
         }))
     }

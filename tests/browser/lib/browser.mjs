@@ -40,7 +40,7 @@ function slug(s) {
 
 /**
  * Run `fn({newContext, newPage, pageErrors})`. Every page is watched for uncaught
- * errors (the scenario fails on any). On failure, screenshots of all pages and the
+ * errors and Content-Security-Policy violations (the scenario fails on any). On failure, screenshots of all pages and the
  * server's log go to artifacts/. Contexts are always closed.
  */
 export async function scenario(browser, name, fn, { server } = {}) {
@@ -57,6 +57,12 @@ export async function scenario(browser, name, fn, { server } = {}) {
     const c = ctx ?? (await newContext());
     const p = await c.newPage();
     p.on('pageerror', (e) => pageErrors.push(`${p.url()}: ${e.message}`));
+    // A Content-Security-Policy violation (rtchat's pages carry a strict one) is an error too.
+    p.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) {
+        pageErrors.push(`${p.url()}: ${m.text()}`);
+      }
+    });
     return p;
   };
   try {

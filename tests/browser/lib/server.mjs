@@ -142,7 +142,8 @@ export async function startServer(args = [], {
     async stop({ keepDataDir = false } = {}) {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
+        // SIGINT: the fast stop (SIGTERM would drain for --drain-delay + --drain-seconds).
+        child.kill('SIGINT');
         const t = setTimeout(() => child.kill('SIGKILL'), 5000);
         await exited;
         clearTimeout(t);

@@ -58,6 +58,15 @@ impl Server {
         if tls && !args.contains(&"--tls-listen") {
             all.extend(["--tls-listen", "127.0.0.1:0"]);
         }
+        // SIGTERM drains for 5 + 10 s by default: tests that stop a server with `terminate`
+        // want it gone at once, so they get no drain unless they ask for one (see
+        // tests/it/drain.rs).
+        if !args.contains(&"--drain-delay") {
+            all.extend(["--drain-delay", "0"]);
+        }
+        if !args.contains(&"--drain-seconds") {
+            all.extend(["--drain-seconds", "0"]);
+        }
         let data_dir = match args.iter().position(|a| *a == "--data-dir") {
             Some(i) => PathBuf::from(args[i + 1]),
             None => temp_dir("data"),
@@ -148,11 +157,21 @@ impl Server {
 
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.signal("TERM");
+        self.wait_exit(within)
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`...) without waiting.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < within {
             if let Some(status) = self.child.try_wait().expect("wait") {

@@ -71,7 +71,8 @@ export async function startServer(args = [], { listen = '127.0.0.1:0', readyTime
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
+      // SIGINT: the fast stop (SIGTERM would drain for --drain-delay + --drain-seconds).
+      child.kill('SIGINT');
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(t);

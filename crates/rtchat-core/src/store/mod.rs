@@ -153,6 +153,15 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a message deleted: it keeps its id (a tombstone) but is never served again.
     /// False if there is no such message.
     async fn delete(&self, channel: &str, id: u64) -> Result<bool, StoreError>;
+
+    /// A cheap check that the store answers (for readiness probes, `GET /readyz`): a durable
+    /// store runs one small read against its database, so a database that has become
+    /// unreadable, or a connection stuck behind a hung disk, shows here. It reads no
+    /// messages and writes nothing. A store with nothing that can fail (memory) answers at
+    /// once, which is the default.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A short random epoch: eight characters of `[a-z0-9]`.

@@ -291,6 +291,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    /// One read transaction on the database (the channels table's first row): it takes the
+    /// connection (so a writer stuck on the disk shows), reads the file's header and the WAL
+    /// index, and touches a table page.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            conn.prepare_cached("SELECT 1 FROM channels LIMIT 1")?
+                .exists([])
+                .map(|_| ())
+        })
+        .await
+    }
+
     async fn append(
         &self,
         posts: &[Append],

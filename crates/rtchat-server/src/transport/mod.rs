@@ -32,11 +32,12 @@ impl PositionQuery {
     }
 }
 
-/// `GET /stats`: live counters, for operators and tests.
+/// `GET /stats`: live counters, for operators and tests. `subscribers` counts clients only.
 pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
+    let internal = state.internal_subscriptions.load(Ordering::Relaxed);
     Json(serde_json::json!({
         "last_id": state.hub.general().snapshot().last_id,
-        "subscribers": state.hub.subscribers(),
+        "subscribers": state.hub.subscribers().saturating_sub(internal),
         "parked_polls": state.parked_polls.load(Ordering::Relaxed),
     }))
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rtchat_core::{decide, encode_list, Channel, Position, Start, GENERAL};
 use serde::Deserialize;
@@ -97,6 +97,8 @@ async fn long_poll(
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let _parked = Parked::new(state);
+    // Once the server stops, answered (empty) at a random moment of the close window.
+    let closing = state.drain.deadline();
     loop {
         let page = hub
             .since(channel, since, hub.config().history)
@@ -109,7 +111,7 @@ async fn long_poll(
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
             () = &mut deadline => break,
-            () = state.shutdown.cancelled() => break,
+            () = closing.reached() => break,
         }
     }
     Ok(json_bytes(encode_list(
@@ -136,12 +138,17 @@ impl Drop for Parked {
     }
 }
 
-/// `POST /poll`: validates and stores a message; answers once it is stored.
+/// `POST /poll`: validates and stores a message; answers once it is stored. Every post
+/// counts against its client address's rate limit first (`429` past it, before the body is
+/// read).
 pub async fn post_poll(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let client = state.proxies.client_of(&extensions, &headers);
+    state.posts.check(None, client.map(|c| c.ip))?;
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
     let entry = state.hub.post_json(GENERAL, &body).await?;

@@ -16,6 +16,8 @@
 //!   broadcast to every transport. With an acknowledgement callback the client gets
 //!   `{"status":"ok","id":N}` or `{"error":"..."}`; without one, an error comes back as a
 //!   `msg:error` `{"error":"..."}` event. Posts from one socket are stored in the order sent.
+//!   Posts obey the post rate limits ([`crate::rate_limit`]): a refused one is answered at
+//!   once, with `"retry_after_ms"`.
 //!
 //! # One subscription, encoded once
 //! A single task (the broadcaster) holds the only hub subscription of the transport and turns
@@ -41,6 +43,8 @@
 //! an empty memory store) gets `msg:get` with `"reset":true` instead: start over.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -65,11 +69,12 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
 use socketioxide::socket::Socket;
 use socketioxide::{ParserConfig, SocketIo};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::ApiError;
+use crate::drain::Drain;
 use crate::origin::OriginPolicy;
+use crate::rate_limit::{ConnectionBucket, PostLimiter, Refused};
 use crate::state::AppState;
 
 /// Where Engine.IO listens (the official clients' default path).
@@ -132,6 +137,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         poster: Poster {
             hub: hub.clone(),
             limits: hub.config().limits,
+            state: state.clone(),
         },
         joins,
     };
@@ -151,19 +157,28 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     };
     io.ns("/", connected.with(on_connect));
 
-    let shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
+    let drain = state.drain.clone();
+    let internal = state.clone();
+    // Tracked with the WebSockets, so shutdown waits for the sessions' close (see `run`).
+    state.tasks.spawn(async move {
         // Sockets that connect meanwhile wait in `joins`.
         let subscription = match hub.subscribe(GENERAL, None).await {
             Ok(opened) => opened.subscription,
             Err(e) => return tracing::error!(error = %e, "Socket.IO cannot subscribe; no fan-out"),
         };
+        // Not a client: `/stats` leaves it out of its subscriber count.
+        internal
+            .internal_subscriptions
+            .fetch_add(1, Ordering::Relaxed);
         let broadcaster = Broadcaster {
             io,
             subscription,
             hub,
         };
-        broadcaster.run(joins_rx, shutdown).await
+        broadcaster.run(joins_rx, drain).await;
+        internal
+            .internal_subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
     });
 
     let guard = Guard {
@@ -408,6 +423,8 @@ impl Chat {
 struct Poster {
     hub: Hub,
     limits: Limits,
+    /// The post rate limits and the trusted proxies.
+    state: AppState,
 }
 
 impl Poster {
@@ -420,19 +437,38 @@ impl Poster {
             .extensions
             .get::<PostChain>()
             .unwrap_or_else(|| {
-                let chain = PostChain::default();
+                let parts = post.socket.req_parts();
+                let client = self
+                    .state
+                    .proxies
+                    .client_of(&parts.extensions, &parts.headers);
+                let chain =
+                    PostChain::new(self.state.posts.connection_bucket(), client.map(|c| c.ip));
                 post.socket.extensions.insert(chain.clone());
                 chain
             });
-        let place = chain.take_place();
+        // Counted in arrival order; a refused post is answered at once, not after the posts
+        // still waiting for the store.
+        let refused = chain.check_rate(&self.state.posts).err();
+        let place = refused.is_none().then(|| chain.take_place()).flatten();
         let (hub, limits) = (self.hub.clone(), self.limits);
         async move {
+            if let Some(refused) = refused {
+                reply(
+                    post,
+                    Err(ErrorBody {
+                        error: refused.to_string(),
+                        retry_after_ms: Some(refused.retry_after_ms()),
+                    }),
+                );
+                return;
+            }
             let Some((previous, done)) = place else {
                 reply(
                     post,
-                    Err(format!(
+                    Err(ErrorBody::new(format!(
                         "too many messages in flight (more than {POSTS_IN_FLIGHT}); wait for the acknowledgements"
-                    )),
+                    ))),
                 );
                 return;
             };
@@ -446,7 +482,8 @@ impl Poster {
 }
 
 /// A socket's posts in flight, chained so that each is stored and answered after the one sent
-/// before it. Made on the socket's first post: an idle socket holds no queue and no task.
+/// before it, and its post rate limits. Made on the socket's first post: an idle socket holds
+/// no queue, no bucket and no task.
 #[derive(Clone, Default)]
 struct PostChain(Arc<std::sync::Mutex<ChainState>>);
 
@@ -456,9 +493,27 @@ struct ChainState {
     tail: Option<oneshot::Receiver<()>>,
     /// Posts taken and not answered yet.
     in_flight: usize,
+    /// The socket's own post bucket (`None`: posts are not limited per connection).
+    bucket: Option<Box<ConnectionBucket>>,
+    /// The socket's client address, for the per-address bucket.
+    client: Option<IpAddr>,
 }
 
 impl PostChain {
+    fn new(bucket: Option<Box<ConnectionBucket>>, client: Option<IpAddr>) -> PostChain {
+        PostChain(Arc::new(std::sync::Mutex::new(ChainState {
+            bucket,
+            client,
+            ..ChainState::default()
+        })))
+    }
+
+    /// Takes one post from the socket's bucket and its address's, or says why not.
+    fn check_rate(&self, limiter: &PostLimiter) -> Result<(), Refused> {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        limiter.check(state.bucket.as_deref(), state.client)
+    }
+
     /// A place at the end of the chain: what to wait for first, and the signal to drop once
     /// answered. `None` when [`POSTS_IN_FLIGHT`] posts are already waiting.
     fn take_place(&self) -> Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)> {
@@ -523,7 +578,7 @@ async fn store_post(hub: &Hub, limits: &Limits, mut post: QueuedPost) {
             Err(e) => Err(e),
         },
         Err(e) if e.contains("byte array") => {
-            reply(post, Err(BINARY_REFUSED.to_owned()));
+            reply(post, Err(ErrorBody::new(BINARY_REFUSED)));
             return;
         }
         Err(_) => Err(PostError::NotAnObject),
@@ -533,11 +588,11 @@ async fn store_post(hub: &Hub, limits: &Limits, mut post: QueuedPost) {
             tracing::warn!(error = %e, "Socket.IO post not stored");
         }
     }
-    reply(post, result.map_err(|e| e.to_string()));
+    reply(post, result.map_err(|e| ErrorBody::new(e.to_string())));
 }
 
 /// Acknowledges a post, or reports its error as `msg:error` when no ack was asked for.
-fn reply(post: QueuedPost, result: Result<u64, String>) {
+fn reply(post: QueuedPost, result: Result<u64, ErrorBody>) {
     let QueuedPost {
         ack,
         wants_ack,
@@ -547,7 +602,7 @@ fn reply(post: QueuedPost, result: Result<u64, String>) {
     let body = match result {
         Ok(id) => serde_json::to_value(PostAck::ok(id)).expect("acks serialize"),
         Err(error) => {
-            let body = serde_json::to_value(ErrorBody { error }).expect("errors serialize");
+            let body = serde_json::to_value(error).expect("errors serialize");
             if !wants_ack {
                 let _ = socket.emit(sio::MSG_ERROR, &body);
             }
@@ -567,7 +622,11 @@ struct Broadcaster {
 }
 
 impl Broadcaster {
-    async fn run(mut self, mut joins: mpsc::Receiver<Join>, shutdown: CancellationToken) {
+    /// Fans out until the server stops; then, if sockets are open, goes on until the end of
+    /// the close window (`--drain-seconds`), and closes every session at once: socketioxide
+    /// offers no way to close one session but `disconnect`, whose packet tells the official
+    /// clients not to reconnect.
+    async fn run(mut self, mut joins: mpsc::Receiver<Join>, drain: Drain) {
         let mut current = self.subscription.snapshot().clone();
         loop {
             tokio::select! {
@@ -584,7 +643,12 @@ impl Broadcaster {
                     None => break,
                 },
                 Some(join) = joins.recv() => self.join(join, &current).await,
-                () = shutdown.cancelled() => break,
+                () = drain.stop_token().cancelled(), if !drain.stop_token().is_cancelled() => {
+                    if self.io.sockets().is_empty() {
+                        break;
+                    }
+                }
+                () = drain.window_end(), if drain.stop_token().is_cancelled() => break,
             }
         }
         // Close every Engine.IO session without a Socket.IO disconnect packet, so the official
@@ -679,9 +743,7 @@ impl Broadcaster {
                         tracing::error!(error = %e, "Socket.IO resume failed");
                         let _ = socket.emit(
                             sio::MSG_ERROR,
-                            &ErrorBody {
-                                error: format!("could not resume: {e}"),
-                            },
+                            &ErrorBody::new(format!("could not resume: {e}")),
                         );
                         return;
                     }

@@ -23,10 +23,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use rtchat_core::{Delivery, Entry, Position, Start, Subscription, GENERAL};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use super::PositionQuery;
 use crate::api::ApiError;
+use crate::drain::Deadline;
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
@@ -146,7 +146,7 @@ async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
         resuming,
         subscription,
         heartbeat,
-        shutdown: state.shutdown.clone(),
+        closing: state.drain.deadline(),
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|b| (Ok::<_, Infallible>(b), s))
@@ -199,7 +199,8 @@ struct EventStream {
     resuming: Option<(u64, usize)>,
     subscription: Subscription,
     heartbeat: Interval,
-    shutdown: CancellationToken,
+    /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
+    closing: Deadline,
 }
 
 impl EventStream {
@@ -250,7 +251,7 @@ impl EventStream {
                     Delivery::Lagged { .. } => self.catching_up = true,
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(HEARTBEAT)),
-                () = self.shutdown.cancelled() => return None,
+                () = self.closing.reached() => return None,
             }
         }
     }

@@ -20,10 +20,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use rtchat_core::{Delivery, Start, Subscription, GENERAL};
-use tokio_util::sync::CancellationToken;
 
 use super::{sse, PositionQuery};
 use crate::api::ApiError;
+use crate::drain::Deadline;
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
@@ -75,7 +75,7 @@ pub async fn get_msgs(
         first,
         catching_up,
         subscription,
-        shutdown: state.shutdown.clone(),
+        closing: state.drain.deadline(),
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|b| (Ok::<_, Infallible>(b), s))
@@ -100,7 +100,8 @@ struct SnapshotStream {
     /// Sending what a resuming client missed, page by page, before the snapshots.
     catching_up: bool,
     subscription: Subscription,
-    shutdown: CancellationToken,
+    /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
+    closing: Deadline,
 }
 
 impl SnapshotStream {
@@ -128,7 +129,7 @@ impl SnapshotStream {
                 // Snapshot mode: the current snapshot supersedes whatever was skipped.
                 Delivery::Lagged { .. } => Some(self.subscription.current().json_line.clone()),
             },
-            () = self.shutdown.cancelled() => None,
+            () = self.closing.reached() => None,
         }
     }
 }

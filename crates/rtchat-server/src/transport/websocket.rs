@@ -19,6 +19,9 @@
 //!   `{"type":"reset","last":N,"epoch":E}` and then `history`; if
 //!   the messages after ID are no longer kept, `{"type":"truncated","after":ID}` comes first.
 //!
+//! Posts obey the post rate limits ([`crate::rate_limit`]): one refused gets an error frame
+//! (with `retry_after_ms`); ten refused in a row close the connection with 1008.
+//!
 //! Binary messages close the connection with 1003; a bad frame closes it with the code RFC
 //! 6455 names (1002, 1007, 1009), done by [`rtchat_ws`]. Frames of the fan-out are encoded once
 //! per message and shared by all connections ([`rtchat_core::Entry::encoded`]).
@@ -30,6 +33,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -43,9 +47,10 @@ use rtchat_core::{
 use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
 use rtchat_ws::{CloseCode, EncodedFrame, Message, SharedMessage, WebSocket};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
+use crate::drain::Deadline;
+use crate::rate_limit::{ConnectionBucket, Refused, WS_CLOSE_REASON, WS_REFUSALS_BEFORE_CLOSE};
 use crate::state::AppState;
 use axum::routing::any;
 use axum::Router;
@@ -120,8 +125,11 @@ async fn accept(state: AppState, mut req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let client = state.proxies.client(&req).map(|c| c.ip);
+    let posts = PostGate::new(state.clone(), client);
     let config = state.config.websocket.clone();
-    let shutdown = state.shutdown.clone();
+    // Once the server stops, closed (1001) at this moment of the close window.
+    let shutdown = state.drain.deadline();
     // Subscribe before answering 101, so no message posted after the handshake is missed.
     let opened = match state.hub.subscribe(GENERAL, position.as_ref()).await {
         Ok(opened) => opened,
@@ -141,6 +149,7 @@ async fn accept(state: AppState, mut req: Request) -> Response {
                 mode,
                 subscription,
                 shutdown,
+                posts,
             };
             // Not an `async fn` of `Connection`: one taking `self` by value would hold it
             // twice, and its arguments would be copied next to the captures.
@@ -250,13 +259,66 @@ enum Step {
     CatchUp,
 }
 
-/// Why a post was not taken: the hub's reasons, or a frame that is not a post at all.
+/// Why a post was not taken: the hub's reasons, a frame that is not a post at all, or a rate
+/// limit.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
     #[error("{0}")]
     Post(PostError),
     #[error("rtchat.v1 messages need \"type\":\"post\"")]
     NotAPost,
+    #[error("{0}")]
+    RateLimited(Refused),
+}
+
+impl Refusal {
+    fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Refusal::RateLimited(refused) => Some(refused.retry_after_ms()),
+            _ => None,
+        }
+    }
+}
+
+/// A connection's post rate limits: its own bucket (made on its first post) and its client
+/// address's, and how many posts in a row they refused.
+struct PostGate {
+    state: AppState,
+    client: Option<IpAddr>,
+    bucket: Option<Box<ConnectionBucket>>,
+    refused_in_a_row: u32,
+}
+
+impl PostGate {
+    fn new(state: AppState, client: Option<IpAddr>) -> PostGate {
+        PostGate {
+            state,
+            client,
+            bucket: None,
+            refused_in_a_row: 0,
+        }
+    }
+
+    /// Takes a post, or refuses it; `Err(End)` once [`WS_REFUSALS_BEFORE_CLOSE`] posts in a
+    /// row were refused (the client ignores its `error` frames).
+    fn check(&mut self) -> Result<Result<(), Refused>, End> {
+        if self.bucket.is_none() {
+            self.bucket = self.state.posts.connection_bucket();
+        }
+        match self.state.posts.check(self.bucket.as_deref(), self.client) {
+            Ok(()) => {
+                self.refused_in_a_row = 0;
+                Ok(Ok(()))
+            }
+            Err(refused) => {
+                self.refused_in_a_row += 1;
+                if self.refused_in_a_row >= WS_REFUSALS_BEFORE_CLOSE {
+                    return Err(End::Close(CloseCode::POLICY, WS_CLOSE_REASON));
+                }
+                Ok(Err(refused))
+            }
+        }
+    }
 }
 
 /// Why a connection ends, for the close frame.
@@ -280,7 +342,8 @@ struct Connection<S> {
     in_flight: VecDeque<InFlight>,
     mode: Mode,
     subscription: Subscription,
-    shutdown: CancellationToken,
+    shutdown: Deadline,
+    posts: PostGate,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
@@ -354,7 +417,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         loop {
             let step = tokio::select! {
                 incoming = self.ws.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
-                    Ok(Message::Text(text)) => Ok(self.on_post(text.as_bytes())),
+                    Ok(Message::Text(text)) => self.on_post(text.as_bytes()),
                     Ok(Message::Binary(_)) => Err(End::Close(
                         CloseCode::UNSUPPORTED,
                         "binary messages are not supported; send JSON text",
@@ -372,7 +435,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     Some(delivery) => Ok(self.on_delivery(delivery)),
                     None => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
                 },
-                () = self.shutdown.cancelled() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
+                () = self.shutdown.reached() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
             };
             let frame = match step {
                 Ok(Step::Send(frame)) => frame,
@@ -437,9 +500,18 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Handles a post: queues it (the ack follows once it is stored, while the connection
-    /// goes on reading: a client may have many posts in flight) or answers the error.
-    fn on_post(&mut self, body: &Bytes) -> Step {
+    /// goes on reading: a client may have many posts in flight) or answers the error. Every
+    /// post frame counts against the rate limits, valid or not; too many refused in a row
+    /// close the connection.
+    fn on_post(&mut self, body: &Bytes) -> Result<Step, End> {
         let (reference, post) = self.parse_post(body);
+        if let Err(refused) = self.posts.check()? {
+            return Ok(self.queued(reference, Err(Refusal::RateLimited(refused))));
+        }
+        Ok(self.submit_post(reference, post))
+    }
+
+    fn submit_post(&mut self, reference: Option<Value>, post: Result<NewPost, Refusal>) -> Step {
         let submitted = match post {
             Ok(post) => match self.subscription.hub().try_submit(GENERAL, post) {
                 Ok(ticket) => Ok(ticket),
@@ -512,6 +584,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             (Mode::Snapshots, Err(error)) => {
                 return Some(text(&ErrorBody {
                     error: error.to_string(),
+                    retry_after_ms: error.retry_after_ms(),
                 }))
             }
             (Mode::Deltas, Ok(entry)) => ServerFrame::Ack {
@@ -520,6 +593,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             },
             (Mode::Deltas, Err(error)) => ServerFrame::Error {
                 reference: reference.unwrap_or_default(),
+                retry_after_ms: error.retry_after_ms(),
                 error: error.to_string(),
             },
         };
