@@ -112,10 +112,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0, value_parser = positive_seconds)]
     sse_heartbeat: f64,
 
-    /// Another origin allowed to open WebSockets and Socket.IO sessions (repeatable), e.g.
-    /// http://localhost:3000. The page's own origin is always allowed.
+    /// Another origin allowed to post and to open WebSockets and Socket.IO sessions
+    /// (repeatable), e.g. http://localhost:3000; `*` for any, `null` for sandboxed and file://
+    /// pages. The page's own origin (same scheme, host and port) is always allowed, and so are
+    /// clients that send no Origin (curl, scripts).
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+
+    /// The host names this server answers to (comma-separated or repeated; `*.example.com`
+    /// for subdomains; `*` for any); other `Host` headers get 421 (a defence against DNS
+    /// rebinding). Default: `localhost` and loopback addresses when every listener is on a
+    /// loopback address, any name otherwise.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
 
     /// Largest WebSocket message accepted, in bytes (larger ones close with 1009).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
@@ -504,10 +513,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         explicit: args.tls_listen.is_some(),
         cert: args.tls.source(),
     });
+    let allowed_hosts = allowed_hosts(&args.allowed_hosts, listen, tls.as_ref().map(|t| t.addr));
     let config = ServerConfig {
         listen,
         tls,
         allow_origins: args.allow_origin,
+        allowed_hosts,
         h2_max_streams: args.h2_max_streams,
         sse_heartbeat: Duration::from_secs_f64(args.sse_heartbeat),
         websocket: rtchat_ws::Config {
@@ -579,6 +590,34 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     server.run().await;
     tracing::info!("rtchat stopped");
     Ok(())
+}
+
+/// `--allowed-hosts`, or its default: loopback names only when nothing listens beyond loopback.
+fn allowed_hosts(
+    given: &[String],
+    listen: SocketAddr,
+    tls: Option<SocketAddr>,
+) -> rtchat_server::origin::AllowedHosts {
+    use rtchat_server::origin::AllowedHosts;
+    let given: Vec<String> = given
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if given.iter().any(|h| h == "*") {
+        return AllowedHosts::Any;
+    }
+    if !given.is_empty() {
+        return AllowedHosts::Only(given);
+    }
+    let loopback_only = std::iter::once(listen)
+        .chain(tls)
+        .all(|addr| addr.ip().is_loopback());
+    if loopback_only {
+        AllowedHosts::loopback()
+    } else {
+        AllowedHosts::Any
+    }
 }
 
 /// How SIGTERM stops the server (see [`rtchat_server::drain`]).

@@ -122,7 +122,7 @@ async fn an_unfinished_request_head_is_closed_within_the_header_timeout() {
     let (mut read, mut write) = slow.into_split();
     // Half a head, then a header line every 200 ms: never finished, never silent.
     write
-        .write_all(b"GET /poll HTTP/1.1\r\nhost: x\r\n")
+        .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n")
         .await
         .unwrap();
     tokio::spawn(async move {
@@ -210,7 +210,7 @@ async fn a_trickled_body_gets_408_after_the_body_timeout() {
     let server = Server::start(&["--no-tls", "--store", "memory", "--body-timeout", "1"]);
     let mut conn = TcpStream::connect(addr(&server)).await.unwrap();
     conn.write_all(
-        b"POST /poll HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"user\":",
+        b"POST /poll HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"user\":",
     )
     .await
     .unwrap();
@@ -244,7 +244,7 @@ async fn a_flood_from_one_address_is_refused_while_others_are_served() {
     for _ in 0..20 {
         let mut extra = connect_from(&server, [127, 0, 0, 3]).await;
         let _ = extra
-            .write_all(b"GET /poll HTTP/1.1\r\nhost: x\r\n\r\n")
+            .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await;
         let (status, head, body) = read_response(&mut extra).await;
         assert_eq!(status, 503, "{head}{body}");
@@ -292,7 +292,7 @@ async fn a_flood_from_one_address_is_refused_while_others_are_served() {
     loop {
         let mut again = connect_from(&server, [127, 0, 0, 3]).await;
         let _ = again
-            .write_all(b"GET /poll HTTP/1.1\r\nhost: x\r\n\r\n")
+            .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await;
         if read_response(&mut again).await.0 == 200 {
             break;
@@ -321,7 +321,7 @@ async fn trusted_proxies_are_not_capped_per_address_and_forward_the_client_addre
     for i in 0..5 {
         let mut conn = connect_from(&server, [127, 0, 0, 5]).await;
         let req = format!(
-            "GET /poll HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 203.0.113.{i}\r\nx-forwarded-proto: https\r\n\r\n"
+            "GET /poll HTTP/1.1\r\nhost: localhost\r\nx-forwarded-for: 203.0.113.{i}\r\nx-forwarded-proto: https\r\n\r\n"
         );
         conn.write_all(req.as_bytes()).await.unwrap();
         assert_eq!(read_response(&mut conn).await.0, 200);
@@ -332,7 +332,7 @@ async fn trusted_proxies_are_not_capped_per_address_and_forward_the_client_addre
     let mut direct = connect_from(&server, [127, 0, 0, 6]).await;
     direct
         .write_all(
-            b"GET /poll?from=direct HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 198.51.100.77\r\n\r\n",
+            b"GET /poll?from=direct HTTP/1.1\r\nhost: localhost\r\nx-forwarded-for: 198.51.100.77\r\n\r\n",
         )
         .await
         .unwrap();
@@ -368,7 +368,7 @@ async fn the_total_cap_defaults_from_the_open_file_limit() {
     }
     let mut extra = TcpStream::connect(addr(&server)).await.unwrap();
     let _ = extra
-        .write_all(b"GET /poll HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await;
     let (status, _, body) = read_response(&mut extra).await;
     assert_eq!(status, 503);
@@ -449,7 +449,7 @@ async fn stalled_reader(server: &Server, path: &str, accept: &str) -> TcpStream 
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = socket.connect(addr(server)).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: {accept}\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\naccept: {accept}\r\n\r\n");
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut head = [0u8; 512];
     let n = conn.read(&mut head).await.unwrap();

@@ -245,7 +245,7 @@ async fn raw_request(server: &Server, request: &str) -> String {
 #[tokio::test]
 async fn malformed_handshakes_get_precise_statuses() {
     let server = Server::start(&[]);
-    let base = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    let base = "Host: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     let answer = raw_request(
         &server,
@@ -299,7 +299,7 @@ async fn a_silent_peer_is_dropped_after_the_keepalive_timeout() {
     let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
     wait_for_stat(&server, "subscribers", before + 1).await;
     // Read everything the server sends until it closes: a ping, then close 1011.
     let mut received = Vec::new();
@@ -325,7 +325,7 @@ async fn a_peer_that_never_reads_does_not_hold_up_the_others() {
     let mut stuck = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
         .await
         .unwrap();
-    stuck.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    stuck.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
     let mut reader = connect(&server, "/ws", &["json"]).await;
     next_json(&mut reader).await;
     let text = "y".repeat(1900);

@@ -15,8 +15,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsListen>,
     /// Serve this folder instead of the embedded front end.
     pub web_root: Option<PathBuf>,
-    /// Origins (besides the page's own) allowed to open WebSockets and Socket.IO sessions.
+    /// Origins (besides the page's own) allowed to post, open WebSockets and Socket.IO
+    /// sessions (see [`crate::origin`]).
     pub allow_origins: Vec<String>,
+    /// The `Host` names served (`--allowed-hosts`); others get 421.
+    pub allowed_hosts: crate::origin::AllowedHosts,
     /// Fraction (0..=1) of `GET /poll` requests answered with 500, to demonstrate backoff.
     pub fail_rate: f64,
     /// How long a long poll is held when it names no `timeout`.
@@ -216,6 +219,7 @@ impl Default for ServerConfig {
             tls: None,
             web_root: None,
             allow_origins: Vec::new(),
+            allowed_hosts: crate::origin::AllowedHosts::loopback(),
             fail_rate: 0.0,
             poll_timeout: Duration::from_secs(25),
             poll_timeout_max: Duration::from_secs(120),

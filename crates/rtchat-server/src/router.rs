@@ -3,6 +3,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
@@ -13,6 +14,7 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::ApiError;
+use crate::origin::request_host;
 use crate::state::AppState;
 use crate::{assets, request_log, transport};
 
@@ -27,6 +29,11 @@ pub fn build(state: AppState) -> Router {
         .merge(crate::health::routes())
         .route(STATS, get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
+        // Posts from foreign origins are refused whatever CORS lets the page read.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_posts,
+        ))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
@@ -60,6 +67,7 @@ pub fn build(state: AppState) -> Router {
             assets::NOSNIFF.0,
             assets::NOSNIFF.1,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), served_hosts))
         .layer(request_log::layer(state.proxies.clone()))
         .with_state(state)
 }
@@ -94,6 +102,33 @@ async fn root(State(state): State<AppState>, req: Request) -> Response {
         }
         None => assets::embedded(req.headers().clone(), req).await,
     }
+}
+
+/// Refuses a state-changing request (anything but `GET`, `HEAD` and `OPTIONS`) from a foreign
+/// origin with 403 (see [`crate::origin`]).
+async fn same_origin_posts(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        if let Err(reason) = state.origins.check_for(&req, "post") {
+            tracing::warn!(%reason, "post refused: foreign origin");
+            return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Answers 421 to a request for a `Host` this server does not serve (`--allowed-hosts`): the
+/// defence against DNS rebinding (see [`crate::origin`]).
+async fn served_hosts(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(host) = request_host(&req) {
+        if !state.config.allowed_hosts.allows(host) {
+            let reason = format!(
+                "this server does not answer to the name {host:?}; start rtchat with --allowed-hosts naming it"
+            );
+            tracing::warn!(%reason, "request refused");
+            return ApiError::new(StatusCode::MISDIRECTED_REQUEST, reason).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> impl IntoResponse {

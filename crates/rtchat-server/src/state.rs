@@ -35,7 +35,7 @@ pub struct SharedState {
     /// Hub subscriptions rtchat holds for itself (the Socket.IO fan-out), which `/stats`
     /// does not count as subscribers.
     pub internal_subscriptions: AtomicUsize,
-    /// Which browser origins may open WebSockets and Socket.IO sessions.
+    /// Which browser origins may post, open WebSockets and Socket.IO sessions.
     pub origins: OriginPolicy,
     /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
     /// finish their closing handshakes.
@@ -58,7 +58,7 @@ impl AppState {
             drain,
             parked_polls: AtomicUsize::new(0),
             internal_subscriptions: AtomicUsize::new(0),
-            origins: OriginPolicy::new(&config.allow_origins),
+            origins: OriginPolicy::new(&config.allow_origins, proxies.clone()),
             tasks: TaskTracker::new(),
             admission: Admission::new(limits.max_total, limits.max_per_ip, proxies.clone()),
             proxies,

@@ -228,20 +228,15 @@ struct Guard {
 }
 
 impl Guard {
-    fn origin_allowed(&self, headers: &HeaderMap, uri_host: Option<&str>) -> Result<(), String> {
-        self.origins.check(headers, uri_host).map_err(|origin| {
-            format!(
-                "origin {origin} may not open Socket.IO sessions here; start rtchat with --allow-origin {origin}"
-            )
-        })
+    fn origin_allowed<B>(&self, req: &axum::http::Request<B>) -> Result<(), String> {
+        self.origins.check_for(req, "open Socket.IO sessions")
     }
 }
 
 /// Refuses foreign origins (403) and oversized posted payloads (413) with a JSON reason,
 /// before socketioxide sees the request.
 async fn check_request(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    if let Err(reason) = guard.origin_allowed(req.headers(), authority.as_deref()) {
+    if let Err(reason) = guard.origin_allowed(&req) {
         tracing::warn!(%reason, "Socket.IO session refused");
         return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
     }
@@ -811,15 +806,16 @@ mod tests {
     #[test]
     fn refusals_name_the_flag_to_use() {
         let guard = Guard {
-            origins: OriginPolicy::new(&[]),
+            origins: OriginPolicy::new(&[], Default::default()),
             max_payload: 1000,
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://evil.example"),
-        );
-        let err = guard.origin_allowed(&headers, None).unwrap_err();
+        let req = axum::http::Request::builder()
+            .uri("/socket.io/")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::ORIGIN, "http://evil.example")
+            .body(())
+            .unwrap();
+        let err = guard.origin_allowed(&req).unwrap_err();
         assert!(err.contains("--allow-origin http://evil.example"), "{err}");
     }
 

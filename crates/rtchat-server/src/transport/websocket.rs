@@ -101,14 +101,9 @@ async fn accept(state: AppState, mut req: Request) -> Response {
         Ok(v) => v,
         Err(e) => return handshake_error(&e),
     };
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    if let Err(origin) = state.origins.check(req.headers(), authority.as_deref()) {
-        tracing::warn!(%origin, "WebSocket refused: foreign origin");
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("origin {origin} may not open WebSockets here; start rtchat with --allow-origin {origin}"),
-        )
-        .into_response();
+    if let Err(reason) = state.origins.check_for(&req, "open WebSockets") {
+        tracing::warn!(%reason, "WebSocket refused: foreign origin");
+        return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
     }
     let protocol = select_subprotocol(req.headers(), &[RTCHAT_V1, JSON]);
     // permessage-deflate (`--ws-deflate`): compressed frames of the fan-out are shared.

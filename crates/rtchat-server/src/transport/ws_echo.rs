@@ -46,13 +46,8 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
         Ok(h) => h,
         Err(e) => return handshake_error(&e),
     };
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    if let Err(origin) = state.origins.check(req.headers(), authority.as_deref()) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("origin {origin} may not open WebSockets here; start rtchat with --allow-origin {origin}"),
-        )
-        .into_response();
+    if let Err(reason) = state.origins.check_for(&req, "open WebSockets") {
+        return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
     }
     let deflate = state.config.websocket.deflate.as_ref();
     let deflate = deflate.and_then(|d| rtchat_ws::deflate::negotiate(req.headers(), d));
