@@ -83,6 +83,11 @@ pub struct ServeArgs {
     #[arg(long)]
     no_h3: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, on a plain HTTP listener of their
+    /// own (never on the public ports), e.g. 127.0.0.1:9090. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Bytes an HTTP/3 client may send ahead on one request stream (QUIC flow control).
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(16_384..))]
     h3_stream_window: u32,
@@ -164,9 +169,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1024..))]
     sio_max_payload: u32,
 
+    /// Packets (events) a Socket.IO socket may have waiting to be written: a client that falls
+    /// further behind gets `msg:error` and is disconnected.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(8..))]
+    sio_buffer: u32,
+
     /// How many of the newest messages clients get as history.
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     history: u32,
+
+    /// The most messages a streaming resume sends (`/msgs?since`, `/events` with
+    /// `Last-Event-ID`, `/ws?since`, Socket.IO `auth.last`): a client further behind gets the
+    /// newest this many, told `truncated` (0: no cap). `/poll?since` pages instead.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_resume: u64,
 
     /// Seconds a post's idempotency key is remembered: the same key again within it gets the
     /// first post's id (and a different text under it a 409).
@@ -411,6 +427,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let hub_config = HubConfig {
         history,
         dedupe_window: Duration::from_secs_f64(args.dedupe_window),
+        max_resume: args.max_resume,
         limits: Limits {
             max_user: args.max_user as usize,
             max_text: args.max_text as usize,
@@ -521,7 +538,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         allowed_hosts,
         h2_max_streams: args.h2_max_streams,
         sse_heartbeat: Duration::from_secs_f64(args.sse_heartbeat),
-        websocket: rtchat_ws::Config {
+        websocket: Arc::new(rtchat_ws::Config {
             ping_interval: Some(Duration::from_secs_f64(args.ws_ping_interval)),
             pong_timeout: Duration::from_secs_f64(args.ws_pong_timeout),
             write_timeout: Some(timeouts.write),
@@ -530,11 +547,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 ..rtchat_ws::DeflateConfig::default()
             }),
             ..rtchat_ws::Config::default().with_max_message_size(args.ws_max_message as usize)
-        },
+        }),
         ws_echo: args.ws_echo,
         sio_ping_interval: Duration::from_secs_f64(args.sio_ping_interval),
         sio_ping_timeout: Duration::from_secs_f64(args.sio_ping_timeout),
         sio_max_payload: args.sio_max_payload as usize,
+        sio_buffer: args.sio_buffer as usize,
         web_root: args.web_root,
         fail_rate: args.fail_rate,
         poll_timeout: Duration::from_secs(args.poll_timeout.into()),
@@ -553,6 +571,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 H3Congestion::Newreno => Congestion::NewReno,
             },
         }),
+        metrics_listen: args.metrics_listen,
         ..ServerConfig::default()
     };
     let drain = Drain::default();
@@ -572,13 +591,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             |e| tracing::warn!(error = %e, "cannot watch SIGINT; stop rtchat with SIGKILL"),
         )
         .ok();
-    // Plain lines on stdout that scripts and tests wait for: http first, then https.
+    // Plain lines on stdout that scripts and tests wait for: http first, then https (then
+    // HTTP/3, then the metrics listener).
     println!("rtchat listening on http://{addr}");
     if let Some(tls_addr) = server.tls_addr() {
         println!("rtchat listening on https://{tls_addr}");
     }
     if let Some(h3_addr) = server.h3_addr() {
         println!("rtchat listening on udp://{h3_addr} (HTTP/3)");
+    }
+    if let Some(metrics_addr) = server.metrics_addr() {
+        println!("rtchat metrics on http://{metrics_addr}/metrics");
     }
     let phases = DrainPhases {
         delay: Duration::from_secs_f64(args.drain_delay),

@@ -221,7 +221,7 @@ async fn a_trickled_body_gets_408_after_the_body_timeout() {
         body["error"].as_str().unwrap().contains("--body-timeout"),
         "{body}"
     );
-    assert_eq!(stat(&server, "last_id").await, 0, "nothing stored");
+    assert_eq!(common::last_id(&server).await, 0, "nothing stored");
 }
 
 #[tokio::test]
@@ -303,6 +303,80 @@ async fn a_flood_from_one_address_is_refused_while_others_are_served() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Upgrades `conn` to a WebSocket at `path` and reads the 101.
+async fn upgrade_on(conn: &mut TcpStream, path: &str, protocol: Option<&str>) {
+    let protocol = protocol.map_or(String::new(), |p| {
+        format!("sec-websocket-protocol: {p}\r\n")
+    });
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{protocol}\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).await.unwrap(),
+            1,
+            "closed during the upgrade"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// A fresh connection from 127.0.0.5 asking for `/poll`: its status.
+async fn status_from_5(server: &Server) -> u16 {
+    let mut conn = connect_from(server, [127, 0, 0, 5]).await;
+    let _ = conn
+        .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    read_response(&mut conn).await.0
+}
+
+#[tokio::test]
+async fn upgraded_websockets_keep_counting_against_the_connection_caps() {
+    let server = Server::start(&[
+        "--no-tls",
+        "--store",
+        "memory",
+        "--max-connections-per-ip",
+        "2",
+    ]);
+    // An rtchat WebSocket and a Socket.IO WebSocket session: both places taken, for as long
+    // as the sockets live (hyper's own connection task ends at the upgrade).
+    let mut ws = connect_from(&server, [127, 0, 0, 5]).await;
+    upgrade_on(&mut ws, "/ws", Some("rtchat.v1")).await;
+    let mut sio = connect_from(&server, [127, 0, 0, 5]).await;
+    upgrade_on(&mut sio, "/socket.io/?EIO=4&transport=websocket", None).await;
+    assert_eq!(
+        status_from_5(&server).await,
+        503,
+        "a third connection is over the cap"
+    );
+    let refused = [("reason", "max_connections_per_ip")];
+    assert_eq!(
+        common::metric(&server, "rtchat_connections_refused_total", &refused).await,
+        1.0
+    );
+    // Closing the WebSocket gives its place back.
+    drop(ws);
+    let start = Instant::now();
+    while status_from_5(&server).await != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sio);
 }
 
 #[tokio::test]
@@ -490,7 +564,7 @@ async fn a_stalled_reader_is_dropped(path: &str, accept: &str) {
         .await
         .unwrap()
         .bytes_stream();
-    // The stalled reader and the SSE reader (`/stats` counts clients only).
+    // The stalled reader and the SSE reader (`rtchat_subscribers` counts clients only).
     common::wait_for_stat(&server, "subscribers", 2).await;
     let rss_before = rss_kib(server.pid());
     // Posts of 2,000 characters until the stalled stream is gone (at most 3,000).

@@ -37,6 +37,9 @@ async fn close_of(mut ws: Ws, since: Instant) -> (Duration, Option<CloseCode>) {
     }
 }
 
+/// The close window (`--drain-seconds`) of the tests that watch closes spread over it.
+const WINDOW: f64 = 3.0;
+
 #[tokio::test]
 async fn healthz_and_readyz_answer_200() {
     for store in ["sqlite", "memory"] {
@@ -61,9 +64,8 @@ async fn healthz_and_readyz_answer_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_spreads_the_closes() {
     const DELAY: f64 = 1.5;
-    const WINDOW: f64 = 3.0;
     const SOCKETS: usize = 20;
-    let mut server = Server::start(&[
+    let server = Server::start(&[
         "--no-tls",
         "--store",
         "memory",
@@ -78,7 +80,7 @@ async fn sigterm_drains_then_spreads_the_closes() {
         ws.next().await.unwrap().unwrap(); // the history
         sockets.push(ws);
     }
-    // `/stats` counts clients only (not Socket.IO's own fan-out subscription).
+    // `rtchat_subscribers` counts clients only (not Socket.IO's own fan-out subscription).
     wait_for_stat(&server, "subscribers", SOCKETS as u64).await;
 
     server.signal("TERM");
@@ -112,21 +114,7 @@ async fn sigterm_drains_then_spreads_the_closes() {
         assert_eq!(code, Some(CloseCode::Away), "closed with 1001 going away");
         at.push(when.as_secs_f64());
     }
-    at.sort_by(f64::total_cmp);
-    let (first, last) = (at[0], at[at.len() - 1]);
-    assert!(last <= WINDOW + 1.0, "all closed within the window: {at:?}");
-    // Behaviour, not performance: the closes are spread out, not all in one instant.
-    assert!(
-        last - first > WINDOW / 3.0,
-        "closes spread over more than a third of the {WINDOW} s window: {at:?}"
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.wait_exit(Duration::from_secs(5));
-        (status, server)
-    });
-    let (status, server) = status.await.unwrap();
-    let status = status.expect("exits once every connection is closed");
-    assert!(status.success(), "{status:?}: {}", server.stderr());
+    spread_over_the_window_then_exits(at, server).await;
 }
 
 /// SIGINT stays the fast path: open WebSockets, a stream and a parked poll are closed at once.
@@ -240,4 +228,90 @@ async fn the_database_cap_is_on_by_default_and_logged() {
     drop(server);
     let server = Server::start(&["--no-tls", "--db-max-mb", "0"]);
     server.wait_for_log("the database has no size cap (--db-max-mb 0)");
+}
+
+/// Reads a Socket.IO session (raw Engine.IO over WebSocket) until it ends; returns when (after
+/// `since`) and the last packet before the end (`1`: an Engine.IO close, `41`: a Socket.IO
+/// disconnect).
+async fn sio_end_of(mut ws: Ws, since: Instant) -> (Duration, Option<String>) {
+    use futures::SinkExt;
+    let mut last = None;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                if text.as_str() == "2" {
+                    let _ = ws.send(Message::text("3")).await;
+                }
+                last = Some(text.as_str().to_owned());
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return (since.elapsed(), last),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// SIGTERM closes Socket.IO sessions like the other connections: each at its own moment
+/// within --drain-seconds, with an Engine.IO close (the official clients reconnect by
+/// themselves), not a Socket.IO disconnect (after which they would not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_spreads_the_socketio_closes_too() {
+    use futures::SinkExt;
+    const SOCKETS: usize = 20;
+    let server = Server::start(&[
+        "--no-tls",
+        "--store",
+        "memory",
+        "--drain-delay",
+        "0",
+        "--drain-seconds",
+        &WINDOW.to_string(),
+    ]);
+    let mut sockets = Vec::new();
+    for _ in 0..SOCKETS {
+        let mut ws = ws_connect(&server, "/socket.io/?EIO=4&transport=websocket", &[]).await;
+        let open = ws.next().await.unwrap().unwrap();
+        assert!(open.to_text().unwrap().starts_with("0{"), "{open:?}");
+        ws.send(Message::text("40")).await.unwrap();
+        loop {
+            let packet = ws.next().await.unwrap().unwrap();
+            if packet.to_text().unwrap().starts_with("42[\"msg:get\"") {
+                break; // connected and in the rooms
+            }
+        }
+        sockets.push(ws);
+    }
+    server.signal("TERM");
+    server.wait_for_log("shutting down: no new connections");
+    let stopped = Instant::now();
+    let ends: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| tokio::spawn(sio_end_of(ws, stopped)))
+        .collect();
+    let mut at = Vec::new();
+    for end in ends {
+        let (when, last) = end.await.unwrap();
+        assert_eq!(last.as_deref(), Some("1"), "an Engine.IO close packet last");
+        at.push(when.as_secs_f64());
+    }
+    spread_over_the_window_then_exits(at, server).await;
+}
+
+/// The moments (seconds after the signal) connections were closed at: all within the drain
+/// window and spread over it, not all in one instant (behaviour, not performance); then the
+/// server exits cleanly, having nothing left open.
+async fn spread_over_the_window_then_exits(mut at: Vec<f64>, mut server: Server) {
+    at.sort_by(f64::total_cmp);
+    let (first, last) = (at[0], at[at.len() - 1]);
+    assert!(last <= WINDOW + 1.0, "all closed within the window: {at:?}");
+    assert!(
+        last - first > WINDOW / 3.0,
+        "closes spread over more than a third of the {WINDOW} s window: {at:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(5));
+        (status, server)
+    });
+    let (status, server) = status.await.unwrap();
+    let status = status.expect("exits once every connection is closed");
+    assert!(status.success(), "{status:?}: {}", server.stderr());
 }

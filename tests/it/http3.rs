@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{post, stat, wait_for_stat, Server};
+use common::{last_id, post, stat, wait_for_stat, Server};
 use serde_json::{json, Value};
 
 /// The Python interpreter of the venv `scripts/setup` makes (or `RTCHAT_H3_PYTHON`).
@@ -459,7 +459,7 @@ async fn bad_input_over_http3_gets_precise_errors() {
     let id = h3.request(post_body("ann", "still here"));
     let answer = h3.answer(id);
     assert_eq!(answer.status, 200, "the connection survived: {answer:?}");
-    assert_eq!(stat(&server, "last_id").await, 1);
+    assert_eq!(last_id(&server).await, 1);
 }
 
 /// SIGTERM: a parked long poll is answered, a stream ends, the connection is closed with

@@ -8,7 +8,7 @@
 //! socket, so no client library normalises them. For every case the server must answer (a
 //! dropped connection fails), with 200 (101 for a WebSocket upgrade) or a precise 4xx (400,
 //! 404, 405, 413, 415, 422; never a 5xx); an error answer is JSON `{"error": "..."}` with a
-//! non-empty reason; and the server must still answer `GET /stats` afterwards. At the end its
+//! non-empty reason; and the server must still answer `GET /healthz` afterwards. At the end its
 //! log must show no panic.
 
 use crate::common;
@@ -238,15 +238,15 @@ fn check_answer(
 
 /// The server still answers a plain request.
 fn check_alive(port: u16) -> Result<(), TestCaseError> {
-    let req = b"GET /stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let req = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     match exchange(port, req, WhenSlow::Fail) {
         Ok(a) if a.status == 200 => Ok(()),
         Ok(a) => Err(TestCaseError::fail(format!(
-            "GET /stats afterwards answered {}",
+            "GET /healthz afterwards answered {}",
             a.status
         ))),
         Err(e) => Err(TestCaseError::fail(format!(
-            "the server no longer answers GET /stats: {e}"
+            "the server no longer answers GET /healthz: {e}"
         ))),
     }
 }

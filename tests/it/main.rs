@@ -14,6 +14,7 @@ mod http3;
 mod http_input_props;
 mod input_rules;
 mod long_poll;
+mod metrics;
 mod origins;
 mod poll_api;
 mod post_limits;

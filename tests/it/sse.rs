@@ -176,6 +176,35 @@ async fn since_query_resumes_and_last_event_id_wins_over_it() {
 }
 
 #[tokio::test]
+async fn a_resume_further_back_than_max_resume_gets_the_newest_after_a_truncated_event() {
+    let server = Server::start(&["--max-resume", "2"]);
+    for i in 1..=6 {
+        post(&server, "u", &format!("m{i}")).await;
+    }
+    let mut sse = SseReader::open(
+        client()
+            .get(server.url("/events"))
+            .header("last-event-id", "1"),
+    )
+    .await;
+    assert!(sse.next().await.retry.is_some());
+    let note = sse.next().await;
+    assert_eq!(note.event.as_deref(), Some("truncated"), "{note:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&note.data.unwrap()).unwrap()["after"],
+        1
+    );
+    assert_eq!(sse.message().await.0, 5);
+    assert_eq!(sse.message().await.0, 6);
+    let resumed = sse.next().await;
+    assert_eq!(resumed.event.as_deref(), Some("resumed"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&resumed.data.unwrap()).unwrap()["count"],
+        2
+    );
+}
+
+#[tokio::test]
 async fn msgs_with_accept_event_stream_is_sse() {
     let server = Server::start(&[]);
     post(&server, "ann", "hello").await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client, post, stat, wait_for_stat, Server};
+use common::{client, get_json, post, stat, wait_for_stat, Server};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -171,6 +171,34 @@ async fn curl_reads_the_stream_over_http2() {
     let second = lines.next_line().await.unwrap().unwrap();
     assert_eq!(texts(&serde_json::from_str(&second).unwrap()), ["via curl"]);
     curl.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn msgs_resume_further_back_than_max_resume_is_truncated_to_the_newest() {
+    let server = Server::start(&["--max-resume", "3", "--history", "2"]);
+    for i in 1..=9 {
+        post(&server, "u", &format!("m{i}")).await;
+    }
+    let mut res = client()
+        .get(server.url("/msgs?since=2"))
+        .send()
+        .await
+        .unwrap();
+    // Pages of --history messages, newest first within each, the oldest page first.
+    let first = next_snapshot(&mut res).await;
+    assert_eq!(first["truncated"], true, "{first}");
+    assert_eq!(first["more"], true, "{first}");
+    assert_eq!(texts(&first), ["m8", "m7"]);
+    let second = next_snapshot(&mut res).await;
+    assert_eq!(texts(&second), ["m9"]);
+    assert!(
+        second.get("truncated").is_none() && second.get("more").is_none(),
+        "{second}"
+    );
+    // /poll?since pages through everything instead: it is bounded per request.
+    let page = get_json(&server, "/poll?since=2&timeout=0").await;
+    assert_eq!(texts(&page), ["m4", "m3"]);
+    assert!(page.get("truncated").is_none(), "{page}");
 }
 
 #[tokio::test]

@@ -203,6 +203,31 @@ async fn rtchat_v1_tells_about_reset_and_truncation() {
 }
 
 #[tokio::test]
+async fn a_resume_further_back_than_max_resume_gets_the_newest_and_truncated() {
+    let server = Server::start(&["--max-resume", "3"]);
+    for i in 1..=8 {
+        post(&server, "u", &format!("m{i}")).await;
+    }
+    let mut ws = connect(&server, "/ws?since=1", &["rtchat.v1"]).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type": "truncated", "after": 1}),
+        "the client is told from where it was skipped"
+    );
+    for want in 6..=8 {
+        assert_eq!(next_json(&mut ws).await["msg"]["id"], want);
+    }
+    let resumed = next_json(&mut ws).await;
+    assert_eq!(
+        (resumed["type"].as_str(), resumed["count"].as_u64()),
+        (Some("resumed"), Some(3))
+    );
+    // Within the cap: everything, no notice.
+    let mut ws = connect(&server, "/ws?since=5", &["rtchat.v1"]).await;
+    assert_eq!(next_json(&mut ws).await["msg"]["id"], 6);
+}
+
+#[tokio::test]
 async fn foreign_origins_are_refused_unless_allowed() {
     let server = Server::start(&["--allow-origin", "http://friend.test"]);
     let mut req = ws_url(&server, "/ws").into_client_request().unwrap();

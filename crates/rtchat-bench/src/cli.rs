@@ -129,6 +129,11 @@ pub struct IdleArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub settle: f64,
 
+    /// After reading the memory, post one message and time its delivery to every connection
+    /// (the scale test: does a fan-out to all of them complete, and how fast).
+    #[arg(long)]
+    pub fanout: bool,
+
     #[command(flatten)]
     pub common: Common,
 }

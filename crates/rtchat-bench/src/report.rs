@@ -4,6 +4,7 @@
 use std::io;
 use std::path::Path;
 
+use crate::sys::ConnectionLimits;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -168,6 +169,33 @@ pub struct IdleReport {
     pub timed_out: bool,
     /// CPU of the bench while connecting and holding.
     pub resources: Resources,
+    /// The open-file, port and kernel limits this run met.
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+    /// Kernel TCP buffer memory per connection, KiB: the machine-wide difference over twice
+    /// the connections (on loopback both ends are this machine's sockets).
+    #[serde(default)]
+    pub kernel_tcp_kib_per_socket: Option<f64>,
+    /// Kernel slab memory per socket, KiB, the same way (socket, file, epoll structures;
+    /// machine-wide, so other activity adds noise).
+    #[serde(default)]
+    pub kernel_slab_kib_per_socket: Option<f64>,
+    /// With `--fanout`: one message delivered to every connection.
+    #[serde(default)]
+    pub fanout: Option<IdleFanout>,
+}
+
+/// One message fanned out to every idle connection (`rtchat bench idle --fanout`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdleFanout {
+    /// Connections that received it.
+    pub delivered: u64,
+    /// Connections open when it was posted.
+    pub connections: usize,
+    /// From the post to the last receipt, ms.
+    pub all_ms: f64,
+    /// Post-to-receipt latency over the connections.
+    pub latency: Latency,
 }
 
 /// The result of `rtchat bench post`.
@@ -307,6 +335,45 @@ impl IdleReport {
         if let Some(e) = &self.first_error {
             rows.push(("first error", e.clone()));
         }
+        if let (Some(tcp), Some(slab)) = (
+            self.kernel_tcp_kib_per_socket,
+            self.kernel_slab_kib_per_socket,
+        ) {
+            rows.push((
+                "kernel per socket",
+                format!("{tcp:.2} KiB TCP buffers, {slab:.2} KiB slab (machine-wide, noisy)"),
+            ));
+        }
+        if let Some(f) = &self.fanout {
+            rows.push((
+                "fan-out",
+                format!(
+                    "{} of {} received one message; all within {:.1} ms (p50 {:.1} ms, p99 {:.1} ms)",
+                    f.delivered, f.connections, f.all_ms, f.latency.p50_ms, f.latency.p99_ms
+                ),
+            ));
+        }
+        let l = &self.limits;
+        let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "?".to_owned());
+        rows.push((
+            "open files",
+            format!(
+                "bench {}, server {}, fs.nr_open {}, fs.file-max {}",
+                l.bench_nofile,
+                or_unknown(l.server_nofile.map(|n| n.to_string())),
+                or_unknown(l.nr_open.map(|n| n.to_string())),
+                or_unknown(l.file_max.map(|n| n.to_string())),
+            ),
+        ));
+        rows.push((
+            "network",
+            format!(
+                "ephemeral ports {}, somaxconn {}, tcp_mem {} (pages)",
+                or_unknown(l.ephemeral_ports.clone()),
+                or_unknown(l.somaxconn.map(|n| n.to_string())),
+                or_unknown(l.tcp_mem.clone()),
+            ),
+        ));
         resources_rows(&self.resources, &mut rows);
         if self.timed_out {
             rows.push(("TIMED OUT", "figures are partial".to_owned()));

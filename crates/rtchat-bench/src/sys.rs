@@ -89,3 +89,92 @@ pub fn unix_nanos() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// The limits that decide how many connections one machine holds, as this bench found them:
+/// printed with `rtchat bench idle` so a result says what it ran under.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionLimits {
+    /// This process's open-file limit (soft, after raising it to the hard one).
+    pub bench_nofile: u64,
+    /// The server's open-file limit (`Max open files` of `/proc/PID/limits`, soft).
+    pub server_nofile: Option<u64>,
+    /// `fs.nr_open`: the most any process may be allowed.
+    pub nr_open: Option<u64>,
+    /// `fs.file-max`: open files on the whole machine.
+    pub file_max: Option<u64>,
+    /// `net.ipv4.ip_local_port_range`: ephemeral ports per source/destination pair.
+    pub ephemeral_ports: Option<String>,
+    /// `net.core.somaxconn`: the accept-queue ceiling.
+    pub somaxconn: Option<u64>,
+    /// `net.ipv4.tcp_mem` (pages: low, pressure, high): the kernel's TCP buffer budget.
+    pub tcp_mem: Option<String>,
+}
+
+impl ConnectionLimits {
+    /// Reads them from `/proc` (`server`: the server's pid, when known).
+    pub fn read(bench_nofile: u64, server: Option<u32>) -> ConnectionLimits {
+        let proc_text = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        let proc_num = |path: &str| proc_text(path).and_then(|s| s.parse().ok());
+        let server_nofile = server.and_then(|pid| {
+            let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        });
+        ConnectionLimits {
+            bench_nofile,
+            server_nofile,
+            nr_open: proc_num("/proc/sys/fs/nr_open"),
+            file_max: proc_num("/proc/sys/fs/file-max"),
+            ephemeral_ports: proc_text("/proc/sys/net/ipv4/ip_local_port_range"),
+            somaxconn: proc_num("/proc/sys/net/core/somaxconn"),
+            tcp_mem: proc_text("/proc/sys/net/ipv4/tcp_mem"),
+        }
+    }
+}
+
+/// The kernel's memory for sockets, machine-wide: TCP buffer pages (`/proc/net/sockstat`) and
+/// slab (`Slab:` of `/proc/meminfo`, where socket, file and epoll structures live). Read before
+/// and after opening connections, the difference is what the kernel spends on them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelMemory {
+    /// TCP buffer memory in KiB (`TCP: ... mem PAGES`).
+    pub tcp_buffers_kib: u64,
+    /// Slab memory in KiB.
+    pub slab_kib: u64,
+}
+
+impl KernelMemory {
+    /// Reads the current figures (zeros where `/proc` does not say).
+    pub fn read() -> KernelMemory {
+        // SAFETY: sysconf has no preconditions.
+        let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
+        let tcp_pages = std::fs::read_to_string("/proc/net/sockstat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("TCP:"))?.to_owned();
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let at = fields.iter().position(|f| *f == "mem")?;
+                fields.get(at + 1)?.parse::<u64>().ok()
+            })
+            .unwrap_or(0);
+        let slab_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Slab:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        KernelMemory {
+            tcp_buffers_kib: tcp_pages * page_kib,
+            slab_kib,
+        }
+    }
+}

@@ -128,6 +128,9 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<Event>>,
     snapshot: Arc<Snapshot>,
     last_seen: u64,
+    /// Set by a capped resume ([`crate::HubConfig::max_resume`]): the next catch-up starts
+    /// after this id instead of `last_seen`, and says `truncated`.
+    skip_to: Option<u64>,
     channel: Arc<Channel>,
     hub: Hub,
 }
@@ -138,6 +141,7 @@ impl Subscription {
         Subscription {
             rx,
             last_seen: snapshot.last_id,
+            skip_to: None,
             snapshot,
             channel,
             hub,
@@ -175,6 +179,13 @@ impl Subscription {
         self.last_seen = id;
     }
 
+    /// Makes the next [`Subscription::catch_up`] skip to after `id` (a capped resume) and
+    /// report the skip as `truncated`. [`Subscription::last_seen`] stays the client's own
+    /// position until then, so transports name it in their `truncated` notices.
+    pub(crate) fn skip_to(&mut self, id: u64) {
+        self.skip_to = Some(id);
+    }
+
     /// What [`Subscription::recv`] would return right now, without waiting: `None` when
     /// nothing is queued (or the hub is gone; `recv` then says so). Lets a busy connection
     /// gather everything already waiting into one write.
@@ -183,7 +194,7 @@ impl Subscription {
         loop {
             let delivery = match self.rx.try_recv() {
                 Ok(event) => self.deliver(event),
-                Err(TryRecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
+                Err(TryRecvError::Lagged(missed)) => Some(self.lagged(missed)),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
             };
             if delivery.is_some() {
@@ -198,13 +209,21 @@ impl Subscription {
         loop {
             let delivery = match self.rx.recv().await {
                 Ok(event) => self.deliver(event),
-                Err(RecvError::Lagged(missed)) => Some(Delivery::Lagged { missed }),
+                Err(RecvError::Lagged(missed)) => Some(self.lagged(missed)),
                 Err(RecvError::Closed) => return None,
             };
             if delivery.is_some() {
                 return delivery;
             }
         }
+    }
+
+    /// [`Delivery::Lagged`], told to the hub's observer first.
+    fn lagged(&self, missed: u64) -> Delivery {
+        if let Some(observer) = self.hub.observer() {
+            observer.lagged(missed);
+        }
+        Delivery::Lagged { missed }
     }
 
     /// An event of the ring as a delivery, or `None` for one at or below what was already
@@ -221,10 +240,12 @@ impl Subscription {
     /// messages after the last one delivered, read from the cache or the store. Call until
     /// `more` is false; later [`Subscription::recv`] calls skip what was returned here.
     pub async fn catch_up(&mut self, limit: usize) -> Result<Since, StoreError> {
-        let since = self.hub.since(&self.channel, self.last_seen, limit).await?;
-        if let Some(last) = since.entries.last() {
-            self.last_seen = last.message.id;
-        }
+        let skip_to = self.skip_to.filter(|&id| id > self.last_seen);
+        let from = skip_to.unwrap_or(self.last_seen);
+        let mut since = self.hub.since(&self.channel, from, limit).await?;
+        self.skip_to = None;
+        self.last_seen = since.entries.last().map_or(from, |e| e.message.id);
+        since.truncated |= skip_to.is_some();
         Ok(since)
     }
 }

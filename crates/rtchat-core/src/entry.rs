@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -43,6 +44,10 @@ pub struct Entry {
     pub message: Message,
     /// `{"id":..,"user":..,"text":..,"time":..}`
     pub json: Bytes,
+    /// When this node made the entry: for a message delivered live, right after the store
+    /// committed it (the hub's writer makes it then); for one read back from the store, when
+    /// it was read. The fan-out latency metric is measured from it.
+    pub created: Instant,
     encodings: Encodings,
 }
 
@@ -53,6 +58,7 @@ impl Entry {
         Arc::new(Entry {
             message,
             json: json.into(),
+            created: Instant::now(),
             encodings: Encodings::default(),
         })
     }

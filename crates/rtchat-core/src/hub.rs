@@ -15,7 +15,7 @@
 //! never through a read: reading an unknown channel answers an empty history.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,7 @@ use crate::broker::{Broker, Deliver, LocalBroker, Publication};
 use crate::channel::{Channel, Subscription};
 use crate::entry::{Entry, Since, Snapshot};
 use crate::message::{Limits, NewPost, PostError};
+use crate::observer::HubObserver;
 use crate::store::{Append, Appended, ChannelInfo, Store, StoreError};
 
 /// The channel of the course's one chat: `/poll`, `/msgs`, `/events`, `/ws`, Socket.IO's
@@ -43,6 +44,10 @@ pub struct HubConfig {
     pub batch: usize,
     /// How long a post's idempotency key is remembered.
     pub dedupe_window: Duration,
+    /// The most messages a streaming resume sends (`--max-resume`; 0: no cap). A position
+    /// further back resumes at the newest this many, told `truncated`, so one reconnecting
+    /// client cannot make the server read and send the whole store.
+    pub max_resume: u64,
 }
 
 impl Default for HubConfig {
@@ -53,6 +58,7 @@ impl Default for HubConfig {
             queue: 256,
             batch: 256,
             dedupe_window: Duration::from_secs(120),
+            max_resume: 10_000,
         }
     }
 }
@@ -116,6 +122,8 @@ struct Inner {
     /// a channel is never loaded from the store between a commit and its delivery.
     loading: tokio::sync::Mutex<()>,
     posts: mpsc::Sender<Pending>,
+    /// Told about commits and lagging subscribers (see [`Hub::set_observer`]).
+    observer: OnceLock<Arc<dyn HubObserver>>,
 }
 
 /// The chat: validated posts in, each channel's ordered stream of messages out to every
@@ -190,6 +198,7 @@ impl Hub {
                 channels: Mutex::new(HashMap::new()),
                 loading: tokio::sync::Mutex::new(()),
                 posts,
+                observer: OnceLock::new(),
             }),
         };
         hub.inner
@@ -293,7 +302,8 @@ impl Hub {
     /// The door for reading: a subscription to `channel` (created if needed, as a join
     /// creates a room) starting from `from`, and how it starts ([`decide`]). A resuming
     /// subscription is already positioned: its [`Subscription::catch_up`] pages bring what
-    /// was missed.
+    /// was missed — at most [`HubConfig::max_resume`] messages: further back, the first page
+    /// starts at the newest that many and says `truncated`.
     pub async fn subscribe(
         &self,
         channel: &str,
@@ -305,6 +315,11 @@ impl Hub {
         let start = decide(subscription.snapshot(), from);
         if let Start::Resume { after } = start {
             subscription.resume_after(after);
+            let cap = self.inner.config.max_resume;
+            let last = subscription.snapshot().last_id;
+            if cap > 0 && last - after > cap {
+                subscription.skip_to(last - cap);
+            }
         }
         Ok(Opened {
             start,
@@ -386,7 +401,27 @@ impl Hub {
         self.inner.store.ping().await
     }
 
-    /// How many subscriptions are alive (streams, sockets) on every channel, for stats.
+    /// Sets what is told about the hub's commits and lagging subscribers (the server's
+    /// metrics), once, right after opening; false if one was set already.
+    pub fn set_observer(&self, observer: Arc<dyn HubObserver>) -> bool {
+        self.inner.observer.set(observer).is_ok()
+    }
+
+    /// The observer, if one is set.
+    pub(crate) fn observer(&self) -> Option<&dyn HubObserver> {
+        self.inner.observer.get().map(|o| &**o)
+    }
+
+    /// How many channels this node holds (loaded or created), for metrics.
+    pub fn channel_count(&self) -> usize {
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// How many subscriptions are alive (streams, sockets) on every channel, for metrics.
     pub fn subscribers(&self) -> usize {
         self.inner
             .channels
@@ -523,10 +558,15 @@ impl Writer {
             let appended = match failed {
                 Some(e) => Err(e),
                 None => {
-                    inner
+                    let started = std::time::Instant::now();
+                    let appended = inner
                         .store
                         .append(&batch, now_millis(), inner.config.dedupe_window)
-                        .await
+                        .await;
+                    if let (Ok(_), Some(observer)) = (&appended, hub.observer()) {
+                        observer.committed(batch.len(), started.elapsed());
+                    }
+                    appended
                 }
             };
             match appended {

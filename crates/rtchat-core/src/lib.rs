@@ -8,7 +8,8 @@
 //! * [`channel`] — a channel as a node holds it: cached history snapshot, subscribers;
 //! * [`hub`] — the writer (one order per channel, batched commits) and the door every
 //!   transport enters through ([`Hub::subscribe`] with a [`Position`], [`Hub::submit`]);
-//! * [`entry`] — a message encoded once, snapshots and the shared `{"msg":[...]}` shape.
+//! * [`entry`] — a message encoded once, snapshots and the shared `{"msg":[...]}` shape;
+//! * [`observer`] — what the hub reports about its work (commits, lag), for metrics.
 //!
 //! Transports (polling, streams, WebSockets, Socket.IO) are thin adapters over [`Hub`].
 
@@ -17,6 +18,7 @@ pub mod channel;
 pub mod entry;
 pub mod hub;
 pub mod message;
+pub mod observer;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, Deliver, LocalBroker, Publication};
@@ -26,6 +28,7 @@ pub use hub::{
     decide, now_millis, Hub, HubConfig, Opened, Position, Start, Ticket, TrySubmitError, GENERAL,
 };
 pub use message::{Limits, Message, NewPost, PostError, MAX_KEY};
+pub use observer::HubObserver;
 pub use store::{
     Append, Appended, ChannelInfo, MemoryStore, Page, Retention, SqliteStore, Store, StoreError,
     StoreErrorKind,

@@ -130,6 +130,64 @@ async fn the_door_decides_fresh_reset_and_resume_in_one_place() {
 }
 
 #[tokio::test]
+async fn a_resume_further_back_than_max_resume_starts_at_the_newest_and_says_truncated() {
+    let config = HubConfig {
+        history: 3,
+        max_resume: 4,
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(Arc::new(MemoryStore::new(10_000)), config)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        hub.post(GENERAL, post(i)).await.unwrap();
+    }
+    // 8 behind: only the newest 4 come, the first page says the rest was skipped, and the
+    // client's own position is what the transports name in their notices.
+    let mut far = hub
+        .subscribe(GENERAL, Some(&Position::new(2, None)))
+        .await
+        .unwrap();
+    assert_eq!(far.start, Start::Resume { after: 2 });
+    assert_eq!(far.subscription.last_seen(), 2);
+    let first = far.subscription.catch_up(3).await.unwrap();
+    assert_eq!(ids(&first.entries), [7, 8, 9]);
+    assert!(first.truncated && first.more);
+    let second = far.subscription.catch_up(3).await.unwrap();
+    assert_eq!(ids(&second.entries), [10]);
+    assert!(!second.truncated && !second.more);
+    hub.post(GENERAL, post(11)).await.unwrap();
+    assert_eq!(next_id(&mut far.subscription), Some(11));
+    // Exactly the cap behind: everything, not truncated.
+    let mut near = hub
+        .subscribe(GENERAL, Some(&Position::new(7, None)))
+        .await
+        .unwrap();
+    let page = near.subscription.catch_up(10).await.unwrap();
+    assert_eq!(ids(&page.entries), [8, 9, 10, 11]);
+    assert!(!page.truncated);
+    // 0 lifts the cap: 12,000 behind (more than the default cap) gets all 12,000.
+    let config = HubConfig {
+        max_resume: 0,
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(Arc::new(MemoryStore::new(20_000)), config)
+        .await
+        .unwrap();
+    for i in 0..11_999 {
+        hub.submit(GENERAL, post(i)).await.unwrap();
+    }
+    hub.post(GENERAL, post(0)).await.unwrap();
+    let mut all = hub
+        .subscribe(GENERAL, Some(&Position::new(0, None)))
+        .await
+        .unwrap();
+    let page = all.subscription.catch_up(20_000).await.unwrap();
+    assert_eq!(page.entries.len(), 12_000);
+    assert!(!page.truncated && !page.more);
+}
+
+#[tokio::test]
 async fn a_memory_store_is_a_new_epoch_each_start_and_sqlite_keeps_its_epoch() {
     let first = hub(50, 8).await.general().snapshot().epoch.clone();
     let second = hub(50, 8).await.general().snapshot().epoch.clone();

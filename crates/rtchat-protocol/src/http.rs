@@ -10,8 +10,9 @@ pub const EVENTS: &str = "/events";
 pub const WS: &str = "/ws";
 /// A WebSocket echo peer for Autobahn, served only with `--ws-echo`.
 pub const WS_ECHO: &str = "/ws/echo";
-/// Live counters for operators.
-pub const STATS: &str = "/stats";
+/// Prometheus metrics, served only on the `--metrics-listen` listener (never on the public
+/// ports).
+pub const METRICS: &str = "/metrics";
 /// Liveness: `GET /healthz` answers `200 {"status":"ok"}` while the process serves at all.
 pub const HEALTHZ: &str = "/healthz";
 /// Readiness: `GET /readyz` answers `200 {"status":"ready"}` when the store answers and the

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::client_addr::TrustedProxies;
+use crate::metrics::Metrics;
 
 /// Seconds a refused client is told to wait (`Retry-After`).
 const RETRY_AFTER_SECS: u64 = 5;
@@ -36,6 +37,8 @@ pub struct Admission {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     answering: Arc<Semaphore>,
     refusals: RefusalLog,
+    /// Counts refusals, and the connections of each protocol (for the listeners).
+    metrics: Arc<Metrics>,
 }
 
 /// Why a connection was turned away.
@@ -65,6 +68,27 @@ pub struct Admitted {
     ip: Option<IpAddr>,
 }
 
+impl Admitted {
+    /// The server's metrics, where the connection is counted by protocol once known.
+    pub fn metrics(&self) -> &Metrics {
+        &self.admission.metrics
+    }
+}
+
+/// A place under the caps in a request's extensions, for a WebSocket that outlives its HTTP
+/// exchange inside a library that keeps the request head for the session's life
+/// (engineioxide, for Socket.IO's WebSocket sessions): the place is given back when the
+/// session drops it.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<Admitted>);
+
+impl ConnectionSlot {
+    /// Wraps a place for a request's extensions.
+    pub fn new(admitted: Admitted) -> ConnectionSlot {
+        ConnectionSlot(Arc::new(admitted))
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.admission.total.fetch_sub(1, Ordering::Relaxed);
@@ -81,7 +105,13 @@ impl Drop for Admitted {
 }
 
 impl Admission {
-    pub fn new(max_total: usize, max_per_ip: usize, trusted: TrustedProxies) -> Arc<Admission> {
+    /// The caps (`max_per_ip` 0: none), who is exempt, and where refusals are counted.
+    pub fn new(
+        max_total: usize,
+        max_per_ip: usize,
+        trusted: TrustedProxies,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             max_total,
             max_per_ip,
@@ -90,7 +120,13 @@ impl Admission {
             per_ip: Mutex::new(HashMap::new()),
             answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
             refusals: RefusalLog::default(),
+            metrics,
         })
+    }
+
+    /// The server's metrics, where the listeners count their connections by protocol.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Connections open now.
@@ -126,15 +162,34 @@ impl Admission {
         })
     }
 
+    /// A second place for a connection from `ip` that is already admitted and is about to
+    /// outlive its HTTP connection task: an HTTP/1.1 connection upgraded to a WebSocket, whose
+    /// task takes this place before hyper's connection task gives its own back. Never refused
+    /// (the connection was let in); counted like the original.
+    pub fn keep(self: &Arc<Self>, ip: IpAddr) -> Admitted {
+        let ip = ip.to_canonical();
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let counted = self.max_per_ip > 0 && !self.trusted.contains(ip);
+        if counted {
+            *self.lock_per_ip().entry(ip).or_insert(0) += 1;
+        }
+        Admitted {
+            admission: self.clone(),
+            ip: counted.then_some(ip),
+        }
+    }
+
     /// Records a refused connection that is turned away elsewhere (a QUIC connection, which
     /// quinn refuses), for the refusal log.
     pub fn note_refusal(&self, why: Refused) {
+        self.metrics.connection_refused(why);
         self.refusals.note(why);
     }
 
     /// Turns a refused connection away: answered with a `503` when `answer` is set (plain
     /// HTTP) and few refusals are being answered already, else simply closed.
     pub fn turn_away(&self, stream: TcpStream, why: Refused, answer: bool) {
+        self.metrics.connection_refused(why);
         self.refusals.note(why);
         if !answer {
             return;
@@ -212,7 +267,7 @@ mod tests {
     #[test]
     fn caps_total_and_per_address_and_gives_places_back() {
         let trusted = TrustedProxies::new(vec!["127.0.0.2/32".parse().unwrap()]);
-        let admission = Admission::new(5, 2, trusted);
+        let admission = Admission::new(5, 2, trusted, Arc::new(Metrics::new()));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let proxy: IpAddr = "127.0.0.2".parse().unwrap();
         let first = admission.admit(a).unwrap();

@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use rtchat_core::PostError;
 use rtchat_protocol::ErrorBody;
 
@@ -122,26 +123,54 @@ pub async fn read_json_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the body did not arrive within {} s (--body-timeout)",
-                    timeout.as_secs_f64()
-                ),
-            )
-        })?;
-    read.map_err(|e| {
-        // to_bytes fails either on the limit or on a broken connection.
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large()
-        } else {
+    let timed_out = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s (--body-timeout)",
+                timeout.as_secs_f64()
+            ),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut read = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| timed_out())?;
+        let Some(frame) = frame else {
+            return Ok(read.freeze());
+        };
+        let frame = frame.map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, format!("could not read body: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > limit {
+            drain_rest(body, limit, deadline).await;
+            return Err(too_large());
         }
-    })
+        read.extend_from_slice(&data);
+    }
+}
+
+/// Reads and discards what is left of a body that is over the limit (up to 16 times the
+/// limit more, within the body's deadline), so that the client, still sending, gets to read
+/// the 413 instead of a reset: closing a connection with unread bytes resets it, and a
+/// client whose write fails first never sees the answer.
+async fn drain_rest(mut body: Body, limit: usize, deadline: tokio::time::Instant) {
+    let mut budget = limit.saturating_mul(16);
+    while budget > 0 {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len());
+                budget = budget.saturating_sub(n.max(1));
+            }
+            _ => return,
+        }
+    }
 }
 
 fn is_json(content_type: &str) -> bool {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::tls::CertSource;
@@ -31,7 +32,7 @@ pub struct ServerConfig {
     /// Concurrent streams allowed on one HTTP/2 connection.
     pub h2_max_streams: u32,
     /// Limits and timers of each WebSocket connection.
-    pub websocket: rtchat_ws::Config,
+    pub websocket: Arc<rtchat_ws::Config>,
     /// Serve the echo WebSocket at `/ws/echo` (`--ws-echo`, for Autobahn|Testsuite).
     pub ws_echo: bool,
     /// How often an idle Server-Sent Events stream gets a comment line, to keep proxies from
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     pub sio_ping_timeout: Duration,
     /// Largest Socket.IO payload accepted, in bytes (one polling request or WebSocket message).
     pub sio_max_payload: usize,
+    /// Packets a Socket.IO socket may have waiting to be written (each event is one); a socket
+    /// that falls further behind gets `msg:error` and is disconnected.
+    pub sio_buffer: usize,
     /// How long each phase of a connection may take.
     pub timeouts: Timeouts,
     /// How many connections rtchat holds, and who counts as a reverse proxy.
@@ -52,6 +56,9 @@ pub struct ServerConfig {
     /// HTTP/3 over QUIC next to the HTTPS listener (`None`: `--no-h3`). Served only when
     /// HTTPS is.
     pub h3: Option<H3Listen>,
+    /// Where `GET /metrics` is served (`--metrics-listen`): a plain HTTP listener of its own,
+    /// so the public ports never expose it; `None` (the default): nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where to serve HTTP/3, and its flow-control windows (what a QUIC connection may make
@@ -226,15 +233,17 @@ impl Default for ServerConfig {
             max_body: 64 * 1024,
             h2_max_streams: 1024,
             sse_heartbeat: Duration::from_secs(15),
-            websocket: rtchat_ws::Config::default(),
+            websocket: Arc::new(rtchat_ws::Config::default()),
             ws_echo: false,
             sio_ping_interval: Duration::from_secs(25),
             sio_ping_timeout: Duration::from_secs(20),
             sio_max_payload: 100_000,
+            sio_buffer: 4096,
             timeouts: Timeouts::default(),
             connections: ConnectionLimits::default(),
             posts: PostLimits::default(),
             h3: Some(H3Listen::default()),
+            metrics_listen: None,
         }
     }
 }

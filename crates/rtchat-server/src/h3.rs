@@ -50,6 +50,7 @@ use crate::admission::Admission;
 use crate::client_addr::Peer;
 use crate::config::{Congestion, H3Listen, Timeouts};
 use crate::drain::Drain;
+use crate::metrics::HttpVersion;
 
 /// Largest request header section accepted (HTTP/2's default header list size in hyper is
 /// 16 KiB too); larger gets `431`.
@@ -160,7 +161,6 @@ pub async fn serve(
         let app = app.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let _admitted = admitted;
             let peer = Peer {
                 addr: remote,
                 tls: true,
@@ -183,6 +183,7 @@ pub async fn serve(
                 },
                 () = shutdown.cancelled() => return,
             };
+            let _counted = admitted.metrics().connection(HttpVersion::Http3);
             serve_connection(conn, h3, app, peer, timeouts, shutdown).await;
         });
     }

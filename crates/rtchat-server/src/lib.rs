@@ -13,6 +13,7 @@ pub mod drain;
 pub mod h3;
 mod health;
 mod listener;
+pub mod metrics;
 pub mod origin;
 pub mod rate_limit;
 mod request_log;
@@ -40,6 +41,8 @@ pub struct Server {
     tls: Option<(TcpListener, tls::Tls)>,
     /// The HTTP/3 (QUIC) endpoint, served with the HTTPS listener.
     h3: Option<quinn::Endpoint>,
+    /// The `GET /metrics` listener (`--metrics-listen`).
+    metrics: Option<TcpListener>,
     state: AppState,
 }
 
@@ -95,11 +98,16 @@ impl Server {
             _ => None,
         };
         let listener = bind(config.listen, "--listen or PORT").await?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(bind(addr, "--metrics-listen").await?),
+            None => None,
+        };
         let state = AppState::new(Arc::new(config), hub, drain);
         Ok(Server {
             listener,
             tls,
             h3,
+            metrics,
             state,
         })
     }
@@ -119,6 +127,11 @@ impl Server {
         self.h3.as_ref().and_then(|e| e.local_addr().ok())
     }
 
+    /// The address `GET /metrics` is served on, if it is (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The certificate in use, if HTTPS is served.
     pub fn tls_info(&self) -> Option<&tls::Tls> {
         self.tls.as_ref().map(|(_, t)| t)
@@ -126,7 +139,8 @@ impl Server {
 
     /// Serves until the drain stops it (see [`crate::drain`]), then stops accepting, closes
     /// every live connection at its deadline and returns once none is open (at once if none
-    /// was), or at the end of the close window plus [`drain::GRACE`] at the latest.
+    /// was), or at the end of the close window plus [`drain::GRACE`] at the latest. The
+    /// metrics listener answers until then, so a drain can be watched.
     pub async fn run(self) {
         let app = router::build(self.state.clone());
         let h3_addr = self.h3_addr();
@@ -193,7 +207,21 @@ impl Server {
                 ),
             }
         };
-        tokio::join!(plain, secure, quic, upgraded);
+        // The metrics listener stops last, once everything it reports on is closed.
+        let metrics_stop = tokio_util::sync::CancellationToken::new();
+        let metrics = {
+            let (state, stop) = (self.state.clone(), metrics_stop.clone());
+            async move {
+                if let Some(listener) = self.metrics {
+                    metrics::serve(listener, state, stop).await;
+                }
+            }
+        };
+        let serving = async {
+            tokio::join!(plain, secure, quic, upgraded);
+            metrics_stop.cancel();
+        };
+        tokio::join!(serving, metrics);
     }
 }
 

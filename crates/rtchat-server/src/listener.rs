@@ -34,6 +34,7 @@ use crate::admission::Admission;
 use crate::client_addr::Peer;
 use crate::config::Timeouts;
 use crate::drain::Drain;
+use crate::metrics::HttpVersion;
 use crate::write_stall::StallGuard;
 
 /// Protocol settings shared by both listeners.
@@ -97,6 +98,17 @@ enum Protocol {
     Undecided,
 }
 
+impl Protocol {
+    /// How `rtchat_connections` counts it: a plain connection still undecided has sent the
+    /// start of the HTTP/2 preface.
+    fn version(self) -> HttpVersion {
+        match self {
+            Protocol::Http1 => HttpVersion::Http1,
+            Protocol::Http2 | Protocol::Undecided => HttpVersion::Http2,
+        }
+    }
+}
+
 /// Accepts connections on `listener` (over TLS when `tls` is set) until the drain stops
 /// accepting, then waits for the open ones: each closes at its own deadline (see
 /// [`crate::drain`]); at the end of the close window plus its grace, the rest are dropped.
@@ -147,7 +159,6 @@ pub async fn serve(
         match &tls {
             None => {
                 connections.spawn(async move {
-                    let _admitted = admitted;
                     let protocol = tokio::select! {
                         sniffed = tokio::time::timeout(timeouts.sniff, sniff(stream.get_ref())) => match sniffed {
                             Ok(Ok(p)) => p,
@@ -157,13 +168,13 @@ pub async fn serve(
                         // A connection that has not said anything yet has nothing to finish.
                         () = shutdown.cancelled() => return,
                     };
+                    let _counted = admitted.metrics().connection(protocol.version());
                     serve_connection(stream, protocol, app, peer, &builders, shutdown).await
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
-                    let _admitted = admitted;
                     let handshake = tokio::select! {
                         done = tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(stream)) => done,
                         () = shutdown.cancelled() => return,
@@ -174,6 +185,7 @@ pub async fn serve(
                                 Some(b"h2") => Protocol::Http2,
                                 _ => Protocol::Http1,
                             };
+                            let _counted = admitted.metrics().connection(protocol.version());
                             serve_connection(stream, protocol, app, peer, &builders, shutdown)
                                 .await
                         }

@@ -5,15 +5,15 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::any;
 use axum::Router;
-use rtchat_protocol::http::STATS;
 use tower::ServiceExt;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::ApiError;
+use crate::metrics::PostRefusal;
 use crate::origin::request_host;
 use crate::state::AppState;
 use crate::{assets, request_log, transport};
@@ -27,7 +27,6 @@ pub fn build(state: AppState) -> Router {
         .merge(transport::websocket::routes())
         .merge(transport::ws_echo::routes())
         .merge(crate::health::routes())
-        .route(STATS, get(transport::stats))
         .method_not_allowed_fallback(method_not_allowed)
         // Posts from foreign origins are refused whatever CORS lets the page read.
         .layer(middleware::from_fn_with_state(
@@ -110,6 +109,7 @@ async fn same_origin_posts(State(state): State<AppState>, req: Request, next: Ne
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         if let Err(reason) = state.origins.check_for(&req, "post") {
             tracing::warn!(%reason, "post refused: foreign origin");
+            state.metrics.post_refused(PostRefusal::Origin);
             return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
         }
     }

@@ -11,6 +11,7 @@ use crate::admission::Admission;
 use crate::client_addr::TrustedProxies;
 use crate::config::ServerConfig;
 use crate::drain::Drain;
+use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::rate_limit::PostLimiter;
 
@@ -30,11 +31,11 @@ pub struct SharedState {
     /// Readiness (`/readyz`) and each live connection's moment to close (see
     /// [`crate::drain`]).
     pub drain: Drain,
-    /// Long polls currently parked, for `/stats`.
-    pub parked_polls: AtomicUsize,
-    /// Hub subscriptions rtchat holds for itself (the Socket.IO fan-out), which `/stats`
-    /// does not count as subscribers.
+    /// Hub subscriptions rtchat holds for itself (the Socket.IO fan-out), which
+    /// `rtchat_subscribers` does not count.
     pub internal_subscriptions: AtomicUsize,
+    /// What `GET /metrics` reports (see [`crate::metrics`]); also the hub's observer.
+    pub metrics: Arc<Metrics>,
     /// Which browser origins may post, open WebSockets and Socket.IO sessions.
     pub origins: OriginPolicy,
     /// Tasks that outlive their request (upgraded WebSockets): shutdown waits for them to
@@ -52,15 +53,22 @@ impl AppState {
     pub fn new(config: Arc<ServerConfig>, hub: Hub, drain: Drain) -> AppState {
         let limits = &config.connections;
         let proxies = TrustedProxies::new(limits.trusted_proxies.clone());
+        let metrics = Arc::new(Metrics::new());
+        hub.set_observer(metrics.clone());
         AppState(Arc::new(SharedState {
             hub,
             shutdown: drain.stop_token().clone(),
             drain,
-            parked_polls: AtomicUsize::new(0),
             internal_subscriptions: AtomicUsize::new(0),
             origins: OriginPolicy::new(&config.allow_origins, proxies.clone()),
             tasks: TaskTracker::new(),
-            admission: Admission::new(limits.max_total, limits.max_per_ip, proxies.clone()),
+            admission: Admission::new(
+                limits.max_total,
+                limits.max_per_ip,
+                proxies.clone(),
+                metrics.clone(),
+            ),
+            metrics,
             proxies,
             posts: PostLimiter::new(config.posts),
             config,

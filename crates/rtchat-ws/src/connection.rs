@@ -24,6 +24,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
@@ -91,7 +92,9 @@ enum Keepalive {
 /// [`accept`](crate::handshake::accept) which also performs the HTTP handshake.
 pub struct WebSocket<S> {
     stream: S,
-    config: Config,
+    /// Shared: every connection of a server has the same settings, and a copy of them
+    /// (about 120 bytes) would be most of what an idle connection's struct adds.
+    config: Arc<Config>,
     rbuf: BytesMut,
     decoder: Decoder,
     out: Option<OutFrame>,
@@ -163,14 +166,16 @@ impl<S> WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Wraps a stream on which the 101 response has already been sent.
-    pub fn new(stream: S, config: Config) -> Self {
+    /// Wraps a stream on which the 101 response has already been sent. `config` is a
+    /// [`Config`] or an `Arc<Config>` shared by many connections.
+    pub fn new(stream: S, config: impl Into<Arc<Config>>) -> Self {
         Self::from_parts(stream, config, BytesMut::new())
     }
 
     /// Like [`new`](Self::new), with bytes already read past the handshake
     /// (they are decoded before anything is read from the stream).
-    pub fn from_parts(stream: S, config: Config, read_buf: BytesMut) -> Self {
+    pub fn from_parts(stream: S, config: impl Into<Arc<Config>>, read_buf: BytesMut) -> Self {
+        let config = config.into();
         let decoder = Decoder::new(config.max_message_size, config.max_frame_size);
         WebSocket {
             stream,

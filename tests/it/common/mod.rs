@@ -18,7 +18,10 @@ pub struct Server {
     pub tls_base: Option<String>,
     /// The server's own `--data-dir` (unless the test named one).
     pub data_dir: PathBuf,
+    /// `http://127.0.0.1:PORT/metrics`, unless started without metrics.
+    pub metrics_url: Option<String>,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 /// A fresh, empty folder under cargo's temporary directory for integration tests.
@@ -34,8 +37,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 impl Server {
     /// Starts `rtchat serve --listen 127.0.0.1:0 ARGS...` and waits for its ready line.
+    /// Metrics are served on `--metrics-listen 127.0.0.1:0` unless `args` name another
+    /// address (see [`Server::metrics_url`]).
     pub fn start(args: &[&str]) -> Server {
         Server::start_with_env(args, &[])
+    }
+
+    /// Like [`Server::start`], without `--metrics-listen` (rtchat's default).
+    pub fn start_without_metrics(args: &[&str]) -> Server {
+        Server::launch(args, &[], |_| {}, false)
     }
 
     /// Like [`Server::start`] with extra environment variables; with `PORT` among them the
@@ -50,7 +60,21 @@ impl Server {
         env: &[(&str, &str)],
         configure: impl FnOnce(&mut Command),
     ) -> Server {
+        Server::launch(args, env, configure, true)
+    }
+
+    fn launch(
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+        metrics: bool,
+    ) -> Server {
         let mut all = vec!["serve"];
+        // Tests read counters from /metrics (see `stat`).
+        if metrics && !args.contains(&"--metrics-listen") {
+            all.extend(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        let metrics = metrics || args.contains(&"--metrics-listen");
         if !args.contains(&"--listen") && !env.iter().any(|(k, _)| *k == "PORT") {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
@@ -102,8 +126,27 @@ impl Server {
         } else {
             None
         };
+        // The metrics line comes last of the ready lines (after the HTTP/3 one, if any).
+        let metrics_url = metrics.then(|| loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("rtchat metrics on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                other => panic!("expected the metrics line, got {other:?}"),
+            }
+        });
         // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
         let base = line["rtchat listening on ".len()..].trim().to_owned();
         let port = base.rsplit(':').next().unwrap().parse().unwrap();
         Server {
@@ -112,8 +155,22 @@ impl Server {
             port,
             tls_base,
             data_dir,
+            metrics_url,
             stderr,
+            stdout,
         }
+    }
+
+    /// What the server printed on stdout after its ready lines.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// `http://ADDR/metrics` of the metrics listener.
+    pub fn metrics_url(&self) -> &str {
+        self.metrics_url
+            .as_deref()
+            .expect("started without --metrics-listen")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -244,23 +301,86 @@ pub async fn get_json(server: &Server, path: &str) -> serde_json::Value {
     res.json().await.unwrap()
 }
 
-/// One counter from `/stats`.
-pub async fn stat(server: &Server, field: &str) -> u64 {
-    get_json(server, "/stats").await[field].as_u64().unwrap()
+/// The newest message id of `general` (every `/poll` answer carries it as `last`).
+pub async fn last_id(server: &Server) -> u64 {
+    get_json(server, "/poll").await["last"].as_u64().unwrap()
 }
 
-/// Waits until `/stats` shows `field` equal to `want` (the server's own count of parked
+/// The server's `/metrics` text (Prometheus text format).
+pub async fn metrics_text(server: &Server) -> String {
+    let res = client().get(server.metrics_url()).send().await.unwrap();
+    assert_eq!(res.status(), 200, "GET /metrics");
+    res.text().await.unwrap()
+}
+
+/// The value of the sample `name{labels}` in a metrics text (labels in any order; a sample
+/// with other labels too does not match), if it is there. A small reader for the tests' own
+/// checks; tests/it/metrics.rs parses with Prometheus' Python client instead.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (sample_name, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let mut found: Vec<(&str, &str)> = rest
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            let mut want = labels.to_vec();
+            found.sort();
+            want.sort();
+            (sample_name == name && found == want).then(|| value.parse().ok())?
+        })
+}
+
+/// One metric from `/metrics`.
+pub async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = metrics_text(server).await;
+    sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+}
+
+/// What `/stats` reported before it retired, read from `/metrics`: `subscribers` (clients'
+/// hub subscriptions) or `parked_polls` (long polls held).
+fn stat_metric(field: &str) -> (&'static str, &'static [(&'static str, &'static str)]) {
+    match field {
+        "subscribers" => ("rtchat_subscribers", &[]),
+        "parked_polls" => ("rtchat_clients", &[("transport", "longpoll")]),
+        other => panic!("no such stat {other:?} (subscribers, parked_polls)"),
+    }
+}
+
+/// A count the server keeps: `subscribers` or `parked_polls` (see [`stat_metric`]).
+pub async fn stat(server: &Server, field: &str) -> u64 {
+    let (name, labels) = stat_metric(field);
+    metric(server, name, labels).await as u64
+}
+
+/// Waits until [`stat`] shows `field` equal to `want` (the server's own count of parked
 /// requests or subscribers), failing after 10 s.
 pub async fn wait_for_stat(server: &Server, field: &str, want: u64) {
+    let (name, labels) = stat_metric(field);
+    wait_for_metric(server, name, labels, want as f64).await
+}
+
+/// Waits until the metric `name{labels}` equals `want`, failing after 10 s.
+pub async fn wait_for_metric(server: &Server, name: &str, labels: &[(&str, &str)], want: f64) {
     let start = Instant::now();
     loop {
-        let stats = get_json(server, "/stats").await;
-        if stats[field].as_u64() == Some(want) {
+        let text = metrics_text(server).await;
+        let got = sample(&text, name, labels);
+        if got == Some(want) {
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "{field} never reached {want}: {stats}"
+            "{name} {labels:?} never reached {want} (last {got:?}):\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

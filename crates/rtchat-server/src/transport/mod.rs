@@ -8,14 +8,8 @@ pub mod stream;
 pub mod websocket;
 pub mod ws_echo;
 
-use std::sync::atomic::Ordering;
-
-use axum::extract::State;
-use axum::response::{IntoResponse, Json};
 use rtchat_core::Position;
 use serde::Deserialize;
-
-use crate::state::AppState;
 
 /// `?since=ID&epoch=E`: where a client says it is in a channel, on every HTTP transport.
 #[derive(Debug, Default, Deserialize)]
@@ -30,14 +24,4 @@ impl PositionQuery {
         self.since
             .map(|after| Position::new(after, self.epoch.clone()))
     }
-}
-
-/// `GET /stats`: live counters, for operators and tests. `subscribers` counts clients only.
-pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
-    let internal = state.internal_subscriptions.load(Ordering::Relaxed);
-    Json(serde_json::json!({
-        "last_id": state.hub.general().snapshot().last_id,
-        "subscribers": state.hub.subscribers().saturating_sub(internal),
-        "parked_polls": state.parked_polls.load(Ordering::Relaxed),
-    }))
 }

@@ -8,7 +8,6 @@
 //! * `POST /poll` — `{"user","text","key"?}` → `{"status":"ok","id":N}` (the first post's id
 //!   again for a key already used; 409 for a key used for another text).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,6 +19,7 @@ use rtchat_core::{decide, encode_list, Channel, Position, Start, GENERAL};
 use serde::Deserialize;
 
 use crate::api::{json_bytes, read_json_body, ApiError};
+use crate::metrics::{PostRefusal, Via};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
@@ -96,20 +96,33 @@ async fn long_poll(
     };
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let _parked = Parked::new(state);
+    // Counted in `rtchat_clients{transport="longpoll"}` while held.
+    let _parked = state.metrics.client(Via::LongPoll);
     // Once the server stops, answered (empty) at a random moment of the close window.
     let closing = state.drain.deadline();
+    // Woken by a new message: its fan-out latency is worth measuring.
+    let mut woken = false;
     loop {
         let page = hub
             .since(channel, since, hub.config().history)
             .await
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        if !page.entries.is_empty() {
+        if let Some(first) = page.entries.first() {
             let last = page.entries.last().map_or(since, |e| e.message.id);
-            return Ok(json_bytes(page.encode(last, &snapshot.epoch, "")));
+            let answer = json_bytes(page.encode(last, &snapshot.epoch, ""));
+            if woken {
+                state
+                    .metrics
+                    .delivered_now(Via::LongPoll, page.entries.len(), first);
+            } else {
+                state
+                    .metrics
+                    .delivered_untimed(Via::LongPoll, page.entries.len());
+            }
+            return Ok(answer);
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() { break },
+            changed = changes.changed() => if changed.is_err() { break } else { woken = true },
             () = &mut deadline => break,
             () = closing.reached() => break,
         }
@@ -122,22 +135,6 @@ async fn long_poll(
     )))
 }
 
-/// Counts a parked long poll for as long as it lives.
-struct Parked(AppState);
-
-impl Parked {
-    fn new(state: &AppState) -> Parked {
-        state.parked_polls.fetch_add(1, Ordering::Relaxed);
-        Parked(state.clone())
-    }
-}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        self.0.parked_polls.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// `POST /poll`: validates and stores a message; answers once it is stored. Every post
 /// counts against its client address's rate limit first (`429` past it, before the body is
 /// read).
@@ -147,10 +144,17 @@ pub async fn post_poll(
     extensions: Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let metrics = &state.metrics;
     let client = state.proxies.client_of(&extensions, &headers);
-    state.posts.check(None, client.map(|c| c.ip))?;
+    state
+        .posts
+        .check(None, client.map(|c| c.ip))
+        .inspect_err(|refused| metrics.rate_limited(refused))?;
     let config = &state.config;
-    let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
-    let entry = state.hub.post_json(GENERAL, &body).await?;
-    Ok(axum::Json(rtchat_protocol::PostAck::ok(entry.message.id)).into_response())
+    let body = read_json_body(&headers, body, config.max_body, config.timeouts.body)
+        .await
+        .inspect_err(|e| metrics.post_refused(PostRefusal::of_status(e.status)))?;
+    let stored = state.hub.post_json(GENERAL, &body).await;
+    metrics.post_result(Via::Http, &stored);
+    Ok(axum::Json(rtchat_protocol::PostAck::ok(stored?.message.id)).into_response())
 }

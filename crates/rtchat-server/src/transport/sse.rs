@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -27,6 +28,7 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use super::PositionQuery;
 use crate::api::ApiError;
 use crate::drain::Deadline;
+use crate::metrics::{Counted, Metrics, Via};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
@@ -147,6 +149,8 @@ async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
         subscription,
         heartbeat,
         closing: state.drain.deadline(),
+        _open: state.metrics.client(Via::Sse),
+        metrics: state.metrics.clone(),
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|b| (Ok::<_, Infallible>(b), s))
@@ -201,6 +205,9 @@ struct EventStream {
     heartbeat: Interval,
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
+    /// Counted in `rtchat_clients{transport="sse"}` while it lives.
+    _open: Counted,
+    metrics: Arc<Metrics>,
 }
 
 impl EventStream {
@@ -226,6 +233,7 @@ impl EventStream {
                 self.pending
                     .extend(page.entries.iter().map(|e| encode_event(e, &epoch)));
                 self.catching_up = page.more;
+                self.metrics.delivered_untimed(Via::Sse, page.entries.len());
                 if let Some((after, count)) = &mut self.resuming {
                     *count += page.entries.len();
                     if !page.more {
@@ -245,6 +253,7 @@ impl EventStream {
                     Delivery::Event(event) => {
                         // The heartbeat is for idle streams: a message is traffic enough.
                         self.heartbeat.reset();
+                        self.metrics.delivered_now(Via::Sse, 1, &event.entry);
                         return Some(encode_event(&event.entry, &event.snapshot.epoch));
                     }
                     // Delta mode: re-read what was skipped from the store; nothing is lost.

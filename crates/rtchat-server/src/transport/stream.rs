@@ -13,6 +13,7 @@
 //! `"reset":true`. Every line carries `"epoch"` next to `"last"`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -24,6 +25,7 @@ use rtchat_core::{Delivery, Start, Subscription, GENERAL};
 use super::{sse, PositionQuery};
 use crate::api::ApiError;
 use crate::drain::Deadline;
+use crate::metrics::{Counted, Metrics, Via};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
@@ -76,6 +78,8 @@ pub async fn get_msgs(
         catching_up,
         subscription,
         closing: state.drain.deadline(),
+        _open: state.metrics.client(Via::Stream),
+        metrics: state.metrics.clone(),
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|b| (Ok::<_, Infallible>(b), s))
@@ -102,6 +106,9 @@ struct SnapshotStream {
     subscription: Subscription,
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
+    /// Counted in `rtchat_clients{transport="stream"}` while it lives.
+    _open: Counted,
+    metrics: Arc<Metrics>,
 }
 
 impl SnapshotStream {
@@ -119,13 +126,18 @@ impl SnapshotStream {
                 }
             };
             self.catching_up = page.more;
+            self.metrics
+                .delivered_untimed(Via::Stream, page.entries.len());
             let last = self.subscription.last_seen();
             let epoch = self.subscription.snapshot().epoch.clone();
             return Some(page.encode(last, &epoch, "\n"));
         }
         tokio::select! {
             delivery = self.subscription.recv() => match delivery? {
-                Delivery::Event(event) => Some(event.snapshot.json_line.clone()),
+                Delivery::Event(event) => {
+                    self.metrics.delivered_now(Via::Stream, 1, &event.entry);
+                    Some(event.snapshot.json_line.clone())
+                }
                 // Snapshot mode: the current snapshot supersedes whatever was skipped.
                 Delivery::Lagged { .. } => Some(self.subscription.current().json_line.clone()),
             },

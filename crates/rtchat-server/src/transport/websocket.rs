@@ -36,6 +36,7 @@ use std::future::poll_fn;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt};
@@ -48,8 +49,10 @@ use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
 use rtchat_ws::{CloseCode, EncodedFrame, Message, SharedMessage, WebSocket};
 use serde_json::Value;
 
+use crate::admission::{Admission, Admitted};
 use crate::api::ApiError;
 use crate::drain::Deadline;
+use crate::metrics::{Counted, PostRefusal, Via};
 use crate::rate_limit::{ConnectionBucket, Refused, WS_CLOSE_REASON, WS_REFUSALS_BEFORE_CLOSE};
 use crate::state::AppState;
 use axum::routing::any;
@@ -120,6 +123,8 @@ async fn accept(state: AppState, mut req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The upgraded connection keeps its place under the connection caps.
+    let slot = upgraded_place(&state.admission, &req);
     let client = state.proxies.client(&req).map(|c| c.ip);
     let posts = PostGate::new(state.clone(), client);
     let config = state.config.websocket.clone();
@@ -138,13 +143,19 @@ async fn accept(state: AppState, mut req: Request) -> Response {
     // block doing both would keep its captures and the moved-from `Connection` in the task).
     let task = on_upgrade.then(move |upgraded| match upgraded {
         Ok(upgraded) => {
+            let via = match mode {
+                Mode::Snapshots => Via::WsJson,
+                Mode::Deltas => Via::Ws,
+            };
             let mut conn = Connection {
                 ws: WebSocket::new(TokioIo::new(upgraded), config).with_deflate(deflate),
                 in_flight: VecDeque::new(),
                 mode,
                 subscription,
                 shutdown,
+                _open: posts.state.metrics.client(via),
                 posts,
+                _slot: slot,
             };
             // Not an `async fn` of `Connection`: one taking `self` by value would hold it
             // twice, and its arguments would be copied next to the captures.
@@ -246,8 +257,9 @@ fn text(frame: &impl serde::Serialize) -> EncodedFrame {
 enum Step {
     Nothing,
     Send(EncodedFrame),
-    /// A message of the hub for this connection (others may be waiting right behind it).
-    Deliver(EncodedFrame),
+    /// A message of the hub for this connection (others may be waiting right behind it),
+    /// and its commit time if it is sampled for the fan-out latency.
+    Deliver(EncodedFrame, Option<Instant>),
     /// A post waiting for room in the hub's queue (boxed: rare, and this is kept small).
     Wait(Box<(Option<Value>, NewPost)>),
     /// Re-read what a lagging delta connection missed.
@@ -308,6 +320,8 @@ impl PostGate {
             Err(refused) => {
                 self.refused_in_a_row += 1;
                 if self.refused_in_a_row >= WS_REFUSALS_BEFORE_CLOSE {
+                    // Not answered (the connection closes): counted here.
+                    self.state.metrics.rate_limited(&refused);
                     return Err(End::Close(CloseCode::POLICY, WS_CLOSE_REASON));
                 }
                 Ok(Err(refused))
@@ -338,10 +352,22 @@ struct Connection<S> {
     mode: Mode,
     subscription: Subscription,
     shutdown: Deadline,
+    /// Counted in `rtchat_clients` while it lives.
+    _open: Counted,
     posts: PostGate,
+    /// The connection's place under the connection caps, kept after the upgrade.
+    _slot: Option<Admitted>,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
+    /// How the metrics name this connection's transport.
+    fn via(&self) -> Via {
+        match self.mode {
+            Mode::Snapshots => Via::WsJson,
+            Mode::Deltas => Via::Ws,
+        }
+    }
+
     /// What a connection gets first, as the door decided: the history, or (rtchat.v1 with
     /// `since`) what it missed, or a reset and then the history.
     async fn start(&mut self, start: Start) -> Result<(), End> {
@@ -399,6 +425,8 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 self.send(&frame).await?;
             }
             count += page.entries.len();
+            let metrics = &self.posts.state.metrics;
+            metrics.delivered_untimed(self.via(), page.entries.len());
             if !page.more {
                 return Ok(count);
             }
@@ -436,17 +464,18 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 Ok(Step::Send(frame)) => frame,
                 // Under load several messages are often waiting already: they go out in one
                 // write (a system call per message is what limits fan-out).
-                Ok(Step::Deliver(first)) => {
+                Ok(Step::Deliver(first, mut sample)) => {
                     // Allocated only when a second message is waiting.
                     let mut more: Vec<EncodedFrame> = Vec::new();
                     let mut then = Step::Nothing;
                     while more.len() + 1 < MAX_BATCH {
                         match self.subscription.try_recv().map(|d| self.on_delivery(d)) {
-                            Some(Step::Deliver(frame)) => {
+                            Some(Step::Deliver(frame, sampled)) => {
                                 if more.is_empty() {
                                     more.push(first.clone());
                                 }
                                 more.push(frame);
+                                sample = sample.or(sampled);
                             }
                             Some(other) => {
                                 then = other;
@@ -463,6 +492,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     if let Err(end) = sent {
                         return end;
                     }
+                    let messages = more.len().max(1);
+                    let metrics = &self.posts.state.metrics;
+                    metrics.delivered(self.via(), messages, sample);
                     match then {
                         Step::Send(frame) => frame,
                         Step::CatchUp => match Box::pin(self.catch_up()).await {
@@ -499,6 +531,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// post frame counts against the rate limits, valid or not; too many refused in a row
     /// close the connection.
     fn on_post(&mut self, body: &Bytes) -> Result<Step, End> {
+        // Every outcome is counted in `reply`, which answers it.
         let (reference, post) = self.parse_post(body);
         if let Err(refused) = self.posts.check()? {
             return Ok(self.queued(reference, Err(Refusal::RateLimited(refused))));
@@ -574,6 +607,13 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         reference: Option<Value>,
         result: Result<Arc<Entry>, Refusal>,
     ) -> Option<EncodedFrame> {
+        let metrics = &self.posts.state.metrics;
+        match &result {
+            Ok(_) => metrics.post_accepted(self.via()),
+            Err(Refusal::Post(e)) => metrics.post_refused(PostRefusal::of(e)),
+            Err(Refusal::NotAPost) => metrics.post_refused(PostRefusal::Invalid),
+            Err(Refusal::RateLimited(refused)) => metrics.rate_limited(refused),
+        }
         let reply = match (self.mode, result) {
             (Mode::Snapshots, Ok(_)) => return None,
             (Mode::Snapshots, Err(error)) => {
@@ -598,10 +638,13 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// What to do with one delivery of the hub.
     fn on_delivery(&self, delivery: Delivery) -> Step {
         match delivery {
-            Delivery::Event(event) => Step::Deliver(self.ws.frame_for(&match self.mode {
-                Mode::Snapshots => snapshot_frame(&event.snapshot),
-                Mode::Deltas => delta_frame(&event.entry),
-            })),
+            Delivery::Event(event) => Step::Deliver(
+                self.ws.frame_for(&match self.mode {
+                    Mode::Snapshots => snapshot_frame(&event.snapshot),
+                    Mode::Deltas => delta_frame(&event.entry),
+                }),
+                self.posts.state.metrics.sample(&event.entry),
+            ),
             // Slow consumer: a fresh snapshot supersedes what was skipped; deltas are re-read
             // from the store so nothing is lost.
             Delivery::Lagged { .. } => match self.mode {
@@ -629,8 +672,23 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// A place under the connection caps for an HTTP/1.1 connection about to become a
+/// WebSocket: hyper's connection task, which holds the connection's own place, ends at the
+/// upgrade. A WebSocket on an HTTP/2 stream (RFC 8441) needs none: its connection lives on.
+pub(crate) fn upgraded_place<B>(
+    admission: &Arc<Admission>,
+    req: &axum::http::Request<B>,
+) -> Option<Admitted> {
+    if req.version() != axum::http::Version::HTTP_11 {
+        return None;
+    }
+    let peer = req.extensions().get::<crate::client_addr::Peer>()?;
+    Some(admission.keep(peer.addr.ip()))
+}
+
 #[cfg(test)]
 mod tests {
+
     use super::position_param;
     use rtchat_core::Position;
 

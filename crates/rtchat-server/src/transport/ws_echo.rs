@@ -52,9 +52,12 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
     let deflate = state.config.websocket.deflate.as_ref();
     let deflate = deflate.and_then(|d| rtchat_ws::deflate::negotiate(req.headers(), d));
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The upgraded connection keeps its place under the connection caps.
+    let slot = super::websocket::upgraded_place(&state.admission, &req);
     let config = state.config.websocket.clone();
     let shutdown = state.shutdown.clone();
     state.tasks.spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),
