@@ -86,11 +86,23 @@ fn fanout_idle_and_post_report_json() {
         "100",
         "--settle",
         "0.2",
+        "--fanout",
         "--json",
         "--quiet",
     ]);
     assert_eq!(idle["connected"], 100, "{idle}");
     assert!(idle["per_connection_kib"].is_number());
+    // --fanout: one message reaches every idle connection; the limits met are reported.
+    assert_eq!(idle["fanout"]["delivered"], 100, "{idle}");
+    assert!(idle["fanout"]["all_ms"].is_number(), "{idle}");
+    assert!(
+        idle["limits"]["bench_nofile"].as_u64().unwrap() > 0,
+        "{idle}"
+    );
+    assert!(
+        idle["limits"]["server_nofile"].as_u64().unwrap() > 0,
+        "{idle}"
+    );
 
     let post = bench_json(&[
         "bench",

@@ -288,21 +288,7 @@ async fn a_flood_from_one_address_is_refused_while_others_are_served() {
     }
     // Closing one frees its place.
     drop(held.pop());
-    let start = Instant::now();
-    loop {
-        let mut again = connect_from(&server, [127, 0, 0, 3]).await;
-        let _ = again
-            .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n\r\n")
-            .await;
-        if read_response(&mut again).await.0 == 200 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the place never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    place_comes_back(&server, [127, 0, 0, 3]).await;
 }
 
 /// Upgrades `conn` to a WebSocket at `path` and reads the 101.
@@ -332,13 +318,27 @@ async fn upgrade_on(conn: &mut TcpStream, path: &str, protocol: Option<&str>) {
     );
 }
 
-/// A fresh connection from 127.0.0.5 asking for `/poll`: its status.
-async fn status_from_5(server: &Server) -> u16 {
-    let mut conn = connect_from(server, [127, 0, 0, 5]).await;
+/// A fresh connection from `local` asking for `/poll`: its status.
+async fn status_from(server: &Server, local: [u8; 4]) -> u16 {
+    let mut conn = connect_from(server, local).await;
     let _ = conn
         .write_all(b"GET /poll HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await;
     read_response(&mut conn).await.0
+}
+
+/// Waits (up to 5 s) until a new connection from `local` is served again: a closed
+/// connection's place under the per-address cap is given back once the server has seen the
+/// close, which a client cannot await.
+async fn place_comes_back(server: &Server, local: [u8; 4]) {
+    let start = Instant::now();
+    while status_from(server, local).await != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -357,7 +357,7 @@ async fn upgraded_websockets_keep_counting_against_the_connection_caps() {
     let mut sio = connect_from(&server, [127, 0, 0, 5]).await;
     upgrade_on(&mut sio, "/socket.io/?EIO=4&transport=websocket", None).await;
     assert_eq!(
-        status_from_5(&server).await,
+        status_from(&server, [127, 0, 0, 5]).await,
         503,
         "a third connection is over the cap"
     );
@@ -368,14 +368,7 @@ async fn upgraded_websockets_keep_counting_against_the_connection_caps() {
     );
     // Closing the WebSocket gives its place back.
     drop(ws);
-    let start = Instant::now();
-    while status_from_5(&server).await != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the place never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    place_comes_back(&server, [127, 0, 0, 5]).await;
     drop(sio);
 }
 
