@@ -184,6 +184,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_resume: u64,
 
+    /// The most rooms that may exist at once: a post or join that would create one more is
+    /// refused (0: no cap). A room nobody is in whose messages are all gone stops counting.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_rooms: usize,
+
+    /// The most rooms one WebSocket connection or Socket.IO socket may be in at once.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_joined_rooms: u32,
+
+    /// Seconds a polling client that named itself (`?user=`) stays present in a room after
+    /// its last poll.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    presence_window: f64,
+
     /// Seconds a post's idempotency key is remembered: the same key again within it gets the
     /// first post's id (and a different text under it a 409).
     #[arg(long, value_name = "SECONDS", default_value_t = 120.0, value_parser = positive_seconds)]
@@ -428,6 +442,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         history,
         dedupe_window: Duration::from_secs_f64(args.dedupe_window),
         max_resume: args.max_resume,
+        max_rooms: args.max_rooms,
+        presence_window: Duration::from_secs_f64(args.presence_window),
         limits: Limits {
             max_user: args.max_user as usize,
             max_text: args.max_text as usize,
@@ -572,6 +588,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             },
         }),
         metrics_listen: args.metrics_listen,
+        max_joined_rooms: args.max_joined_rooms as usize,
         ..ServerConfig::default()
     };
     let drain = Drain::default();

@@ -1,31 +1,23 @@
 // One chat across transports: an HTTP/2 page (over HTTPS), an SSE page, a polling page and a
 // WebSocket page. Each posts once; every page shows every message, in the same order.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
+import { describe, it } from 'node:test';
+import { saveScreenshot, scenario, sharedBrowserAndTlsServer } from './lib/browser.mjs';
 import { item, openChat, sendOk, texts, token } from './lib/chat.mjs';
-import { postMessage, startServer } from './lib/server.mjs';
+import { postMessage } from './lib/server.mjs';
 
-let browser;
-let server;
-before(async () => {
-  [browser, server] = await Promise.all([launchBrowser({ tls: true }), startServer([], { tls: true })]);
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const shared = sharedBrowserAndTlsServer();
 
 describe('cross-transport chat', () => {
   it('HTTP/2, SSE, polling and WebSocket pages see each other\'s messages in the same order', { timeout: 40000 }, async () => {
-    await scenario(browser, 'cross', async ({ newPage }) => {
+    await scenario(shared.browser, 'cross', async ({ newPage }) => {
       const history = `history ${token()}`;
-      await postMessage(server.url, 'node', history);
+      await postMessage(shared.server.url, 'node', history);
       const pages = {
-        http2: await openChat(newPage, `${server.httpsUrl}/http2`, 'http2-user'),
-        sse: await openChat(newPage, `${server.url}/sse`, 'sse-user'),
-        polling: await openChat(newPage, `${server.url}/polling?interval=500`, 'polling-user'),
-        websocket: await openChat(newPage, `${server.url}/websocket`, 'websocket-user'),
+        http2: await openChat(newPage, `${shared.server.httpsUrl}/http2`, 'http2-user'),
+        sse: await openChat(newPage, `${shared.server.url}/sse`, 'sse-user'),
+        polling: await openChat(newPage, `${shared.server.url}/polling?interval=500`, 'polling-user'),
+        websocket: await openChat(newPage, `${shared.server.url}/websocket`, 'websocket-user'),
       };
       for (const page of Object.values(pages)) await item(page, history).waitFor();
 
@@ -46,6 +38,6 @@ describe('cross-transport chat', () => {
           Object.keys(pages).map((n) => `${n}-user`).reverse(), `${name}: users`);
       }
       await saveScreenshot(pages.sse, 'cross-sse.png');
-    }, { server });
+    }, { server: shared.server });
   });
 });

@@ -20,6 +20,74 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// `bench fanout --rooms`: subscribers and posts spread over rooms, each message counted only
+/// for its own room's subscribers, on every transport that has rooms.
+#[test]
+fn fanout_spreads_over_rooms() {
+    let server = Server::start(&["--no-tls", "--post-rate", "0"]);
+    let pid = server.pid().to_string();
+    let url = server.base.as_str();
+    for transport in ["ws", "socketio", "sse", "stream", "longpoll"] {
+        let report = bench_json(&[
+            "bench",
+            "fanout",
+            "--url",
+            url,
+            "--server-pid",
+            &pid,
+            "--transport",
+            transport,
+            "--rooms",
+            "4",
+            "--subscribers",
+            "20",
+            "--messages",
+            "20",
+            "--rate",
+            "50",
+            "--timeout",
+            "60",
+            "--json",
+            "--quiet",
+        ]);
+        assert_eq!(report["rooms"], 4, "{transport}: {report}");
+        assert_eq!(report["connected"], 20, "{transport}: {report}");
+        // 20 messages, 5 to each room, each room with 5 subscribers.
+        assert_eq!(report["expected"], 100, "{transport}: {report}");
+        assert_eq!(report["delivered_fraction"], 1.0, "{transport}: {report}");
+    }
+    let listed = std::process::Command::new("curl")
+        .args(["-sS", "--fail", &server.url("/rooms")])
+        .output()
+        .expect("run curl");
+    assert!(listed.status.success(), "GET /rooms: {listed:?}");
+    let rooms: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["bench-0", "bench-1", "bench-2", "bench-3", "general"]
+    );
+    let out = rtchat(
+        &[
+            "bench", "fanout", "--url", url, "-t", "ws-json", "--rooms", "2",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--rooms needs a transport with rooms"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn fanout_idle_and_post_report_json() {
     // A bench posts far faster than a person: this server runs without post rate limits

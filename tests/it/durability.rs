@@ -8,19 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post, rtchat, temp_dir, ws_connect, ws_json, Server};
+use common::{
+    client, fetch_json, get_json, ids, post, rtchat, temp_dir, ws_connect, ws_json, Server,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-fn ids(body: &Value) -> Vec<u64> {
-    body["msg"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect()
-}
 
 /// Every message after `since`, oldest first, read by paging `GET /poll?since=`.
 async fn all_after(server: &Server, mut since: u64) -> Vec<Value> {
@@ -426,14 +419,7 @@ async fn concurrent_posters_on_mixed_transports_lose_nothing_and_everyone_sees_o
             let c = reqwest::Client::new();
             let (mut since, mut got) = (0u64, Vec::new());
             while got.len() < TOTAL {
-                let body: Value = c
-                    .get(format!("{base}/poll?since={since}&timeout=20"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let body = fetch_json(c.get(format!("{base}/poll?since={since}&timeout=20"))).await;
                 let mut page = ids(&body);
                 page.reverse();
                 got.extend(page);

@@ -113,7 +113,10 @@ async fn the_same_key_twice_is_one_message_on_every_transport() {
     frame["ref"] = json!("r");
     ws.send(Message::text(frame.to_string())).await.unwrap();
     let ack = ws_json(&mut ws).await;
-    assert_eq!(ack, json!({"type": "ack", "ref": "r", "id": first["id"]}));
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "ref": "r", "room": "general", "id": first["id"]})
+    );
     // Another text under the key: refused.
     let (status, refused) = post_json(
         &server,

@@ -4,17 +4,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post, wait_for_stat, Server};
-use serde_json::Value;
-
-fn ids(body: &Value) -> Vec<u64> {
-    body["msg"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect()
-}
+use common::{client, fetch_json, get_json, ids, post, spawn_poll, wait_for_stat, Server};
 
 #[tokio::test]
 async fn answers_at_once_when_newer_messages_exist() {
@@ -33,16 +23,7 @@ async fn wakes_on_a_post() {
     let server = Server::start(&[]);
     post(&server, "u", "before").await;
     let url = server.url("/poll?since=1&timeout=60");
-    let parked = tokio::spawn(async move {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let parked = spawn_poll(url);
     wait_for_stat(&server, "parked_polls", 1).await;
     post(&server, "ann", "wake up").await;
     let body = parked.await.unwrap();
@@ -94,9 +75,7 @@ async fn a_thousand_parked_polls_all_wake_on_one_post() {
     let mut polls = Vec::new();
     for _ in 0..1000 {
         let req = client.get(server.url("/poll?since=0&timeout=60"));
-        polls.push(tokio::spawn(async move {
-            req.send().await.unwrap().json::<Value>().await.unwrap()
-        }));
+        polls.push(tokio::spawn(fetch_json(req)));
     }
     wait_for_stat(&server, "parked_polls", 1000).await;
     post(&server, "ann", "everyone").await;

@@ -19,6 +19,8 @@ mod origins;
 mod poll_api;
 mod post_limits;
 mod rfc8441;
+mod rooms_http;
+mod rooms_ws;
 mod server_shell;
 mod sse;
 mod streams;

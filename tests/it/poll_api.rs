@@ -2,17 +2,8 @@
 
 use crate::common;
 
-use common::{client, get_json, post, Server};
+use common::{client, get_json, ids, post, Server};
 use serde_json::{json, Value};
-
-fn ids(body: &Value) -> Vec<u64> {
-    body["msg"]
-        .as_array()
-        .expect("msg is a list")
-        .iter()
-        .map(|m| m["id"].as_u64().expect("id is a number"))
-        .collect()
-}
 
 #[tokio::test]
 async fn empty_history_has_the_course_shape() {

@@ -2,98 +2,17 @@
 
 use crate::common;
 
-use std::time::Duration;
-
-use common::{client, get_json, post, stat, wait_for_stat, Server};
+use common::{client, get_json, post, stat, wait_for_stat, Server, Sse};
 use serde_json::Value;
-
-/// One parsed SSE block: a comment, or an event with its fields.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Block {
-    comment: Option<String>,
-    event: Option<String>,
-    id: Option<String>,
-    data: Option<String>,
-    retry: Option<String>,
-}
-
-/// Reads an SSE response block by block, as `EventSource` would.
-struct SseReader {
-    res: reqwest::Response,
-    buf: String,
-}
-
-impl SseReader {
-    async fn open(req: reqwest::RequestBuilder) -> SseReader {
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 200);
-        assert_eq!(res.headers()["content-type"], "text/event-stream");
-        assert_eq!(res.headers()["cache-control"], "no-cache");
-        SseReader {
-            res,
-            buf: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> Block {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let raw: String = self.buf.drain(..end + 2).collect();
-                let mut block = Block::default();
-                for line in raw.lines().filter(|l| !l.is_empty()) {
-                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-                    match field {
-                        "" => block.comment = Some(value),
-                        "event" => block.event = Some(value),
-                        "id" => block.id = Some(value),
-                        "data" => block.data = Some(value),
-                        "retry" => block.retry = Some(value),
-                        other => panic!("unexpected field {other:?}"),
-                    }
-                }
-                return block;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
-                .await
-                .expect("an event within 10 s")
-                .unwrap()
-                .expect("the stream stays open");
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// The next message event (skipping heartbeats), as `(id, message)`.
-    async fn message(&mut self) -> (u64, Value) {
-        loop {
-            let block = self.next().await;
-            if block.comment.is_some() {
-                continue;
-            }
-            assert_eq!(
-                block.event, None,
-                "messages use the default event type: {block:?}"
-            );
-            // `id:` is EPOCH:ID.
-            let full = block.id.unwrap();
-            let (epoch, id) = full.split_once(':').expect("id: is EPOCH:ID");
-            assert_eq!(epoch.len(), 8, "{full}");
-            let id: u64 = id.parse().unwrap();
-            let msg: Value = serde_json::from_str(&block.data.unwrap()).unwrap();
-            assert_eq!(msg["id"], id, "id: is the message id");
-            return (id, msg);
-        }
-    }
-}
 
 #[tokio::test]
 async fn history_then_live_events_with_a_retry_hint() {
     let server = Server::start(&[]);
     post(&server, "ann", "one").await;
     post(&server, "bob", "two").await;
-    let mut sse = SseReader::open(client().get(server.url("/events"))).await;
-    assert_eq!(sse.next().await.retry.as_deref(), Some("2000"));
-    let (id, m) = sse.message().await;
+    let mut sse = Sse::open(client().get(server.url("/events"))).await;
+    assert_eq!(sse.block().await.retry.as_deref(), Some("2000"));
+    let (id, _, m) = sse.message().await;
     assert_eq!(
         (id, m["text"].as_str().unwrap()),
         (1, "one"),
@@ -101,7 +20,7 @@ async fn history_then_live_events_with_a_retry_hint() {
     );
     assert_eq!(sse.message().await.0, 2);
     post(&server, "cy", "live").await;
-    let (id, m) = sse.message().await;
+    let (id, _, m) = sse.message().await;
     assert_eq!(id, 3);
     assert_eq!(m["user"], "cy");
     assert_eq!(m["text"], "live");
@@ -114,17 +33,17 @@ async fn last_event_id_resumes_with_exactly_the_missed_messages() {
         post(&server, "u", &format!("m{i}")).await;
     }
     // More missed (8) than the history holds (3): the rest come from the store.
-    let mut sse = SseReader::open(
+    let mut sse = Sse::open(
         client()
             .get(server.url("/events"))
             .header("last-event-id", "2"),
     )
     .await;
-    sse.next().await; // retry
+    sse.block().await; // retry
     for want in 3..=10 {
         assert_eq!(sse.message().await.0, want);
     }
-    let resumed = sse.next().await;
+    let resumed = sse.block().await;
     assert_eq!(resumed.event.as_deref(), Some("resumed"), "{resumed:?}");
     let epoch = get_json(&server, "/poll").await["epoch"]
         .as_str()
@@ -135,22 +54,22 @@ async fn last_event_id_resumes_with_exactly_the_missed_messages() {
     post(&server, "u", "m11").await;
     // Resuming with the epoch (as EventSource repeats the `id:` it saw) works the same; a
     // position from another epoch starts over.
-    let mut again = SseReader::open(
+    let mut again = Sse::open(
         client()
             .get(server.url("/events"))
             .header("last-event-id", format!("{epoch}:10")),
     )
     .await;
-    again.next().await; // retry
+    again.block().await; // retry
     assert_eq!(again.message().await.0, 11);
-    let mut other = SseReader::open(
+    let mut other = Sse::open(
         client()
             .get(server.url("/events"))
             .header("last-event-id", "zzzzzzzz:10"),
     )
     .await;
-    other.next().await; // retry
-    assert_eq!(other.next().await.event.as_deref(), Some("reset"));
+    other.block().await; // retry
+    assert_eq!(other.block().await.event.as_deref(), Some("reset"));
     assert_eq!(sse.message().await.0, 11, "then live, with no duplicate");
 }
 
@@ -160,18 +79,18 @@ async fn since_query_resumes_and_last_event_id_wins_over_it() {
     for i in 1..=5 {
         post(&server, "u", &format!("m{i}")).await;
     }
-    let mut sse = SseReader::open(client().get(server.url("/events?since=3"))).await;
-    sse.next().await;
+    let mut sse = Sse::open(client().get(server.url("/events?since=3"))).await;
+    sse.block().await;
     assert_eq!(sse.message().await.0, 4);
     assert_eq!(sse.message().await.0, 5);
 
-    let mut sse = SseReader::open(
+    let mut sse = Sse::open(
         client()
             .get(server.url("/events?since=1"))
             .header("last-event-id", "4"),
     )
     .await;
-    sse.next().await;
+    sse.block().await;
     assert_eq!(sse.message().await.0, 5);
 }
 
@@ -181,71 +100,62 @@ async fn a_resume_further_back_than_max_resume_gets_the_newest_after_a_truncated
     for i in 1..=6 {
         post(&server, "u", &format!("m{i}")).await;
     }
-    let mut sse = SseReader::open(
+    let mut sse = Sse::open(
         client()
             .get(server.url("/events"))
             .header("last-event-id", "1"),
     )
     .await;
-    assert!(sse.next().await.retry.is_some());
-    let note = sse.next().await;
+    assert!(sse.block().await.retry.is_some());
+    let note = sse.block().await;
     assert_eq!(note.event.as_deref(), Some("truncated"), "{note:?}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&note.data.unwrap()).unwrap()["after"],
-        1
-    );
+    assert_eq!(note.json()["after"], 1);
     assert_eq!(sse.message().await.0, 5);
     assert_eq!(sse.message().await.0, 6);
-    let resumed = sse.next().await;
+    let resumed = sse.block().await;
     assert_eq!(resumed.event.as_deref(), Some("resumed"));
-    assert_eq!(
-        serde_json::from_str::<Value>(&resumed.data.unwrap()).unwrap()["count"],
-        2
-    );
+    assert_eq!(resumed.json()["count"], 2);
 }
 
 #[tokio::test]
 async fn msgs_with_accept_event_stream_is_sse() {
     let server = Server::start(&[]);
     post(&server, "ann", "hello").await;
-    let mut sse = SseReader::open(
+    let mut sse = Sse::open(
         client()
             .get(server.url("/msgs"))
             .header("accept", "text/event-stream"),
     )
     .await;
-    sse.next().await;
-    assert_eq!(sse.message().await.1["text"], "hello");
+    sse.block().await;
+    assert_eq!(sse.message().await.2["text"], "hello");
 }
 
 #[tokio::test]
 async fn heartbeat_comments_arrive_on_an_idle_stream() {
     let server = Server::start(&["--sse-heartbeat", "0.2"]);
-    let mut sse = SseReader::open(client().get(server.url("/events"))).await;
-    sse.next().await;
-    let block = sse.next().await;
+    let mut sse = Sse::open(client().get(server.url("/events"))).await;
+    sse.block().await;
+    let block = sse.block().await;
     assert_eq!(block.comment.as_deref(), Some("keepalive"), "{block:?}");
-    assert_eq!(sse.next().await.comment.as_deref(), Some("keepalive"));
+    assert_eq!(sse.block().await.comment.as_deref(), Some("keepalive"));
 }
 
 #[tokio::test]
 async fn an_id_this_server_never_gave_gets_a_reset_then_the_history() {
     let server = Server::start(&[]);
     post(&server, "ann", "new life").await;
-    let mut sse = SseReader::open(
+    let mut sse = Sse::open(
         client()
             .get(server.url("/events"))
             .header("last-event-id", "99"),
     )
     .await;
-    sse.next().await;
-    let reset = sse.next().await;
+    sse.block().await;
+    let reset = sse.block().await;
     assert_eq!(reset.event.as_deref(), Some("reset"));
-    assert_eq!(
-        serde_json::from_str::<Value>(&reset.data.unwrap()).unwrap()["last"],
-        1
-    );
-    assert_eq!(sse.message().await.1["text"], "new life");
+    assert_eq!(reset.json()["last"], 1);
+    assert_eq!(sse.message().await.2["text"], "new life");
 }
 
 #[tokio::test]
@@ -274,8 +184,8 @@ async fn bad_resume_ids_are_400() {
 async fn closing_the_event_stream_unsubscribes() {
     let server = Server::start(&[]);
     let before = stat(&server, "subscribers").await;
-    let mut sse = SseReader::open(client().get(server.url("/events"))).await;
-    sse.next().await;
+    let mut sse = Sse::open(client().get(server.url("/events"))).await;
+    sse.block().await;
     wait_for_stat(&server, "subscribers", before + 1).await;
     drop(sse);
     wait_for_stat(&server, "subscribers", before).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client, get_json, post, stat, wait_for_stat, Server};
+use common::{client, get_json, post, stat, texts, wait_for_stat, Server};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -40,15 +40,6 @@ async fn next_snapshot(res: &mut reqwest::Response) -> Value {
         "exactly one snapshot per write: {text}"
     );
     serde_json::from_str(text).expect("one JSON.parse per read works")
-}
-
-fn texts(snapshot: &Value) -> Vec<String> {
-    snapshot["msg"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn reads_snapshots(http2: bool) {

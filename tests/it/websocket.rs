@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{
-    client, get_json, post, stat, wait_for_stat, ws_connect as connect,
+    client, get_json, post, spawn_poll, stat, texts, wait_for_stat, ws_connect as connect,
     ws_connect_with as connect_with, ws_json as next_json, ws_url, Server, Ws,
 };
 use futures::{SinkExt, StreamExt};
@@ -32,15 +32,6 @@ async fn next_close(ws: &mut Ws) -> (CloseCode, String) {
 
 async fn send_json(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).await.unwrap();
-}
-
-fn texts(snapshot: &Value) -> Vec<String> {
-    snapshot["msg"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -127,14 +118,17 @@ async fn rtchat_v1_sends_deltas_acks_and_typed_errors() {
     // The ack and the message itself, in either order.
     let mut got = [next_json(&mut ws).await, next_json(&mut ws).await];
     got.sort_by_key(|v| v["type"].as_str().unwrap().to_owned());
-    assert_eq!(got[0], json!({"type": "ack", "ref": 7, "id": 2}));
+    assert_eq!(
+        got[0],
+        json!({"type": "ack", "ref": 7, "room": "general", "id": 2})
+    );
     assert_eq!(got[1]["type"], "msg");
     assert_eq!(got[1]["msg"]["text"], "new");
     assert_eq!(got[1]["msg"]["id"], 2);
     send_json(&mut ws, json!({"type": "post", "user": "bob", "ref": "r2"})).await;
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "error", "ref": "r2", "error": "\"text\" is missing"})
+        json!({"type": "error", "ref": "r2", "room": "general", "error": "\"text\" is missing"})
     );
     send_json(&mut ws, json!({"user": "bob", "text": "no type"})).await;
     assert_eq!(next_json(&mut ws).await["type"], "error");
@@ -160,7 +154,7 @@ async fn rtchat_v1_resumes_with_exactly_the_missed_messages() {
     let epoch = get_json(&server, "/poll").await["epoch"].clone();
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "resumed", "after": 3, "count": 9, "last": 12, "epoch": epoch}),
+        json!({"type": "resumed", "room": "general", "after": 3, "count": 9, "last": 12, "epoch": epoch}),
         "the end of the catch-up is announced"
     );
     post(&server, "u", "m13").await;
@@ -181,7 +175,7 @@ async fn rtchat_v1_tells_about_reset_and_truncation() {
     let mut ws = connect(&server, "/ws?since=99", &["rtchat.v1"]).await;
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "reset", "last": 6, "epoch": epoch})
+        json!({"type": "reset", "room": "general", "last": 6, "epoch": epoch})
     );
     assert_eq!(next_json(&mut ws).await["type"], "history");
     // A known id from another epoch is a reset too; the right epoch resumes.
@@ -195,7 +189,7 @@ async fn rtchat_v1_tells_about_reset_and_truncation() {
     let mut ws = connect(&server, "/ws?since=1", &["rtchat.v1"]).await;
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "truncated", "after": 1})
+        json!({"type": "truncated", "room": "general", "after": 1})
     );
     for want in 4..=6 {
         assert_eq!(next_json(&mut ws).await["msg"]["id"], want);
@@ -211,7 +205,7 @@ async fn a_resume_further_back_than_max_resume_gets_the_newest_and_truncated() {
     let mut ws = connect(&server, "/ws?since=1", &["rtchat.v1"]).await;
     assert_eq!(
         next_json(&mut ws).await,
-        json!({"type": "truncated", "after": 1}),
+        json!({"type": "truncated", "room": "general", "after": 1}),
         "the client is told from where it was skipped"
     );
     for want in 6..=8 {
@@ -370,16 +364,7 @@ async fn messages_cross_between_websocket_and_polling() {
     let mut ws = connect(&server, "/ws", &["json"]).await;
     next_json(&mut ws).await;
     let url = server.url("/poll?since=0&timeout=30");
-    let parked = tokio::spawn(async move {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let parked = spawn_poll(url);
     wait_for_stat(&server, "parked_polls", 1).await;
     send_json(&mut ws, json!({"user": "ws", "text": "to the pollers"})).await;
     assert_eq!(parked.await.unwrap()["msg"][0]["text"], "to the pollers");

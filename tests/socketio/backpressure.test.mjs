@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { postPoll, startServer, waitUntil } from './lib/server.mjs';
+import { connected } from './lib/socket.mjs';
 
 /** A raw Engine.IO v4 / Socket.IO v5 client over WebSocket that records every event. */
 class RawSocket {
@@ -82,14 +83,6 @@ function observer(url) {
     for (const m of [...page.msg].reverse()) ids.push(m.id);
   });
   return { s, ids };
-}
-
-function connected(s) {
-  return new Promise((resolve, reject) => {
-    if (s.connected) return resolve();
-    s.once('connect', resolve);
-    s.once('connect_error', reject);
-  });
 }
 
 /**

@@ -1,13 +1,18 @@
 // Headless Chromium: two /socketio pages chat through rtchat, with the default transports
 // (polling upgraded to WebSocket) and with WebSockets disabled for the page
 // (?transports=polling); and a page that resumes (auth {last, epoch}) on a `--store memory`
-// server restarted meanwhile, which has handed out the page's ids again.
+// server restarted meanwhile, which has handed out the page's ids again; and two pages that
+// chat in a room of their own (room:join), see each other in the member list and "… is
+// typing", while a third page in general sees none of it.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
+import {
+  item, joinRoom, member, onlineMembers, roomEntry, texts, waitInRoom, waitMember, waitTyping,
+} from '../browser/lib/chat.mjs';
 import { startProxy } from '../browser/lib/proxy.mjs';
 import { postPoll, startServer, waitUntil } from './lib/server.mjs';
 
@@ -36,10 +41,12 @@ after(async () => {
   await server?.stop();
 });
 
-async function openPage(query, name, base = server.url) {
+/** Open /socketio as `name`; `setup(page)` runs before the page loads (to watch its traffic). */
+async function openPage(query, name, base = server.url, setup = undefined) {
   const context = await browser.newContext();
   context.setDefaultTimeout(10000);
   const page = await context.newPage();
+  await setup?.(page);
   const errors = [];
   const sockets = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -174,5 +181,85 @@ test('after a --store memory restart that reuses the ids, a resumed page shows t
     await proxy.close();
     await second?.stop();
     await first.stop();
+  }
+});
+
+test('two /socketio pages in a room chat and see each other (members, typing); a page in general sees none of it', { timeout: 60000 }, async () => {
+  const room = `sio-${Math.random().toString(36).slice(2, 8)}`;
+  const pages = [];
+  const open = async (name) => {
+    // Typing signals the page sends, over the WebSocket or a polling request: 42["typing",...].
+    const sent = { typing: 0 };
+    const count = (payload) => { if (/^42\["typing"/.test(String(payload))) sent.typing += 1; };
+    const p = await openPage('?refresh=400', name, server.url, (page) => {
+      page.on('websocket', (ws) => ws.on('framesent', (f) => count(f.payload)));
+      page.on('request', (r) => {
+        if (r.method() === 'POST') for (const part of String(r.postData() ?? '').split('\x1e')) count(part);
+      });
+    });
+    pages.push(p);
+    Object.defineProperty(p, 'typingSent', { get: () => sent.typing });
+    return p;
+  };
+  try {
+    const carol = await open('carol');
+    const ann = await open('ann');
+    const bob = await open('bob');
+    // auth.user names the sockets in general, where they all start.
+    await waitMember(carol.page, 'ann');
+    await waitMember(carol.page, 'bob');
+    for (const p of [ann, bob]) {
+      await p.page.waitForFunction(() => window.rtchatDebug.transport === 'websocket');
+      await joinRoom(p.page, room);
+    }
+    for (const p of [ann, bob]) {
+      await waitMember(p.page, 'ann');
+      await waitMember(p.page, 'bob');
+    }
+    assert.deepEqual(await onlineMembers(ann.page), ['ann', 'bob']);
+    // They left general for the room: carol sees them go.
+    await waitMember(carol.page, 'ann', false);
+    await waitMember(carol.page, 'bob', false);
+
+    await bob.page.locator('#text').pressSequentially('hello th', { delay: 25 });
+    await waitTyping(ann.page, 'bob is typing…');
+    assert.equal(bob.typingSent, 1, 'one typing signal for a burst of keystrokes');
+    assert.equal(await bob.page.locator('#typing').textContent(), '');
+
+    await say(ann.page, `hello ${room}`);
+    await expectMessage(bob.page, 'ann', `hello ${room}`);
+    await say(bob.page, 'hi ann');
+    await expectMessage(ann.page, 'bob', 'hi ann');
+    assert.deepEqual(await texts(ann.page), ['hi ann', `hello ${room}`]);
+
+    // Carol, in general: a later general message reaches her, the room's do not, nobody types;
+    // the room has a dot in her room list.
+    const sentinel = `general goes on ${room}`;
+    assert.equal((await postPoll(server.url, 'node', sentinel)).status, 200);
+    await expectMessage(carol.page, 'node', sentinel);
+    assert.equal(await item(carol.page, 'hi ann').count(), 0);
+    assert.equal(await item(carol.page, `hello ${room}`).count(), 0);
+    const online = await onlineMembers(carol.page);
+    assert.ok(!online.includes('ann') && !online.includes('bob'), `online in general: ${online}`);
+    assert.equal(await carol.page.locator('#typing').textContent(), '');
+    await roomEntry(carol.page, room).locator('.unread-dot:visible').waitFor();
+
+    // Carol opens the room: the messages are there, bob sees her come.
+    await roomEntry(carol.page, room).locator('button').click();
+    await waitInRoom(carol.page, room);
+    await expectMessage(carol.page, 'bob', 'hi ann');
+    await waitMember(bob.page, 'carol');
+    assert.equal(await member(carol.page, 'ann').getAttribute('data-online'), 'true');
+    assert.deepEqual(pages.flatMap((p) => p.errors), []);
+    await fs.mkdir(ARTIFACTS, { recursive: true });
+    await bob.page.screenshot({ path: path.join(ARTIFACTS, 'socketio-room.png'), fullPage: true });
+  } catch (err) {
+    await fs.mkdir(ARTIFACTS, { recursive: true });
+    for (const [i, p] of pages.entries()) {
+      await p.page.screenshot({ path: path.join(ARTIFACTS, `socketio-room-${i}.png`) }).catch(() => {});
+    }
+    throw err;
+  } finally {
+    for (const p of pages) await p.context.close();
   }
 });

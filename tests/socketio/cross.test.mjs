@@ -5,6 +5,7 @@ import { after, before, test } from 'node:test';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 import { startServer, waitUntil } from './lib/server.mjs';
+import { connected } from './lib/socket.mjs';
 
 let server;
 before(async () => {
@@ -19,10 +20,7 @@ async function socketioClient(base) {
   const seen = [];
   const s = io(base, { forceNew: true, auth: { snapshots: false } });
   s.on('msg:new', (m) => seen.push(m));
-  await new Promise((resolve, reject) => {
-    s.once('connect', resolve);
-    s.once('connect_error', reject);
-  });
+  await connected(s);
   return {
     name: 'socket.io',
     seen,

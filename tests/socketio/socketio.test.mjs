@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { io } from 'socket.io-client';
 import { postPoll, sleep, startServer, waitUntil } from './lib/server.mjs';
+import { connected, connectError } from './lib/socket.mjs';
 
 const T = { timeout: 30000 };
 
@@ -50,21 +51,6 @@ function client(url, { resume = false, ...opts } = {}) {
   });
   s.on('msg:error', (e) => rec.errors.push(e));
   return { s, rec };
-}
-
-function connected(s) {
-  return new Promise((resolve, reject) => {
-    if (s.connected) return resolve();
-    s.once('connect', resolve);
-    s.once('connect_error', reject);
-  });
-}
-
-function connectError(s) {
-  return new Promise((resolve, reject) => {
-    s.once('connect', () => reject(new Error('connected, but a connect_error was expected')));
-    s.once('connect_error', resolve);
-  });
 }
 
 const post = (s, body) => s.timeout(5000).emitWithAck('msg:post', body);
@@ -115,7 +101,8 @@ describe('Socket.IO transports', () => {
         assert.equal(typeof ack.id, 'number');
         for (const c of [a, b]) {
           const m = await waitUntil(() => c.rec.news.find((n) => n.id === ack.id), { what: 'msg:new' });
-          assert.deepEqual(Object.keys(m).sort(), ['id', 'text', 'time', 'user']);
+          assert.deepEqual(Object.keys(m).sort(), ['id', 'room', 'text', 'time', 'user']);
+          assert.equal(m.room, 'general');
           assert.equal(m.user, 'ann');
           assert.equal(m.text, `hello over ${mode.expect}`);
           const snap = await waitUntil(() => c.rec.get.find((g) => g.msg[0]?.id === ack.id), { what: 'msg:get broadcast' });

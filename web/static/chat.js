@@ -347,6 +347,598 @@
       (missed > 0 ? missed + ' missed.' : 'nothing missed.');
   }
 
+  /* ---------------------------------------------------------------------------------------
+   * Rooms, and the page every transport shares (mountChat)
+   * ------------------------------------------------------------------------------------- */
+
+  /** The room of the course contract: served by the old endpoints (/poll, /msgs, /events, /ws). */
+  var GENERAL = 'general';
+  /** How long "ann is typing…" stays up without a repeat (the wire spec's 5 s). */
+  var TYPING_SHOW_MS = 5000;
+  /** A page sends `typing` at most this often while the user types. */
+  var TYPING_EVERY_MS = 1000;
+  /** The longest user name the server takes by default (--max-user): longer ones are not sent as typing. */
+  var MAX_USER = 64;
+  var ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
+
+  /** Is `name` a room name the server takes (1–64 characters of a-z, 0-9, - and _)? */
+  function isRoomName(name) {
+    return typeof name === 'string' && ROOM_NAME.test(name);
+  }
+
+  /** The server's own words for a bad room name, so the page says what the server would. */
+  function roomNameError(name) {
+    return 'room names are 1 to 64 characters of a-z, 0-9, - and _; got ' + JSON.stringify(String(name));
+  }
+
+  /** `/rooms/{room}/{tail}`: the room endpoints (general has its old ones too, see GENERAL). */
+  function roomPath(room, tail) {
+    return '/rooms/' + encodeURIComponent(room) + '/' + tail;
+  }
+
+  /** `path` with the query parameters of `params` whose value is not null, in that order. */
+  function withQuery(path, params) {
+    var parts = [];
+    for (var i = 0; i < params.length; i++) {
+      if (params[i][1] === null || params[i][1] === undefined) continue;
+      parts.push(encodeURIComponent(params[i][0]) + '=' + encodeURIComponent(String(params[i][1])));
+    }
+    return parts.length ? path + '?' + parts.join('&') : path;
+  }
+
+  /** A user name worth announcing (typing): not blank, not longer than the server takes. */
+  function isSendableName(name) {
+    var n = String(name || '');
+    return n.trim() !== '' && Array.from(n).length <= MAX_USER && !/[\u0000-\u001f\u007f]/.test(n);
+  }
+
+  /** Tell a room over HTTP that `user` is typing (polling, SSE and /msgs pages); best effort. */
+  function postTyping(room, user) {
+    return fetch(roomPath(room, 'typing'), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user: user }),
+      cache: 'no-store'
+    }).then(function () {}, function () {});
+  }
+
+  /** An element with attributes and children (strings become text nodes): markup without innerHTML. */
+  function h(tag, attrs, children) {
+    var el = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (k) {
+        var v = attrs[k];
+        if (v === false || v === null || v === undefined) return;
+        el.setAttribute(k, v === true ? '' : String(v));
+      });
+    }
+    [].concat(children || []).forEach(function (c) {
+      if (c === null || c === undefined) return;
+      el.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    });
+    return el;
+  }
+
+  /** GET `url` as JSON; resolves to the body, or null on any failure (for best-effort extras). */
+  function getJson(url) {
+    return fetch(url, { cache: 'no-store', headers: { Accept: 'application/json' } }).then(function (res) {
+      return res.ok ? res.json() : null;
+    }).catch(function () { return null; });
+  }
+
+  /** "ann is typing…", "ann and bob are typing…", "ann, bob and 2 others are typing…". */
+  function typingText(users) {
+    if (users.length === 0) return '';
+    if (users.length === 1) return users[0] + ' is typing…';
+    if (users.length === 2) return users[0] + ' and ' + users[1] + ' are typing…';
+    var others = users.length - 2;
+    return users[0] + ', ' + users[1] + ' and ' + others + ' other' + (others === 1 ? '' : 's') +
+      ' are typing…';
+  }
+
+  /**
+   * Reorder and fill the keyed children of `container` (attribute `attr`) to match `keys`,
+   * reusing existing elements (so focus and screen-reader state survive a refresh);
+   * `make(key)` builds a missing one, `update(el, key)` refreshes every one.
+   */
+  function syncKeyed(container, attr, keys, make, update) {
+    var existing = new Map();
+    Array.from(container.children).forEach(function (el) { existing.set(el.getAttribute(attr), el); });
+    var ref = container.firstChild;
+    keys.forEach(function (key) {
+      var el = existing.get(key) || make(key);
+      existing.delete(key);
+      update(el, key);
+      if (el === ref) ref = ref.nextSibling;
+      else container.insertBefore(el, ref);
+    });
+    existing.forEach(function (el) { el.remove(); });
+  }
+
+  /**
+   * Build the chat every transport page shows, inside `<main id="chat">`, and wire what they
+   * all do alike: the connection dot and status line, the composer (name remembered), the
+   * room list (GET /rooms, join or create by name, a dot on rooms with news), the member list
+   * (GET /rooms/{room}/presence and `presence` events), "ann is typing…", and the
+   * `window.rtchatDebug` hook. Whatever the page already holds in `<main>` (its own notes)
+   * goes above the composer. The transport page keeps only its connection and gives:
+   *   enter(room, previous)  follow `room` instead of `previous` (null at the start; the same
+   *                          room again after the user renamed themself in a room)
+   *   send(room, user, text) post; resolves to {ok, id} or {ok: false, error}
+   *   typing(room, user)     tell the room the user is typing (called at most once a second)
+   *   rename(user)           optional: instead of entering the room again on a rename
+   *   endpoint(room)         optional: the URL the page reads `room` from, shown in #endpoint
+   *   pollPresence           true for a transport without presence events (polling): the
+   *                          member list is then re-read every `refresh` ms (in general it
+   *                          always is)
+   *   debug                  an object of getters, added to window.rtchatDebug
+   * and calls start() once it is ready. Tuning via the page URL: ?refresh=MS (how often the
+   * room list is re-read; default 10000) and ?room=NAME (the room to open).
+   */
+  function mountChat(opts) {
+    var main = document.getElementById('chat');
+    var own = Array.prototype.slice.call(main.children); // the page's own notes
+    var params = new URLSearchParams(window.location.search);
+    var cfg = { refresh: numParam('refresh', 10000) };
+
+    // ---- the page ----
+    var els = {
+      dot: h('span', { id: 'status-dot', class: 'dot', 'data-state': 'connecting', role: 'img',
+        'aria-label': 'Connecting…', title: 'Connecting…' }),
+      status: h('span', { id: 'status-text', 'aria-hidden': 'true' }, 'connecting'),
+      roomForm: h('form', { id: 'room-form', class: 'room-form', autocomplete: 'off' }),
+      roomName: h('input', { id: 'room-name', name: 'room', type: 'text', placeholder: 'Join or create…',
+        autocapitalize: 'none', spellcheck: 'false', enterkeyhint: 'go', maxlength: '64' }),
+      roomError: h('p', { id: 'room-error', class: 'error-line', role: 'alert' }),
+      rooms: h('ul', { id: 'rooms', class: 'room-list', 'aria-labelledby': 'rooms-heading' }),
+      membersRoom: h('span', { id: 'members-room' }),
+      members: h('ul', { id: 'members', class: 'member-list', 'aria-labelledby': 'members-heading' }),
+      membersNote: h('p', { id: 'members-note', class: 'members-note' }),
+      title: h('h2', { id: 'room-title', class: 'room-title' }),
+      line: h('p', { id: 'stream-status', class: 'status-line', role: 'status', 'aria-live': 'polite' }),
+      form: h('form', { id: 'composer', class: 'composer', autocomplete: 'off' }),
+      user: h('input', { id: 'user', name: 'user', type: 'text', autocomplete: 'nickname', spellcheck: 'false' }),
+      text: h('input', { id: 'text', name: 'text', type: 'text', placeholder: 'Say something and press Enter',
+        enterkeyhint: 'send' }),
+      send: h('button', { id: 'send', type: 'submit' }, 'Send'),
+      error: h('p', { id: 'post-error', class: 'error-line', role: 'alert' }),
+      typing: h('p', { id: 'typing', class: 'typing', 'aria-live': 'polite' }),
+      empty: h('p', { id: 'empty', class: 'empty' }, 'Loading messages…'),
+      list: h('ol', { id: 'messages', class: 'messages', 'aria-labelledby': 'messages-heading',
+        'aria-live': 'polite', 'aria-relevant': 'additions' })
+    };
+    els.roomForm.appendChild(h('label', { for: 'room-name', class: 'visually-hidden' }, 'Room to join or create'));
+    els.roomForm.appendChild(els.roomName);
+    els.roomForm.appendChild(h('button', { id: 'room-join', type: 'submit' }, 'Join'));
+    els.form.appendChild(h('div', { class: 'field user' }, [h('label', { for: 'user' }, 'Your name'), els.user]));
+    els.form.appendChild(h('div', { class: 'field' }, [h('label', { for: 'text' }, 'Message'), els.text]));
+    els.form.appendChild(els.send);
+
+    main.appendChild(h('div', { class: 'chat-head' }, [
+      h('h1', null, 'Chat With Me'),
+      h('span', { class: 'presence' }, [els.dot, els.status])
+    ]));
+    var conversation = h('section', { class: 'conversation', 'aria-labelledby': 'room-title' }, [els.title]);
+    own.forEach(function (el) { conversation.appendChild(el); });
+    [els.line, els.form, els.error, els.typing,
+      h('h2', { class: 'visually-hidden', id: 'messages-heading' }, 'Messages, newest first'),
+      els.empty, els.list].forEach(function (el) { conversation.appendChild(el); });
+    main.appendChild(h('div', { class: 'chat-layout' }, [
+      h('aside', { class: 'sidebar', 'aria-label': 'Rooms and members' }, [
+        h('section', { class: 'panel rooms' }, [
+          h('h2', { id: 'rooms-heading' }, 'Rooms'), els.roomForm, els.roomError, els.rooms
+        ]),
+        h('section', { class: 'panel members' }, [
+          h('h2', { id: 'members-heading' }, ['In ', els.membersRoom]), els.members, els.membersNote
+        ])
+      ]),
+      conversation
+    ]));
+
+    // ---- state ----
+    var st = {
+      room: GENERAL,
+      previous: null,
+      joinedAs: null,       // the name the current room was entered with
+      listed: new Map(),    // GET /rooms: name -> {last, online}
+      seen: new Map(),      // name -> the newest id this page knows of there (its news baseline)
+      unread: new Set(),
+      roomsLoaded: false,
+      members: new Map(),   // name -> true (online) | false (left while this page looked)
+      unnamed: 0,
+      typing: new Map(),    // user -> timer hiding it
+      lastTyping: 0,
+      shownKeys: null,      // message keys rendered in this room (new ones end their author's typing)
+      roomsTimer: null,
+      presenceSoon: null,
+      presenceGen: 0,
+      started: false
+    };
+
+    var wanted = params.get('room');
+    if (wanted !== null && wanted !== '') {
+      if (isRoomName(wanted)) st.room = wanted;
+      else els.roomError.textContent = roomNameError(wanted);
+    }
+
+    function isHidden() {
+      return document.visibilityState === 'hidden';
+    }
+
+    // ---- the room list ----
+    function roomNames() {
+      var names = new Set(st.listed.keys());
+      names.add(GENERAL);
+      names.add(st.room);
+      return Array.from(names).sort(function (a, b) {
+        if (a === GENERAL) return -1;
+        if (b === GENERAL) return 1;
+        return a < b ? -1 : a > b ? 1 : 0;
+      });
+    }
+
+    function renderRooms() {
+      syncKeyed(els.rooms, 'data-room', roomNames(), function (name) {
+        var button = h('button', { type: 'button', class: 'room' }, [
+          h('span', { class: 'room-name' }, '#' + name),
+          h('span', { class: 'unread-dot', role: 'img', 'aria-label': 'new messages', title: 'new messages' }),
+          h('span', { class: 'room-online' })
+        ]);
+        button.addEventListener('click', function () { enter(name); });
+        return h('li', { 'data-room': name }, [button]);
+      }, function (li, name) {
+        var button = li.firstChild;
+        var info = st.listed.get(name);
+        var current = name === st.room;
+        if (current) button.setAttribute('aria-current', 'true');
+        else button.removeAttribute('aria-current');
+        li.toggleAttribute('data-unread', st.unread.has(name));
+        button.querySelector('.unread-dot').hidden = !st.unread.has(name);
+        var online = button.querySelector('.room-online');
+        var n = info && typeof info.online === 'number' ? info.online : 0;
+        online.textContent = n > 0 ? String(n) : '';
+        online.title = n > 0 ? n + ' online' : '';
+      });
+    }
+
+    /** A message arrived in `room` while the page is elsewhere: the room gets its dot. */
+    function activity(room, id) {
+      if (room === st.room) return; // shown, and noted as seen when rendered
+      var before = st.seen.get(room);
+      if (typeof id === 'number' && typeof before === 'number' && id <= before) return;
+      if (typeof id === 'number') st.seen.set(room, id);
+      st.unread.add(room);
+      renderRooms();
+    }
+
+    function applyRooms(body) {
+      if (!body || !Array.isArray(body.rooms)) return;
+      var first = !st.roomsLoaded;
+      st.roomsLoaded = true;
+      var listed = new Map();
+      body.rooms.forEach(function (r) {
+        if (!r || typeof r.name !== 'string') return;
+        var last = typeof r.last === 'number' && isFinite(r.last) ? r.last : 0;
+        listed.set(r.name, { last: last, online: r.online });
+        var before = st.seen.get(r.name);
+        if (r.name === st.room) {
+          if (before === undefined || last > before) st.seen.set(r.name, last);
+        } else if (before === undefined) {
+          // What a room held when this page first looked is old news; a room that came into
+          // being later, with messages, has news.
+          st.seen.set(r.name, first ? last : 0);
+          if (!first && last > 0) st.unread.add(r.name);
+        } else if (last > before) {
+          st.unread.add(r.name);
+        } else if (last < before) {
+          st.seen.set(r.name, last); // a server that restarted empty
+        }
+      });
+      st.listed = listed;
+      renderRooms();
+    }
+
+    function refreshRooms() {
+      clearTimeout(st.roomsTimer);
+      st.roomsTimer = null;
+      if (!isHidden()) getJson('/rooms').then(applyRooms);
+      // Presence comes as events in a room, except to polling pages and on general's old
+      // endpoints (the course's streams carry only messages): those re-read it.
+      if ((opts.pollPresence || st.room === GENERAL) && !isHidden()) refreshPresence();
+      if (cfg.refresh > 0) st.roomsTimer = setTimeout(refreshRooms, cfg.refresh);
+    }
+
+    // ---- members ----
+    function renderMembers() {
+      var me = els.user.value;
+      // In a room the page is named in, its user is there, even before the server can say so
+      // (a polling page in a room nobody has posted in yet: reads never create a room).
+      if (st.room !== GENERAL && me !== '' && st.joinedAs === me) st.members.set(me, true);
+      var names = Array.from(st.members.keys()).sort(function (a, b) {
+        var oa = st.members.get(a) ? 0 : 1;
+        var ob = st.members.get(b) ? 0 : 1;
+        if (oa !== ob) return oa - ob;
+        return a < b ? -1 : a > b ? 1 : 0;
+      });
+      syncKeyed(els.members, 'data-user', names, function (name) {
+        return h('li', { class: 'member', 'data-user': name }, [
+          h('span', { class: 'dot', role: 'img' }),
+          h('span', { class: 'member-name' }, name),
+          h('span', { class: 'member-you' })
+        ]);
+      }, function (li, name) {
+        var online = st.members.get(name);
+        li.setAttribute('data-online', online ? 'true' : 'false');
+        var dot = li.querySelector('.dot');
+        dot.setAttribute('data-state', online ? 'ok' : 'paused');
+        dot.setAttribute('aria-label', online ? 'online' : 'left');
+        dot.title = online ? 'online' : 'left';
+        li.querySelector('.member-you').textContent = name === me ? '(you)' : '';
+      });
+      var notes = [];
+      if (st.unnamed > 0) notes.push(st.unnamed + ' more without a name');
+      if (names.length === 0 && st.unnamed === 0) notes.push('Nobody else is here yet.');
+      els.membersNote.textContent = notes.join(' ');
+    }
+
+    function applyPresenceList(room, body, gen) {
+      if (!body || gen !== st.presenceGen || room !== st.room || !Array.isArray(body.users)) return;
+      var present = new Set();
+      body.users.forEach(function (u) { if (u && typeof u.user === 'string') present.add(u.user); });
+      // Who was listed and is gone now stays, marked as left; everyone listed is online.
+      st.members.forEach(function (online, name) { if (!present.has(name)) st.members.set(name, false); });
+      present.forEach(function (name) { st.members.set(name, true); });
+      var online = typeof body.online === 'number' ? body.online : present.size;
+      st.unnamed = Math.max(0, online - present.size);
+      renderMembers();
+      var info = st.listed.get(room);
+      if (info) {
+        info.online = online;
+        renderRooms();
+      }
+    }
+
+    /** Re-read who is in the current room (GET /rooms/{room}/presence). */
+    function refreshPresence() {
+      clearTimeout(st.presenceSoon);
+      st.presenceSoon = null;
+      var room = st.room;
+      var gen = st.presenceGen;
+      getJson(roomPath(room, 'presence')).then(function (body) { applyPresenceList(room, body, gen); });
+    }
+
+    /** A `presence` event: {room, joined: [names], left: [names]}. */
+    function presence(room, event) {
+      if (room !== st.room || !event) return;
+      (Array.isArray(event.joined) ? event.joined : []).forEach(function (n) {
+        if (typeof n === 'string') st.members.set(n, true);
+      });
+      (Array.isArray(event.left) ? event.left : []).forEach(function (n) {
+        if (typeof n === 'string' && st.members.has(n)) st.members.set(n, false);
+      });
+      renderMembers();
+      // The event says who; the list also knows how many are unnamed. Read it once the burst is over.
+      clearTimeout(st.presenceSoon);
+      st.presenceSoon = setTimeout(refreshPresence, 300);
+    }
+
+    // ---- typing ----
+    function renderTyping() {
+      var users = Array.from(st.typing.keys()).sort();
+      els.typing.textContent = typingText(users);
+    }
+
+    function stopTyping(user) {
+      var timer = st.typing.get(user);
+      if (timer === undefined) return;
+      clearTimeout(timer);
+      st.typing.delete(user);
+      renderTyping();
+    }
+
+    /** A `typing` event: show "user is typing…" for 5 s, unless it repeats (or they post). */
+    function typing(room, user) {
+      if (room !== st.room || typeof user !== 'string' || user === '' || user === els.user.value) return;
+      clearTimeout(st.typing.get(user));
+      st.typing.set(user, setTimeout(function () { stopTyping(user); }, TYPING_SHOW_MS));
+      renderTyping();
+    }
+
+    function clearTyping() {
+      st.typing.forEach(function (timer) { clearTimeout(timer); });
+      st.typing.clear();
+      renderTyping();
+    }
+
+    els.text.addEventListener('input', function () {
+      if (els.text.value === '') return;
+      var now = Date.now();
+      if (now - st.lastTyping < TYPING_EVERY_MS) return;
+      if (!isSendableName(els.user.value)) return;
+      st.lastTyping = now;
+      try { opts.typing(st.room, els.user.value); } catch (e) { /* typing is best effort */ }
+    });
+
+    // ---- messages, the dot, the status line ----
+    function setStatus(state, label, short) {
+      setPresence(els.dot, state, label, els.status, short);
+    }
+
+    function line(text) {
+      els.line.textContent = text;
+    }
+
+    /** The room's history is in (possibly empty): say so instead of "Loading messages…". */
+    function loaded() {
+      els.empty.textContent = 'No messages yet.';
+    }
+
+    /** Show the current room's messages (newest first); a new message ends its author's "typing". */
+    function render(msgs, decorate) {
+      loaded();
+      var keys = new Set();
+      var clean = sanitize(msgs);
+      for (var i = 0; i < clean.length; i++) {
+        var key = messageKey(clean[i]);
+        keys.add(key);
+        if (st.shownKeys && !st.shownKeys.has(key)) stopTyping(clean[i].user);
+        var known = st.seen.get(st.room);
+        if (typeof clean[i].id === 'number' && (known === undefined || clean[i].id > known)) {
+          st.seen.set(st.room, clean[i].id);
+        }
+      }
+      st.shownKeys = keys;
+      renderMessages(els.list, msgs, els.empty, decorate);
+    }
+
+    // ---- rooms: entering, refusals ----
+    function showRoom() {
+      main.setAttribute('data-room', st.room);
+      var endpoint = document.getElementById('endpoint');
+      if (endpoint && opts.endpoint) endpoint.textContent = opts.endpoint(st.room);
+      els.title.textContent = '#' + st.room;
+      els.membersRoom.textContent = '#' + st.room;
+      document.title = document.title.replace(/^(#\S+ · )?/, st.room === GENERAL ? '' : '#' + st.room + ' · ');
+      var url = new URL(window.location.href);
+      if (st.room === GENERAL) url.searchParams.delete('room');
+      else url.searchParams.set('room', st.room);
+      if (url.href !== window.location.href) window.history.replaceState(null, '', url.href);
+    }
+
+    /** Follow `room` (the same room again: enter it anew, e.g. under a new name). */
+    function enter(room, again) {
+      if (!isRoomName(room)) {
+        els.roomError.textContent = roomNameError(room);
+        return false;
+      }
+      els.roomError.textContent = '';
+      if (room === st.room && !again && st.started) return true;
+      var previous = st.started ? st.room : null;
+      if (room !== st.room) st.previous = st.room;
+      st.room = room;
+      st.joinedAs = els.user.value;
+      st.unread.delete(room);
+      st.members = new Map();
+      st.unnamed = 0;
+      st.presenceGen += 1;
+      st.shownKeys = null;
+      clearTyping();
+      if (room !== previous) {
+        els.empty.textContent = 'Loading messages…';
+        renderMessages(els.list, [], els.empty);
+        line('');
+        if (composer) composer.showError('');
+      }
+      showRoom();
+      renderRooms();
+      renderMembers();
+      opts.enter(room, previous);
+      return true;
+    }
+
+    /** The server refused `room` itself (its name, --max-rooms, ...): say why and go back. */
+    function refused(room, error) {
+      var back = st.previous && st.previous !== room ? st.previous : GENERAL;
+      if (room === st.room && back !== room) {
+        st.listed.delete(room);
+        enter(back);
+      }
+      els.roomError.textContent = error || ('The server refused the room ' + room);
+    }
+
+    /** The transport is in `room` now (joined, or rejoined after a reconnect): re-read its members and the room list. */
+    function joined(room) {
+      if (room !== st.room) return;
+      refreshPresence();
+      if (!st.listed.has(room)) { // a room this join may have created: list it with its count
+        clearTimeout(st.roomsTimer);
+        st.roomsTimer = setTimeout(refreshRooms, 0);
+      }
+    }
+
+    els.roomForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var name = els.roomName.value.trim();
+      if (enter(name)) els.roomName.value = '';
+    });
+
+    var composer = bindComposer({
+      form: els.form,
+      userInput: els.user,
+      textInput: els.text,
+      button: els.send,
+      errorEl: els.error,
+      send: function (user, text) { return opts.send(st.room, user, text); }
+    });
+
+    // In a room (not general, whose old endpoints carry no name) the page is present under
+    // its name: a new name enters the room anew.
+    els.user.addEventListener('change', function () {
+      if (!st.started || st.room === GENERAL || els.user.value === st.joinedAs) {
+        renderMembers(); // "(you)" moves
+        return;
+      }
+      st.members.delete(st.joinedAs);
+      st.joinedAs = els.user.value;
+      if (opts.rename) {
+        renderMembers();
+        opts.rename(els.user.value);
+      } else {
+        enter(st.room, true);
+      }
+    });
+
+    document.addEventListener('visibilitychange', function () {
+      if (!isHidden() && st.started) refreshRooms();
+    });
+
+    function start() {
+      st.joinedAs = els.user.value;
+      showRoom();
+      renderRooms();
+      renderMembers();
+      renderMessages(els.list, [], els.empty);
+      opts.enter(st.room, null);
+      st.started = true;
+      refreshRooms();
+    }
+
+    // window.rtchatDebug: the transport's getters, and what the shared page knows.
+    var hook = {};
+    var shared = {
+      room: function () { return st.room; },
+      rooms: function () { return roomNames(); },
+      unread: function () { return Array.from(st.unread).sort(); },
+      members: function () { return Array.from(st.members.keys()).filter(function (n) { return st.members.get(n); }).sort(); },
+      typingUsers: function () { return Array.from(st.typing.keys()).sort(); }
+    };
+    Object.keys(shared).forEach(function (k) {
+      Object.defineProperty(hook, k, { enumerable: true, get: shared[k] });
+    });
+    var extra = opts.debug || {};
+    Object.getOwnPropertyNames(extra).forEach(function (k) {
+      Object.defineProperty(hook, k, Object.getOwnPropertyDescriptor(extra, k));
+    });
+    window.rtchatDebug = Object.freeze(hook);
+
+    return {
+      els: els,
+      get room() { return st.room; },
+      user: function () { return els.user.value; },
+      setStatus: setStatus,
+      line: line,
+      showError: function (msg) { composer.showError(msg); },
+      render: render,
+      loaded: loaded,
+      activity: activity,
+      presence: presence,
+      typing: typing,
+      joined: joined,
+      refused: refused,
+      start: start
+    };
+  }
+
   window.RtChat = Object.freeze({
     BEFORE_RESTART: BEFORE_RESTART,
     epochDecorator: epochDecorator,
@@ -365,6 +957,12 @@
     saveUserName: saveUserName,
     responseError: responseError,
     postMessage: postMessage,
-    bindComposer: bindComposer
+    bindComposer: bindComposer,
+    GENERAL: GENERAL,
+    isRoomName: isRoomName,
+    roomPath: roomPath,
+    withQuery: withQuery,
+    postTyping: postTyping,
+    mountChat: mountChat
   });
 })();

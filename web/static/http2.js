@@ -20,6 +20,11 @@
  * - Reconnects when the stream ends: at once after the first failure, then base, 2×base, …
  *   capped, ±jitter; reset once a snapshot arrives.
  * - Over plain http the browser reads the stream over HTTP/1.1: a note points to HTTPS.
+ * - Rooms: `general` is the course's `/msgs`, exactly as above. Any other room is
+ *   `/rooms/{room}/msgs?user=<name>` (the same stream; its lines `{"presence":{room, joined,
+ *   left}}` and `{"typing":{room, user}}` feed the member list and "… is typing"), posted to
+ *   with `POST /rooms/{room}/msgs`; typing goes to `POST /rooms/{room}/typing`. Entering
+ *   another room aborts the stream and reads the room's.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -51,25 +56,16 @@
     truncated: 0,
     pages: 0,           // catch-up pages read
     resume: null,       // the current connection's resume: {after, missed, truncated, done}
+    connectsHere: 0,    // GET requests for the current room's stream
+    gen: 0,             // bumped on entering a room: the old stream's end is not a failure
+    abort: null,        // aborts the stream being read
     timer: null,
     delays: [],         // the scheduled reconnect delays (ms), oldest first
     lastError: '',
     messages: []
   };
 
-  var els = {
-    list: document.getElementById('messages'),
-    empty: document.getElementById('empty'),
-    dot: document.getElementById('status-dot'),
-    status: document.getElementById('status-text'),
-    line: document.getElementById('stream-status'),
-    note: document.getElementById('h2-note'),
-    form: document.getElementById('composer'),
-    user: document.getElementById('user'),
-    text: document.getElementById('text'),
-    send: document.getElementById('send'),
-    error: document.getElementById('post-error')
-  };
+  var note = document.getElementById('h2-note');
 
   /** The protocol the page itself came over ("h3", "h2", "http/1.1"), when the browser says. */
   function pageProtocol() {
@@ -82,31 +78,31 @@
   }
 
   function showNote() {
-    if (!els.note) return;
+    if (!note) return;
     if (window.location.protocol === 'https:') {
-      els.note.hidden = true;
+      note.hidden = true;
       return;
     }
     // Built with text nodes only; the address is fixed (the page can't know the HTTPS port).
-    els.note.textContent = '';
-    els.note.appendChild(document.createTextNode('Plain http: the stream runs over HTTP/1.1 here. Open '));
+    note.textContent = '';
+    note.appendChild(document.createTextNode('Plain http: the stream runs over HTTP/1.1 here. Open '));
     var a = document.createElement('a');
     a.href = HTTPS_PAGE;
     a.textContent = HTTPS_PAGE;
-    els.note.appendChild(a);
-    els.note.appendChild(document.createTextNode(' for HTTP/2.'));
-    els.note.hidden = false;
-  }
-
-  function setLine(text) {
-    if (els.line) els.line.textContent = text;
+    note.appendChild(a);
+    note.appendChild(document.createTextNode(' for HTTP/2.'));
+    note.hidden = false;
   }
 
   var decorate = C.epochDecorator(function () { return state.epoch; });
 
   function render() {
-    if (els.empty) els.empty.textContent = 'No messages yet.';
-    C.renderMessages(els.list, state.messages, els.empty, decorate);
+    ui.render(state.messages, decorate);
+  }
+
+  /** The stream of `room` (GET, and POST to post): general is the course's /msgs. */
+  function streamUrl(room) {
+    return room === C.GENERAL ? STREAM_URL : C.roomPath(room, 'msgs');
   }
 
   function showResume() {
@@ -119,7 +115,7 @@
       text += ' Older messages were lost: the server no longer keeps some of the messages ' +
         'after message ' + r.after + '.';
     }
-    setLine(text);
+    ui.line(text);
   }
 
   function onReset(data) {
@@ -130,7 +126,7 @@
     state.resume = null;
     var had = state.messages.length;
     var fresh = data.last === 0 ? ' with no messages yet' : '';
-    setLine('The server restarted' + fresh + ': its message ids start again.' +
+    ui.line('The server restarted' + fresh + ': its message ids start again.' +
       (had ? ' The ' + had + ' message' + (had === 1 ? '' : 's') + ' shown before are marked "' +
         C.BEFORE_RESTART + '".' : ''));
   }
@@ -177,13 +173,24 @@
     }
   }
 
-  /** Parse one line; a snapshot object or null. */
-  function parseLine(line) {
+  /**
+   * Parse one line; a snapshot object or null. A room's `{"presence":{...}}` and
+   * `{"typing":{...}}` lines go to the member list and the typing line, in `room`.
+   */
+  function parseLine(line, room) {
     var t = line.trim();
     if (!t) return null;
     try {
       var data = JSON.parse(t);
       if (data && typeof data === 'object' && Array.isArray(data.msg)) return data;
+      if (data && typeof data.presence === 'object' && data.presence) {
+        ui.presence(room, data.presence);
+        return null;
+      }
+      if (data && typeof data.typing === 'object' && data.typing) {
+        ui.typing(room, data.typing.user);
+        return null;
+      }
     } catch (e) { /* fall through */ }
     state.badLines += 1;
     return null;
@@ -193,20 +200,29 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.connects += 1;
+    state.connectsHere += 1;
     var gotSnapshot = false;
     var proto = pageProtocol();
     var resumeAfter = state.lastId;
-    var url = STREAM_URL + (resumeAfter !== null ? '?since=' + encodeURIComponent(String(resumeAfter)) : '');
-    if (resumeAfter !== null && state.serverEpoch !== null) url += '&epoch=' + encodeURIComponent(state.serverEpoch);
+    var room = ui.room;
+    var gen = state.gen;
+    var query = room === C.GENERAL ? [] : [['user', ui.user()]];
+    if (resumeAfter !== null) query.push(['since', resumeAfter], ['epoch', state.serverEpoch]);
+    var url = C.withQuery(streamUrl(room), query);
+    var ctl = new AbortController();
+    state.abort = function () { ctl.abort(); };
     state.resume = null;
-    C.setPresence(els.dot, 'connecting', 'Connecting to ' + STREAM_URL + '…', els.status, 'connecting');
+    ui.setStatus('connecting', 'Connecting to ' + streamUrl(room) + '…', 'connecting');
 
-    fetch(url, { cache: 'no-store', headers: { Accept: 'text/plain' } }).then(function (res) {
+    fetch(url, { cache: 'no-store', headers: { Accept: 'text/plain' }, signal: ctl.signal }).then(function (res) {
       if (!res.ok) {
         return res.text().then(function (raw) {
           var body = null;
           try { body = JSON.parse(raw); } catch (e) { body = null; }
-          throw new Error(C.responseError(res, body));
+          var err = new Error(C.responseError(res, body));
+          // The server refuses the room itself (its name, --max-rooms): no use retrying.
+          err.refused = room !== C.GENERAL && res.status >= 400 && res.status < 500;
+          throw err;
         });
       }
       if (!res.body || typeof res.body.getReader !== 'function') {
@@ -214,8 +230,7 @@
       }
       state.open = true;
       var how = proto === 'h3' ? 'HTTP/3' : proto === 'h2' ? 'HTTP/2' : (proto || 'HTTP');
-      C.setPresence(els.dot, 'ok', 'Connected: reading the ' + STREAM_URL + ' stream (' + how + ')',
-        els.status, 'live · ' + how);
+      ui.setStatus('ok', 'Connected: reading the ' + streamUrl(room) + ' stream (' + how + ')', 'live · ' + how);
       var reader = res.body.getReader();
       var decoder = new TextDecoder('utf-8');
       var buffer = '';
@@ -223,7 +238,7 @@
       function handle(lines) {
         var applied = 0;
         for (var i = 0; i < lines.length; i++) {
-          var data = parseLine(lines[i]);
+          var data = parseLine(lines[i], room);
           if (!data) continue;
           if (!gotSnapshot) {
             gotSnapshot = true;
@@ -232,8 +247,9 @@
             if (resumeAfter !== null) {
               state.resume = { after: resumeAfter, missed: 0, truncated: false, done: false };
             } else {
-              setLine(state.connects > 1 ? 'Reconnected: showing the server\'s current messages.' : '');
+              ui.line(state.connectsHere > 1 ? 'Reconnected: showing the server\'s current messages.' : '');
             }
+            ui.joined(room);
           }
           applyLine(data);
           applied += 1;
@@ -263,8 +279,34 @@
         throw new Error('the server ended the stream');
       });
     }).catch(function (err) {
+      if (gen !== state.gen) return; // the page left the room: aborted on purpose
+      if (err && err.refused) {
+        state.open = false;
+        ui.setStatus('error', 'Refused: ' + err.message, 'refused');
+        ui.refused(room, err.message);
+        return;
+      }
       onEnd(err);
     });
+  }
+
+  /** Follow another room (or the same one under a new name): abort the stream, read the room's. */
+  function enter() {
+    state.gen += 1;
+    if (state.abort) state.abort();
+    state.abort = null;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.open = false;
+    state.failures = 0;
+    state.connectsHere = 0;
+    state.lastId = null;
+    state.last = null;
+    state.serverEpoch = null;
+    state.epoch = 0;
+    state.resume = null;
+    state.messages = [];
+    connect();
   }
 
   function onEnd(err) {
@@ -278,46 +320,42 @@
     state.delays.push(delay);
     if (state.delays.length > 50) state.delays.shift();
     var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
-    C.setPresence(els.dot, 'error', 'Disconnected (' + msg + '); ' + when + ' — ' +
-      state.failures + ' failed in a row', els.status, 'offline · retrying');
-    setLine('Disconnected (' + msg + '); ' + when +
+    ui.setStatus('error', 'Disconnected (' + msg + '); ' + when + ' — ' +
+      state.failures + ' failed in a row', 'offline · retrying');
+    ui.line('Disconnected (' + msg + '); ' + when +
       (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
     state.timer = setTimeout(connect, delay);
   }
 
-  C.bindComposer({
-    form: els.form,
-    userInput: els.user,
-    textInput: els.text,
-    button: els.send,
-    errorEl: els.error,
-    send: function (user, text) { return C.postMessage(STREAM_URL, user, text); }
+  var ui = C.mountChat({
+    enter: enter,
+    endpoint: streamUrl,
+    send: function (room, user, text) { return C.postMessage(streamUrl(room), user, text); },
     // The new message arrives as the stream's next snapshot.
-  });
-
-  window.rtchatDebug = Object.freeze({
-    get open() { return state.open; },
-    get failures() { return state.failures; },
-    get connects() { return state.connects; },
-    get snapshots() { return state.snapshots; },
-    get badLines() { return state.badLines; },
-    get last() { return state.last; },
-    get lastId() { return state.lastId; },
-    get serverEpoch() { return state.serverEpoch; },
-    get epoch() { return state.epoch; },
-    get resets() { return state.resets; },
-    get truncated() { return state.truncated; },
-    get pages() { return state.pages; },
-    get resumedAfter() { return state.resume ? state.resume.after : null; },
-    get missed() { return state.resume ? state.resume.missed : null; },
-    get delays() { return state.delays.slice(); },
-    get lastError() { return state.lastError; },
-    get count() { return state.messages.length; },
-    get protocol() { return pageProtocol(); },
-    config: cfg
+    typing: C.postTyping,
+    debug: {
+      get open() { return state.open; },
+      get failures() { return state.failures; },
+      get connects() { return state.connects; },
+      get snapshots() { return state.snapshots; },
+      get badLines() { return state.badLines; },
+      get last() { return state.last; },
+      get lastId() { return state.lastId; },
+      get serverEpoch() { return state.serverEpoch; },
+      get epoch() { return state.epoch; },
+      get resets() { return state.resets; },
+      get truncated() { return state.truncated; },
+      get pages() { return state.pages; },
+      get resumedAfter() { return state.resume ? state.resume.after : null; },
+      get missed() { return state.resume ? state.resume.missed : null; },
+      get delays() { return state.delays.slice(); },
+      get lastError() { return state.lastError; },
+      get count() { return state.messages.length; },
+      get protocol() { return pageProtocol(); },
+      config: cfg
+    }
   });
 
   showNote();
-  C.renderMessages(els.list, [], els.empty);
-  connect();
+  ui.start();
 })();

@@ -16,6 +16,11 @@
  *   capped at `cap`, with +-20 % jitter; reset on success. After a failure the next
  *   request re-reads the whole list (no `since`), so a restarted server leaves no gap.
  * - Paused while the tab is hidden; polls at once when it becomes visible again.
+ * - Rooms: `general` is the course's `/poll`, exactly as above. Any other room is
+ *   `/rooms/{room}/poll` (the same contract) with `?user=<name>`, which makes the page present
+ *   in the room for the server's presence window; the member list is re-read with the room
+ *   list (polling gets no presence events), and typing is sent (`POST /rooms/{room}/typing`)
+ *   but never received: only streaming clients are told who types.
  *
  * Tuning for tests via the page URL: ?interval=MS&step=MS&cap=MS&timeout=S&jitter=F
  * (timeout = the long-poll timeout passed to the server; jitter = fraction, 0.2 default).
@@ -27,13 +32,8 @@
   var C = window.RtChat;
   var POLL_URL = '/poll';
 
-  var params = new URLSearchParams(window.location.search);
-  function numParam(name, def) {
-    var raw = params.get(name);
-    if (raw === null || raw === '') return def;
-    var n = Number(raw);
-    return isFinite(n) && n >= 0 ? n : def;
-  }
+  var numParam = C.numParam;
+  var seconds = C.seconds;
 
   var cfg = Object.freeze({
     interval: numParam('interval', 3000),
@@ -64,29 +64,15 @@
     nextDelay: null,
     delays: [],          // the last scheduled delays (ms), oldest first, for tests
     more: 0,             // how many responses said `more: true`
+    gen: 0,              // bumped on entering a room: answers of an older one are dropped
+    abort: null,         // aborts the request in flight
+    answered: false,     // the current room answered once (the page is in it)
     lastError: '',
     messages: []         // newest first
   };
 
-  var els = {
-    list: document.getElementById('messages'),
-    empty: document.getElementById('empty'),
-    dot: document.getElementById('status-dot'),
-    status: document.getElementById('status-text'),
-    form: document.getElementById('composer'),
-    user: document.getElementById('user'),
-    text: document.getElementById('text'),
-    send: document.getElementById('send'),
-    error: document.getElementById('post-error')
-  };
-
   function isHidden() {
     return document.visibilityState === 'hidden';
-  }
-
-  function seconds(ms) {
-    var s = ms / 1000;
-    return (s < 10 ? Math.round(s * 10) / 10 : Math.round(s)) + ' s';
   }
 
   /** Delay before retry number `failures` (1 = the first failure: retry at once). */
@@ -97,13 +83,13 @@
     return Math.max(0, Math.round(base * factor));
   }
 
-  function fetchJson(url, timeoutMs) {
-    var ctl = typeof AbortController === 'function' ? new AbortController() : null;
-    var timer = ctl ? setTimeout(function () { ctl.abort(); }, timeoutMs) : null;
+  /** GET a poll answer; `ctl` (an AbortController) also aborts it after `timeoutMs`. */
+  function fetchJson(url, timeoutMs, ctl) {
+    var timer = setTimeout(function () { ctl.abort(); }, timeoutMs);
     return fetch(url, {
       cache: 'no-store',
       headers: { Accept: 'application/json' },
-      signal: ctl ? ctl.signal : undefined
+      signal: ctl.signal
     }).then(function (res) {
       return res.text().then(function (raw) {
         var body = null;
@@ -122,8 +108,13 @@
       if (err && err.name === 'AbortError') throw new Error('request timed out');
       throw new Error('network error' + (err && err.message ? ' (' + err.message + ')' : ''));
     }).finally(function () {
-      if (timer) clearTimeout(timer);
+      clearTimeout(timer);
     });
+  }
+
+  /** The room's poll endpoint (GET and POST): general is the course's /poll. */
+  function pollUrl(room) {
+    return room === C.GENERAL ? POLL_URL : C.roomPath(room, 'poll');
   }
 
   function schedule(delay) {
@@ -145,27 +136,50 @@
     if (isHidden()) return;
 
     var longPoll = state.mode === 'long' && !state.resync && typeof state.last === 'number';
-    var url = POLL_URL;
+    var room = ui.room;
+    var general = room === C.GENERAL;
+    var query = general ? [] : [['user', ui.user()]];
     var hold = 0;
     if (longPoll) {
-      url += '?since=' + encodeURIComponent(String(state.last));
-      if (state.epoch !== null) url += '&epoch=' + encodeURIComponent(state.epoch);
-      if (cfg.timeout !== null) url += '&timeout=' + encodeURIComponent(String(cfg.timeout));
+      query.push(['since', state.last], ['epoch', state.epoch], ['timeout', cfg.timeout]);
       hold = cfg.timeout !== null ? cfg.timeout * 1000 : SERVER_HOLD_LIMIT_MS;
     }
+    var url = C.withQuery(pollUrl(room), query);
 
+    var gen = state.gen;
+    var ctl = new AbortController();
+    state.abort = function () { ctl.abort(); };
     state.inFlight = true;
     state.inFlightIsLong = longPoll;
     state.requests += 1;
     var started = Date.now();
 
-    fetchJson(url, hold + REQUEST_GRACE_MS).then(function (data) {
+    fetchJson(url, hold + REQUEST_GRACE_MS, ctl).then(function (data) {
+      if (gen !== state.gen) return; // an answer about the room the page has left
       state.inFlight = false;
       onAnswer(data, longPoll, Date.now() - started);
     }, function (err) {
+      if (gen !== state.gen) return;
       state.inFlight = false;
       onFailure(err);
     });
+  }
+
+  /** Follow another room (or the same one under a new name): drop the poll in flight, start over. */
+  function enter(room) {
+    state.gen += 1;
+    if (state.abort) state.abort();
+    state.abort = null;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.inFlight = false;
+    state.pollSoon = false;
+    state.last = null;
+    state.epoch = null;
+    state.resync = false;
+    state.answered = false;
+    state.messages = [];
+    if (!isHidden()) poll();
   }
 
   function onAnswer(data, longPoll, elapsed) {
@@ -194,15 +208,16 @@
     state.lastError = '';
     if (more) state.more += 1;
 
-    if (els.empty) els.empty.textContent = 'No messages yet.';
-    C.renderMessages(els.list, state.messages, els.empty);
+    ui.render(state.messages);
+    if (!state.answered) {
+      state.answered = true;
+      ui.joined(ui.room);
+    }
 
     if (state.mode === 'long') {
-      C.setPresence(els.dot, 'ok', 'Connected: long polling, new messages arrive at once',
-        els.status, 'live · long polling');
+      ui.setStatus('ok', 'Connected: long polling, new messages arrive at once', 'live · long polling');
     } else {
-      C.setPresence(els.dot, 'ok', 'Connected: polling every ' + seconds(cfg.interval),
-        els.status, 'live · polling');
+      ui.setStatus('ok', 'Connected: polling every ' + seconds(cfg.interval), 'live · polling');
     }
 
     var delay;
@@ -228,7 +243,7 @@
     var label = 'Connection failing (' + state.lastError + '); ' +
       (delay === 0 ? 'retrying now' : 'retrying in ' + seconds(delay)) +
       ' — ' + state.failures + ' failed in a row';
-    C.setPresence(els.dot, 'error', label, els.status, 'offline · retrying');
+    ui.setStatus('error', label, 'offline · retrying');
     schedule(delay);
   }
 
@@ -256,32 +271,32 @@
     if (!state.inFlight && !isHidden()) poll();
   });
 
-  C.bindComposer({
-    form: els.form,
-    userInput: els.user,
-    textInput: els.text,
-    button: els.send,
-    errorEl: els.error,
-    send: function (user, text) { return C.postMessage(POLL_URL, user, text); },
-    onSent: afterSend
+  var ui = C.mountChat({
+    enter: enter,
+    endpoint: pollUrl,
+    send: function (room, user, text) {
+      return C.postMessage(pollUrl(room), user, text).then(function (result) {
+        if (result.ok && room === ui.room) afterSend();
+        return result;
+      });
+    },
+    typing: C.postTyping,
+    pollPresence: true,
+    debug: {
+      get mode() { return state.mode; },
+      get failures() { return state.failures; },
+      get requests() { return state.requests; },
+      get inFlight() { return state.inFlight; },
+      get last() { return state.last; },
+      get epoch() { return state.epoch; },
+      get more() { return state.more; },
+      get nextDelay() { return state.nextDelay; },
+      get delays() { return state.delays.slice(); },
+      get paused() { return isHidden() && !state.inFlight && state.timer === null; },
+      get lastError() { return state.lastError; },
+      get count() { return state.messages.length; },
+      config: cfg
+    }
   });
-
-  window.rtchatDebug = Object.freeze({
-    get mode() { return state.mode; },
-    get failures() { return state.failures; },
-    get requests() { return state.requests; },
-    get inFlight() { return state.inFlight; },
-    get last() { return state.last; },
-    get epoch() { return state.epoch; },
-    get more() { return state.more; },
-    get nextDelay() { return state.nextDelay; },
-    get delays() { return state.delays.slice(); },
-    get paused() { return isHidden() && !state.inFlight && state.timer === null; },
-    get lastError() { return state.lastError; },
-    get count() { return state.messages.length; },
-    config: cfg
-  });
-
-  C.renderMessages(els.list, [], els.empty);
-  if (!isHidden()) poll();
+  ui.start();
 })();

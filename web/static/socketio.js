@@ -13,6 +13,13 @@
  *   server restarted with an empty store, even if it has handed out the page's ids again)
  *   replaces the list.
  * - Posts are `msg:post` with an acknowledgement: {status: "ok", id} or {error}.
+ * - Rooms: the socket starts in `general`, as above, named by `auth.user` (for presence).
+ *   Entering another room is `room:leave` {room: old} then `room:join` {room} (acked with
+ *   {room, last, epoch} or {error, room}), after which `room:history` {room, msg, last, epoch}
+ *   fills the list; `msg:new`, `msg:since`, `presence` and `typing` name their room, and
+ *   posts (`msg:post` {room, user, text}) and `typing` {room} carry it. After a reconnect
+ *   (which lands in general) the page joins its room again, resuming with {last, epoch}, and
+ *   leaves general. A new name reconnects in a room (auth is read at each connection).
  * User text is rendered with textContent only (RtChat.renderMessages).
  * Read-only debug hook: window.rtchatDebug.
  */
@@ -20,37 +27,9 @@
   'use strict';
 
   var C = window.RtChat;
-  var els = {
-    list: document.getElementById('messages'),
-    empty: document.getElementById('empty'),
-    dot: document.getElementById('status-dot'),
-    status: document.getElementById('status-text'),
-    transport: document.getElementById('transport'),
-    missing: document.getElementById('missing-client'),
-    form: document.getElementById('composer'),
-    user: document.getElementById('user'),
-    text: document.getElementById('text'),
-    send: document.getElementById('send'),
-    error: document.getElementById('post-error')
-  };
-
-  if (typeof window.io !== 'function') {
-    els.missing.hidden = false;
-    els.missing.textContent =
-      'The Socket.IO browser client is not installed on this server, so this page cannot ' +
-      'connect. Install it with "scripts/setup" (or "npm ci" in the vendor/web folder), then ' +
-      'rebuild rtchat with "cargo build" and restart it. The other transport pages work without it.';
-    els.empty.textContent = 'Not connected.';
-    els.send.disabled = true;
-    C.setPresence(els.dot, 'error', 'The Socket.IO client is missing', els.status, 'unavailable');
-    return;
-  }
-
-  var params = new URLSearchParams(window.location.search);
-  var only = params.get('transports');
-  var transports = only ? only.split(',').filter(Boolean) : ['polling', 'websocket'];
-
-  var state = { messages: [], last: null, epoch: null, loaded: false, resumed: 0 };
+  var GENERAL = C.GENERAL;
+  var socket = null;
+  var state = { messages: [], last: null, epoch: null, loaded: false, resumed: 0, joins: 0 };
 
   function see(id) {
     if (typeof id === 'number' && (state.last === null || id > state.last)) state.last = id;
@@ -61,46 +40,144 @@
     if (state.epoch === null && typeof body.epoch === 'string' && body.epoch) state.epoch = body.epoch;
   }
 
-  function render() {
-    C.renderMessages(els.list, state.messages, els.empty);
-    if (state.loaded) els.empty.textContent = 'No messages yet.';
+  /** The room an event is about: it names it, or it is the course's general. */
+  function roomOf(body) {
+    return body && typeof body.room === 'string' ? body.room : GENERAL;
   }
 
-  var socket = window.io({
-    transports: transports,
-    auth: function (cb) {
-      var auth = { snapshots: false };
-      if (state.last !== null) auth.last = state.last;
-      if (state.last !== null && state.epoch !== null) auth.epoch = state.epoch;
-      cb(auth);
+  function render() {
+    if (state.loaded) ui.render(state.messages);
+  }
+
+  /**
+   * Be in `room` on the server: leave `previous` (when there is one and it differs), then
+   * join `room`, resuming after what the page holds (`last`, `epoch`) if it holds anything.
+   */
+  function join(room, previous) {
+    if (previous !== null && previous !== room) socket.emit('room:leave', { room: previous });
+    if (room === GENERAL && previous !== null && previous === room) return; // general: nothing to redo
+    var body = { room: room };
+    if (state.last !== null) body.last = state.last;
+    if (state.last !== null && state.epoch !== null) body.epoch = state.epoch;
+    state.joins += 1;
+    socket.timeout(10000).emitWithAck('room:join', body).then(function (ack) {
+      if (ui.room !== room) return;
+      if (ack && ack.error) {
+        ui.refused(room, ack.error);
+        return;
+      }
+      if (ack && typeof ack.epoch === 'string' && ack.epoch && state.epoch === null) state.epoch = ack.epoch;
+      ui.joined(room);
+    }, function () {
+      if (ui.room === room) ui.line('No answer from the server to joining #' + room + '.');
+    });
+  }
+
+  /** Follow another room: leave the one the page is in, join the new one; a fresh list. */
+  function enter(room, previous) {
+    state.messages = [];
+    state.last = null;
+    state.epoch = null;
+    state.loaded = false;
+    if (!socket) return; // the start: connecting lands in general; on('connect') joins the rest
+    if (socket.connected) join(room, previous === null ? GENERAL : previous);
+  }
+
+  var ui = C.mountChat({
+    enter: enter,
+    send: function (room, user, text) {
+      var body = { user: user, text: text };
+      if (room !== GENERAL) body.room = room;
+      return socket.timeout(10000).emitWithAck('msg:post', body).then(
+        function (ack) {
+          if (ack && ack.status === 'ok') return { ok: true, id: ack.id };
+          return { ok: false, error: (ack && ack.error) || 'The server did not accept the message' };
+        },
+        function () {
+          return { ok: false, error: 'No answer from the server (is it reachable?)' };
+        }
+      );
+    },
+    typing: function (room) {
+      if (socket && socket.connected) socket.emit('typing', { room: room });
+    },
+    // auth.user names the socket: a new name needs a new connection (which resumes).
+    rename: function () {
+      if (socket) socket.disconnect().connect();
+    },
+    debug: {
+      get transport() { return showTransport(); },
+      get last() { return state.last; },
+      get epoch() { return state.epoch; },
+      get resumed() { return state.resumed; },
+      get joins() { return state.joins; },
+      get connected() { return !!socket && socket.connected; }
     }
   });
 
+  var els = {
+    transport: document.getElementById('transport'),
+    missing: document.getElementById('missing-client')
+  };
+
   function showTransport() {
-    var engine = socket.io.engine;
+    var engine = socket && socket.io.engine;
     var name = engine && engine.transport ? engine.transport.name : 'connecting';
     els.transport.textContent = name;
     return name;
   }
 
+  ui.start();
+
+  if (typeof window.io !== 'function') {
+    els.missing.hidden = false;
+    els.missing.textContent =
+      'The Socket.IO browser client is not installed on this server, so this page cannot ' +
+      'connect. Install it with "scripts/setup" (or "npm ci" in the vendor/web folder), then ' +
+      'rebuild rtchat with "cargo build" and restart it. The other transport pages work without it.';
+    ui.els.empty.textContent = 'Not connected.';
+    ui.els.send.disabled = true;
+    ui.setStatus('error', 'The Socket.IO client is missing', 'unavailable');
+    return;
+  }
+
+  var params = new URLSearchParams(window.location.search);
+  var only = params.get('transports');
+  var transports = only ? only.split(',').filter(Boolean) : ['polling', 'websocket'];
+
+  socket = window.io({
+    transports: transports,
+    auth: function (cb) {
+      var auth = { snapshots: false, user: ui.user() };
+      // The handshake resumes general; a room resumes with its room:join.
+      if (ui.room === GENERAL && state.last !== null) {
+        auth.last = state.last;
+        if (state.epoch !== null) auth.epoch = state.epoch;
+      }
+      cb(auth);
+    }
+  });
+
   socket.on('connect', function () {
     var name = showTransport();
-    C.setPresence(els.dot, 'ok', 'Connected over Socket.IO (' + name + ')', els.status, 'connected');
+    ui.setStatus('ok', 'Connected over Socket.IO (' + name + ')', 'connected');
     socket.io.engine.once('upgrade', function () {
       var upgraded = showTransport();
-      C.setPresence(els.dot, 'ok', 'Connected over Socket.IO (' + upgraded + ')', els.status, 'connected');
+      ui.setStatus('ok', 'Connected over Socket.IO (' + upgraded + ')', 'connected');
     });
+    if (ui.room === GENERAL) ui.joined(GENERAL);
+    else join(ui.room, GENERAL); // a (re)connection lands in general
   });
   socket.on('disconnect', function (reason) {
     els.transport.textContent = 'disconnected';
-    C.setPresence(els.dot, 'connecting', 'Reconnecting… (' + reason + ')', els.status, 'reconnecting');
+    ui.setStatus('connecting', 'Reconnecting… (' + reason + ')', 'reconnecting');
   });
   socket.on('connect_error', function (err) {
-    C.setPresence(els.dot, 'error', 'Cannot connect: ' + (err && err.message || err), els.status, 'error');
+    ui.setStatus('error', 'Cannot connect: ' + (err && err.message || err), 'error');
   });
 
-  socket.on('msg:get', function (body) {
-    if (!body || !Array.isArray(body.msg)) return;
+  /** A fresh history of the room the page is in (msg:get for general, room:history for the rest). */
+  function onHistory(body) {
     if (body.reset) {
       state.messages = [];
       state.last = null;
@@ -113,48 +190,39 @@
     if (state.last === null) see(body.last);
     state.loaded = true;
     render();
+  }
+
+  socket.on('msg:get', function (body) {
+    if (!body || !Array.isArray(body.msg) || ui.room !== GENERAL) return; // the course's general snapshot
+    onHistory(body);
+  });
+  socket.on('room:history', function (body) {
+    if (!body || !Array.isArray(body.msg) || roomOf(body) !== ui.room) return;
+    onHistory(body);
   });
   socket.on('msg:new', function (m) {
+    var room = roomOf(m);
+    if (room !== ui.room) {
+      ui.activity(room, m && m.id);
+      return;
+    }
     state.messages = C.mergeMessages(state.messages, [m]);
     see(m && m.id);
     render();
   });
   socket.on('msg:since', function (page) {
-    if (!page || !Array.isArray(page.msg)) return;
+    if (!page || !Array.isArray(page.msg) || roomOf(page) !== ui.room) return;
     state.resumed += page.msg.length;
     seeEpoch(page);
     state.messages = C.mergeMessages(state.messages, page.msg);
     for (var i = 0; i < page.msg.length; i++) see(page.msg[i].id);
+    state.loaded = true;
     render();
   });
   socket.on('msg:error', function (e) {
-    els.error.textContent = (e && e.error) || 'error';
+    if (e && typeof e.room === 'string' && e.room !== ui.room) return;
+    ui.showError((e && e.error) || 'error');
   });
-
-  C.bindComposer({
-    form: els.form,
-    userInput: els.user,
-    textInput: els.text,
-    button: els.send,
-    errorEl: els.error,
-    send: function (user, text) {
-      return socket.timeout(10000).emitWithAck('msg:post', { user: user, text: text }).then(
-        function (ack) {
-          if (ack && ack.status === 'ok') return { ok: true, id: ack.id };
-          return { ok: false, error: (ack && ack.error) || 'The server did not accept the message' };
-        },
-        function () {
-          return { ok: false, error: 'No answer from the server (is it reachable?)' };
-        }
-      );
-    }
-  });
-
-  window.rtchatDebug = {
-    get transport() { return showTransport(); },
-    get last() { return state.last; },
-    get epoch() { return state.epoch; },
-    get resumed() { return state.resumed; },
-    get connected() { return socket.connected; }
-  };
+  socket.on('presence', function (e) { ui.presence(roomOf(e), e); });
+  socket.on('typing', function (e) { ui.typing(roomOf(e), e && e.user); });
 })();

@@ -17,6 +17,11 @@
  *   previous ones.
  * - `event: truncated` (`{"after":N}`): the messages right after N are no longer kept.
  * - Posts with `POST /poll`.
+ * - Rooms: `general` is the course's `/events` (and `POST /poll`), exactly as above. Any
+ *   other room is `/rooms/{room}/events?user=<name>` (the same stream, plus `event: presence`
+ *   `{room, joined, left}` and `event: typing` `{room, user}`), posts go to
+ *   `POST /rooms/{room}/poll`, typing to `POST /rooms/{room}/typing`. Entering another room
+ *   closes the EventSource and opens the room's.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -27,7 +32,6 @@
   var C = window.RtChat;
   var EVENTS_URL = '/events';
   var POST_URL = '/poll';
-  var BEFORE_RESTART = 'before the server restarted';
 
   var cfg = Object.freeze({
     base: C.numParam('base', 1000),
@@ -43,9 +47,11 @@
     byKey: new Map(),  // messageKey -> message (with its epoch)
     messages: [],      // newest first, at most HISTORY
     opens: 0,          // `open` events (1 = the first connection)
+    opensHere: 0,      // `open` events in the current room
     errors: 0,         // `error` events
     resets: 0,
     truncated: 0,
+    truncatedAfter: null,
     failures: 0,       // consecutive failed connections of our own EventSources
     recreated: 0,      // EventSources the page opened after the browser gave up
     timer: null,
@@ -53,40 +59,15 @@
     lastError: ''
   };
 
-  var els = {
-    list: document.getElementById('messages'),
-    empty: document.getElementById('empty'),
-    dot: document.getElementById('status-dot'),
-    status: document.getElementById('status-text'),
-    line: document.getElementById('stream-status'),
-    form: document.getElementById('composer'),
-    user: document.getElementById('user'),
-    text: document.getElementById('text'),
-    send: document.getElementById('send'),
-    error: document.getElementById('post-error')
-  };
-
-  function setLine(text) {
-    if (els.line) els.line.textContent = text;
-  }
-
-  /** Mark (or unmark) a message element as coming from an earlier server run. */
-  function decorate(li, m) {
-    var old = (m.epoch || 0) < state.epoch;
-    li.classList.toggle('msg-before-restart', old);
-    var note = li.querySelector('.msg-note');
-    if (old && !note) {
-      note = document.createElement('span');
-      note.className = 'msg-note';
-      note.textContent = BEFORE_RESTART;
-      li.querySelector('.msg-meta').appendChild(note);
-    } else if (!old && note) {
-      note.remove();
-    }
-  }
+  var decorate = C.epochDecorator(function () { return state.epoch; });
 
   function render() {
-    C.renderMessages(els.list, state.messages, els.empty, decorate);
+    ui.render(state.messages, decorate);
+  }
+
+  /** The event stream of `room`: general is the course's /events. */
+  function eventsUrl(room) {
+    return room === C.GENERAL ? EVENTS_URL : C.roomPath(room, 'events');
   }
 
   function onMessage(ev) {
@@ -113,9 +94,18 @@
     render();
   }
 
+  /** The JSON data of a named event, or {} when it is not an object. */
+  function dataOf(ev) {
+    try {
+      var info = JSON.parse(ev.data);
+      return info && typeof info === 'object' ? info : {};
+    } catch (e) {
+      return {};
+    }
+  }
+
   function onReset(ev) {
-    var info = {};
-    try { info = JSON.parse(ev.data) || {}; } catch (e) { info = {}; }
+    var info = dataOf(ev);
     state.resets += 1;
     state.epoch += 1;
     state.lastId = null;
@@ -123,47 +113,64 @@
     var had = state.messages.length;
     render();
     var fresh = info.last === 0 ? ' with no messages yet' : '';
-    setLine('The server restarted' + fresh + ': its message ids start again. ' +
+    ui.line('The server restarted' + fresh + ': its message ids start again. ' +
       (had ? 'The ' + had + ' message' + (had === 1 ? '' : 's') + ' shown before are marked "' +
-        BEFORE_RESTART + '".' : ''));
+        C.BEFORE_RESTART + '".' : ''));
   }
 
   function onTruncated(ev) {
-    var info = {};
-    try { info = JSON.parse(ev.data) || {}; } catch (e) { info = {}; }
+    var info = dataOf(ev);
     state.truncated += 1;
     var after = typeof info.after === 'number' ? info.after : state.lastId;
     state.truncatedAfter = after;
-    setLine('Resumed after message ' + after + ', but the server no longer keeps some of the ' +
+    ui.line('Resumed after message ' + after + ', but the server no longer keeps some of the ' +
       'messages that followed: those are missing here.');
   }
 
   // `event: resumed` (`{"after":N,"count":K,"last":L,"epoch":E}`): the server has sent every
   // missed message.
   function onResumed(ev) {
-    var info = {};
-    try { info = JSON.parse(ev.data); } catch (e) { return; }
+    var info = dataOf(ev);
     if (typeof info.after !== 'number' || typeof info.count !== 'number') return;
     if (state.truncated > 0 && state.truncatedAfter === info.after) return; // keep that warning
-    setLine('Resumed after message ' + info.after + ' — ' +
-      (info.count === 0 ? 'nothing missed.' : info.count + ' missed.'));
+    ui.line(C.resumedText(info.after, info.count));
   }
 
   function onOpen() {
     state.opens += 1;
+    state.opensHere += 1;
     state.failures = 0;
     state.lastError = '';
     clearTimeout(state.timer);
     state.timer = null;
-    C.setPresence(els.dot, 'ok', 'Connected: EventSource ' + EVENTS_URL + ' is open',
-      els.status, 'live · SSE');
-    if (els.empty) els.empty.textContent = 'No messages yet.';
-    if (state.opens > 1) {
+    ui.setStatus('ok', 'Connected: EventSource ' + eventsUrl(ui.room) + ' is open', 'live · SSE');
+    ui.loaded();
+    ui.joined(ui.room);
+    if (state.opensHere > 1) {
       // The server announces the end of the catch-up with `event: resumed`.
-      setLine(state.lastId !== null
+      ui.line(state.lastId !== null
         ? 'Reconnected after message ' + state.lastId + ' — catching up…'
         : 'Reconnected — history reloaded.');
     }
+  }
+
+  /**
+   * The browser gave up on a room's stream, which EventSource does not explain: ask once
+   * with fetch, and if the server refuses the room itself (4xx: its name, --max-rooms) say so
+   * and leave it instead of retrying forever.
+   */
+  function probeRefusal(url, room) {
+    var ctl = new AbortController();
+    return fetch(url, { cache: 'no-store', signal: ctl.signal }).then(function (res) {
+      if (res.status < 400 || res.status >= 500) {
+        ctl.abort();
+        return false;
+      }
+      return res.json().catch(function () { return null; }).then(function (body) {
+        ui.refused(room, C.responseError(res, body));
+        return true;
+      });
+    }, function () { return false; });
   }
 
   function onError() {
@@ -172,9 +179,8 @@
     if (!es) return;
     if (es.readyState === EventSource.CONNECTING) {
       // The browser reconnects by itself (after the server's `retry:` hint).
-      C.setPresence(els.dot, 'error', 'Disconnected; the browser is reconnecting…',
-        els.status, 'offline · reconnecting');
-      setLine('Connection lost — reconnecting' +
+      ui.setStatus('error', 'Disconnected; the browser is reconnecting…', 'offline · reconnecting');
+      ui.line('Connection lost — reconnecting' +
         (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '…');
       return;
     }
@@ -187,24 +193,34 @@
     state.delays.push(delay);
     if (state.delays.length > 50) state.delays.shift();
     var when = delay === 0 ? 'retrying now' : 'retrying in ' + C.seconds(delay);
-    C.setPresence(els.dot, 'error', 'Disconnected (' + state.lastError + '); ' + when + ' — ' +
-      state.failures + ' failed in a row', els.status, 'offline · retrying');
-    setLine('Disconnected; ' + when + '.');
-    state.timer = setTimeout(function () { state.recreated += 1; open(); }, delay);
+    ui.setStatus('error', 'Disconnected (' + state.lastError + '); ' + when + ' — ' +
+      state.failures + ' failed in a row', 'offline · retrying');
+    ui.line('Disconnected; ' + when + '.');
+    var room = ui.room;
+    var retry = function () { state.recreated += 1; open(); };
+    if (room === C.GENERAL) {
+      state.timer = setTimeout(retry, delay);
+      return;
+    }
+    var url = es.url;
+    state.timer = setTimeout(function () {
+      probeRefusal(url, room).then(function (refused) {
+        if (!refused && ui.room === room && !state.es) retry();
+      });
+    }, delay);
   }
 
   function open() {
     clearTimeout(state.timer);
     state.timer = null;
     if (typeof window.EventSource !== 'function') {
-      C.setPresence(els.dot, 'error', 'This browser has no EventSource', els.status, 'unsupported');
+      ui.setStatus('error', 'This browser has no EventSource', 'unsupported');
       return;
     }
-    var url = EVENTS_URL + (state.lastId !== null ? '?since=' + encodeURIComponent(String(state.lastId)) : '');
-    if (state.lastId !== null && state.serverEpoch !== null) {
-      url += '&epoch=' + encodeURIComponent(state.serverEpoch);
-    }
-    var es = new EventSource(url);
+    var room = ui.room;
+    var query = room === C.GENERAL ? [] : [['user', ui.user()]];
+    if (state.lastId !== null) query.push(['since', state.lastId], ['epoch', state.serverEpoch]);
+    var es = new EventSource(C.withQuery(eventsUrl(room), query));
     state.es = es;
     es.addEventListener('open', onOpen);
     es.addEventListener('error', onError);
@@ -212,34 +228,51 @@
     es.addEventListener('reset', onReset);
     es.addEventListener('truncated', onTruncated);
     es.addEventListener('resumed', onResumed);
+    es.addEventListener('presence', function (ev) { ui.presence(room, dataOf(ev)); });
+    es.addEventListener('typing', function (ev) { ui.typing(room, dataOf(ev).user); });
   }
 
-  C.bindComposer({
-    form: els.form,
-    userInput: els.user,
-    textInput: els.text,
-    button: els.send,
-    errorEl: els.error,
-    send: function (user, text) { return C.postMessage(POST_URL, user, text); }
-    // The new message arrives as the next event.
-  });
+  /** Follow another room (or the same one under a new name): a new EventSource, a fresh history. */
+  function enter() {
+    if (state.es) state.es.close();
+    state.es = null;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.epoch = 0;
+    state.lastId = null;
+    state.serverEpoch = null;
+    state.byKey = new Map();
+    state.messages = [];
+    state.opensHere = 0;
+    state.failures = 0;
+    state.truncatedAfter = null;
+    ui.setStatus('connecting', 'Connecting to ' + eventsUrl(ui.room) + '…', 'connecting');
+    open();
+  }
 
-  window.rtchatDebug = Object.freeze({
-    get readyState() { return state.es ? state.es.readyState : EventSource.CLOSED; },
-    get epoch() { return state.epoch; },
-    get lastId() { return state.lastId; },
-    get serverEpoch() { return state.serverEpoch; },
-    get opens() { return state.opens; },
-    get errors() { return state.errors; },
-    get resets() { return state.resets; },
-    get truncated() { return state.truncated; },
-    get failures() { return state.failures; },
-    get recreated() { return state.recreated; },
-    get delays() { return state.delays.slice(); },
-    get count() { return state.messages.length; },
-    config: cfg
+  var ui = C.mountChat({
+    enter: enter,
+    endpoint: eventsUrl,
+    send: function (room, user, text) {
+      return C.postMessage(room === C.GENERAL ? POST_URL : C.roomPath(room, 'poll'), user, text);
+      // The new message arrives as the next event.
+    },
+    typing: C.postTyping,
+    debug: {
+      get readyState() { return state.es ? state.es.readyState : EventSource.CLOSED; },
+      get epoch() { return state.epoch; },
+      get lastId() { return state.lastId; },
+      get serverEpoch() { return state.serverEpoch; },
+      get opens() { return state.opens; },
+      get errors() { return state.errors; },
+      get resets() { return state.resets; },
+      get truncated() { return state.truncated; },
+      get failures() { return state.failures; },
+      get recreated() { return state.recreated; },
+      get delays() { return state.delays.slice(); },
+      get count() { return state.messages.length; },
+      config: cfg
+    }
   });
-
-  C.renderMessages(els.list, [], els.empty);
-  open();
+  ui.start();
 })();

@@ -19,6 +19,13 @@
  *   "before the server restarted", like the SSE page.
  * - Presence dot green on open, red on close; reconnects at once, then base, 2×base, …
  *   capped, ±jitter; reset once a connection opens.
+ * - Rooms, on the one connection: `general` is the course's `/ws`, exactly as above (a frame
+ *   without `room` is about general). Entering another room sends {"type":"leave","room":old}
+ *   and {"type":"join","room":new,"user":name}; the server answers `joined`, then the room's
+ *   `history`; every server frame about a room names it, and frames about a room the page has
+ *   left are dropped. Posts and typing carry `room`; `presence` and `typing` frames feed the
+ *   member list and "… is typing". A reconnect in a room opens
+ *   /ws?rooms=<room>&user=<name>[&since=N&epoch=E], so it resumes like general does.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -59,38 +66,24 @@
     refSeq: 0,
     pending: new Map(), // ref -> post waiting for its ack or error
     messages: [],       // newest first, at most HISTORY
-    resume: null        // the current connection's resume: {after, end, ids, truncated}
-  };
-
-  var els = {
-    list: document.getElementById('messages'),
-    empty: document.getElementById('empty'),
-    dot: document.getElementById('status-dot'),
-    status: document.getElementById('status-text'),
-    line: document.getElementById('stream-status'),
-    form: document.getElementById('composer'),
-    user: document.getElementById('user'),
-    text: document.getElementById('text'),
-    send: document.getElementById('send'),
-    error: document.getElementById('post-error')
+    resume: null,       // the current connection's resume: {after, end, ids, truncated}
+    control: new Map(), // ref -> the join or leave waiting for its answer: {type, room}
+    connectsHere: 0     // connections that were (or are) in the current room
   };
 
   var decorate = C.epochDecorator(function () { return state.epoch; });
 
-  function setLine(text) {
-    if (els.line) els.line.textContent = text;
-  }
-
   function render() {
-    if (els.empty) els.empty.textContent = 'No messages yet.';
-    C.renderMessages(els.list, state.messages, els.empty, decorate);
+    ui.render(state.messages, decorate);
   }
 
+  /** /ws (general) or /ws?rooms=<room>&user=<name>, resuming after the newest id held. */
   function socketUrl() {
     var scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    var query = state.lastId !== null ? '?since=' + encodeURIComponent(String(state.lastId)) : '';
-    if (query && state.serverEpoch !== null) query += '&epoch=' + encodeURIComponent(state.serverEpoch);
-    return scheme + '//' + window.location.host + PATH + query;
+    var room = ui.room;
+    var query = room === C.GENERAL ? [] : [['rooms', room], ['user', ui.user()]];
+    if (state.lastId !== null) query.push(['since', state.lastId], ['epoch', state.serverEpoch]);
+    return scheme + '//' + window.location.host + C.withQuery(PATH, query);
   }
 
   /** Add messages of the current server run (newest first or not) and keep the newest 50. */
@@ -123,7 +116,7 @@
       text += ' Older messages were lost: the server no longer keeps some of the messages ' +
         'after message ' + r.truncated + '.';
     }
-    setLine(text);
+    ui.line(text);
   }
 
   /** The epoch a frame names, if it names one. */
@@ -150,6 +143,14 @@
     Array.from(state.pending.values()).forEach(function (p) { settle(p, { ok: false, error: error }); });
   }
 
+  /** Send a control frame (join, leave) and remember it until the server answers its ref. */
+  function control(frame) {
+    state.refSeq += 1;
+    frame.ref = 'c' + state.refSeq;
+    state.control.set(frame.ref, { type: frame.type, room: frame.room });
+    state.ws.send(JSON.stringify(frame));
+  }
+
   function onHistory(data) {
     state.histories += 1;
     if (epochOf(data) !== null) state.serverEpoch = epochOf(data);
@@ -159,8 +160,8 @@
       state.lastId = data.last;
     }
     render();
-    if (state.resets === 0 && state.connects > 1 && !state.resume) {
-      setLine('Reconnected — history reloaded.');
+    if (state.resets === 0 && state.connectsHere > 1 && !state.resume) {
+      ui.line('Reconnected — history reloaded.');
     }
   }
 
@@ -187,7 +188,7 @@
     render();
     var had = state.messages.length;
     var fresh = data.last === 0 ? ' with no messages yet' : '';
-    setLine('The server restarted' + fresh + ': its message ids start again.' +
+    ui.line('The server restarted' + fresh + ': its message ids start again.' +
       (had ? ' The ' + had + ' message' + (had === 1 ? '' : 's') + ' shown before are marked "' +
         C.BEFORE_RESTART + '".' : ''));
   }
@@ -199,7 +200,7 @@
       state.resume.truncated = after;
       showResume();
     } else {
-      setLine('Older messages were lost: the server no longer keeps some of the messages after ' +
+      ui.line('Older messages were lost: the server no longer keeps some of the messages after ' +
         'message ' + after + '.');
     }
   }
@@ -210,7 +211,24 @@
     try { data = JSON.parse(ev.data); } catch (e) { return; }
     if (!data || typeof data !== 'object') return;
     var p = data.ref != null ? state.pending.get(data.ref) : undefined;
+    var c = data.ref != null ? state.control.get(data.ref) : undefined;
+    if (c) state.control.delete(data.ref);
+    var room = typeof data.room === 'string' ? data.room : C.GENERAL;
+    if (room !== ui.room && data.type !== 'ack' && data.type !== 'error') {
+      // About a room the page has left (or is leaving): only news counts.
+      if (data.type === 'msg' && data.msg) ui.activity(room, data.msg.id);
+      return;
+    }
     switch (data.type) {
+      case 'joined':
+        ui.joined(room);
+        break;
+      case 'presence':
+        ui.presence(room, data);
+        break;
+      case 'typing':
+        ui.typing(room, data.user);
+        break;
       case 'history':
         if (Array.isArray(data.msg)) onHistory(data);
         break;
@@ -224,7 +242,9 @@
         state.errors += 1;
         var error = typeof data.error === 'string' && data.error ? data.error : 'The server refused the message';
         if (p) settle(p, { ok: false, error: error });
-        else if (composer) composer.showError(error);
+        else if (c && c.type === 'join') ui.refused(c.room, error);
+        else if (c) break; // a leave the server had already done
+        else if (room === ui.room) ui.showError(error);
         break;
       case 'reset':
         onReset(data);
@@ -244,8 +264,9 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.connects += 1;
+    state.connectsHere += 1;
     state.resume = null;
-    C.setPresence(els.dot, 'connecting', 'Connecting to ' + PATH + '…', els.status, 'connecting');
+    ui.setStatus('connecting', 'Connecting to ' + PATH + '…', 'connecting');
     var url = socketUrl();
     var resumeAfter = state.lastId;
     state.urls.push(url);
@@ -264,13 +285,14 @@
       state.open = true;
       state.opens += 1;
       state.failures = 0;
-      C.setPresence(els.dot, 'ok', 'Connected: WebSocket ' + PATH + ' (subprotocol ' +
-        (ws.protocol || 'none') + ')', els.status, 'live · WebSocket');
+      ui.setStatus('ok', 'Connected: WebSocket ' + PATH + ' (subprotocol ' +
+        (ws.protocol || 'none') + ')', 'live · WebSocket');
+      ui.joined(ui.room); // the URL named the room: the server is in it already
       if (resumeAfter !== null) {
         state.resume = { after: resumeAfter, end: null, ids: [], truncated: null };
         showResume();
-      } else if (state.connects > 1) {
-        setLine('Reconnected — loading the history…');
+      } else if (state.connectsHere > 1) {
+        ui.line('Reconnected — loading the history…');
       }
     });
     ws.addEventListener('message', function (ev) {
@@ -288,20 +310,48 @@
     state.resume = null;
     state.failures += 1;
     state.lastClose = { code: ev.code, reason: ev.reason || '' };
+    state.control.clear();
     failAllPending('The connection closed before the server answered; please send again');
     var delay = C.backoffDelay(state.failures, cfg);
     state.delays.push(delay);
     if (state.delays.length > 50) state.delays.shift();
     var why = 'closed' + (ev.code ? ' (' + ev.code + (ev.reason ? ' ' + ev.reason : '') + ')' : '');
     var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
-    C.setPresence(els.dot, 'error', 'Disconnected: ' + why + '; ' + when + ' — ' +
-      state.failures + ' failed in a row', els.status, 'offline · retrying');
-    setLine('Disconnected: ' + why + '; ' + when +
+    ui.setStatus('error', 'Disconnected: ' + why + '; ' + when + ' — ' +
+      state.failures + ' failed in a row', 'offline · retrying');
+    ui.line('Disconnected: ' + why + '; ' + when +
       (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
     state.timer = setTimeout(connect, delay);
   }
 
-  function send(user, text) {
+  /**
+   * Follow another room on the same connection: leave the old one, join the new one (the same
+   * room again after a rename: leave it and join it under the new name). Without an open
+   * connection the next one opens in the room.
+   */
+  function enter(room, previous) {
+    state.lastId = null;
+    state.serverEpoch = null;
+    state.epoch = 0;
+    state.resume = null;
+    state.messages = [];
+    var ws = state.ws;
+    state.connectsHere = ws ? 1 : 0;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      if (previous !== null) control({ type: 'leave', room: previous });
+      control({ type: 'join', room: room, user: ui.user() });
+    } else if (ws) {
+      // Still connecting, to the old room: start over in the new one.
+      state.ws = null;
+      ws.close();
+      state.connectsHere = 0;
+      connect();
+    } else if (state.timer === null) {
+      connect();
+    } // else: waiting to reconnect; it will open in `room`
+  }
+
+  function send(room, user, text) {
     var ws = state.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       return { ok: false, error: 'Not connected to the server; try again in a moment' };
@@ -313,46 +363,46 @@
         settle(p, { ok: false, error: 'The server did not answer; please send again' });
       }, POST_TIMEOUT_MS);
       state.pending.set(p.ref, p);
-      ws.send(JSON.stringify({ type: 'post', user: user, text: text, ref: p.ref }));
+      var frame = { type: 'post', user: user, text: text, ref: p.ref };
+      if (room !== C.GENERAL) frame.room = room;
+      ws.send(JSON.stringify(frame));
     });
   }
 
-  var composer = C.bindComposer({
-    form: els.form,
-    userInput: els.user,
-    textInput: els.text,
-    button: els.send,
-    errorEl: els.error,
-    send: send
+  var ui = C.mountChat({
+    enter: enter,
+    send: send,
     // The new message arrives as a `msg` frame, like everybody else's.
+    typing: function (room, user) {
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+        state.ws.send(JSON.stringify({ type: 'typing', room: room, user: user }));
+      }
+    },
+    debug: {
+      get open() { return state.open; },
+      get readyState() { return state.ws ? state.ws.readyState : WebSocket.CLOSED; },
+      get protocol() { return state.ws ? state.ws.protocol : ''; },
+      get failures() { return state.failures; },
+      get connects() { return state.connects; },
+      get opens() { return state.opens; },
+      get histories() { return state.histories; },
+      get frames() { return state.frames; },
+      get errors() { return state.errors; },
+      get resets() { return state.resets; },
+      get truncated() { return state.truncated; },
+      get epoch() { return state.epoch; },
+      get lastId() { return state.lastId; },
+      get last() { return state.lastId; },
+      get serverEpoch() { return state.serverEpoch; },
+      get urls() { return state.urls.slice(); },
+      get resumedAfter() { return state.resume ? state.resume.after : null; },
+      get missed() { return state.resume ? missedCount(state.resume) : null; },
+      get delays() { return state.delays.slice(); },
+      get lastClose() { return state.lastClose; },
+      get pending() { return state.pending.size; },
+      get count() { return state.messages.length; },
+      config: cfg
+    }
   });
-
-  window.rtchatDebug = Object.freeze({
-    get open() { return state.open; },
-    get readyState() { return state.ws ? state.ws.readyState : WebSocket.CLOSED; },
-    get protocol() { return state.ws ? state.ws.protocol : ''; },
-    get failures() { return state.failures; },
-    get connects() { return state.connects; },
-    get opens() { return state.opens; },
-    get histories() { return state.histories; },
-    get frames() { return state.frames; },
-    get errors() { return state.errors; },
-    get resets() { return state.resets; },
-    get truncated() { return state.truncated; },
-    get epoch() { return state.epoch; },
-    get lastId() { return state.lastId; },
-    get last() { return state.lastId; },
-    get serverEpoch() { return state.serverEpoch; },
-    get urls() { return state.urls.slice(); },
-    get resumedAfter() { return state.resume ? state.resume.after : null; },
-    get missed() { return state.resume ? missedCount(state.resume) : null; },
-    get delays() { return state.delays.slice(); },
-    get lastClose() { return state.lastClose; },
-    get pending() { return state.pending.size; },
-    get count() { return state.messages.length; },
-    config: cfg
-  });
-
-  C.renderMessages(els.list, [], els.empty);
-  connect();
+  ui.start();
 })();

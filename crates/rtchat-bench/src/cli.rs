@@ -110,6 +110,12 @@ pub struct FanoutArgs {
     #[arg(long)]
     pub deflate: bool,
 
+    /// Spread subscribers and posts over this many rooms (`bench-0`...; subscriber i and
+    /// message i in room i % N). 1: the course's paths, room `general`. Not for the course's
+    /// snapshot transports (ws-json, socketio-snapshots), which are `general` only.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=100_000), |n| n as usize))]
+    pub rooms: usize,
+
     #[command(flatten)]
     pub common: Common,
 }

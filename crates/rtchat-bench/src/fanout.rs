@@ -14,6 +14,19 @@ use crate::sys::{rss_kib, unix_nanos, CpuMeter};
 use crate::target::Target;
 use crate::transport::{self, SubscriberSetup};
 
+/// Deliveries due for `posted` messages to `connected` subscribers: each message reaches the
+/// subscribers of its room (message `seq` goes to room `(seq - 1) % rooms`, subscriber `i` is
+/// in room `i % rooms`), scaled by how many of them connected.
+fn expected(args: &FanoutArgs, connected: u64, posted: u64) -> u64 {
+    let (rooms, subscribers) = (args.rooms.max(1) as u64, args.subscribers as u64);
+    if rooms == 1 || subscribers == 0 {
+        return connected * posted;
+    }
+    let in_room = |r: u64| subscribers / rooms + u64::from(r < subscribers % rooms);
+    let all: u64 = (0..posted).map(|seq| in_room(seq % rooms)).sum();
+    all * connected / subscribers
+}
+
 /// Runs the fan-out measurement against `target`.
 pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) -> FanoutReport {
     let common = &args.common;
@@ -31,6 +44,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         transport: args.transport.name().to_owned(),
         url,
         subscribers: args.subscribers,
+        rooms: args.rooms,
         connected: 0,
         messages: args.messages,
         posted: 0,
@@ -67,6 +81,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         run: run_id,
         last,
         poll_timeout: 120,
+        rooms: args.rooms,
     });
     let mut rss_max = 0u64;
     let sample_rss = |max: &mut u64| {
@@ -104,9 +119,11 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         let publisher = {
             let (target, posted, shared) = (target.clone(), posted.clone(), shared.clone());
             let (transport, messages, rate) = (args.transport, args.messages, args.rate);
+            let rooms = args.rooms;
             tokio::spawn(async move {
                 if let Err(e) =
-                    transport::publish(&target, transport, run_id, messages, rate, &posted).await
+                    transport::publish(&target, transport, run_id, (messages, rooms), rate, &posted)
+                        .await
                 {
                     shared.error(format!("publisher: {e}"));
                 }
@@ -128,7 +145,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
             }
             let live = shared.ready.load(Ordering::Relaxed) as u64;
             if let Some(done) = publisher_done_at {
-                if delivered >= live * posted_now
+                if delivered >= expected(args, live, posted_now)
                     || done.elapsed() >= Duration::from_secs_f64(args.drain)
                 {
                     break;
@@ -148,9 +165,10 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     let connected = shared.ready.load(Ordering::Relaxed);
     let posted = posted.load(Ordering::Relaxed);
     let delivered = shared.delivered.load(Ordering::Relaxed);
-    let expected = connected as u64 * posted;
+    let expected = expected(args, connected as u64, posted);
     let last_receipt = shared.last_receipt.load(Ordering::Relaxed);
     let span = last_receipt.saturating_sub(first_post) as f64 / 1e9;
+    report.rooms = args.rooms;
     report.connected = connected;
     report.posted = posted;
     report.expected = expected;

@@ -38,6 +38,7 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
         run: 0,
         last,
         poll_timeout: 120,
+        rooms: 1,
     });
     let rss_before = rss_kib(pid).unwrap_or(0);
     let kernel_before = KernelMemory::read();
@@ -116,7 +117,14 @@ async fn fan_out(
     let shared = &setup.shared;
     let posted = std::sync::atomic::AtomicU64::new(0);
     let sent = unix_nanos();
-    let publisher = transport::publish(&setup.target, args.transport, setup.run, 1, 1.0, &posted);
+    let publisher = transport::publish(
+        &setup.target,
+        args.transport,
+        setup.run,
+        (1, 1),
+        1.0,
+        &posted,
+    );
     let waiting = async {
         while shared.delivered.load(Ordering::Relaxed) < connections as u64 {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -63,6 +63,12 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
     };
     let result = match args.command {
         BenchCommand::Fanout(a) => {
+            if a.rooms > 1 && !transport::has_rooms(a.transport) {
+                return Err(format!(
+                    "--rooms needs a transport with rooms; {} is the course's room general only",
+                    a.transport.name()
+                ));
+            }
             let label = common
                 .label
                 .clone()

@@ -108,6 +108,9 @@ pub struct FanoutReport {
     pub url: String,
     /// Subscribers asked for.
     pub subscribers: usize,
+    /// Rooms they spread over (1: the course's paths, room `general`).
+    #[serde(default = "one")]
+    pub rooms: usize,
     /// Subscribers that connected and got their first answer.
     pub connected: usize,
     /// Messages asked for.
@@ -276,7 +279,14 @@ impl FanoutReport {
             ("transport", self.transport.clone()),
             (
                 "subscribers",
-                format!("{} of {} connected", self.connected, self.subscribers),
+                if self.rooms > 1 {
+                    format!(
+                        "{} of {} connected, in {} rooms",
+                        self.connected, self.subscribers, self.rooms
+                    )
+                } else {
+                    format!("{} of {} connected", self.connected, self.subscribers)
+                },
             ),
             (
                 "posted",
@@ -471,4 +481,8 @@ pub fn plot(path: &Path, title: &str, runs: &[(String, Latency)]) -> io::Result<
         .map_err(|e| err(Box::new(e)))?;
     root.present().map_err(|e| err(Box::new(e)))?;
     Ok(())
+}
+
+fn one() -> usize {
+    1
 }

@@ -123,6 +123,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
         last: resume.map(|p| p.after),
         epoch: resume.and_then(|p| p.epoch.clone()),
         snapshots: (ctx.transport == Transport::SocketIo).then_some(false),
+        ..Auth::default()
     };
     let auth = serde_json::to_string(&auth).expect("auth serializes");
     send(&mut socket, format!("40{auth}"))

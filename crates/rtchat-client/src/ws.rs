@@ -206,6 +206,7 @@ impl WsSession {
             let r = self.next_ref;
             self.next_ref += 1;
             let frame = ClientFrame::Post {
+                room: None,
                 user: cmd.user.clone(),
                 text: cmd.text.clone(),
                 reference: r.into(),
@@ -275,10 +276,17 @@ impl WsSession {
             Err(e) => return Ok(Err(format!("protocol error: bad frame ({e}): {value}"))),
         };
         let usable = |epoch: String| Some(epoch).filter(|e| valid_epoch(e));
+        // This client is in `general` only (it names no rooms): frames of another room are
+        // not for it.
+        if frame.room().is_some_and(|room| room != v1::GENERAL) {
+            return Ok(Ok(()));
+        }
         match frame {
-            ServerFrame::Msg { msg } => sink.deliver([msg]).await?,
+            ServerFrame::Msg { msg, .. } => sink.deliver([msg]).await?,
             // After a reset, the new history.
-            ServerFrame::History { msg, last, epoch } => {
+            ServerFrame::History {
+                msg, last, epoch, ..
+            } => {
                 let page = Page {
                     msg,
                     last: Some(last),
@@ -288,14 +296,14 @@ impl WsSession {
                 sink.apply_page(page).await?
             }
             // The position meant nothing here.
-            ServerFrame::Reset(reset) => sink.reset(reset.last, usable(reset.epoch)).await?,
+            ServerFrame::Reset { reset, .. } => sink.reset(reset.last, usable(reset.epoch)).await?,
             // Caught up.
-            ServerFrame::Resumed(resumed) => {
+            ServerFrame::Resumed { resumed, .. } => {
                 sink.adopt_epoch(usable(resumed.epoch));
                 sink.catch_up_done().await?;
             }
-            ServerFrame::Truncated(_) => sink.truncated().await?,
-            ServerFrame::Ack { reference, id } => {
+            ServerFrame::Truncated { .. } => sink.truncated().await?,
+            ServerFrame::Ack { reference, id, .. } => {
                 if let Some(cmd) = reference.as_u64().and_then(|r| self.pending.remove(&r)) {
                     let _ = cmd.reply.send(Ok(id));
                 }
@@ -307,6 +315,11 @@ impl WsSession {
                     let _ = cmd.reply.send(Err(Error::Rejected(error)));
                 }
             }
+            // Rooms, presence and typing: not shown by this client.
+            ServerFrame::Joined { .. }
+            | ServerFrame::Left { .. }
+            | ServerFrame::Presence(_)
+            | ServerFrame::Typing(_) => {}
         }
         Ok(Ok(()))
     }

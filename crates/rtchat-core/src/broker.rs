@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 
 use crate::entry::Entry;
+use crate::presence::Signal;
 
 /// One thing a channel's subscribers must learn about.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub enum Publication {
     },
     /// A message was deleted (its tombstone is stored): history leaves it out from now on.
     Deleted { channel: Arc<str>, id: u64 },
+    /// Presence or typing: told to the channel's listening subscribers, never stored.
+    Signal(Arc<Signal>),
 }
 
 impl Publication {
@@ -27,6 +30,7 @@ impl Publication {
     pub fn channel(&self) -> &Arc<str> {
         match self {
             Publication::Message { channel, .. } | Publication::Deleted { channel, .. } => channel,
+            Publication::Signal(signal) => &signal.room,
         }
     }
 }

@@ -23,7 +23,12 @@ use tokio::sync::{broadcast, watch};
 
 use crate::entry::{Entry, Since, Snapshot};
 use crate::hub::Hub;
+use crate::presence::{Member, PresenceState, Signal};
 use crate::store::StoreError;
+
+/// How many signals (presence, typing) a subscriber may fall behind; older ones are dropped
+/// for it (they are not worth catching up on).
+const SIGNAL_QUEUE: usize = 64;
 
 /// One new message as published to a channel's subscribers, with the snapshot that includes
 /// it.
@@ -41,6 +46,9 @@ pub enum Delivery {
     /// The subscriber fell too far behind; `missed` events were dropped for it. See the
     /// module docs for what transports do about it.
     Lagged { missed: u64 },
+    /// A presence or typing event of the channel (only for subscriptions that asked for
+    /// them, [`Subscription::with_signals`]).
+    Signal(Arc<Signal>),
 }
 
 /// A channel held by this node.
@@ -50,6 +58,9 @@ pub struct Channel {
     /// The ring, while anyone subscribes.
     ring: Mutex<Option<broadcast::Sender<Arc<Event>>>>,
     queue: usize,
+    /// Presence and typing events, while anyone listens for them.
+    signals: Mutex<Option<broadcast::Sender<Arc<Signal>>>>,
+    presence: Mutex<PresenceState>,
 }
 
 impl Channel {
@@ -59,7 +70,46 @@ impl Channel {
             snapshot: watch::Sender::new(Arc::new(snapshot)),
             ring: Mutex::new(None),
             queue,
+            signals: Mutex::new(None),
+            presence: Mutex::new(PresenceState::default()),
         }
+    }
+
+    pub(crate) fn presence(&self) -> std::sync::MutexGuard<'_, PresenceState> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many are in the room now: named members (each once) and unnamed clients.
+    pub fn online(&self) -> usize {
+        self.presence().online(tokio::time::Instant::now())
+    }
+
+    /// The named members in the room now, earliest first.
+    pub fn members(&self) -> Vec<Member> {
+        self.presence().members(tokio::time::Instant::now())
+    }
+
+    fn signals(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Signal>>>> {
+        self.signals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A delivered signal, to every subscriber listening for signals.
+    pub(crate) fn signal(&self, signal: Arc<Signal>) {
+        let mut signals = self.signals();
+        if let Some(sender) = signals.as_ref() {
+            if sender.receiver_count() == 0 {
+                *signals = None;
+            } else {
+                let _ = sender.send(signal);
+            }
+        }
+    }
+
+    /// Whether anything of this node still uses the channel: subscribers, presence, or a
+    /// handle held elsewhere (a parked long poll). `holders` is how many handles the caller
+    /// itself holds.
+    pub(crate) fn is_unused(self: &Arc<Channel>, holders: usize) -> bool {
+        Arc::strong_count(self) <= holders && self.subscribers() == 0 && self.presence().is_empty()
     }
 
     /// The channel's name.
@@ -131,6 +181,8 @@ pub struct Subscription {
     /// Set by a capped resume ([`crate::HubConfig::max_resume`]): the next catch-up starts
     /// after this id instead of `last_seen`, and says `truncated`.
     skip_to: Option<u64>,
+    /// Presence and typing, for subscriptions that asked ([`Subscription::with_signals`]).
+    signals: Option<broadcast::Receiver<Arc<Signal>>>,
     channel: Arc<Channel>,
     hub: Hub,
 }
@@ -142,9 +194,23 @@ impl Subscription {
             rx,
             last_seen: snapshot.last_id,
             skip_to: None,
+            signals: None,
             snapshot,
             channel,
             hub,
+        }
+    }
+
+    /// Makes [`Subscription::recv`] also deliver the channel's presence and typing events
+    /// ([`Delivery::Signal`]), from now on. Snapshot transports (the course's) do not ask.
+    pub fn with_signals(&mut self) {
+        if self.signals.is_none() {
+            let rx = self
+                .channel
+                .signals()
+                .get_or_insert_with(|| broadcast::channel(SIGNAL_QUEUE).0)
+                .subscribe();
+            self.signals = Some(rx);
         }
     }
 
@@ -195,10 +261,27 @@ impl Subscription {
             let delivery = match self.rx.try_recv() {
                 Ok(event) => self.deliver(event),
                 Err(TryRecvError::Lagged(missed)) => Some(self.lagged(missed)),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return self.try_signal(),
             };
             if delivery.is_some() {
                 return delivery;
+            }
+        }
+    }
+
+    /// A queued signal, if any (a lagging listener just loses the oldest ones).
+    fn try_signal(&mut self) -> Option<Delivery> {
+        use broadcast::error::TryRecvError;
+        let rx = self.signals.as_mut()?;
+        loop {
+            match rx.try_recv() {
+                Ok(signal) => return Some(Delivery::Signal(signal)),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Closed) => {
+                    self.signals = None;
+                    return None;
+                }
             }
         }
     }
@@ -207,10 +290,24 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Delivery> {
         use broadcast::error::RecvError;
         loop {
-            let delivery = match self.rx.recv().await {
-                Ok(event) => self.deliver(event),
-                Err(RecvError::Lagged(missed)) => Some(self.lagged(missed)),
-                Err(RecvError::Closed) => return None,
+            let received = match self.signals.as_mut() {
+                None => Ok(self.rx.recv().await),
+                Some(signals) => tokio::select! {
+                    biased;
+                    event = self.rx.recv() => Ok(event),
+                    signal = signals.recv() => Err(signal),
+                },
+            };
+            let delivery = match received {
+                Ok(Ok(event)) => self.deliver(event),
+                Ok(Err(RecvError::Lagged(missed))) => Some(self.lagged(missed)),
+                Ok(Err(RecvError::Closed)) => return None,
+                Err(Ok(signal)) => Some(Delivery::Signal(signal)),
+                Err(Err(RecvError::Lagged(_))) => None,
+                Err(Err(RecvError::Closed)) => {
+                    self.signals = None;
+                    None
+                }
             };
             if delivery.is_some() {
                 return delivery;

@@ -11,21 +11,29 @@
 //!   fresh / reset / resume decision is [`decide`], here and nowhere else) and
 //!   [`Hub::submit`] / [`Hub::post`] (a channel and a post in).
 //!
-//! Channels come into being with their first post (or an explicit [`Hub::open_channel`]),
-//! never through a read: reading an unknown channel answers an empty history.
+//! Channels (rooms) come into being with their first post or join ([`Hub::open_channel`],
+//! [`Hub::subscribe`]), never through a read: reading an unknown channel answers an empty
+//! history. At most [`HubConfig::max_rooms`] exist at once; a room nobody is in and whose
+//! messages have all gone (retention) stops counting, and a room nothing on this node uses is
+//! let go from memory (its messages stay in the store) by a sweep every [`SWEEP_EVERY`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::{Broker, Deliver, LocalBroker, Publication};
 use crate::channel::{Channel, Subscription};
 use crate::entry::{Entry, Since, Snapshot};
 use crate::message::{Limits, NewPost, PostError};
 use crate::observer::HubObserver;
+use crate::presence::{self, PresenceGuard, Signal, SignalKind};
+use crate::room::{check_room_name, RoomError};
 use crate::store::{Append, Appended, ChannelInfo, Store, StoreError};
+
+/// How often rooms nothing uses are let go from memory and the room count is re-read.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// The channel of the course's one chat: `/poll`, `/msgs`, `/events`, `/ws`, Socket.IO's
 /// `msg:get`.
@@ -48,6 +56,11 @@ pub struct HubConfig {
     /// further back resumes at the newest this many, told `truncated`, so one reconnecting
     /// client cannot make the server read and send the whole store.
     pub max_resume: u64,
+    /// The most rooms that may exist at once (`--max-rooms`; 0: no cap).
+    pub max_rooms: usize,
+    /// How long a polling client that named itself stays present after a poll
+    /// (`--presence-window`).
+    pub presence_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -59,6 +72,8 @@ impl Default for HubConfig {
             batch: 256,
             dedupe_window: Duration::from_secs(120),
             max_resume: 10_000,
+            max_rooms: 10_000,
+            presence_window: Duration::from_secs(30),
         }
     }
 }
@@ -101,6 +116,17 @@ pub fn decide(snapshot: &Snapshot, from: Option<&Position>) -> Start {
     }
 }
 
+/// A room as `GET /rooms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSummary {
+    pub name: String,
+    /// The newest id handed out in it.
+    pub last: u64,
+    pub epoch: String,
+    /// How many are in it now (see [`Channel::online`]).
+    pub online: usize,
+}
+
 /// A subscription opened through the door, and how it starts.
 pub struct Opened {
     pub start: Start,
@@ -124,6 +150,12 @@ struct Inner {
     posts: mpsc::Sender<Pending>,
     /// Told about commits and lagging subscribers (see [`Hub::set_observer`]).
     observer: OnceLock<Arc<dyn HubObserver>>,
+    /// The rooms that count against [`HubConfig::max_rooms`]: those held here and those
+    /// whose messages the store still has.
+    counted: Mutex<HashSet<Arc<str>>>,
+    /// Ticks whenever a room comes into being here (a long poll on an unknown room waits
+    /// for it).
+    created: watch::Sender<u64>,
 }
 
 /// The chat: validated posts in, each channel's ordered stream of messages out to every
@@ -147,6 +179,7 @@ impl Deliver for HubDeliver {
         };
         match publication {
             Publication::Message { entry, .. } => channel.publish(entry, inner.config.history),
+            Publication::Signal(signal) => channel.signal(signal),
             Publication::Deleted { .. } => {
                 // Rebuilt from the store, off the broker's task.
                 let hub = Hub { inner };
@@ -162,11 +195,47 @@ impl Deliver for HubDeliver {
 
 impl Inner {
     fn loaded(&self, name: &str) -> Option<Arc<Channel>> {
-        self.channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
+        self.channels().get(name).cloned()
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Channel>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn counted(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
+        self.counted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Once a second: polling members whose presence window passed leave their rooms; every
+/// [`SWEEP_EVERY`], rooms nothing uses are let go ([`Hub::sweep`]). Ends with the hub.
+async fn ticker(hub: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweep_every = SWEEP_EVERY.as_secs().max(1);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        let Some(inner) = hub.upgrade() else {
+            return;
+        };
+        let hub = Hub { inner };
+        let polled: Vec<Arc<Channel>> = hub
+            .inner
+            .channels()
+            .values()
+            .filter(|c| c.presence().has_pollers())
             .cloned()
+            .collect();
+        for channel in &polled {
+            presence::expire(&hub, channel);
+        }
+        if ticks.is_multiple_of(sweep_every) {
+            if let Err(e) = hub.sweep().await {
+                tracing::warn!(error = %e, "could not re-read the rooms");
+            }
+        }
     }
 }
 
@@ -199,17 +268,49 @@ impl Hub {
                 loading: tokio::sync::Mutex::new(()),
                 posts,
                 observer: OnceLock::new(),
+                counted: Mutex::new(HashSet::new()),
+                created: watch::Sender::new(0),
             }),
         };
         hub.inner
             .broker
             .start(Arc::new(HubDeliver(Arc::downgrade(&hub.inner))));
-        hub.open_channel(GENERAL).await?;
+        hub.recount().await?;
+        {
+            let _loading = hub.inner.loading.lock().await;
+            hub.load(GENERAL, true).await?;
+        }
         let writer = Writer {
             hub: Arc::downgrade(&hub.inner),
         };
         tokio::spawn(writer.run(posts_rx));
+        tokio::spawn(ticker(Arc::downgrade(&hub.inner)));
         Ok(hub)
+    }
+
+    /// Re-reads which rooms count: the store's rooms with messages and the ones held here.
+    async fn recount(&self) -> Result<(), StoreError> {
+        let stored = self.inner.store.channels().await?;
+        let mut counted: HashSet<Arc<str>> = stored
+            .into_iter()
+            .filter(|c| c.has_messages)
+            .map(|c| Arc::from(c.name))
+            .collect();
+        counted.extend(self.inner.channels().keys().cloned());
+        counted.insert(Arc::from(GENERAL));
+        *self.inner.counted() = counted;
+        Ok(())
+    }
+
+    /// Lets go of the rooms nothing on this node uses (no subscriber, nobody present, no
+    /// handle held: their messages stay in the store, and a later read loads them again),
+    /// then re-reads which rooms count.
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        let _loading = self.inner.loading.lock().await;
+        self.inner
+            .channels()
+            .retain(|name, channel| &**name == GENERAL || !channel.is_unused(1));
+        self.recount().await
     }
 
     /// The configuration in force (after clamping nonsense values).
@@ -222,23 +323,117 @@ impl Hub {
         self.inner.store.describe()
     }
 
-    /// The channel, created if it does not exist yet (a join, or a first post).
-    pub async fn open_channel(&self, name: &str) -> Result<Arc<Channel>, StoreError> {
+    /// The room, created if it does not exist yet (a join, or a first post): refused for a
+    /// bad name, or when it would be one room more than [`HubConfig::max_rooms`].
+    pub async fn open_channel(&self, name: &str) -> Result<Arc<Channel>, RoomError> {
         if let Some(channel) = self.inner.loaded(name) {
             return Ok(channel);
         }
+        check_room_name(name)?;
+        let max = self.inner.config.max_rooms;
+        let counts = |inner: &Inner| {
+            let counted = inner.counted();
+            counted.contains(name) || max == 0 || counted.len() < max
+        };
+        if !counts(&self.inner) {
+            // Rooms may have emptied since the last sweep.
+            self.sweep().await?;
+            if !counts(&self.inner) {
+                return Err(RoomError::TooMany { max });
+            }
+        }
         let _loading = self.inner.loading.lock().await;
-        self.load(name, true).await.map(|c| c.expect("created"))
+        let channel = self.load(name, true).await?.expect("created");
+        Ok(channel)
     }
 
-    /// The channel if it exists (held here, or in the store); `None` otherwise. Never
-    /// creates one.
-    pub async fn channel(&self, name: &str) -> Result<Option<Arc<Channel>>, StoreError> {
+    /// The room if it exists (held here, or in the store); `None` otherwise. Never creates
+    /// one; a bad name is refused.
+    pub async fn channel(&self, name: &str) -> Result<Option<Arc<Channel>>, RoomError> {
         if let Some(channel) = self.inner.loaded(name) {
             return Ok(Some(channel));
         }
+        check_room_name(name)?;
         let _loading = self.inner.loading.lock().await;
-        self.load(name, false).await
+        Ok(self.load(name, false).await?)
+    }
+
+    /// Ticks whenever a room comes into being on this node: a long poll on a room that does
+    /// not exist yet waits on it.
+    pub fn created(&self) -> watch::Receiver<u64> {
+        self.inner.created.subscribe()
+    }
+
+    /// Every room, by name, with its position and how many are in it. Lists the rooms that
+    /// count against [`HubConfig::max_rooms`] (see the module docs).
+    pub async fn rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
+        let stored = self.inner.store.channels().await?;
+        let held = self.inner.channels().clone();
+        let mut rooms: Vec<RoomSummary> = stored
+            .into_iter()
+            .filter_map(|c| match held.get(c.name.as_str()) {
+                Some(channel) => {
+                    let snapshot = channel.snapshot();
+                    Some(RoomSummary {
+                        last: snapshot.last_id,
+                        epoch: snapshot.epoch.to_string(),
+                        online: channel.online(),
+                        name: c.name,
+                    })
+                }
+                None if c.has_messages => Some(RoomSummary {
+                    name: c.name,
+                    last: c.info.last_id,
+                    epoch: c.info.epoch,
+                    online: 0,
+                }),
+                None => None,
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rooms)
+    }
+
+    /// Enters a streaming client into `channel`'s presence, named `user` (or unnamed): it is
+    /// in the room until the guard is dropped. See [`crate::presence`].
+    pub fn present(&self, channel: &Arc<Channel>, user: Option<&str>) -> PresenceGuard {
+        presence::enter(self, channel, user.map(Arc::from))
+    }
+
+    /// A polling client named `user` read `channel`: it is present for
+    /// [`HubConfig::presence_window`] from now.
+    pub fn polled(&self, channel: &Arc<Channel>, user: &str) {
+        presence::polled(self, channel, user, self.inner.config.presence_window);
+    }
+
+    /// `user` is typing in `room`: told to the room's listening clients, at most once a
+    /// second per user (false when this one was dropped for it, or the room does not exist).
+    pub async fn typing(&self, room: &str, user: &str) -> Result<bool, RoomError> {
+        let Some(channel) = self.channel(room).await? else {
+            return Ok(false);
+        };
+        let user: Arc<str> = Arc::from(user);
+        if !presence::may_type(&channel, &user) {
+            return Ok(false);
+        }
+        self.signal(Signal::new(
+            channel.name().clone(),
+            SignalKind::Typing { user },
+        ))
+        .await;
+        Ok(true)
+    }
+
+    /// Hands a signal to the broker, which delivers it to every node's listeners.
+    pub(crate) async fn signal(&self, signal: Signal) {
+        if let Err(e) = self
+            .inner
+            .broker
+            .publish(Publication::Signal(Arc::new(signal)))
+            .await
+        {
+            tracing::debug!(error = %e, "a presence or typing signal was not delivered");
+        }
     }
 
     /// The channel [`GENERAL`], which is always held.
@@ -269,11 +464,12 @@ impl Hub {
             snapshot,
             self.inner.config.queue,
         ));
-        self.inner
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name, channel.clone());
+        self.inner.channels().insert(name.clone(), channel.clone());
+        self.inner.counted().insert(name);
+        if create {
+            // A post or a join: the room may be new (a read only loads an existing one).
+            self.inner.created.send_modify(|n| *n += 1);
+        }
         Ok(Some(channel))
     }
 
@@ -308,7 +504,7 @@ impl Hub {
         &self,
         channel: &str,
         from: Option<&Position>,
-    ) -> Result<Opened, StoreError> {
+    ) -> Result<Opened, RoomError> {
         let channel = self.open_channel(channel).await?;
         self.inner.broker.subscribe(channel.name());
         let mut subscription = Subscription::new(channel, self.clone());
@@ -344,6 +540,10 @@ impl Hub {
     /// returned [`Ticket`] resolves once it is stored. Posts submitted one after another are
     /// stored in that order, so a connection can keep reading while its earlier posts commit.
     pub async fn submit(&self, channel: &str, post: NewPost) -> Result<Ticket, PostError> {
+        if self.inner.loaded(channel).is_none() {
+            // A first post creates the room: refused here, before it is queued, if it cannot.
+            self.open_channel(channel).await.map_err(PostError::Room)?;
+        }
         // Waiting for room before making the message keeps this future small: it is part of
         // every WebSocket connection's task.
         let permit = self
@@ -365,6 +565,10 @@ impl Hub {
     /// back. Exists so a caller that must stay small (a connection's task) can keep the
     /// waiting path out of line.
     pub fn try_submit(&self, channel: &str, post: NewPost) -> Result<Ticket, TrySubmitError> {
+        if self.inner.loaded(channel).is_none() {
+            // Opening the room takes the waiting path.
+            return Err(TrySubmitError::Full(post));
+        }
         let permit = match self.inner.posts.try_reserve() {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Full(())) => return Err(TrySubmitError::Full(post)),
@@ -414,19 +618,13 @@ impl Hub {
 
     /// How many channels this node holds (loaded or created), for metrics.
     pub fn channel_count(&self) -> usize {
-        self.inner
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inner.channels().len()
     }
 
     /// How many subscriptions are alive (streams, sockets) on every channel, for metrics.
     pub fn subscribers(&self) -> usize {
         self.inner
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .channels()
             .values()
             .map(|c| c.subscribers())
             .sum()

@@ -9,6 +9,8 @@
 //! * [`hub`] — the writer (one order per channel, batched commits) and the door every
 //!   transport enters through ([`Hub::subscribe`] with a [`Position`], [`Hub::submit`]);
 //! * [`entry`] — a message encoded once, snapshots and the shared `{"msg":[...]}` shape;
+//! * [`room`] — room names and why a room can be refused;
+//! * [`presence`] — who is in a room and who is typing (signals, never stored);
 //! * [`observer`] — what the hub reports about its work (commits, lag), for metrics.
 //!
 //! Transports (polling, streams, WebSockets, Socket.IO) are thin adapters over [`Hub`].
@@ -19,17 +21,22 @@ pub mod entry;
 pub mod hub;
 pub mod message;
 pub mod observer;
+pub mod presence;
+pub mod room;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, Deliver, LocalBroker, Publication};
 pub use channel::{Channel, Delivery, Event, Subscription};
 pub use entry::{encode_list, encode_list_with, page_flags, Encodings, Entry, Since, Snapshot};
 pub use hub::{
-    decide, now_millis, Hub, HubConfig, Opened, Position, Start, Ticket, TrySubmitError, GENERAL,
+    decide, now_millis, Hub, HubConfig, Opened, Position, RoomSummary, Start, Ticket,
+    TrySubmitError, GENERAL,
 };
 pub use message::{Limits, Message, NewPost, PostError, MAX_KEY};
 pub use observer::HubObserver;
+pub use presence::{Member, PresenceGuard, Signal, SignalKind};
+pub use room::{check_room_name, RoomError};
 pub use store::{
-    Append, Appended, ChannelInfo, MemoryStore, Page, Retention, SqliteStore, Store, StoreError,
-    StoreErrorKind,
+    Append, Appended, ChannelInfo, ChannelSummary, MemoryStore, Page, Retention, SqliteStore,
+    Store, StoreError, StoreErrorKind,
 };

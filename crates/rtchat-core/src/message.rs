@@ -102,12 +102,19 @@ pub enum PostError {
     ShuttingDown,
     #[error("the message could not be stored: {0}")]
     Store(StoreError),
+    /// The room cannot be posted in (a bad name, or one room too many).
+    #[error("{0}")]
+    Room(crate::room::RoomError),
 }
 
 impl PostError {
     /// True when the client sent something wrong (as opposed to a server-side failure).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, PostError::ShuttingDown | PostError::Store(_))
+        match self {
+            PostError::ShuttingDown | PostError::Store(_) => false,
+            PostError::Room(e) => e.is_client_error(),
+            _ => true,
+        }
     }
 }
 

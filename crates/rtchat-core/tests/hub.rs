@@ -42,6 +42,7 @@ fn next_id(sub: &mut rtchat_core::Subscription) -> Option<u64> {
     match sub.try_recv()? {
         Delivery::Event(e) => Some(e.entry.message.id),
         Delivery::Lagged { .. } => panic!("lagged"),
+        Delivery::Signal(s) => panic!("a signal nobody asked for: {s:?}"),
     }
 }
 
@@ -383,6 +384,7 @@ async fn a_subscriber_that_never_reads_stalls_nobody_and_can_catch_up() {
                     let since = reader.catch_up(1000).await.unwrap();
                     got.extend(since.entries.iter().map(|e| e.message.id));
                 }
+                Some(Delivery::Signal(s)) => panic!("a signal nobody asked for: {s:?}"),
                 None => break,
             }
         }

@@ -21,12 +21,39 @@ pub const READYZ: &str = "/readyz";
 /// Socket.IO's Engine.IO endpoint.
 pub const SOCKETIO: &str = "/socket.io/";
 
+/// Rooms: `GET /rooms` lists them ([`crate::shapes::RoomList`]); each room's endpoints are
+/// [`room_path`]`(room, leaf)` with a leaf of [`room`]. The course's `/poll`, `/msgs` and
+/// `/events` are the room `general`.
+pub const ROOMS: &str = "/rooms";
+
+/// The leaves of a room's endpoints, `/rooms/{room}/LEAF`.
+pub mod room {
+    /// `GET|POST`: exactly `/poll`'s contract; `?user=` on `GET` makes the poller present.
+    pub const POLL: &str = "poll";
+    /// `GET`: `/msgs`' stream plus `{"presence":{...}}` / `{"typing":{...}}` lines; `POST`
+    /// posts.
+    pub const MSGS: &str = "msgs";
+    /// `GET`: `/events`' SSE plus `event: presence` and `event: typing`.
+    pub const EVENTS: &str = "events";
+    /// `GET`: who is in the room ([`crate::shapes::RoomPresence`]).
+    pub const PRESENCE: &str = "presence";
+    /// `POST {"user":U}`: U is typing ([`crate::shapes::TypingPost`]).
+    pub const TYPING: &str = "typing";
+}
+
+/// `/rooms/{room}/{leaf}` (room names need no escaping: `a-z 0-9 - _`).
+pub fn room_path(room: &str, leaf: &str) -> String {
+    format!("{ROOMS}/{room}/{leaf}")
+}
+
 /// Query parameter: the newest id the client holds.
 pub const SINCE: &str = "since";
 /// Query parameter: the epoch that id belongs to.
 pub const EPOCH: &str = "epoch";
 /// Query parameter: how long a long poll may be held, in seconds (`0`: answer at once).
 pub const TIMEOUT: &str = "timeout";
+/// Query parameter: the name a stream or a poll is present under in its room (presence).
+pub const USER: &str = "user";
 
 /// SSE's resume header (`EPOCH:ID`, or a bare `ID`).
 pub const LAST_EVENT_ID: &str = "last-event-id";
@@ -40,4 +67,8 @@ pub mod sse_event {
     pub const RESUMED: &str = "resumed";
     /// [`crate::shapes::Truncated`]: messages right after the position are no longer kept.
     pub const TRUNCATED: &str = "truncated";
+    /// [`crate::shapes::PresenceChange`] (`/rooms/{room}/events` only).
+    pub const PRESENCE: &str = "presence";
+    /// [`crate::shapes::Typing`] (`/rooms/{room}/events` only).
+    pub const TYPING: &str = "typing";
 }

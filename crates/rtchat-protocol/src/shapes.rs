@@ -127,6 +127,67 @@ impl ErrorBody {
     }
 }
 
+/// `GET /rooms`: every room, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// One room of [`RoomList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    /// The newest id handed out in it.
+    pub last: u64,
+    pub epoch: String,
+    /// How many are in it now: named users once each, plus unnamed streams.
+    pub online: u64,
+}
+
+/// `GET /rooms/{room}/presence`: who is in the room now, with its position. A room that does
+/// not exist answers `online` 0, no users, `last` 0 and `epoch` `""`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPresence {
+    pub room: String,
+    /// Named users (each once) plus unnamed streams.
+    pub online: u64,
+    /// The named users, earliest first.
+    pub users: Vec<PresentUser>,
+    pub last: u64,
+    pub epoch: String,
+}
+
+/// One user of [`RoomPresence`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresentUser {
+    pub user: String,
+    /// When they came in, in milliseconds since the Unix epoch.
+    pub since: i64,
+}
+
+/// A presence event: who came into the room and who left since the previous one (SSE
+/// `event: presence`, a `/rooms/{room}/msgs` line `{"presence":{...}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub room: String,
+    pub joined: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// A typing event: `user` is typing in `room` (SSE `event: typing`, a `/rooms/{room}/msgs`
+/// line `{"typing":{...}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Typing {
+    pub room: String,
+    pub user: String,
+}
+
+/// The body of `POST /rooms/{room}/typing`; answered `{"status":"ok"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingPost {
+    pub user: String,
+}
+
 /// Whether `epoch` is one a client may keep and send back: 1–64 characters of `A–Z a–z 0–9 -
 /// _` (safe in a query string and an SSE id). The server's epochs always are.
 pub fn valid_epoch(epoch: &str) -> bool {

@@ -75,17 +75,23 @@ impl Admitted {
     }
 }
 
-/// A place under the caps in a request's extensions, for a WebSocket that outlives its HTTP
-/// exchange inside a library that keeps the request head for the session's life
-/// (engineioxide, for Socket.IO's WebSocket sessions): the place is given back when the
-/// session drops it.
+/// A connection's place under the caps, shared: the connection's task holds it, and so does
+/// every HTTP/1.1 request on it (in its extensions), so a WebSocket that outlives its HTTP
+/// exchange (rtchat's, or a Socket.IO session, whose request head engineioxide keeps for the
+/// session's life) keeps the very same place — never a second one, not even for a moment —
+/// and the place is given back when the last holder lets go.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<Admitted>);
+pub struct ConnectionSlot(Arc<Admitted>);
 
 impl ConnectionSlot {
-    /// Wraps a place for a request's extensions.
+    /// Shares a place.
     pub fn new(admitted: Admitted) -> ConnectionSlot {
         ConnectionSlot(Arc::new(admitted))
+    }
+
+    /// The server's metrics, where the connection is counted by protocol once known.
+    pub fn metrics(&self) -> &Metrics {
+        self.0.metrics()
     }
 }
 
@@ -160,23 +166,6 @@ impl Admission {
             admission: self.clone(),
             ip: counted.then_some(ip),
         })
-    }
-
-    /// A second place for a connection from `ip` that is already admitted and is about to
-    /// outlive its HTTP connection task: an HTTP/1.1 connection upgraded to a WebSocket, whose
-    /// task takes this place before hyper's connection task gives its own back. Never refused
-    /// (the connection was let in); counted like the original.
-    pub fn keep(self: &Arc<Self>, ip: IpAddr) -> Admitted {
-        let ip = ip.to_canonical();
-        self.total.fetch_add(1, Ordering::Relaxed);
-        let counted = self.max_per_ip > 0 && !self.trusted.contains(ip);
-        if counted {
-            *self.lock_per_ip().entry(ip).or_insert(0) += 1;
-        }
-        Admitted {
-            admission: self.clone(),
-            ip: counted.then_some(ip),
-        }
     }
 
     /// Records a refused connection that is turned away elsewhere (a QUIC connection, which

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use rtchat_core::PostError;
+use rtchat_core::{PostError, RoomError};
 use rtchat_protocol::ErrorBody;
 
 use crate::rate_limit::Refused;
@@ -55,6 +55,20 @@ impl From<PostError> for ApiError {
             | PostError::BadKey => StatusCode::UNPROCESSABLE_ENTITY,
             PostError::KeyConflict { .. } => StatusCode::CONFLICT,
             PostError::ShuttingDown | PostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PostError::Room(e) => return e.into(),
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<RoomError> for ApiError {
+    /// `400` for a bad room name, `403` for one room more than `--max-rooms`, `503` when the
+    /// store fails.
+    fn from(e: RoomError) -> ApiError {
+        let status = match e {
+            RoomError::BadName(_) => StatusCode::BAD_REQUEST,
+            RoomError::TooMany { .. } => StatusCode::FORBIDDEN,
+            RoomError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Where `GET /metrics` is served (`--metrics-listen`): a plain HTTP listener of its own,
     /// so the public ports never expose it; `None` (the default): nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The most rooms one WebSocket connection or Socket.IO socket may be in
+    /// (`--max-joined-rooms`).
+    pub max_joined_rooms: usize,
 }
 
 /// Where to serve HTTP/3, and its flow-control windows (what a QUIC connection may make
@@ -244,6 +247,7 @@ impl Default for ServerConfig {
             posts: PostLimits::default(),
             h3: Some(H3Listen::default()),
             metrics_listen: None,
+            max_joined_rooms: 100,
         }
     }
 }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, ConnectionSlot};
 use crate::client_addr::Peer;
 use crate::config::Timeouts;
 use crate::drain::Drain;
@@ -141,7 +141,7 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let admitted = match admission.admit(peer.ip()) {
-            Ok(admitted) => admitted,
+            Ok(admitted) => ConnectionSlot::new(admitted),
             Err(why) => {
                 admission.turn_away(stream, why, tls.is_none());
                 continue;
@@ -169,7 +169,8 @@ pub async fn serve(
                         () = shutdown.cancelled() => return,
                     };
                     let _counted = admitted.metrics().connection(protocol.version());
-                    serve_connection(stream, protocol, app, peer, &builders, shutdown).await
+                    let place = (peer, Some(admitted.clone()));
+                    serve_connection(stream, protocol, app, place, &builders, shutdown).await
                 });
             }
             Some(acceptor) => {
@@ -186,7 +187,8 @@ pub async fn serve(
                                 _ => Protocol::Http1,
                             };
                             let _counted = admitted.metrics().connection(protocol.version());
-                            serve_connection(stream, protocol, app, peer, &builders, shutdown)
+                            let place = (peer, Some(admitted.clone()));
+                            serve_connection(stream, protocol, app, place, &builders, shutdown)
                                 .await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
@@ -263,7 +265,7 @@ async fn serve_connection<IO>(
     io: IO,
     protocol: Protocol,
     app: Router,
-    peer: Peer,
+    (peer, place): (Peer, Option<ConnectionSlot>),
     builders: &Builders,
     shutdown: CancellationToken,
 ) where
@@ -275,7 +277,7 @@ async fn serve_connection<IO>(
     // three state machines differ a lot in size (HTTP/1.1 is the small common one).
     let result = match protocol {
         Protocol::Http1 => {
-            let service = ConnService::new(app, peer, None);
+            let service = ConnService::new(app, peer, None, place);
             let conn = Box::pin(builders.http1.serve_connection(io, service).with_upgrades());
             drive(conn, &shutdown, std::future::pending(), |c| {
                 c.graceful_shutdown()
@@ -285,7 +287,7 @@ async fn serve_connection<IO>(
         }
         Protocol::Http2 => {
             let streams = Arc::new(OpenStreams::default());
-            let service = ConnService::new(app, peer, Some(streams.clone()));
+            let service = ConnService::new(app, peer, Some(streams.clone()), None);
             let conn = Box::pin(builders.http2.serve_connection(io, service));
             drive(conn, &shutdown, streams.idle_for(idle), |c| {
                 c.graceful_shutdown()
@@ -295,7 +297,8 @@ async fn serve_connection<IO>(
         }
         Protocol::Undecided => {
             let streams = Arc::new(OpenStreams::default());
-            let service = ConnService::new(app, peer, Some(streams.clone()));
+            // Possibly HTTP/1.1: requests carry the place, for an upgrade.
+            let service = ConnService::new(app, peer, Some(streams.clone()), place);
             let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
             drive(conn, &shutdown, streams.idle_for(idle), |c| {
                 c.graceful_shutdown()
@@ -328,18 +331,30 @@ async fn drive<C: Future>(
 }
 
 /// The service of one connection: the router, with the connection's [`Peer`] on every
-/// request and, on HTTP/2, every request counted in [`OpenStreams`] until its response body
-/// ends.
+/// request (and on HTTP/1.1 its place under the caps, which an upgraded WebSocket keeps:
+/// [`ConnectionSlot`]) and, on HTTP/2, every request counted in [`OpenStreams`] until its
+/// response body ends.
 #[derive(Clone)]
 struct ConnService {
     app: Router,
     peer: Peer,
+    place: Option<ConnectionSlot>,
     streams: Option<Arc<OpenStreams>>,
 }
 
 impl ConnService {
-    fn new(app: Router, peer: Peer, streams: Option<Arc<OpenStreams>>) -> ConnService {
-        ConnService { app, peer, streams }
+    fn new(
+        app: Router,
+        peer: Peer,
+        streams: Option<Arc<OpenStreams>>,
+        place: Option<ConnectionSlot>,
+    ) -> ConnService {
+        ConnService {
+            app,
+            peer,
+            place,
+            streams,
+        }
     }
 }
 
@@ -353,6 +368,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.peer);
+        if let Some(place) = &self.place {
+            if req.version() == axum::http::Version::HTTP_11 {
+                req.extensions_mut().insert(place.clone());
+            }
+        }
         let answer = self.app.clone().oneshot(req);
         match &self.streams {
             None => Either::Left(answer),
@@ -490,7 +510,7 @@ mod tests {
                 server,
                 protocol,
                 app,
-                peer,
+                (peer, None),
                 &builders,
                 CancellationToken::new(),
             )

@@ -57,6 +57,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::{Registry, Unit};
+use rtchat_core::RoomError;
 use rtchat_core::{Entry, HubObserver, PostError, StoreErrorKind};
 use rtchat_protocol::http::METRICS;
 use rtchat_protocol::Transport;
@@ -193,9 +194,11 @@ pub enum PostRefusal {
     StoreFull,
     /// The store failed otherwise, or the server is shutting down.
     Unavailable,
+    /// A first post in a room beyond `--max-rooms`.
+    MaxRooms,
 }
 
-const REASONS: usize = 9;
+const REASONS: usize = 10;
 
 impl PostRefusal {
     const ALL: [PostRefusal; REASONS] = [
@@ -208,6 +211,7 @@ impl PostRefusal {
         PostRefusal::Origin,
         PostRefusal::StoreFull,
         PostRefusal::Unavailable,
+        PostRefusal::MaxRooms,
     ];
 
     fn label(self) -> &'static str {
@@ -221,6 +225,7 @@ impl PostRefusal {
             PostRefusal::Origin => "origin",
             PostRefusal::StoreFull => "store_full",
             PostRefusal::Unavailable => "unavailable",
+            PostRefusal::MaxRooms => "max_rooms",
         }
     }
 
@@ -231,6 +236,8 @@ impl PostRefusal {
             PostError::KeyConflict { .. } => PostRefusal::Conflict,
             PostError::Store(e) if e.kind() == StoreErrorKind::Full => PostRefusal::StoreFull,
             PostError::Store(_) | PostError::ShuttingDown => PostRefusal::Unavailable,
+            PostError::Room(RoomError::TooMany { .. }) => PostRefusal::MaxRooms,
+            PostError::Room(RoomError::Store(_)) => PostRefusal::Unavailable,
             _ => PostRefusal::Invalid,
         }
     }

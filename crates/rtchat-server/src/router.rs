@@ -24,6 +24,7 @@ pub fn build(state: AppState) -> Router {
         .merge(transport::poll::routes())
         .merge(transport::stream::routes())
         .merge(transport::sse::routes())
+        .merge(transport::rooms::routes())
         .merge(transport::websocket::routes())
         .merge(transport::ws_echo::routes())
         .merge(crate::health::routes())

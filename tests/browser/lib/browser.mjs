@@ -3,8 +3,10 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startServer } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ARTIFACTS = path.resolve(here, '..', 'artifacts');
@@ -32,6 +34,23 @@ export async function launchBrowser({ tls = false } = {}) {
   }
   const args = tls ? [...CHROMIUM_ARGS, '--ignore-certificate-errors'] : CHROMIUM_ARGS;
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+}
+
+/**
+ * For a whole test file: a browser launched with `tls: true` and a server with HTTPS
+ * (`startServer([], { tls: true })`), started before its tests and closed after them. The
+ * tests read them as `shared.browser` and `shared.server`.
+ */
+export function sharedBrowserAndTlsServer() {
+  const shared = {};
+  before(async () => {
+    [shared.browser, shared.server] = await Promise.all([launchBrowser({ tls: true }), startServer([], { tls: true })]);
+  });
+  after(async () => {
+    await shared.browser?.close();
+    await shared.server?.stop();
+  });
+  return shared;
 }
 
 function slug(s) {

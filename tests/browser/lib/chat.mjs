@@ -50,3 +50,42 @@ export function waitPostError(page, text) {
 }
 
 export const debug = (page) => page.evaluate(() => ({ ...window.rtchatDebug }));
+
+// ---- rooms (the room list, the member list and the typing line every chat page has) ----
+
+/** Join (or create) a room the way a user does: type its name in the room box, press Enter. */
+export async function joinRoom(page, room) {
+  await page.fill('#room-name', room);
+  await page.press('#room-name', 'Enter');
+  await waitInRoom(page, room);
+}
+
+/** Wait until the page shows `room`: its title, its entry marked current, its history loaded. */
+export async function waitInRoom(page, room) {
+  await page.locator('#room-title', { hasText: new RegExp(`^#${room}$`) }).waitFor();
+  await page.locator(`#rooms li[data-room="${room}"] button[aria-current="true"]`).waitFor();
+  await page.waitForFunction(() => {
+    const empty = document.getElementById('empty');
+    return empty.hidden || empty.textContent === 'No messages yet.';
+  });
+}
+
+/** A name in the member list (`online`: with a green dot; false: greyed, left). */
+export const member = (page, name) => page.locator(`#members li[data-user="${name}"]`);
+
+/** Wait until `name` is listed as online (true) or as gone (false) in the member list. */
+export function waitMember(page, name, online = true) {
+  return page.locator(`#members li[data-user="${name}"][data-online="${online}"] .dot[data-state="${online ? 'ok' : 'paused'}"]`).waitFor();
+}
+
+/** The names in the member list shown as online. */
+export const onlineMembers = (page) => page.locator('#members li[data-online="true"] .member-name').allTextContents();
+
+/** Wait until the typing line reads exactly `text` ('' once it is hidden). */
+export function waitTyping(page, text, timeout) {
+  return page.waitForFunction((t) => document.getElementById('typing').textContent === t, text,
+    timeout ? { timeout } : undefined);
+}
+
+/** A room's entry in the room list. */
+export const roomEntry = (page, room) => page.locator(`#rooms li[data-room="${room}"]`);

@@ -489,3 +489,141 @@ pub fn run_py(script: &str, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("one JSON line")
 }
+
+/// The ids of an answer's `msg` list (newest first, as the server lists them).
+pub fn ids(body: &serde_json::Value) -> Vec<u64> {
+    body["msg"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no msg list: {body}"))
+        .iter()
+        .map(|m| m["id"].as_u64().expect("id is a number"))
+        .collect()
+}
+
+/// The texts of an answer's `msg` list.
+pub fn texts(body: &serde_json::Value) -> Vec<String> {
+    body["msg"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no msg list: {body}"))
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Sends `req` and reads its body as JSON (whatever the status).
+pub async fn fetch_json(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// A long poll of `url` (`/poll?since=...`) held in a task of its own: its JSON answer.
+pub fn spawn_poll(url: String) -> tokio::task::JoinHandle<serde_json::Value> {
+    tokio::spawn(fetch_json(client().get(url)))
+}
+
+/// One parsed SSE block: a comment, or an event with its fields.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseBlock {
+    pub comment: Option<String>,
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+}
+
+impl SseBlock {
+    /// `data:` as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.data.as_deref().expect("data")).unwrap()
+    }
+}
+
+/// Reads an SSE response block by block, as `EventSource` would.
+pub struct Sse {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    /// Sends `req`, asserting a `200` event stream.
+    pub async fn open(req: reqwest::RequestBuilder) -> Sse {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        Sse {
+            res,
+            buf: String::new(),
+        }
+    }
+
+    /// `GET path` as an event stream.
+    pub async fn get(server: &Server, path: &str) -> Sse {
+        Sse::open(client().get(server.url(path))).await
+    }
+
+    /// The next block, whatever it is (failing after 10 s).
+    pub async fn block(&mut self) -> SseBlock {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let mut block = SseBlock::default();
+                for line in raw.lines().filter(|l| !l.is_empty()) {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                    match field {
+                        "" => block.comment = Some(value),
+                        "event" => block.event = Some(value),
+                        "id" => block.id = Some(value),
+                        "data" => block.data = Some(value),
+                        "retry" => block.retry = Some(value),
+                        other => panic!("unexpected field {other:?}"),
+                    }
+                }
+                return block;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event (not a comment, not the `retry:` hint).
+    pub async fn event(&mut self) -> SseBlock {
+        loop {
+            let block = self.block().await;
+            if block.comment.is_none() && block.retry.is_none() {
+                return block;
+            }
+        }
+    }
+
+    /// The next message event, as `(id, epoch, message)`; any other event fails.
+    pub async fn message(&mut self) -> (u64, String, serde_json::Value) {
+        let block = self.event().await;
+        assert_eq!(
+            block.event, None,
+            "messages use the default event type: {block:?}"
+        );
+        // `id:` is EPOCH:ID.
+        let full = block.id.clone().expect("id");
+        let (epoch, id) = full.split_once(':').expect("id: is EPOCH:ID");
+        assert_eq!(epoch.len(), 8, "{full}");
+        let id: u64 = id.parse().unwrap();
+        let msg = block.json();
+        assert_eq!(msg["id"], id, "id: is the message id");
+        (id, epoch.to_owned(), msg)
+    }
+
+    /// The next event named `name` (skipping every other event), its data as JSON.
+    pub async fn named(&mut self, name: &str) -> serde_json::Value {
+        loop {
+            let block = self.event().await;
+            if block.event.as_deref() == Some(name) {
+                return block.json();
+            }
+        }
+    }
+}

@@ -41,6 +41,21 @@ pub fn needs_last(transport: Transport) -> bool {
     matches!(transport, Transport::Sse | Transport::LongPoll)
 }
 
+/// The room of subscriber (or message) number `index` when a run spreads over `rooms` rooms
+/// (`bench-0`, `bench-1`, ...), or `None` for one room: the course's paths, room `general`.
+pub fn room_of(rooms: usize, index: usize) -> Option<String> {
+    (rooms > 1).then(|| format!("bench-{}", index % rooms))
+}
+
+/// `transport` can spread over rooms (the course's snapshot transports cannot: they are the
+/// room `general`).
+pub fn has_rooms(transport: Transport) -> bool {
+    !matches!(
+        transport,
+        Transport::WsJson | Transport::SocketIoSnapshots | Transport::Poll
+    )
+}
+
 /// What every subscriber of a run shares.
 #[derive(Debug)]
 pub struct SubscriberSetup {
@@ -54,6 +69,8 @@ pub struct SubscriberSetup {
     pub last: Since,
     /// How long a long poll is held.
     pub poll_timeout: u32,
+    /// How many rooms subscribers spread over (1: the course's paths).
+    pub rooms: usize,
 }
 
 /// Runs subscriber `index` until its connection fails (or its task is aborted).
@@ -73,13 +90,18 @@ async fn subscribe_inner(
     let mut rx = Receiver::new(setup.run, index);
     let stream = setup.target.connect(index).await?;
     let host = &setup.target.host;
+    let room = room_of(setup.rooms, index);
     match transport {
         Transport::WsJson | Transport::Ws => {
             let (proto, snapshot) = match transport {
                 Transport::WsJson => (JSON_SUBPROTOCOL, true),
                 _ => (SUBPROTOCOL, false),
             };
-            let mut conn = WsConn::connect(stream, host, WS, Some(proto)).await?;
+            let path = match &room {
+                Some(room) => format!("{WS}?rooms={room}"),
+                None => WS.to_owned(),
+            };
+            let mut conn = WsConn::connect(stream, host, &path, Some(proto)).await?;
             let first = conn.next_message().await?;
             rx.receive(shared, first, snapshot);
             shared.ready();
@@ -91,6 +113,10 @@ async fn subscribe_inner(
         Transport::SocketIoSnapshots | Transport::SocketIo => {
             let delta = transport == Transport::SocketIo;
             let mut conn = sio_connect(stream, host, delta).await?;
+            if let Some(room) = &room {
+                let join = format!(r#"42["room:join",{{"room":"{room}"}}]"#);
+                conn.send_text(join.as_bytes()).await?;
+            }
             let mut ready = delta;
             if delta {
                 shared.ready();
@@ -116,9 +142,13 @@ async fn subscribe_inner(
             }
         }
         Transport::Stream | Transport::Sse => {
-            let (path, snapshot) = match transport {
-                Transport::Stream => (MSGS.to_owned(), true),
-                _ => (format!("/events?{}", setup.last.query()), false),
+            let (path, snapshot) = match (transport, &room) {
+                (Transport::Stream, None) => (MSGS.to_owned(), true),
+                (Transport::Stream, Some(room)) => (format!("/rooms/{room}/msgs"), true),
+                (_, None) => (format!("/events?{}", setup.last.query()), false),
+                // A fresh room stream starts with the room's history, which holds no message
+                // of this run.
+                (_, Some(room)) => (format!("/rooms/{room}/events"), false),
             };
             let mut conn = HttpConn::new(stream);
             conn.send(&http::get(&path, host)).await?;
@@ -150,10 +180,17 @@ async fn subscribe_inner(
         )),
         Transport::LongPoll => {
             let mut conn = HttpConn::new(stream);
-            let mut at = setup.last.clone();
+            let (mut at, prefix) = match &room {
+                None => (setup.last.clone(), String::new()),
+                Some(room) => (Since::default(), format!("/rooms/{room}")),
+            };
             let mut ready = false;
             loop {
-                let path = format!("/poll?{}&timeout={}", at.query(), setup.poll_timeout);
+                let path = format!(
+                    "{prefix}/poll?{}&timeout={}",
+                    at.query(),
+                    setup.poll_timeout
+                );
                 conn.send(&http::get(&path, host)).await?;
                 if !ready {
                     shared.ready();
@@ -254,12 +291,13 @@ fn post_json(text: &str) -> String {
 }
 
 /// Posts `messages` bench texts at `rate` per second over `transport`'s own way of posting
-/// (WebSocket frames, Socket.IO `msg:post`, else `POST /poll`); `posted` counts them.
+/// (WebSocket frames, Socket.IO `msg:post`, else `POST /poll`), message `seq` to room
+/// [`room_of`]`(rooms, seq - 1)`; `posted` counts them.
 pub async fn publish(
     target: &Target,
     transport: Transport,
     run: u32,
-    messages: u64,
+    (messages, rooms): (u64, usize),
     rate: f64,
     posted: &std::sync::atomic::AtomicU64,
 ) -> io::Result<()> {
@@ -294,12 +332,14 @@ pub async fn publish(
                     }
                 }
                 let text = bench_text(run, seq);
+                let room = room_of(rooms, seq as usize - 1)
+                    .map_or_else(String::new, |r| format!(r#""room":"{r}","#));
                 let frame = match transport {
                     Transport::WsJson => post_json(&text),
-                    Transport::Ws => {
-                        format!(r#"{{"type":"post","user":"bench","text":"{text}","ref":{seq}}}"#)
-                    }
-                    _ => format!(r#"42["msg:post",{}]"#, post_json(&text)),
+                    Transport::Ws => format!(
+                        r#"{{"type":"post",{room}"user":"bench","text":"{text}","ref":{seq}}}"#
+                    ),
+                    _ => format!(r#"42["msg:post",{{{room}"user":"bench","text":"{text}"}}]"#),
                 };
                 conn.send_text(frame.as_bytes()).await?;
                 posted.fetch_add(1, Ordering::Relaxed);
@@ -320,10 +360,14 @@ pub async fn publish(
             for seq in 1..=messages {
                 tokio::time::sleep_until(due(seq)).await;
                 let body = post_json(&bench_text(run, seq));
-                conn.send(&http::post_json("/poll", host, &body)).await?;
+                let path = match room_of(rooms, seq as usize - 1) {
+                    Some(room) => format!("/rooms/{room}/poll"),
+                    None => "/poll".to_owned(),
+                };
+                conn.send(&http::post_json(&path, host, &body)).await?;
                 let status = conn.read_response_with(|status, _| status).await?;
                 if status != 200 {
-                    return Err(io::Error::other(format!("POST /poll: status {status}")));
+                    return Err(io::Error::other(format!("POST {path}: status {status}")));
                 }
                 posted.fetch_add(1, Ordering::Relaxed);
             }

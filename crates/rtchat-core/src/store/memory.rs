@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{new_epoch, Append, Appended, ChannelInfo, Page, Store, StoreError};
+use super::{new_epoch, Append, Appended, ChannelInfo, ChannelSummary, Page, Store, StoreError};
 use crate::message::Message;
 
 /// The course's behaviour: messages in memory, lost on restart. Keeps the newest `retain`
@@ -80,6 +80,20 @@ impl Store for MemoryStore {
             "memory (keeps the newest {} messages per channel)",
             self.retain
         )
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        let mut all: Vec<ChannelSummary> = self
+            .lock()
+            .iter()
+            .map(|(name, c)| ChannelSummary {
+                name: name.clone(),
+                info: c.info(),
+                has_messages: c.messages.iter().any(|k| !k.deleted),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     async fn open_channel(&self, channel: &str) -> Result<ChannelInfo, StoreError> {

@@ -87,6 +87,16 @@ pub struct ChannelInfo {
     pub last_id: u64,
 }
 
+/// A channel in the store's list of them ([`Store::channels`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: String,
+    pub info: ChannelInfo,
+    /// Whether it still holds a message that is not deleted (a channel whose messages all
+    /// went under retention holds none).
+    pub has_messages: bool,
+}
+
 /// One post to store in a batch.
 #[derive(Debug, Clone)]
 pub struct Append {
@@ -125,6 +135,9 @@ pub struct Page {
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs ("memory", "sqlite /path ...").
     fn describe(&self) -> String;
+
+    /// Every channel the store holds, by name.
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError>;
 
     /// The channel, created (with a fresh epoch) if it does not exist yet.
     async fn open_channel(&self, channel: &str) -> Result<ChannelInfo, StoreError>;

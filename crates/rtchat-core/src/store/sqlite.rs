@@ -24,7 +24,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::lock::{self, DbLock};
-use super::{new_epoch, Append, Appended, ChannelInfo, Page, Store, StoreError, StoreErrorKind};
+use super::{
+    new_epoch, Append, Appended, ChannelInfo, ChannelSummary, Page, Store, StoreError,
+    StoreErrorKind,
+};
 use crate::message::Message;
 
 /// The schema, one step per version (`user_version` = how many have been applied).
@@ -272,6 +275,28 @@ impl Store for SqliteStore {
                 ),
             }
         )
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.name, c.epoch, c.last_id,
+                        EXISTS (SELECT 1 FROM messages m WHERE m.channel = c.name AND m.deleted = 0)
+                 FROM channels c ORDER BY c.name",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(ChannelSummary {
+                    name: row.get(0)?,
+                    info: ChannelInfo {
+                        epoch: row.get(1)?,
+                        last_id: row.get::<_, i64>(2)? as u64,
+                    },
+                    has_messages: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn open_channel(&self, channel: &str) -> Result<ChannelInfo, StoreError> {

@@ -1,27 +1,114 @@
 //! One module per transport, each a thin adapter from its wire format to the hub.
+//!
+//! The HTTP transports (`poll`, `stream`, `sse`) serve any room: the course's paths are the
+//! room `general` ([`Room::COURSE`]), `/rooms/{room}/...` ([`rooms`]) any room, with presence
+//! and typing on its streams.
 
 pub mod extended_connect;
 pub mod poll;
+pub mod rooms;
 pub mod socketio;
 pub mod sse;
 pub mod stream;
 pub mod websocket;
 pub mod ws_echo;
 
-use rtchat_core::Position;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use rtchat_core::{Limits, NewPost, Position, Signal, GENERAL};
 use serde::Deserialize;
 
-/// `?since=ID&epoch=E`: where a client says it is in a channel, on every HTTP transport.
+use crate::api::ApiError;
+
+/// The room an HTTP request is about, and how it was reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Room<'a> {
+    pub name: &'a str,
+    /// Reached by `/rooms/{room}/...`: its streams also carry presence and typing.
+    pub signals: bool,
+}
+
+impl<'a> Room<'a> {
+    /// The course's `/poll`, `/msgs` and `/events`: `general`, and nothing on their wire changes.
+    pub const COURSE: Room<'static> = Room {
+        name: GENERAL,
+        signals: false,
+    };
+
+    /// `/rooms/{name}/...`.
+    pub fn named(name: &'a str) -> Room<'a> {
+        Room {
+            name,
+            signals: true,
+        }
+    }
+}
+
+/// `?since=ID&epoch=E&user=U`: where a client says it is in a room, on every HTTP transport,
+/// and the name it is present under.
 #[derive(Debug, Default, Deserialize)]
 pub struct PositionQuery {
     pub since: Option<u64>,
     pub epoch: Option<String>,
+    pub user: Option<String>,
 }
 
 impl PositionQuery {
+    /// The query of a stream (`/msgs`, `/events`); one that does not parse is a `400`.
+    pub fn parse(
+        query: Result<Query<PositionQuery>, QueryRejection>,
+    ) -> Result<PositionQuery, ApiError> {
+        query
+            .map(|Query(query)| query)
+            .map_err(|e| bad_query(e, "since=<message id>&epoch=<epoch>"))
+    }
+
     /// The position, if the client named one (an epoch alone names none).
     pub fn position(&self) -> Option<Position> {
         self.since
             .map(|after| Position::new(after, self.epoch.clone()))
     }
+}
+
+/// A query string that does not parse: a `400` that says what was `expected`.
+pub fn bad_query(e: QueryRejection, expected: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("bad query: {}; expected {expected}", e.body_text()),
+    )
+}
+
+/// `?user=`: the name a client is present under, checked like a post's `user` (`None` when
+/// absent or empty: an unnamed client). A bad name is a `400`.
+pub fn query_user(user: Option<&str>, limits: &Limits) -> Result<Option<String>, ApiError> {
+    match user {
+        None | Some("") => Ok(None),
+        Some(user) => check_user(Some(&user.into()), limits)
+            .map(Some)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: user: {e}"))),
+    }
+}
+
+/// A user name (a JSON value, maybe missing), by the rules of a post's `user`: the core's own
+/// check, on a post with a placeholder text.
+pub fn check_user(
+    user: Option<&serde_json::Value>,
+    limits: &Limits,
+) -> Result<String, rtchat_core::PostError> {
+    let mut post = serde_json::Map::new();
+    if let Some(user) = user {
+        post.insert("user".into(), user.clone());
+    }
+    post.insert("text".into(), ".".into());
+    NewPost::from_value(&post.into(), limits).map(|p| p.user)
+}
+
+/// Whether `signal` is the typing of `own`, the client's own name: never echoed to it.
+pub fn is_own_typing(signal: &Signal, own: Option<&Arc<str>>) -> bool {
+    signal
+        .typing_user()
+        .is_some_and(|user| own.is_some_and(|own| **own == *user))
 }

@@ -1,4 +1,5 @@
-//! HTTP polling, short and long (the course's first transport).
+//! HTTP polling, short and long (the course's first transport), of `general` at `/poll` and
+//! of any room at `/rooms/{room}/poll` (see [`super::rooms`]).
 //!
 //! * `GET /poll` — the history snapshot `{"msg":[...],"last":N,"epoch":E}`, newest first.
 //! * `GET /poll?since=ID[&epoch=E][&timeout=S]` — long poll: the messages with an id above `ID`, at once
@@ -7,7 +8,15 @@
 //!   the oldest of them come first (`"more":true`) so the client can ask again without a gap.
 //! * `POST /poll` — `{"user","text","key"?}` → `{"status":"ok","id":N}` (the first post's id
 //!   again for a key already used; 409 for a key used for another text).
+//! * `?user=U` on a `GET`: U is present in the room for `--presence-window` after the poll
+//!   (and while a long poll is held).
+//!
+//! A room that does not exist reads as an empty one, `{"msg":[],"last":0,"epoch":""}`, and is
+//! not created by the read: a long poll on it from `since=0` (no epoch, or `epoch=` empty)
+//! waits until it comes into being (then answers its first messages) or times out; any
+//! other position gets that empty answer with `"reset":true` at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,10 +24,16 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rtchat_core::{decide, encode_list, Channel, Position, Start, GENERAL};
+use bytes::Bytes;
+use rtchat_core::{
+    check_room_name, decide, encode_list, encode_list_with, Channel, Position, Start,
+};
 use serde::Deserialize;
+use tokio::time::Instant;
 
+use super::{bad_query, query_user, Room};
 use crate::api::{json_bytes, read_json_body, ApiError};
+use crate::drain::Deadline;
 use crate::metrics::{PostRefusal, Via};
 use crate::state::AppState;
 use axum::routing::get;
@@ -37,6 +52,8 @@ pub struct PollQuery {
     epoch: Option<String>,
     /// Seconds to hold a long poll; clamped to the server's maximum.
     timeout: Option<f64>,
+    /// The name the poller is present under.
+    user: Option<String>,
 }
 
 /// `GET /poll`: the snapshot, or a long poll when `since` is given.
@@ -44,24 +61,37 @@ pub async fn get_poll(
     State(state): State<AppState>,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "bad query: {}; expected since=<message id>&epoch=<epoch>&timeout=<seconds>",
-                e.body_text()
-            ),
-        )
-    })?;
+    poll(&state, Room::COURSE, query).await
+}
+
+/// `GET` a room's poll: the snapshot, or a long poll when `since` is given.
+pub async fn poll(
+    state: &AppState,
+    room: Room<'_>,
+    query: Result<Query<PollQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| bad_query(e, "since=<message id>&epoch=<epoch>&timeout=<seconds>"))?;
     if state.config.fail_rate > 0.0 && fastrand::f64() < state.config.fail_rate {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "injected failure (--fail-rate)",
         ));
     }
-    let channel = state.hub.general();
+    check_room_name(room.name)?;
+    let hub = &state.hub;
+    let user = query_user(query.user.as_deref(), &hub.config().limits)?;
+    let channel = hub.channel(room.name).await?;
     let Some(since) = query.since else {
-        return Ok(json_bytes(channel.snapshot().json.clone()));
+        return Ok(match channel {
+            Some(channel) => {
+                if let Some(user) = &user {
+                    hub.polled(&channel, user);
+                }
+                json_bytes(channel.snapshot().json.clone())
+            }
+            None => json_bytes(empty_room(&[])),
+        });
     };
     let timeout = match query.timeout {
         Some(t) if !t.is_finite() || t < 0.0 => {
@@ -74,15 +104,74 @@ pub async fn get_poll(
         Some(t) => Duration::from_secs_f64(t.min(state.config.poll_timeout_max.as_secs_f64())),
         None => state.config.poll_timeout,
     };
-    let position = Position::new(since, query.epoch);
-    long_poll(&state, &channel, &position, timeout).await
+    let deadline = Instant::now() + timeout;
+    let mut position = Position::new(since, query.epoch);
+    // Counted in `rtchat_clients{transport="longpoll"}` while held.
+    let _parked = state.metrics.client(Via::LongPoll);
+    // Once the server stops, answered (empty) at a random moment of the close window.
+    let closing = state.drain.deadline();
+    let channel = match channel {
+        Some(channel) => channel,
+        // An unknown room is an empty one of epoch "": only its own position (0, no epoch)
+        // waits for it; any other means nothing here.
+        None if since > 0 || position.epoch.as_deref().is_some_and(|e| !e.is_empty()) => {
+            return Ok(json_bytes(empty_room(&["reset"])));
+        }
+        None => match wait_for_room(state, room.name, deadline, &closing).await? {
+            Some(channel) => {
+                position = Position::new(0, None);
+                channel
+            }
+            None => return Ok(json_bytes(empty_room(&[]))),
+        },
+    };
+    // Present while held, and for the window after the answer.
+    let present = user.as_deref().map(|user| {
+        hub.polled(&channel, user);
+        hub.present(&channel, Some(user))
+    });
+    let answer = long_poll(state, &channel, &position, deadline, &closing).await;
+    if let (Some(user), Some(present)) = (&user, present) {
+        hub.polled(&channel, user);
+        drop(present);
+    }
+    answer
+}
+
+/// What a room that does not exist reads as: `{"msg":[],"last":0,"epoch":""}` (with `flags`).
+fn empty_room(flags: &[&str]) -> Bytes {
+    encode_list_with(std::iter::empty(), 0, "", flags, "")
+}
+
+/// Waits until `room` comes into being (`None` at the deadline or when the server stops).
+async fn wait_for_room(
+    state: &AppState,
+    room: &str,
+    deadline: Instant,
+    closing: &Deadline,
+) -> Result<Option<Arc<Channel>>, ApiError> {
+    let hub = &state.hub;
+    // Watch before looking, so a room made between the look and the wait still wakes us.
+    let mut created = hub.created();
+    loop {
+        created.borrow_and_update();
+        if let Some(channel) = hub.channel(room).await? {
+            return Ok(Some(channel));
+        }
+        tokio::select! {
+            changed = created.changed() => if changed.is_err() { return Ok(None) },
+            () = tokio::time::sleep_until(deadline) => return Ok(None),
+            () = closing.reached() => return Ok(None),
+        }
+    }
 }
 
 async fn long_poll(
     state: &AppState,
     channel: &Channel,
     position: &Position,
-    timeout: Duration,
+    deadline: Instant,
+    closing: &Deadline,
 ) -> Result<Response, ApiError> {
     let hub = &state.hub;
     // Watch before looking, so a post between the look and the wait still wakes us.
@@ -94,12 +183,8 @@ async fn long_poll(
         // memory store): the whole history to start over from.
         Start::Reset | Start::Fresh => return Ok(json_bytes(snapshot.reset_json(""))),
     };
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = tokio::time::sleep_until(deadline);
     tokio::pin!(deadline);
-    // Counted in `rtchat_clients{transport="longpoll"}` while held.
-    let _parked = state.metrics.client(Via::LongPoll);
-    // Once the server stops, answered (empty) at a random moment of the close window.
-    let closing = state.drain.deadline();
     // Woken by a new message: its fan-out latency is worth measuring.
     let mut woken = false;
     loop {
@@ -135,11 +220,22 @@ async fn long_poll(
     )))
 }
 
-/// `POST /poll`: validates and stores a message; answers once it is stored. Every post
-/// counts against its client address's rate limit first (`429` past it, before the body is
-/// read).
+/// `POST /poll`: validates and stores a message in `general`; see [`post`].
 pub async fn post_poll(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, ApiError> {
+    post(&state, Room::COURSE, headers, extensions, body).await
+}
+
+/// A post in `room` (its first creates it): validates and stores a message; answers once it
+/// is stored. Every post counts against its client address's rate limit first (`429` past
+/// it, before the body is read).
+pub async fn post(
+    state: &AppState,
+    room: Room<'_>,
     headers: HeaderMap,
     extensions: Extensions,
     body: Body,
@@ -150,11 +246,12 @@ pub async fn post_poll(
         .posts
         .check(None, client.map(|c| c.ip))
         .inspect_err(|refused| metrics.rate_limited(refused))?;
+    check_room_name(room.name).inspect_err(|_| metrics.post_refused(PostRefusal::Invalid))?;
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body)
         .await
         .inspect_err(|e| metrics.post_refused(PostRefusal::of_status(e.status)))?;
-    let stored = state.hub.post_json(GENERAL, &body).await;
+    let stored = state.hub.post_json(room.name, &body).await;
     metrics.post_result(Via::Http, &stored);
     Ok(axum::Json(rtchat_protocol::PostAck::ok(stored?.message.id)).into_response())
 }

@@ -11,6 +11,11 @@
 //! (`data: {"last":N,"epoch":E}`) comes first and then the whole history; if the messages
 //! right after the id are no longer kept, an `event: truncated` comes first. The door
 //! ([`rtchat_core::Hub::subscribe`]) makes that decision.
+//!
+//! `GET /rooms/{room}/events` is the same stream of any room (a join: it creates the room),
+//! plus the room's `event: presence` (`data: {"room","joined","left"}`) and `event: typing`
+//! (`data: {"room","user"}`; never the stream's own user's). `?user=U` names the stream in
+//! the room's presence (unnamed without).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,10 +27,12 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use rtchat_core::{Delivery, Entry, Position, Start, Subscription, GENERAL};
+use rtchat_core::{
+    check_room_name, Delivery, Entry, Position, PresenceGuard, Signal, Start, Subscription,
+};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-use super::PositionQuery;
+use super::{is_own_typing, query_user, PositionQuery, Room};
 use crate::api::ApiError;
 use crate::drain::Deadline;
 use crate::metrics::{Counted, Metrics, Via};
@@ -54,29 +61,49 @@ pub fn routes() -> Router<AppState> {
     Router::new().route(EVENTS, get(get_events))
 }
 
-/// `GET /events`.
+/// `GET /events`: the events of `general`.
 pub async fn get_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
-    match resume_point(&headers, query) {
-        Ok(resume) => event_stream(&state, resume).await,
+    events(&state, Room::COURSE, headers, query).await
+}
+
+/// A room's event stream.
+pub async fn events(
+    state: &AppState,
+    room: Room<'_>,
+    headers: HeaderMap,
+    query: Result<Query<PositionQuery>, QueryRejection>,
+) -> Response {
+    let opened = async {
+        let (resume, user) = resume_point(&headers, query)?;
+        check_room_name(room.name)?;
+        let user = query_user(user.as_deref(), &state.hub.config().limits)?;
+        event_stream(state, room, resume, user.as_deref()).await
+    };
+    match opened.await {
+        Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-/// `Last-Event-ID` wins over `?since=`: on reconnect `EventSource` repeats the original URL
-/// and adds the header with the newest id it saw. Its form is `EPOCH:ID` (what rtchat sends
-/// as `id:`); a bare `ID` (from before epochs) is judged by the id alone.
+/// Where to start, and the `?user=` given. `Last-Event-ID` wins over `?since=`: on reconnect
+/// `EventSource` repeats the original URL and adds the header with the newest id it saw. Its
+/// form is `EPOCH:ID` (what rtchat sends as `id:`); a bare `ID` (from before epochs) is
+/// judged by the id alone.
 fn resume_point(
     headers: &HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
-) -> Result<Option<Position>, ApiError> {
+) -> Result<(Option<Position>, Option<String>), ApiError> {
     if let Some(value) = headers.get("last-event-id") {
+        // The query is only read for the name here (as before rooms, a query that does not
+        // parse does not stop a resume).
+        let user = query.ok().and_then(|Query(q)| q.user);
         let text = value.to_str().unwrap_or("").trim();
         if text.is_empty() {
-            return Ok(None);
+            return Ok((None, user));
         }
         let (epoch, id) = match text.split_once(':') {
             Some((epoch, id)) => (Some(epoch.to_owned()), id),
@@ -84,7 +111,7 @@ fn resume_point(
         };
         return id
             .parse()
-            .map(|id| Some(Position::new(id, epoch)))
+            .map(|id| (Some(Position::new(id, epoch)), user))
             .map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -92,26 +119,23 @@ fn resume_point(
                 )
             });
     }
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "bad query: {}; expected since=<message id>&epoch=<epoch>",
-                e.body_text()
-            ),
-        )
-    })?;
-    Ok(query.position())
+    let query = PositionQuery::parse(query)?;
+    Ok((query.position(), query.user))
 }
 
-async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
-    let opened = match state.hub.subscribe(GENERAL, resume.as_ref()).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
-        }
-    };
-    let subscription = opened.subscription;
+async fn event_stream(
+    state: &AppState,
+    room: Room<'_>,
+    resume: Option<Position>,
+    user: Option<&str>,
+) -> Result<Response, ApiError> {
+    let hub = &state.hub;
+    let opened = hub.subscribe(room.name, resume.as_ref()).await?;
+    let mut subscription = opened.subscription;
+    if room.signals {
+        subscription.with_signals();
+    }
+    let presence = hub.present(subscription.channel(), user);
     let snapshot = subscription.snapshot().clone();
     let epoch = snapshot.epoch.clone();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
@@ -147,6 +171,7 @@ async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
         catching_up,
         resuming,
         subscription,
+        presence,
         heartbeat,
         closing: state.drain.deadline(),
         _open: state.metrics.client(Via::Sse),
@@ -155,7 +180,7 @@ async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|b| (Ok::<_, Infallible>(b), s))
     });
-    (
+    Ok((
         [
             (
                 header::CONTENT_TYPE,
@@ -169,7 +194,7 @@ async fn event_stream(state: &AppState, resume: Option<Position>) -> Response {
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
 }
 
 /// A message as one SSE event (the cache key of [`Entry::encoded`]).
@@ -193,7 +218,20 @@ fn encode_event(entry: &Entry, epoch: &str) -> Bytes {
     bytes
 }
 
-/// The state of one event stream; dropping it drops its subscription.
+/// `event: presence|typing\ndata: {...}\n\n`.
+fn encode_signal(signal: &Signal) -> Bytes {
+    let name = signal.name();
+    let mut out = BytesMut::with_capacity(signal.json.len() + name.len() + 16);
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(&signal.json);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// The state of one event stream; dropping it drops its subscription and its place in the
+/// room's presence.
 struct EventStream {
     pending: VecDeque<Bytes>,
     /// Reading missed messages from the store before going live.
@@ -202,6 +240,8 @@ struct EventStream {
     /// far, announced by `event: resumed` once caught up.
     resuming: Option<(u64, usize)>,
     subscription: Subscription,
+    /// In the room while the stream lives (and the name its own typing is not echoed to).
+    presence: PresenceGuard,
     heartbeat: Interval,
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
@@ -258,6 +298,12 @@ impl EventStream {
                     }
                     // Delta mode: re-read what was skipped from the store; nothing is lost.
                     Delivery::Lagged { .. } => self.catching_up = true,
+                    Delivery::Signal(signal) => {
+                        if !is_own_typing(&signal, self.presence.user()) {
+                            self.heartbeat.reset();
+                            return Some(encode_signal(&signal));
+                        }
+                    }
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(HEARTBEAT)),
                 () = self.closing.reached() => return None,

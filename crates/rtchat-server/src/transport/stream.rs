@@ -11,18 +11,23 @@
 //! when messages after `ID` are no longer kept), then goes on with snapshots. An `ID` newer than
 //! anything this server handed out, or from another epoch, gets the snapshot with
 //! `"reset":true`. Every line carries `"epoch"` next to `"last"`.
+//!
+//! `GET /rooms/{room}/msgs` is the same stream of any room (a join: it creates the room), with
+//! the room's presence and typing events as lines `{"presence":{...}}` and `{"typing":{...}}`
+//! between the snapshots. `?user=U` names the stream in the room's presence (unnamed without).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use rtchat_core::{Delivery, Start, Subscription, GENERAL};
+use bytes::{BufMut, Bytes, BytesMut};
+use rtchat_core::{check_room_name, Delivery, PresenceGuard, Signal, Start, Subscription};
 
-use super::{sse, PositionQuery};
+use super::{is_own_typing, query_user, sse, PositionQuery, Room};
 use crate::api::ApiError;
 use crate::drain::Deadline;
 use crate::metrics::{Counted, Metrics, Via};
@@ -37,36 +42,46 @@ pub fn routes() -> Router<AppState> {
     Router::new().route(MSGS, get(get_msgs).post(super::poll::post_poll))
 }
 
-/// `GET /msgs`: the snapshot stream, or SSE when the client asks for `text/event-stream`.
+/// `GET /msgs`: the stream of `general`.
 pub async fn get_msgs(
-    state: State<AppState>,
+    State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<PositionQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<PositionQuery>, QueryRejection>,
+) -> Response {
+    msgs(&state, Room::COURSE, headers, query).await
+}
+
+/// A room's snapshot stream, or its SSE when the client asks for `text/event-stream`.
+pub async fn msgs(
+    state: &AppState,
+    room: Room<'_>,
+    headers: HeaderMap,
+    query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
     if sse::wants_event_stream(&headers) {
-        return sse::get_events(state, headers, query).await;
+        return sse::events(state, room, headers, query).await;
     }
-    let State(state) = state;
-    let position = match query {
-        Ok(Query(query)) => query.position(),
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "bad query: {}; expected since=<message id>&epoch=<epoch>",
-                    e.body_text()
-                ),
-            )
-            .into_response()
-        }
-    };
-    let opened = match state.hub.subscribe(GENERAL, position.as_ref()).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
-        }
-    };
-    let subscription = opened.subscription;
+    match open(state, room, query).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn open(
+    state: &AppState,
+    room: Room<'_>,
+    query: Result<Query<PositionQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = PositionQuery::parse(query)?;
+    check_room_name(room.name)?;
+    let hub = &state.hub;
+    let user = query_user(query.user.as_deref(), &hub.config().limits)?;
+    let opened = hub.subscribe(room.name, query.position().as_ref()).await?;
+    let mut subscription = opened.subscription;
+    if room.signals {
+        subscription.with_signals();
+    }
+    let presence = hub.present(subscription.channel(), user.as_deref());
     let snapshot = subscription.snapshot().clone();
     let (first, catching_up) = match opened.start {
         Start::Fresh => (Some(snapshot.json_line.clone()), false),
@@ -77,6 +92,7 @@ pub async fn get_msgs(
         first,
         catching_up,
         subscription,
+        presence,
         closing: state.drain.deadline(),
         _open: state.metrics.client(Via::Stream),
         metrics: state.metrics.clone(),
@@ -84,7 +100,7 @@ pub async fn get_msgs(
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|b| (Ok::<_, Infallible>(b), s))
     });
-    (
+    Ok((
         [
             (
                 header::CONTENT_TYPE,
@@ -94,16 +110,18 @@ pub async fn get_msgs(
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The state of one `/msgs` stream; dropping it (the client went away) drops its
-/// subscription at once.
+/// subscription and its place in the room's presence at once.
 struct SnapshotStream {
     first: Option<Bytes>,
     /// Sending what a resuming client missed, page by page, before the snapshots.
     catching_up: bool,
     subscription: Subscription,
+    /// In the room while the stream lives (and the name its own typing is not echoed to).
+    presence: PresenceGuard,
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
     /// Counted in `rtchat_clients{transport="stream"}` while it lives.
@@ -132,16 +150,41 @@ impl SnapshotStream {
             let epoch = self.subscription.snapshot().epoch.clone();
             return Some(page.encode(last, &epoch, "\n"));
         }
-        tokio::select! {
-            delivery = self.subscription.recv() => match delivery? {
-                Delivery::Event(event) => {
-                    self.metrics.delivered_now(Via::Stream, 1, &event.entry);
-                    Some(event.snapshot.json_line.clone())
-                }
-                // Snapshot mode: the current snapshot supersedes whatever was skipped.
-                Delivery::Lagged { .. } => Some(self.subscription.current().json_line.clone()),
-            },
-            () = self.closing.reached() => None,
+        loop {
+            tokio::select! {
+                delivery = self.subscription.recv() => match delivery? {
+                    Delivery::Event(event) => {
+                        self.metrics.delivered_now(Via::Stream, 1, &event.entry);
+                        return Some(event.snapshot.json_line.clone());
+                    }
+                    // Snapshot mode: the current snapshot supersedes whatever was skipped.
+                    Delivery::Lagged { .. } => {
+                        return Some(self.subscription.current().json_line.clone())
+                    }
+                    Delivery::Signal(signal) => {
+                        if let Some(line) = signal_line(&signal, self.presence.user()) {
+                            return Some(line);
+                        }
+                    }
+                },
+                () = self.closing.reached() => return None,
+            }
         }
     }
+}
+
+/// `{"presence":{...}}` or `{"typing":{...}}` and a newline; `None` for a typing signal of
+/// the stream's own user (never echoed).
+fn signal_line(signal: &Signal, own: Option<&Arc<str>>) -> Option<Bytes> {
+    if is_own_typing(signal, own) {
+        return None;
+    }
+    let name = signal.name();
+    let mut line = BytesMut::with_capacity(signal.json.len() + name.len() + 6);
+    line.put_slice(b"{\"");
+    line.put_slice(name.as_bytes());
+    line.put_slice(b"\":");
+    line.put_slice(&signal.json);
+    line.put_slice(b"}\n");
+    Some(line.freeze())
 }

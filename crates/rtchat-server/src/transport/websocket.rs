@@ -3,21 +3,42 @@
 //! Upgrades are accepted at `/ws` and at `/` (the course's client connects to
 //! `ws://localhost:8080`). Two subprotocols:
 //!
-//! * `json` (the course's; also what a client offering no subprotocol gets): on connect a text
-//!   frame `{"msg":[...],"last":N,"epoch":E}` with the history, newest first; the client sends
-//!   `{"user":"...","text":"..."}`; after every new message every connection gets the new
-//!   snapshot. An invalid post gets `{"error":"..."}` and is not stored.
-//! * `rtchat.v1` (preferred when offered): only new messages travel. On connect
-//!   `{"type":"history","msg":[...],"last":N,"epoch":E}`; then `{"type":"msg","msg":{id,user,text,time}}`
-//!   per message. The client posts `{"type":"post","user":"...","text":"...","ref":R}` and gets
-//!   `{"type":"ack","ref":R,"id":N}` or `{"type":"error","ref":R,"error":"..."}` (`ref` is any
-//!   JSON value of the client's, echoed back, optional). To resume, connect with `?since=ID`:
-//!   the server sends exactly the messages after ID as `msg` frames, in order, then
-//!   `{"type":"resumed","after":ID,"count":K,"last":N,"epoch":E}`, then the live ones — no
-//!   `history`. `?since=ID&epoch=E` names the epoch too; if it is another epoch, or ID is newer
-//!   than anything this server handed out (it restarted with an empty memory store), it sends
-//!   `{"type":"reset","last":N,"epoch":E}` and then `history`; if
-//!   the messages after ID are no longer kept, `{"type":"truncated","after":ID}` comes first.
+//! * `json` (the course's; also what a client offering no subprotocol gets): the room
+//!   `general` only. On connect a text frame `{"msg":[...],"last":N,"epoch":E}` with the
+//!   history, newest first; the client sends `{"user":"...","text":"..."}`; after every new
+//!   message every connection gets the new snapshot. An invalid post gets `{"error":"..."}`
+//!   and is not stored.
+//! * `rtchat.v1` (preferred when offered): only new messages travel, in any number of rooms.
+//!   Every frame about a room names it in `"room"` (`general` too); a client frame without
+//!   `"room"` means `general`. On connect `{"type":"history","room":"general","msg":[...],
+//!   "last":N,"epoch":E}`; then `{"type":"msg","room":R,"msg":{id,user,text,time}}` per
+//!   message. The client posts `{"type":"post","room":R,"user":"...","text":"...","ref":X}`
+//!   and gets `{"type":"ack","ref":X,"room":R,"id":N}` or `{"type":"error","ref":X,"room":R,
+//!   "error":"..."}` (`ref` is any JSON value of the client's, echoed back, optional). To
+//!   resume, connect with `?since=ID`: the server sends exactly the messages after ID as `msg`
+//!   frames, in order, then `{"type":"resumed","room":R,"after":ID,"count":K,"last":N,
+//!   "epoch":E}`, then the live ones — no `history`. `?since=ID&epoch=E` names the epoch too;
+//!   if it is another epoch, or ID is newer than anything this server handed out (it
+//!   restarted with an empty memory store), it sends `{"type":"reset",...}` and then
+//!   `history`; if the messages after ID are no longer kept, `{"type":"truncated",...}` comes
+//!   first.
+//!
+//! Rooms (rtchat.v1): `?rooms=a,b` puts the connection in those rooms instead of `general`
+//! (each gets `{"type":"joined","room","last","epoch"}` and then its history; `since`/`epoch`
+//! then resume the one room named; `?rooms=` alone: no room); `{"type":"join","room",
+//! "since"?,"epoch"?,"ref"?,"user"?}` and `{"type":"leave","room","ref"?}` change them on the
+//! way (`joined` and the history or resume frames, before any live `msg` of the room; `left`).
+//! Refused joins and leaves (bad names, `--max-rooms`, `--max-joined-rooms`, a room already
+//! joined, one not joined) get an `error` frame with the room; the connection stays open. A post
+//! may go to any room (a first post creates it). `?user=NAME`, or the `user` of a `join` or
+//! `typing` frame (which renames it), names the connection for presence: each room's
+//! `{"type":"presence","room","joined","left"}` frames list names. `{"type":"typing","room",
+//! "user"?}` in a joined room tells the room's other connections `{"type":"typing","room",
+//! "user"}` (at most once a second per user; never stored; never told to connections of the
+//! same name). Join, leave and typing frames do not count against the post rate limits. An
+//! upgrade whose `rooms`, `since` or `user` cannot be honoured is refused (`400`, or `403` past
+//! `--max-rooms`) with `{"error":...}`; the course's `json` ignores `rooms` and `since` (and a
+//! bad `user`).
 //!
 //! Posts obey the post rate limits ([`crate::rate_limit`]): one refused gets an error frame
 //! (with `retry_after_ms`); ten refused in a row close the connection with 1008.
@@ -25,31 +46,41 @@
 //! Binary messages close the connection with 1003; a bad frame closes it with the code RFC
 //! 6455 names (1002, 1007, 1009), done by [`rtchat_ws`]. Frames of the fan-out are encoded once
 //! per message and shared by all connections ([`rtchat_core::Entry::encoded`]).
+//!
+//! A connection's first room is polled in place, as when there were no rooms: one room costs
+//! what it always did. Rooms beyond it each wait in a future of their own
+//! ([`FuturesUnordered`]), polled only when woken, so a connection in N rooms does not poll N
+//! subscriptions on every wakeup.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header::SEC_WEBSOCKET_EXTENSIONS;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::future::{Either, FutureExt};
+use futures_util::future::{Either, FutureExt, OptionFuture};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 use hyper_util::rt::TokioIo;
 use rtchat_core::{
-    Delivery, Entry, NewPost, Position, PostError, Snapshot, Start, Subscription, Ticket,
-    TrySubmitError, GENERAL,
+    check_room_name, Delivery, Entry, Hub, Limits, NewPost, Position, PostError, PresenceGuard,
+    Signal, Snapshot, Start, Subscription, Ticket, TrySubmitError, GENERAL,
 };
 use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
 use rtchat_ws::{CloseCode, EncodedFrame, Message, SharedMessage, WebSocket};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::{Admission, Admitted};
+use crate::admission::ConnectionSlot;
 use crate::api::ApiError;
 use crate::drain::Deadline;
 use crate::metrics::{Counted, PostRefusal, Via};
@@ -59,12 +90,12 @@ use axum::routing::any;
 use axum::Router;
 use rtchat_protocol::http::WS;
 use rtchat_protocol::shapes::{Reset, Resumed, Truncated};
-use rtchat_protocol::v1::{self, ServerFrame};
+use rtchat_protocol::v1::{self, ClientFrame, ServerFrame};
 use rtchat_protocol::ErrorBody;
 
 /// The course's subprotocol: full snapshots.
 pub const JSON: &str = v1::JSON_SUBPROTOCOL;
-/// rtchat's own subprotocol: deltas, acks, typed errors, resume.
+/// rtchat's own subprotocol: deltas, acks, typed errors, resume, rooms.
 pub const RTCHAT_V1: &str = v1::SUBPROTOCOL;
 /// Messages read from the store per step while catching up.
 const PAGE: usize = 500;
@@ -117,27 +148,64 @@ async fn accept(state: AppState, mut req: Request) -> Response {
     } else {
         Mode::Snapshots
     };
-    let position = match position_param(req.uri().query()) {
-        // The course's `json` protocol has no resume: its first snapshot is the history.
-        Ok(position) => position.filter(|_| mode == Mode::Deltas),
+    let query = match upgrade_query(req.uri()) {
+        Ok(query) => query,
         Err(e) => return e.into_response(),
     };
+    let user = match query
+        .user
+        .map(|u| (check_user(&u, &state.hub.config().limits), u))
+    {
+        Some((Ok(()), user)) => Some(Arc::<str>::from(user)),
+        Some((Err(e), _)) if mode == Mode::Deltas => {
+            return ApiError::new(StatusCode::BAD_REQUEST, e).into_response()
+        }
+        // The course's protocol refuses nothing it did not: there, a bad name names no one.
+        _ => None,
+    };
+    // The course's `json` protocol is `general` only and has no resume: its first snapshot is
+    // the history.
+    let (position, rooms) = match mode {
+        Mode::Deltas => (query.position, query.rooms),
+        Mode::Snapshots => (None, None),
+    };
+    if let Some(rooms) = &rooms {
+        if let Err(e) = check_upgrade_rooms(rooms, &position, state.config.max_joined_rooms) {
+            return e.into_response();
+        }
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The upgraded connection keeps its place under the connection caps.
-    let slot = upgraded_place(&state.admission, &req);
+    let slot = upgraded_place(&req);
     let client = state.proxies.client(&req).map(|c| c.ip);
-    let posts = PostGate::new(state.clone(), client);
     let config = state.config.websocket.clone();
     // Once the server stops, closed (1001) at this moment of the close window.
     let shutdown = state.drain.deadline();
     // Subscribe before answering 101, so no message posted after the handshake is missed.
-    let opened = match state.hub.subscribe(GENERAL, position.as_ref()).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+    let hub = &state.hub;
+    let (rooms, starts) = match rooms {
+        None => match hub.subscribe(GENERAL, position.as_ref()).await {
+            Ok(opened) => {
+                let joined = Joined::enter(hub, opened.subscription, mode, user.as_deref());
+                (Rooms::One(joined), Starts::General(opened.start))
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        Some(names) => {
+            let mut rooms = Vec::with_capacity(names.len());
+            for name in &names {
+                match hub.subscribe(name, position.as_ref()).await {
+                    Ok(opened) => {
+                        let joined = Joined::enter(hub, opened.subscription, mode, user.as_deref());
+                        rooms.push((opened.start, joined));
+                    }
+                    Err(e) => return ApiError::from(e).into_response(),
+                }
+            }
+            (Rooms::Out(user), Starts::Rooms(Box::new(rooms)))
         }
     };
-    let (start, subscription) = (opened.start, opened.subscription);
+    let posts = PostGate::new(state.clone(), client);
     // The task becomes the connection's future once the upgrade completes, so what was
     // captured for the upgrade is not kept next to it for the connection's life (one `async`
     // block doing both would keep its captures and the moved-from `Connection` in the task).
@@ -148,24 +216,26 @@ async fn accept(state: AppState, mut req: Request) -> Response {
                 Mode::Deltas => Via::Ws,
             };
             let mut conn = Connection {
-                ws: WebSocket::new(TokioIo::new(upgraded), config).with_deflate(deflate),
-                in_flight: VecDeque::new(),
-                mode,
-                subscription,
-                shutdown,
                 _open: posts.state.metrics.client(via),
-                posts,
+                out: Out {
+                    ws: WebSocket::new(TokioIo::new(upgraded), config).with_deflate(deflate),
+                    mode,
+                    posts,
+                },
+                in_flight: VecDeque::new(),
+                rooms,
+                shutdown,
                 _slot: slot,
             };
             // Not an `async fn` of `Connection`: one taking `self` by value would hold it
             // twice, and its arguments would be copied next to the captures.
             Either::Left(async move {
-                let end = match conn.start(start).await {
+                let end = match conn.start(starts).await {
                     Ok(()) => conn.serve().await,
                     Err(end) => end,
                 };
                 if let End::Close(code, reason) = end {
-                    let _ = conn.ws.close(code, reason).await;
+                    let _ = conn.out.ws.close(code, reason).await;
                 }
             })
         }
@@ -191,28 +261,93 @@ fn handshake_error(e: &HandshakeError) -> Response {
     response
 }
 
-/// `?since=ID&epoch=E` on the upgrade URL: where a rtchat.v1 client resumes.
-fn position_param(query: Option<&str>) -> Result<Option<Position>, ApiError> {
-    let Some(query) = query else { return Ok(None) };
-    let (mut since, mut epoch) = (None, None);
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("since=") {
-            since = Some(value.parse().map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("since must be a message id, got {value:?}"),
-                )
-            })?);
-        } else if let Some(value) = pair.strip_prefix("epoch=") {
-            epoch = Some(value.to_owned());
+/// What the upgrade URL asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct UpgradeQuery {
+    /// `?since=ID&epoch=E`: where a rtchat.v1 client resumes.
+    position: Option<Position>,
+    /// `?rooms=a,b`: in those rooms only (each once, in order); `None`: in `general`.
+    rooms: Option<Vec<String>>,
+    /// `?user=NAME`: who the connection is, for presence and typing.
+    user: Option<String>,
+}
+
+fn bad_request(error: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, error)
+}
+
+/// Reads `since`, `epoch`, `rooms` and `user` from the upgrade URL (percent-decoded; the last
+/// of a repeated key counts). An empty `user` names no one; an empty `rooms` names no room.
+fn upgrade_query(uri: &Uri) -> Result<UpgradeQuery, ApiError> {
+    if uri.query().is_none() {
+        return Ok(UpgradeQuery::default());
+    }
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| bad_request(format!("the query string cannot be read: {e}")))?;
+    let (mut since, mut epoch, mut query) = (None, None, UpgradeQuery::default());
+    for (key, value) in pairs {
+        match key.as_str() {
+            "since" => {
+                since = Some(value.parse().map_err(|_| {
+                    bad_request(format!("since must be a message id, got {value:?}"))
+                })?)
+            }
+            "epoch" => epoch = Some(value),
+            "rooms" => {
+                let mut rooms: Vec<String> = Vec::new();
+                for room in value.split(',').filter(|r| !r.is_empty()) {
+                    if !rooms.iter().any(|r| r == room) {
+                        rooms.push(room.to_owned());
+                    }
+                }
+                query.rooms = Some(rooms);
+            }
+            "user" => query.user = Some(value).filter(|u| !u.is_empty()),
+            _ => {}
         }
     }
-    Ok(since.map(|after| Position::new(after, epoch)))
+    query.position = since.map(|after| Position::new(after, epoch));
+    Ok(query)
+}
+
+/// `?rooms=` names only good rooms, no more than a connection may be in, and `since` only
+/// with one of them.
+fn check_upgrade_rooms(
+    rooms: &[String],
+    position: &Option<Position>,
+    max_joined: usize,
+) -> Result<(), ApiError> {
+    if rooms.len() > max_joined {
+        return Err(bad_request(format!(
+            "?rooms= names {} rooms; a connection may be in at most {max_joined} (--max-joined-rooms)",
+            rooms.len()
+        )));
+    }
+    if position.is_some() && rooms.len() != 1 {
+        return Err(bad_request(format!(
+            "since and epoch resume one room, and ?rooms= names {}: name one, or resume each \
+             with a join frame {{\"type\":\"join\",\"room\":R,\"since\":ID,\"epoch\":E}}",
+            rooms.len()
+        )));
+    }
+    for room in rooms {
+        check_room_name(room)?;
+    }
+    Ok(())
+}
+
+/// A name for presence follows the rules of a post's `user` (the same error texts).
+fn check_user(user: &str, limits: &Limits) -> Result<(), String> {
+    let probe = serde_json::json!({ "user": user, "text": "-" });
+    NewPost::from_value(&probe, limits)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Frame caches (keys of `Entry::encoded` / `Snapshot::encoded`): each message's frame is
 /// encoded once, and compressed once per window size connections agreed on (permessage-
-/// deflate, [`SharedMessage`]); every connection sends the same bytes.
+/// deflate, [`SharedMessage`]); every connection sends the same bytes. An entry and a snapshot
+/// belong to one room, so its name is part of their frames.
 #[derive(Clone)]
 struct SnapshotFrame(SharedMessage);
 #[derive(Clone)]
@@ -226,20 +361,31 @@ fn snapshot_frame(snapshot: &Snapshot) -> SharedMessage {
     frame
 }
 
-fn history_frame(snapshot: &Snapshot) -> SharedMessage {
+/// `"room":"NAME",` (room names need no escaping, but are escaped anyway).
+fn put_room(out: &mut BytesMut, room: &str) {
+    out.put_slice(b"\"room\":");
+    let mut writer = out.writer();
+    serde_json::to_writer(&mut writer, room).expect("a string serializes");
+    writer.into_inner().put_u8(b',');
+}
+
+fn history_frame(room: &str, snapshot: &Snapshot) -> SharedMessage {
     let HistoryFrame(frame) = snapshot.encoded(|s| {
-        let mut out = BytesMut::with_capacity(s.json.len() + 20);
+        let mut out = BytesMut::with_capacity(s.json.len() + room.len() + 30);
         out.put_slice(b"{\"type\":\"history\",");
+        put_room(&mut out, room);
         out.put_slice(&s.json[1..]);
         HistoryFrame(SharedMessage::text(out.freeze()))
     });
     frame
 }
 
-fn delta_frame(entry: &Entry) -> SharedMessage {
+fn delta_frame(room: &str, entry: &Entry) -> SharedMessage {
     let DeltaFrame(frame) = entry.encoded(|e| {
-        let mut out = BytesMut::with_capacity(e.json.len() + 24);
-        out.put_slice(b"{\"type\":\"msg\",\"msg\":");
+        let mut out = BytesMut::with_capacity(e.json.len() + room.len() + 34);
+        out.put_slice(b"{\"type\":\"msg\",");
+        put_room(&mut out, room);
+        out.put_slice(b"\"msg\":");
         out.put_slice(&e.json);
         out.put_u8(b'}');
         DeltaFrame(SharedMessage::text(out.freeze()))
@@ -253,6 +399,29 @@ fn text(frame: &impl serde::Serialize) -> EncodedFrame {
     ))
 }
 
+/// A presence or typing signal's frame, for a connection of `user`: typing is not told back
+/// to its own user's connections.
+fn signal_step(signal: &Signal, user: Option<&Arc<str>>) -> Step {
+    let own = signal
+        .typing_user()
+        .is_some_and(|u| user.is_some_and(|own| **own == *u));
+    if own {
+        Step::Nothing
+    } else {
+        Step::Send(EncodedFrame::text(signal.frame.clone()))
+    }
+}
+
+/// An rtchat.v1 `error` frame.
+fn error_frame(reference: Value, room: Option<&str>, error: String) -> EncodedFrame {
+    text(&ServerFrame::Error {
+        reference,
+        room: room.map(str::to_owned),
+        error,
+        retry_after_ms: None,
+    })
+}
+
 /// What one turn of [`Connection::serve`] does once something happened.
 enum Step {
     Nothing,
@@ -260,10 +429,27 @@ enum Step {
     /// A message of the hub for this connection (others may be waiting right behind it),
     /// and its commit time if it is sampled for the fan-out latency.
     Deliver(EncodedFrame, Option<Instant>),
-    /// A post waiting for room in the hub's queue (boxed: rare, and this is kept small).
-    Wait(Box<(Option<Value>, NewPost)>),
-    /// Re-read what a lagging delta connection missed.
+    /// A post waiting for room in the hub's queue, or for its room to be opened (boxed: rare,
+    /// and this is kept small).
+    Wait(Box<(Option<Value>, Arc<str>, NewPost)>),
+    /// Re-read what the first room's delta subscription missed.
     CatchUp,
+    /// Presence or typing of a room (see [`signal_step`]).
+    Signal(Arc<Signal>),
+    /// A room beyond the first has something.
+    Woke(Box<Woke>),
+    /// A `join` frame.
+    Join(Box<JoinFrame>),
+    /// A `typing` frame: the room, the frame's `user`, its `ref`.
+    Typing(Box<(String, Option<String>, Value)>),
+}
+
+/// A `join` frame, read.
+struct JoinFrame {
+    room: String,
+    position: Option<Position>,
+    reference: Value,
+    user: Option<String>,
 }
 
 /// Why a post was not taken: the hub's reasons, a frame that is not a post at all, or a rate
@@ -272,7 +458,7 @@ enum Step {
 enum Refusal {
     #[error("{0}")]
     Post(PostError),
-    #[error("rtchat.v1 messages need \"type\":\"post\"")]
+    #[error("rtchat.v1 frames need a \"type\": post, join, leave or typing")]
     NotAPost,
     #[error("{0}")]
     RateLimited(Refused),
@@ -337,29 +523,776 @@ enum End {
     Close(CloseCode, &'static str),
 }
 
-/// A post of this connection waiting for the store, with the client's `ref`.
-type InFlight = (Option<Value>, Ticket);
+/// A post of this connection waiting for the store, with the client's `ref` and its room.
+type InFlight = (Option<Value>, Arc<str>, Ticket);
+
+/// A room the connection is in: its place in the room's stream and in its presence.
+struct Joined {
+    subscription: Subscription,
+    presence: PresenceGuard,
+}
+
+impl Joined {
+    /// In the room of `subscription` from now on; a delta connection hears its presence and
+    /// typing too.
+    fn enter(hub: &Hub, mut subscription: Subscription, mode: Mode, user: Option<&str>) -> Joined {
+        if mode == Mode::Deltas {
+            subscription.with_signals();
+        }
+        let presence = hub.present(subscription.channel(), user);
+        Joined {
+            subscription,
+            presence,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.subscription.channel().name()
+    }
+}
+
+/// How a connection starts; needed once, so not kept in [`Connection`].
+enum Starts {
+    /// No `?rooms=` (the course's way): `general`, already the connection's first room,
+    /// starts so, with no `joined` frame.
+    General(Start),
+    /// `?rooms=a,b`: each room in turn gets `joined` and its start, then is joined. (A
+    /// `Box<Vec>`: one word, so this is no wider than `Start`, and the task keeps it.)
+    #[allow(clippy::box_collection)]
+    Rooms(Box<Vec<(Start, Joined)>>),
+}
+
+/// Set when the connection leaves a room beyond its first: the room's waiting future ends at
+/// once (dropping the subscription) instead of at the room's next delivery.
+#[derive(Default)]
+struct LeftFlag {
+    left: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// A room beyond the first. Its subscription is in its [`Waiting`] future meanwhile.
+struct Extra {
+    presence: PresenceGuard,
+    left: Arc<LeftFlag>,
+}
+
+impl Extra {
+    fn name(&self) -> &str {
+        self.presence.channel().name()
+    }
+}
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        self.left.left.store(true, Ordering::Release);
+        self.left.waker.wake();
+    }
+}
+
+/// What a room beyond the first delivered, with its subscription (back for the delivery to
+/// be handled; then it waits again).
+struct Woke {
+    subscription: Subscription,
+    delivery: Option<Delivery>,
+}
+
+/// A room beyond the first, waiting for its next delivery: owns the subscription meanwhile.
+/// Ends with `None` once the room is left.
+struct Waiting {
+    left: Arc<LeftFlag>,
+    recv: Pin<Box<dyn Future<Output = Woke> + Send>>,
+}
+
+impl Waiting {
+    fn new(left: Arc<LeftFlag>, mut subscription: Subscription) -> Waiting {
+        Waiting {
+            left,
+            recv: Box::pin(async move {
+                let delivery = subscription.recv().await;
+                Woke {
+                    subscription,
+                    delivery,
+                }
+            }),
+        }
+    }
+}
+
+impl Future for Waiting {
+    type Output = Option<Woke>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woke>> {
+        let this = self.get_mut();
+        if this.left.left.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        this.left.waker.register(cx.waker());
+        if this.left.left.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        this.recv.as_mut().poll(cx).map(Some)
+    }
+}
+
+/// The rooms a connection is in, and who it is. One room (most connections) costs its
+/// [`Joined`] and nothing more.
+enum Rooms {
+    /// In none (each left, or `?rooms=` named none): just the connection's name.
+    Out(Option<Arc<str>>),
+    /// In one: polled in place. The connection's name is its presence's.
+    One(Joined),
+    /// In several (or fewer, until the futures of rooms just left have ended).
+    Many(Box<Many>),
+}
+
+/// The rooms of a connection in several.
+struct Many {
+    /// The first room, polled in place as [`Rooms::One`] is.
+    first: Option<Joined>,
+    /// The others, each waiting in a future of its own ...
+    rooms: Vec<Extra>,
+    /// ... here (with, briefly, those of rooms just left), polled only when woken.
+    waiting: FuturesUnordered<Waiting>,
+    user: Option<Arc<str>>,
+}
+
+impl Rooms {
+    /// The room polled in place.
+    fn first(&self) -> Option<&Joined> {
+        match self {
+            Rooms::One(joined) => Some(joined),
+            Rooms::Many(many) => many.first.as_ref(),
+            Rooms::Out(_) => None,
+        }
+    }
+
+    fn first_mut(&mut self) -> Option<&mut Joined> {
+        match self {
+            Rooms::One(joined) => Some(joined),
+            Rooms::Many(many) => many.first.as_mut(),
+            Rooms::Out(_) => None,
+        }
+    }
+
+    /// Who the connection is (`?user=`, or the latest `user` of a `join` or `typing`).
+    fn user(&self) -> Option<&Arc<str>> {
+        match self {
+            Rooms::Out(user) => user.as_ref(),
+            Rooms::One(joined) => joined.presence.user(),
+            Rooms::Many(many) => many.user.as_ref(),
+        }
+    }
+
+    /// How many rooms the connection is in.
+    fn count(&self) -> usize {
+        match self {
+            Rooms::Out(_) => 0,
+            Rooms::One(_) => 1,
+            Rooms::Many(many) => usize::from(many.first.is_some()) + many.rooms.len(),
+        }
+    }
+
+    /// The room polled in place and the futures of the others, apart.
+    fn split(&mut self) -> (Option<&mut Joined>, Option<&mut FuturesUnordered<Waiting>>) {
+        match self {
+            Rooms::One(joined) => (Some(joined), None),
+            Rooms::Many(many) => (many.first.as_mut(), Some(&mut many.waiting)),
+            Rooms::Out(_) => (None, None),
+        }
+    }
+
+    /// Whether rooms beyond the first have futures to poll.
+    fn waiting(&self) -> bool {
+        matches!(self, Rooms::Many(many) if !many.waiting.is_empty())
+    }
+
+    /// The connection's own handle on the name of `room`, if it is in it.
+    fn find(&self, room: &str) -> Option<&Arc<str>> {
+        if let Some(joined) = self.first().filter(|j| j.name() == room) {
+            return Some(joined.subscription.channel().name());
+        }
+        let Rooms::Many(many) = self else {
+            return None;
+        };
+        let extra = many.rooms.iter().find(|e| e.name() == room)?;
+        Some(extra.presence.channel().name())
+    }
+
+    /// Adds a room whose start was sent: polled in place if it is the only one, else in a
+    /// future of its own.
+    fn install(&mut self, joined: Joined) {
+        if let Rooms::Out(_) = self {
+            *self = Rooms::One(joined);
+            return;
+        }
+        if let Rooms::One(_) = self {
+            let Rooms::One(first) = std::mem::replace(self, Rooms::Out(None)) else {
+                unreachable!("matched just above");
+            };
+            let user = first.presence.user().cloned();
+            *self = Rooms::Many(Box::new(Many {
+                first: Some(first),
+                rooms: Vec::new(),
+                waiting: FuturesUnordered::new(),
+                user,
+            }));
+        }
+        let Rooms::Many(many) = self else {
+            unreachable!("made just above");
+        };
+        if many.first.is_none() {
+            many.first = Some(joined);
+            return;
+        }
+        let left = Arc::new(LeftFlag::default());
+        let Joined {
+            subscription,
+            presence,
+        } = joined;
+        many.waiting.push(Waiting::new(left.clone(), subscription));
+        many.rooms.push(Extra { presence, left });
+    }
+
+    /// Leaves `room`; false if the connection is not in it.
+    fn leave(&mut self, room: &str) -> bool {
+        match self {
+            Rooms::One(joined) if joined.name() == room => {
+                let user = joined.presence.user().cloned();
+                *self = Rooms::Out(user);
+                true
+            }
+            Rooms::Many(many) => {
+                if many.first.as_ref().is_some_and(|j| j.name() == room) {
+                    many.first = None;
+                } else if let Some(i) = many.rooms.iter().position(|e| e.name() == room) {
+                    // Its waiting future ends at its next poll, dropping the subscription.
+                    many.rooms.swap_remove(i);
+                } else {
+                    return false;
+                }
+                self.tidy();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Back to [`Rooms::One`] or [`Rooms::Out`] once nothing beyond the first is left.
+    fn tidy(&mut self) {
+        let Rooms::Many(many) = self else { return };
+        if !many.rooms.is_empty() || !many.waiting.is_empty() {
+            return;
+        }
+        *self = match many.first.take() {
+            Some(first) => Rooms::One(first),
+            None => Rooms::Out(many.user.take()),
+        };
+    }
+
+    /// Names the connection: in each room's presence under `user` from now on.
+    fn rename(&mut self, hub: &Hub, user: Arc<str>) {
+        let enter = |joined: &mut Joined| {
+            joined.presence = hub.present(joined.subscription.channel(), Some(&user));
+        };
+        match self {
+            Rooms::Out(name) => *name = Some(user.clone()),
+            Rooms::One(joined) => enter(joined),
+            Rooms::Many(many) => {
+                if let Some(first) = many.first.as_mut() {
+                    enter(first);
+                }
+                for extra in &mut many.rooms {
+                    let channel = extra.presence.channel().clone();
+                    extra.presence = hub.present(&channel, Some(&user));
+                }
+                many.user = Some(user.clone());
+            }
+        }
+    }
+}
 
 /// One WebSocket connection. It and its `start`/`serve` futures are the whole task of an
 /// idle connection, so they are kept small: rarely taken paths that would widen every await
-/// point (resuming, lag recovery, waiting for room in the hub's queue) are boxed, and
-/// nothing is allocated before it is needed.
+/// point (resuming, lag recovery, waiting for room in the hub's queue, joining, a room beyond
+/// the first) are boxed, and nothing is allocated before it is needed.
 struct Connection<S> {
-    ws: WebSocket<S>,
+    out: Out<S>,
     /// This connection's posts queued in the hub, oldest first. The hub stores posts in the
     /// order they were submitted, so only the oldest ticket needs polling.
     in_flight: VecDeque<InFlight>,
-    mode: Mode,
-    subscription: Subscription,
+    rooms: Rooms,
+    /// When the server stops: the moment this connection closes with 1001.
     shutdown: Deadline,
     /// Counted in `rtchat_clients` while it lives.
     _open: Counted,
-    posts: PostGate,
     /// The connection's place under the connection caps, kept after the upgrade.
-    _slot: Option<Admitted>,
+    _slot: Option<ConnectionSlot>,
+}
+
+/// The sending side of a connection and what it needs to build frames (apart from the
+/// rooms, so a room's subscription can be borrowed beside it).
+struct Out<S> {
+    ws: WebSocket<S>,
+    mode: Mode,
+    posts: PostGate,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
+    /// What a connection gets first: its room's history, or (rtchat.v1 with `since`) what it
+    /// missed, or a reset and then the history; each room of `?rooms=` after a `joined`.
+    async fn start(&mut self, starts: Starts) -> Result<(), End> {
+        match starts {
+            Starts::General(start) => match self.rooms.first_mut() {
+                Some(room) => self.out.start(&mut room.subscription, start).await,
+                None => Ok(()),
+            },
+            Starts::Rooms(rooms) => Box::pin(self.start_rooms(*rooms)).await,
+        }
+    }
+
+    async fn start_rooms(&mut self, rooms: Vec<(Start, Joined)>) -> Result<(), End> {
+        for (start, mut joined) in rooms {
+            self.out.joined(&joined.subscription, Value::Null).await?;
+            self.out.start(&mut joined.subscription, start).await?;
+            self.rooms.install(joined);
+        }
+        Ok(())
+    }
+
+    /// The connection's life after `start`. The `select!` arms only decide what to do; the
+    /// awaits come after it. This future is most of an idle connection's task.
+    async fn serve(&mut self) -> End {
+        loop {
+            let (in_one, in_more) = (self.rooms.first().is_some(), self.rooms.waiting());
+            let (first, mut more) = self.rooms.split();
+            let step = tokio::select! {
+                incoming = self.out.ws.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
+                    Ok(Message::Text(text)) => self.on_text(text.as_bytes()),
+                    Ok(Message::Binary(_)) => Err(End::Close(
+                        CloseCode::UNSUPPORTED,
+                        "binary messages are not supported; send JSON text",
+                    )),
+                    Ok(Message::Close(_)) | Err(_) => Err(End::Gone),
+                },
+                stored = poll_fn(|cx| match self.in_flight.front_mut() {
+                    Some((_, _, ticket)) => ticket.poll_unpin(cx),
+                    None => Poll::Pending,
+                }), if !self.in_flight.is_empty() => {
+                    let (reference, room, _) = self.in_flight.pop_front().expect("polled the oldest post");
+                    let reply = self.out.reply(reference, Some(room), stored.map_err(Refusal::Post));
+                    Ok(reply.map_or(Step::Nothing, Step::Send))
+                }
+                // No wrapper of its own around the subscription's future (`OptionFuture` fits
+                // in its niche): this arm is most of the future of an idle connection.
+                delivery = OptionFuture::from(first.map(|room| room.subscription.recv())), if in_one => match (delivery.flatten(), self.rooms.first()) {
+                    (Some(delivery), Some(room)) => Ok(match self.out.on_delivery(&room.subscription, delivery) {
+                        Step::Signal(signal) => signal_step(&signal, room.presence.user()),
+                        step => step,
+                    }),
+                    _ => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
+                },
+                woke = poll_fn(|cx| match more.as_mut() {
+                    Some(waiting) => waiting.poll_next_unpin(cx),
+                    None => Poll::Pending,
+                }), if in_more => match woke {
+                    Some(Some(woke)) => Ok(Step::Woke(Box::new(woke))),
+                    // A room was left: its subscription is gone now.
+                    _ => {
+                        self.rooms.tidy();
+                        Ok(Step::Nothing)
+                    }
+                },
+                () = self.shutdown.reached() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
+            };
+            let frame = match step {
+                Ok(Step::Send(frame)) => frame,
+                Ok(Step::Deliver(first, sample)) => {
+                    let Some(room) = self.rooms.first_mut() else {
+                        continue;
+                    };
+                    match self
+                        .out
+                        .deliver(&mut room.subscription, first, sample)
+                        .await
+                    {
+                        Ok(Step::Send(frame)) => frame,
+                        Ok(Step::CatchUp) => {
+                            match Box::pin(self.out.catch_up(&mut room.subscription)).await {
+                                Ok(_) => continue,
+                                Err(end) => return end,
+                            }
+                        }
+                        Ok(Step::Signal(signal)) => match signal_step(&signal, self.rooms.user()) {
+                            Step::Send(frame) => frame,
+                            _ => continue,
+                        },
+                        Ok(_) => continue,
+                        Err(end) => return end,
+                    }
+                }
+                // (Signals were turned into frames above.)
+                Ok(Step::Nothing | Step::Signal(_)) => continue,
+                // Rare and wide, so boxed: the hub's queue is full (the store lags behind), a
+                // post opens a room, this delta connection fell behind the hub, a room beyond
+                // the first has something, a join, a typing frame.
+                Ok(Step::Wait(waiting)) => {
+                    let (reference, room, post) = *waiting;
+                    match Box::pin(self.submit_waiting(reference, room, post)).await {
+                        Some(frame) => frame,
+                        None => continue,
+                    }
+                }
+                Ok(Step::CatchUp) => {
+                    let Some(room) = self.rooms.first_mut() else {
+                        continue;
+                    };
+                    match Box::pin(self.out.catch_up(&mut room.subscription)).await {
+                        Ok(_) => continue,
+                        Err(end) => return end,
+                    }
+                }
+                Ok(Step::Woke(woke)) => match Box::pin(self.on_woke(*woke)).await {
+                    Ok(()) => continue,
+                    Err(end) => return end,
+                },
+                Ok(Step::Join(join)) => match Box::pin(self.join(*join)).await {
+                    Ok(()) => continue,
+                    Err(end) => return end,
+                },
+                Ok(Step::Typing(typing)) => {
+                    let (room, user, reference) = *typing;
+                    match Box::pin(self.typing(room, user, reference)).await {
+                        Some(frame) => frame,
+                        None => continue,
+                    }
+                }
+                Err(end) => return end,
+            };
+            if let Err(end) = self.out.send(&frame).await {
+                return end;
+            }
+        }
+    }
+
+    /// A text frame: a post (queued: the ack follows once it is stored, while the connection
+    /// goes on reading: a client may have many posts in flight), or (rtchat.v1) a join, leave
+    /// or typing. Every frame that is not a join, leave or typing counts against the post
+    /// rate limits, valid or not; too many refused in a row close the connection.
+    fn on_text(&mut self, body: &Bytes) -> Result<Step, End> {
+        let value: Result<Value, Refusal> =
+            serde_json::from_slice(body).map_err(|e| Refusal::Post(PostError::Json(e.to_string())));
+        if self.out.mode == Mode::Deltas {
+            if let Ok(value) = &value {
+                let kind = value.get("type").and_then(Value::as_str);
+                if let Some(v1::JOIN_TYPE | v1::LEAVE_TYPE | v1::TYPING_TYPE) = kind {
+                    return Ok(self.on_room_frame(value));
+                }
+            }
+        }
+        // Every outcome is counted in `reply`, which answers it.
+        let (reference, room, post) = self.parse_post(value);
+        if let Err(refused) = self.out.posts.check()? {
+            return Ok(self.queued(reference, room, Err(Refusal::RateLimited(refused))));
+        }
+        Ok(self.submit_post(reference, room, post))
+    }
+
+    /// A `join`, `leave` or `typing` frame.
+    fn on_room_frame(&mut self, value: &Value) -> Step {
+        let reference = value.get("ref").cloned().unwrap_or_default();
+        let frame = match ClientFrame::deserialize(value) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let room = value.get("room").and_then(Value::as_str);
+                return Step::Send(error_frame(reference, room, e.to_string()));
+            }
+        };
+        let general = || GENERAL.to_owned();
+        match frame {
+            ClientFrame::Join {
+                room,
+                since,
+                epoch,
+                reference,
+                user,
+            } => Step::Join(Box::new(JoinFrame {
+                room: room.unwrap_or_else(general),
+                position: since.map(|after| Position::new(after, epoch)),
+                reference,
+                user: user.filter(|u| !u.is_empty()),
+            })),
+            ClientFrame::Leave { room, reference } => {
+                Step::Send(self.leave(room.as_deref().unwrap_or(GENERAL), reference))
+            }
+            ClientFrame::Typing { room, user } => Step::Typing(Box::new((
+                room.unwrap_or_else(general),
+                user.filter(|u| !u.is_empty()),
+                reference,
+            ))),
+            // Not reached: posts are read by `parse_post`.
+            ClientFrame::Post { .. } => Step::Nothing,
+        }
+    }
+
+    /// The connection's own handle on the name of `room` if it is in it, else a new one.
+    fn room_name(&self, room: &str) -> Arc<str> {
+        self.rooms
+            .find(room)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(room))
+    }
+
+    /// Names the connection `user` (`user` of a `join` or `typing`): its rooms' presence lists
+    /// it from now on (a new name renames it: the old one leaves them, the new one comes in).
+    fn name(&mut self, user: &str) -> Result<(), String> {
+        if self.rooms.user().is_some_and(|name| **name == *user) {
+            return Ok(());
+        }
+        let hub = &self.out.posts.state.hub;
+        check_user(user, &hub.config().limits)?;
+        self.rooms.rename(hub, Arc::from(user));
+        Ok(())
+    }
+
+    /// A `join`: `joined` and the room's history (or what was missed), before any live message
+    /// of it; or an `error` frame.
+    async fn join(&mut self, join: JoinFrame) -> Result<(), End> {
+        let JoinFrame {
+            room,
+            position,
+            reference,
+            user,
+        } = join;
+        let refused = match self.may_join(&room, user.as_deref()) {
+            Ok(()) => {
+                let hub = self.out.posts.state.hub.clone();
+                match hub.subscribe(&room, position.as_ref()).await {
+                    Ok(opened) => {
+                        let user = self.rooms.user().map(|u| &**u);
+                        let mut joined =
+                            Joined::enter(&hub, opened.subscription, self.out.mode, user);
+                        self.out.joined(&joined.subscription, reference).await?;
+                        self.out
+                            .start(&mut joined.subscription, opened.start)
+                            .await?;
+                        self.rooms.install(joined);
+                        return Ok(());
+                    }
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e,
+        };
+        self.out
+            .send(&error_frame(reference, Some(&room), refused))
+            .await
+    }
+
+    /// Why the connection may not join `room` (with `user`), if it may not.
+    fn may_join(&mut self, room: &str, user: Option<&str>) -> Result<(), String> {
+        check_room_name(room).map_err(|e| e.to_string())?;
+        if self.rooms.find(room).is_some() {
+            return Err(format!("this connection is already in room {room:?}"));
+        }
+        let max = self.out.posts.state.config.max_joined_rooms;
+        if self.rooms.count() >= max {
+            return Err(format!(
+                "this connection is already in {max} rooms, its maximum (--max-joined-rooms); leave one first"
+            ));
+        }
+        if let Some(user) = user {
+            self.name(user)?;
+        }
+        Ok(())
+    }
+
+    /// A `leave`: `left`, or an `error` frame for a room the connection is not in.
+    fn leave(&mut self, room: &str, reference: Value) -> EncodedFrame {
+        if !self.rooms.leave(room) {
+            let error = match check_room_name(room) {
+                Err(e) => e.to_string(),
+                Ok(()) => format!("this connection is not in room {room:?}"),
+            };
+            return error_frame(reference, Some(room), error);
+        }
+        text(&ServerFrame::Left {
+            room: room.to_owned(),
+            reference,
+        })
+    }
+
+    /// A `typing` frame: told to the room's others (at most once a second, by the hub), or an
+    /// `error` frame.
+    async fn typing(
+        &mut self,
+        room: String,
+        user: Option<String>,
+        reference: Value,
+    ) -> Option<EncodedFrame> {
+        let refused = match self.may_type(&room, user.as_deref()) {
+            Ok(user) => {
+                let hub = &self.out.posts.state.hub;
+                match hub.typing(&room, &user).await {
+                    // Dropped when too soon after the last: silently.
+                    Ok(_) => return None,
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e,
+        };
+        Some(error_frame(reference, Some(&room), refused))
+    }
+
+    /// Who is typing in `room`, if the connection may say so there.
+    fn may_type(&mut self, room: &str, user: Option<&str>) -> Result<Arc<str>, String> {
+        check_room_name(room).map_err(|e| e.to_string())?;
+        if let Some(user) = user {
+            self.name(user)?;
+        }
+        if self.rooms.find(room).is_none() {
+            return Err(format!(
+                "this connection is not in room {room:?}; join it before typing there"
+            ));
+        }
+        self.rooms.user().cloned().ok_or_else(|| {
+            "typing needs a name: connect with ?user=NAME, or send \"user\"".to_owned()
+        })
+    }
+
+    /// What a room beyond the first delivered: handled like the first room's, then it waits
+    /// again.
+    async fn on_woke(&mut self, woke: Woke) -> Result<(), End> {
+        let Woke {
+            mut subscription,
+            delivery,
+        } = woke;
+        let Some(delivery) = delivery else {
+            return Err(End::Close(CloseCode::GOING_AWAY, "server shutting down"));
+        };
+        let user = self.rooms.user().cloned();
+        let mut step = self.out.on_delivery(&subscription, delivery);
+        loop {
+            step = match step {
+                Step::Deliver(first, sample) => {
+                    self.out.deliver(&mut subscription, first, sample).await?
+                }
+                Step::Signal(signal) => signal_step(&signal, user.as_ref()),
+                Step::Send(frame) => {
+                    self.out.send(&frame).await?;
+                    break;
+                }
+                Step::CatchUp => {
+                    self.out.catch_up(&mut subscription).await?;
+                    break;
+                }
+                _ => break,
+            };
+        }
+        if let Rooms::Many(many) = &mut self.rooms {
+            let name = subscription.channel().name();
+            if let Some(extra) = many.rooms.iter().find(|e| e.name() == &**name) {
+                let left = extra.left.clone();
+                many.waiting.push(Waiting::new(left, subscription));
+            }
+        }
+        Ok(())
+    }
+
+    fn submit_post(
+        &mut self,
+        reference: Option<Value>,
+        room: Option<Arc<str>>,
+        post: Result<NewPost, Refusal>,
+    ) -> Step {
+        let (room, post) = match (room, post) {
+            (Some(room), Ok(post)) => (room, post),
+            (room, Err(e)) => return self.queued(reference, room, Err(e)),
+            (None, Ok(_)) => return self.queued(reference, None, Err(Refusal::NotAPost)),
+        };
+        let submitted = match self.out.posts.state.hub.try_submit(&room, post) {
+            Ok(ticket) => Ok(ticket),
+            Err(TrySubmitError::Full(post)) => {
+                return Step::Wait(Box::new((reference, room, post)))
+            }
+            Err(TrySubmitError::ShuttingDown) => Err(Refusal::Post(PostError::ShuttingDown)),
+        };
+        self.queued(reference, Some(room), submitted)
+    }
+
+    /// [`Connection::on_text`] when the hub's queue is full or the room is not open here yet:
+    /// waits for room (opening the room, which may refuse).
+    async fn submit_waiting(
+        &mut self,
+        reference: Option<Value>,
+        room: Arc<str>,
+        post: NewPost,
+    ) -> Option<EncodedFrame> {
+        let submitted = self
+            .out
+            .posts
+            .state
+            .hub
+            .submit(&room, post)
+            .await
+            .map_err(Refusal::Post);
+        match self.queued(reference, Some(room), submitted) {
+            Step::Send(frame) => Some(frame),
+            _ => None,
+        }
+    }
+
+    /// Tracks a submitted post, or answers its error.
+    fn queued(
+        &mut self,
+        reference: Option<Value>,
+        room: Option<Arc<str>>,
+        submitted: Result<Ticket, Refusal>,
+    ) -> Step {
+        match (submitted, room) {
+            (Ok(ticket), Some(room)) => {
+                self.in_flight.push_back((reference, room, ticket));
+                Step::Nothing
+            }
+            (Ok(_), None) => Step::Nothing,
+            (Err(e), room) => self
+                .out
+                .reply(reference, room, Err(e))
+                .map_or(Step::Nothing, Step::Send),
+        }
+    }
+
+    /// A post's `ref`, its room (`general` unless a rtchat.v1 frame names another) and the
+    /// post, or why it is invalid.
+    fn parse_post(
+        &self,
+        value: Result<Value, Refusal>,
+    ) -> (Option<Value>, Option<Arc<str>>, Result<NewPost, Refusal>) {
+        let limits = self.out.posts.state.hub.config().limits;
+        let reference = value.as_ref().ok().and_then(|v| v.get("ref").cloned());
+        let room: Result<Arc<str>, Refusal> = match (&value, self.out.mode) {
+            (Ok(value), Mode::Deltas) => match value.get("room") {
+                None | Some(Value::Null) => Ok(self.room_name(GENERAL)),
+                Some(Value::String(room)) => Ok(self.room_name(room)),
+                Some(_) => Err(Refusal::Post(PostError::NotAString("room"))),
+            },
+            (Ok(_), Mode::Snapshots) => Ok(self.room_name(GENERAL)),
+            (Err(_), _) => Err(Refusal::NotAPost),
+        };
+        let room_name = room.as_ref().ok().cloned();
+        let post = value.and_then(|value| {
+            if self.out.mode == Mode::Deltas
+                && value.get("type").and_then(Value::as_str) != Some(v1::POST_TYPE)
+            {
+                return Err(Refusal::NotAPost);
+            }
+            room?;
+            NewPost::from_value(&value, &limits).map_err(Refusal::Post)
+        });
+        (reference, room_name, post)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Out<S> {
     /// How the metrics name this connection's transport.
     fn via(&self) -> Via {
         match self.mode {
@@ -368,60 +1301,86 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// What a connection gets first, as the door decided: the history, or (rtchat.v1 with
-    /// `since`) what it missed, or a reset and then the history.
-    async fn start(&mut self, start: Start) -> Result<(), End> {
+    /// The `"room"` of a frame about the room of `subscription`.
+    fn room(subscription: &Subscription) -> Option<String> {
+        Some(subscription.channel().name().to_string())
+    }
+
+    /// `joined`: the answer to a join (or to a room of `?rooms=`), with the room's position.
+    async fn joined(&mut self, subscription: &Subscription, reference: Value) -> Result<(), End> {
+        let snapshot = subscription.snapshot();
+        let frame = ServerFrame::Joined {
+            room: subscription.channel().name().to_string(),
+            reference,
+            last: snapshot.last_id,
+            epoch: snapshot.epoch.to_string(),
+        };
+        self.send(&text(&frame)).await
+    }
+
+    /// What a room's subscriber gets first, as the door decided: the history, or (rtchat.v1
+    /// with `since`) what it missed, or a reset and then the history.
+    async fn start(&mut self, subscription: &mut Subscription, start: Start) -> Result<(), End> {
         match start {
             // Rare (a reconnect) and wide: boxed so it does not widen this future.
-            Start::Resume { after } => return Box::pin(self.resume(after)).await,
+            Start::Resume { after } => return Box::pin(self.resume(subscription, after)).await,
             Start::Reset => {
-                let snapshot = self.subscription.snapshot();
-                let reset = ServerFrame::Reset(Reset {
-                    last: snapshot.last_id,
-                    epoch: snapshot.epoch.to_string(),
-                });
+                let snapshot = subscription.snapshot();
+                let reset = ServerFrame::Reset {
+                    room: Self::room(subscription),
+                    reset: Reset {
+                        last: snapshot.last_id,
+                        epoch: snapshot.epoch.to_string(),
+                    },
+                };
                 self.send(&text(&reset)).await?;
             }
             Start::Fresh => {}
         }
         let history = match self.mode {
-            Mode::Snapshots => snapshot_frame(self.subscription.snapshot()),
-            Mode::Deltas => history_frame(self.subscription.snapshot()),
+            Mode::Snapshots => snapshot_frame(subscription.snapshot()),
+            Mode::Deltas => history_frame(subscription.channel().name(), subscription.snapshot()),
         };
         self.send(&self.ws.frame_for(&history)).await
     }
 
-    /// rtchat.v1 with `?since=ID`: the messages after ID, then `resumed`.
-    async fn resume(&mut self, id: u64) -> Result<(), End> {
-        let count = self.catch_up().await?;
-        let last = self.subscription.last_seen();
-        let epoch = self.subscription.snapshot().epoch.clone();
-        self.send(&text(&ServerFrame::Resumed(Resumed {
-            after: id,
-            count: count as u64,
-            last,
-            epoch: epoch.to_string(),
-        })))
+    /// rtchat.v1 with `since`: the messages after it, then `resumed`.
+    async fn resume(&mut self, subscription: &mut Subscription, id: u64) -> Result<(), End> {
+        let count = self.catch_up(subscription).await?;
+        let last = subscription.last_seen();
+        let epoch = subscription.snapshot().epoch.clone();
+        self.send(&text(&ServerFrame::Resumed {
+            room: Self::room(subscription),
+            resumed: Resumed {
+                after: id,
+                count: count as u64,
+                last,
+                epoch: epoch.to_string(),
+            },
+        }))
         .await
     }
 
     /// Sends every message after the subscription's position, from the store, in order;
     /// returns how many.
-    async fn catch_up(&mut self) -> Result<usize, End> {
+    async fn catch_up(&mut self, subscription: &mut Subscription) -> Result<usize, End> {
         let mut count = 0;
         loop {
-            let after = self.subscription.last_seen();
-            let page = self
-                .subscription
+            let after = subscription.last_seen();
+            let page = subscription
                 .catch_up(PAGE)
                 .await
                 .map_err(|_| End::Close(CloseCode::INTERNAL, "the message store failed"))?;
             if page.truncated {
-                self.send(&text(&ServerFrame::Truncated(Truncated { after })))
-                    .await?;
+                self.send(&text(&ServerFrame::Truncated {
+                    room: Self::room(subscription),
+                    truncated: Truncated { after },
+                }))
+                .await?;
             }
+            let room = subscription.channel().name();
             for entry in &page.entries {
-                let frame = self.ws.frame_for(&delta_frame(entry));
+                let frame = self.ws.frame_for(&delta_frame(room, entry));
                 self.send(&frame).await?;
             }
             count += page.entries.len();
@@ -433,178 +1392,55 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// The connection's life after `start`. The `select!` arms only decide what to do (its
-    /// futures stay alive while an arm runs, so an `await` there would add to them); the
-    /// awaits come after it. This future is most of an idle connection's task.
-    async fn serve(&mut self) -> End {
-        loop {
-            let step = tokio::select! {
-                incoming = self.ws.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
-                    Ok(Message::Text(text)) => self.on_post(text.as_bytes()),
-                    Ok(Message::Binary(_)) => Err(End::Close(
-                        CloseCode::UNSUPPORTED,
-                        "binary messages are not supported; send JSON text",
-                    )),
-                    Ok(Message::Close(_)) | Err(_) => Err(End::Gone),
-                },
-                stored = poll_fn(|cx| match self.in_flight.front_mut() {
-                    Some((_, ticket)) => ticket.poll_unpin(cx),
-                    None => Poll::Pending,
-                }), if !self.in_flight.is_empty() => {
-                    let (reference, _) = self.in_flight.pop_front().expect("polled the oldest post");
-                    Ok(self.reply(reference, stored.map_err(Refusal::Post)).map_or(Step::Nothing, Step::Send))
-                }
-                delivery = self.subscription.recv() => match delivery {
-                    Some(delivery) => Ok(self.on_delivery(delivery)),
-                    None => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
-                },
-                () = self.shutdown.reached() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
-            };
-            let frame = match step {
-                Ok(Step::Send(frame)) => frame,
-                // Under load several messages are often waiting already: they go out in one
-                // write (a system call per message is what limits fan-out).
-                Ok(Step::Deliver(first, mut sample)) => {
-                    // Allocated only when a second message is waiting.
-                    let mut more: Vec<EncodedFrame> = Vec::new();
-                    let mut then = Step::Nothing;
-                    while more.len() + 1 < MAX_BATCH {
-                        match self.subscription.try_recv().map(|d| self.on_delivery(d)) {
-                            Some(Step::Deliver(frame, sampled)) => {
-                                if more.is_empty() {
-                                    more.push(first.clone());
-                                }
-                                more.push(frame);
-                                sample = sample.or(sampled);
-                            }
-                            Some(other) => {
-                                then = other;
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                    let sent = if more.is_empty() {
-                        self.send(&first).await
-                    } else {
-                        self.send_batch(&more).await
-                    };
-                    if let Err(end) = sent {
-                        return end;
-                    }
-                    let messages = more.len().max(1);
-                    let metrics = &self.posts.state.metrics;
-                    metrics.delivered(self.via(), messages, sample);
-                    match then {
-                        Step::Send(frame) => frame,
-                        Step::CatchUp => match Box::pin(self.catch_up()).await {
-                            Ok(_) => continue,
-                            Err(end) => return end,
-                        },
-                        _ => continue,
-                    }
-                }
-                Ok(Step::Nothing) => continue,
-                // Rare and wide, so boxed: the hub's queue is full (the store lags behind),
-                // or this delta connection fell behind the hub.
-                Ok(Step::Wait(waiting)) => {
-                    let (reference, post) = *waiting;
-                    match Box::pin(self.submit_waiting(reference, post)).await {
-                        Some(frame) => frame,
-                        None => continue,
-                    }
-                }
-                Ok(Step::CatchUp) => match Box::pin(self.catch_up()).await {
-                    Ok(_) => continue,
-                    Err(end) => return end,
-                },
-                Err(end) => return end,
-            };
-            if let Err(end) = self.send(&frame).await {
-                return end;
-            }
-        }
-    }
-
-    /// Handles a post: queues it (the ack follows once it is stored, while the connection
-    /// goes on reading: a client may have many posts in flight) or answers the error. Every
-    /// post frame counts against the rate limits, valid or not; too many refused in a row
-    /// close the connection.
-    fn on_post(&mut self, body: &Bytes) -> Result<Step, End> {
-        // Every outcome is counted in `reply`, which answers it.
-        let (reference, post) = self.parse_post(body);
-        if let Err(refused) = self.posts.check()? {
-            return Ok(self.queued(reference, Err(Refusal::RateLimited(refused))));
-        }
-        Ok(self.submit_post(reference, post))
-    }
-
-    fn submit_post(&mut self, reference: Option<Value>, post: Result<NewPost, Refusal>) -> Step {
-        let submitted = match post {
-            Ok(post) => match self.subscription.hub().try_submit(GENERAL, post) {
-                Ok(ticket) => Ok(ticket),
-                Err(TrySubmitError::Full(post)) => return Step::Wait(Box::new((reference, post))),
-                Err(TrySubmitError::ShuttingDown) => Err(Refusal::Post(PostError::ShuttingDown)),
-            },
-            Err(e) => Err(e),
-        };
-        self.queued(reference, submitted)
-    }
-
-    /// [`Connection::on_post`] when the hub's queue is full: waits for room.
-    async fn submit_waiting(
+    /// Sends `first`, a message of `subscription`, with the ones already waiting behind it:
+    /// under load several often are, and they go out in one write (a system call per message
+    /// is what limits fan-out). Returns what came after them.
+    async fn deliver(
         &mut self,
-        reference: Option<Value>,
-        post: NewPost,
-    ) -> Option<EncodedFrame> {
-        let submitted = self
-            .subscription
-            .hub()
-            .submit(GENERAL, post)
-            .await
-            .map_err(Refusal::Post);
-        match self.queued(reference, submitted) {
-            Step::Send(frame) => Some(frame),
-            _ => None,
-        }
-    }
-
-    /// Tracks a submitted post, or answers its error.
-    fn queued(&mut self, reference: Option<Value>, submitted: Result<Ticket, Refusal>) -> Step {
-        match submitted {
-            Ok(ticket) => {
-                self.in_flight.push_back((reference, ticket));
-                Step::Nothing
-            }
-            Err(e) => self
-                .reply(reference, Err(e))
-                .map_or(Step::Nothing, Step::Send),
-        }
-    }
-
-    /// A post's `ref` and the post, or why it is invalid.
-    fn parse_post(&self, body: &Bytes) -> (Option<Value>, Result<NewPost, Refusal>) {
-        let limits = self.subscription.hub().config().limits;
-        let value: Result<Value, Refusal> =
-            serde_json::from_slice(body).map_err(|e| Refusal::Post(PostError::Json(e.to_string())));
-        let reference = value.as_ref().ok().and_then(|v| v.get("ref").cloned());
-        let post = value.and_then(|value| {
-            if self.mode == Mode::Deltas
-                && value.get("type").and_then(Value::as_str) != Some(v1::POST_TYPE)
+        subscription: &mut Subscription,
+        first: EncodedFrame,
+        mut sample: Option<Instant>,
+    ) -> Result<Step, End> {
+        // Allocated only when a second message is waiting.
+        let mut more: Vec<EncodedFrame> = Vec::new();
+        let mut then = Step::Nothing;
+        while more.len() + 1 < MAX_BATCH {
+            match subscription
+                .try_recv()
+                .map(|d| self.on_delivery(subscription, d))
             {
-                return Err(Refusal::NotAPost);
+                Some(Step::Deliver(frame, sampled)) => {
+                    if more.is_empty() {
+                        more.push(first.clone());
+                    }
+                    more.push(frame);
+                    sample = sample.or(sampled);
+                }
+                Some(other) => {
+                    then = other;
+                    break;
+                }
+                None => break,
             }
-            NewPost::from_value(&value, &limits).map_err(Refusal::Post)
-        });
-        (reference, post)
+        }
+        if more.is_empty() {
+            self.send(&first).await?;
+        } else {
+            self.send_batch(&more).await?;
+        }
+        let messages = more.len().max(1);
+        let metrics = &self.posts.state.metrics;
+        metrics.delivered(self.via(), messages, sample);
+        Ok(then)
     }
 
-    /// Answers a post: rtchat.v1 acks or errors with the client's `ref`; the course's
-    /// protocol only reports errors (the next snapshot shows a stored post). A plain function
-    /// building the frame, so awaiting its sending holds just the frame.
+    /// Answers a post: rtchat.v1 acks or errors with the client's `ref` and the post's room;
+    /// the course's protocol only reports errors (the next snapshot shows a stored post). A
+    /// plain function building the frame, so awaiting its sending holds just the frame.
     fn reply(
         &self,
         reference: Option<Value>,
+        room: Option<Arc<str>>,
         result: Result<Arc<Entry>, Refusal>,
     ) -> Option<EncodedFrame> {
         let metrics = &self.posts.state.metrics;
@@ -614,6 +1450,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             Err(Refusal::NotAPost) => metrics.post_refused(PostRefusal::Invalid),
             Err(Refusal::RateLimited(refused)) => metrics.rate_limited(refused),
         }
+        let room = room.map(|r| r.to_string());
         let reply = match (self.mode, result) {
             (Mode::Snapshots, Ok(_)) => return None,
             (Mode::Snapshots, Err(error)) => {
@@ -624,10 +1461,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             }
             (Mode::Deltas, Ok(entry)) => ServerFrame::Ack {
                 reference: reference.unwrap_or_default(),
+                room,
                 id: entry.message.id,
             },
             (Mode::Deltas, Err(error)) => ServerFrame::Error {
                 reference: reference.unwrap_or_default(),
+                room,
                 retry_after_ms: error.retry_after_ms(),
                 error: error.to_string(),
             },
@@ -635,24 +1474,28 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         Some(text(&reply))
     }
 
-    /// What to do with one delivery of the hub.
-    fn on_delivery(&self, delivery: Delivery) -> Step {
+    /// What to do with one delivery of `subscription`.
+    fn on_delivery(&self, subscription: &Subscription, delivery: Delivery) -> Step {
         match delivery {
             Delivery::Event(event) => Step::Deliver(
                 self.ws.frame_for(&match self.mode {
                     Mode::Snapshots => snapshot_frame(&event.snapshot),
-                    Mode::Deltas => delta_frame(&event.entry),
+                    Mode::Deltas => delta_frame(subscription.channel().name(), &event.entry),
                 }),
                 self.posts.state.metrics.sample(&event.entry),
             ),
             // Slow consumer: a fresh snapshot supersedes what was skipped; deltas are re-read
             // from the store so nothing is lost.
             Delivery::Lagged { .. } => match self.mode {
-                Mode::Snapshots => Step::Send(
-                    self.ws
-                        .frame_for(&snapshot_frame(&self.subscription.current())),
-                ),
+                Mode::Snapshots => {
+                    Step::Send(self.ws.frame_for(&snapshot_frame(&subscription.current())))
+                }
                 Mode::Deltas => Step::CatchUp,
+            },
+            // Presence and typing (delta connections only ask for them), for `signal_step`.
+            Delivery::Signal(signal) => match self.mode {
+                Mode::Snapshots => Step::Nothing,
+                Mode::Deltas => Step::Signal(signal),
             },
         }
     }
@@ -672,38 +1515,63 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// A place under the connection caps for an HTTP/1.1 connection about to become a
-/// WebSocket: hyper's connection task, which holds the connection's own place, ends at the
-/// upgrade. A WebSocket on an HTTP/2 stream (RFC 8441) needs none: its connection lives on.
-pub(crate) fn upgraded_place<B>(
-    admission: &Arc<Admission>,
-    req: &axum::http::Request<B>,
-) -> Option<Admitted> {
+/// The place under the connection caps of the HTTP/1.1 connection `req` came on (the
+/// listener puts it in its requests' extensions), for the WebSocket it is upgraded to: the
+/// same place, so an upgraded connection never counts twice. None on HTTP/2 (an extended
+/// CONNECT is a stream of a connection that stays open) and HTTP/3.
+pub(crate) fn upgraded_place<B>(req: &axum::http::Request<B>) -> Option<ConnectionSlot> {
     if req.version() != axum::http::Version::HTTP_11 {
         return None;
     }
-    let peer = req.extensions().get::<crate::client_addr::Peer>()?;
-    Some(admission.keep(peer.addr.ip()))
+    req.extensions().get::<ConnectionSlot>().cloned()
 }
 
 #[cfg(test)]
 mod tests {
-
-    use super::position_param;
+    use super::{check_upgrade_rooms, upgrade_query, UpgradeQuery};
+    use axum::http::Uri;
     use rtchat_core::Position;
+
+    fn query(q: &str) -> Result<UpgradeQuery, String> {
+        let uri: Uri = format!("/ws{q}").parse().unwrap();
+        upgrade_query(&uri).map_err(|e| format!("{e:?}"))
+    }
 
     #[test]
     fn the_position_is_read_from_the_query() {
-        assert_eq!(position_param(None).unwrap(), None);
+        let position = |q| query(q).unwrap().position;
+        assert_eq!(position(""), None);
+        assert_eq!(position("?a=1&since=42"), Some(Position::new(42, None)));
         assert_eq!(
-            position_param(Some("a=1&since=42")).unwrap(),
-            Some(Position::new(42, None))
-        );
-        assert_eq!(
-            position_param(Some("epoch=ab12cd34&since=7")).unwrap(),
+            position("?epoch=ab12cd34&since=7"),
             Some(Position::new(7, Some("ab12cd34".into())))
         );
-        assert_eq!(position_param(Some("epoch=ab12cd34")).unwrap(), None);
-        assert!(position_param(Some("since=x")).is_err());
+        assert_eq!(position("?epoch=ab12cd34"), None);
+        assert!(query("?since=x").is_err());
+    }
+
+    #[test]
+    fn rooms_and_user_are_read_from_the_query() {
+        let q = query("?rooms=a,b%2Cc,,a&user=ann%20b").unwrap();
+        assert_eq!(
+            q.rooms,
+            Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+        );
+        assert_eq!(q.user.as_deref(), Some("ann b"));
+        let q = query("?rooms=&user=").unwrap();
+        assert_eq!(q.rooms, Some(vec![]));
+        assert_eq!(q.user, None);
+        assert_eq!(query("?since=1").unwrap().rooms, None);
+    }
+
+    #[test]
+    fn upgrade_rooms_are_checked() {
+        let rooms = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let since = Some(Position::new(1, None));
+        assert!(check_upgrade_rooms(&rooms(&["a", "b"]), &None, 2).is_ok());
+        assert!(check_upgrade_rooms(&rooms(&["a", "b"]), &None, 1).is_err());
+        assert!(check_upgrade_rooms(&rooms(&["a"]), &since, 1).is_ok());
+        assert!(check_upgrade_rooms(&rooms(&["a", "b"]), &since, 5).is_err());
+        assert!(check_upgrade_rooms(&rooms(&["Foo!"]), &None, 5).is_err());
     }
 }

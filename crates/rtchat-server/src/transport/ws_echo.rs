@@ -53,7 +53,7 @@ pub async fn upgrade(State(state): State<AppState>, mut req: Request) -> Respons
     let deflate = deflate.and_then(|d| rtchat_ws::deflate::negotiate(req.headers(), d));
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The upgraded connection keeps its place under the connection caps.
-    let slot = super::websocket::upgraded_place(&state.admission, &req);
+    let slot = super::websocket::upgraded_place(&req);
     let config = state.config.websocket.clone();
     let shutdown = state.shutdown.clone();
     state.tasks.spawn(async move {

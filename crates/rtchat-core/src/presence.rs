@@ -1,0 +1,403 @@
+//! Who is in a room and who is typing: the room's *signals*, told to its streaming clients
+//! beside its messages but never stored and outside the id order.
+//!
+//! # Presence
+//! A room's members are counted per user *name*: several tabs or transports of one user count
+//! once, and a user joins when their first connection enters and leaves when their last one
+//! goes. A streaming client is in the room while it holds a [`PresenceGuard`]; a polling
+//! client is in it for [`HubConfig::presence_window`] after each poll that names it. Clients
+//! that name no one count in [`Channel::online`] but are not listed.
+//!
+//! Joins and leaves are coalesced: a room tells its clients at most 4 times a second
+//! ([`PRESENCE_INTERVAL`]), each time with the lists of who joined and who left since the last
+//! time (someone who joined and left in between is in neither), so a mass reconnect of N
+//! clients makes a few events per room, not N² deliveries.
+//!
+//! # Typing
+//! [`Hub::typing`] tells the room's clients that a user is typing, at most once per user per
+//! room per [`TYPING_INTERVAL`]; clients show it for [`TYPING_SHOWN`] unless repeated.
+//!
+//! Signals travel through the broker like messages ([`Publication::Signal`]), so every node's
+//! clients hear them. The presence *lists* are this node's own (a shared broker will have to
+//! share them).
+//!
+//! [`HubConfig::presence_window`]: crate::HubConfig::presence_window
+//! [`Hub::typing`]: crate::Hub::typing
+//! [`Publication::Signal`]: crate::Publication::Signal
+//! [`Channel::online`]: crate::Channel::online
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::channel::Channel;
+use crate::hub::{now_millis, Hub};
+
+/// The shortest time between two presence events of one room.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(250);
+/// The shortest time between two typing signals of one user in one room.
+pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a client shows "X is typing" after the last typing signal.
+pub const TYPING_SHOWN: Duration = Duration::from_secs(5);
+
+/// What a signal says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalKind {
+    /// These users came into the room, and these went, since the last presence event.
+    Presence {
+        joined: Vec<Arc<str>>,
+        left: Vec<Arc<str>>,
+    },
+    /// This user is typing.
+    Typing { user: Arc<str> },
+}
+
+/// One presence or typing event of a room, encoded once for every client.
+#[derive(Debug)]
+pub struct Signal {
+    pub room: Arc<str>,
+    pub kind: SignalKind,
+    /// `{"room":R,"joined":[...],"left":[...]}` or `{"room":R,"user":U}`: SSE's `data:`,
+    /// Socket.IO's event payload.
+    pub json: Bytes,
+    /// The same object with `"type"` first: `{"type":"presence","room":R,...}`, rtchat.v1's
+    /// frame.
+    pub frame: Bytes,
+}
+
+#[derive(Serialize)]
+struct PresenceJson<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    room: &'a str,
+    joined: &'a [Arc<str>],
+    left: &'a [Arc<str>],
+}
+
+#[derive(Serialize)]
+struct TypingJson<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    room: &'a str,
+    user: &'a str,
+}
+
+impl Signal {
+    /// A signal of `room`, encoded.
+    pub fn new(room: Arc<str>, kind: SignalKind) -> Signal {
+        let encode = |typed: bool| -> Bytes {
+            let name = typed.then_some(match kind {
+                SignalKind::Presence { .. } => "presence",
+                SignalKind::Typing { .. } => "typing",
+            });
+            let json = match &kind {
+                SignalKind::Presence { joined, left } => serde_json::to_vec(&PresenceJson {
+                    kind: name,
+                    room: &room,
+                    joined,
+                    left,
+                }),
+                SignalKind::Typing { user } => serde_json::to_vec(&TypingJson {
+                    kind: name,
+                    room: &room,
+                    user,
+                }),
+            };
+            json.expect("signals serialize").into()
+        };
+        let json = encode(false);
+        let frame = encode(true);
+        Signal {
+            room,
+            kind,
+            json,
+            frame,
+        }
+    }
+
+    /// `"presence"` or `"typing"`: the event name on SSE and Socket.IO, the frame type on
+    /// rtchat.v1.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            SignalKind::Presence { .. } => "presence",
+            SignalKind::Typing { .. } => "typing",
+        }
+    }
+
+    /// The typing user, for a typing signal: transports do not echo it to that user.
+    pub fn typing_user(&self) -> Option<&str> {
+        match &self.kind {
+            SignalKind::Typing { user } => Some(user),
+            SignalKind::Presence { .. } => None,
+        }
+    }
+}
+
+/// One member of a room as presence lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub user: Arc<str>,
+    /// When they came in (milliseconds since the Unix epoch).
+    pub since: i64,
+}
+
+struct Present {
+    /// Streaming connections of this user in the room.
+    connections: usize,
+    since: i64,
+    /// A polling user is present until then.
+    polled_until: Option<Instant>,
+}
+
+impl Present {
+    fn is_in(&self, now: Instant) -> bool {
+        self.connections > 0 || self.polled_until.is_some_and(|t| t > now)
+    }
+}
+
+/// A room's presence (see the module docs). Held by its [`Channel`]; an empty one allocates
+/// nothing.
+#[derive(Default)]
+pub(crate) struct PresenceState {
+    members: HashMap<Arc<str>, Present>,
+    /// Streaming connections that named no one.
+    anonymous: usize,
+    /// Members with a polling window (the ticker looks at rooms that have any).
+    pollers: usize,
+    /// Who joined and who left since the last presence event.
+    joined: Vec<Arc<str>>,
+    left: Vec<Arc<str>>,
+    /// A presence event is scheduled.
+    flushing: bool,
+    last_flush: Option<Instant>,
+    /// When each user last sent a typing signal here.
+    typing: HashMap<Arc<str>, Instant>,
+}
+
+impl PresenceState {
+    fn joined(&mut self, user: &Arc<str>) {
+        match self.left.iter().position(|u| u == user) {
+            Some(i) => {
+                self.left.swap_remove(i);
+            }
+            None => self.joined.push(user.clone()),
+        }
+    }
+
+    fn went(&mut self, user: &Arc<str>) {
+        match self.joined.iter().position(|u| u == user) {
+            Some(i) => {
+                self.joined.swap_remove(i);
+            }
+            None => self.left.push(user.clone()),
+        }
+    }
+
+    /// Whether anyone is here (a room nobody is in may be let go).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.anonymous == 0 && self.members.is_empty()
+    }
+
+    /// Named members present now, and every connection that named no one.
+    pub(crate) fn online(&self, now: Instant) -> usize {
+        self.anonymous + self.members.values().filter(|p| p.is_in(now)).count()
+    }
+
+    pub(crate) fn members(&self, now: Instant) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .members
+            .iter()
+            .filter(|(_, p)| p.is_in(now))
+            .map(|(user, p)| Member {
+                user: user.clone(),
+                since: p.since,
+            })
+            .collect();
+        members.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
+        members
+    }
+
+    /// Polling members whose window has passed leave (unless they are also streaming); true
+    /// if anyone did.
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
+        let mut gone = Vec::new();
+        for (user, present) in self.members.iter_mut() {
+            if present.polled_until.is_some_and(|t| t <= now) {
+                present.polled_until = None;
+                self.pollers -= 1;
+                if present.connections == 0 {
+                    gone.push(user.clone());
+                }
+            }
+        }
+        for user in &gone {
+            self.members.remove(user);
+            self.went(user);
+        }
+        !gone.is_empty()
+    }
+
+    pub(crate) fn has_pollers(&self) -> bool {
+        self.pollers > 0
+    }
+}
+
+/// A streaming client's place in a room's presence: it counts while this lives and leaves
+/// when it is dropped (the connection closed or left the room).
+pub struct PresenceGuard {
+    hub: Hub,
+    channel: Arc<Channel>,
+    user: Option<Arc<str>>,
+}
+
+impl PresenceGuard {
+    /// The name it is present under, if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// The room.
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.channel
+    }
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        let mut state = self.channel.presence();
+        let Some(user) = &self.user else {
+            state.anonymous = state.anonymous.saturating_sub(1);
+            return;
+        };
+        let now = Instant::now();
+        let Some(present) = state.members.get_mut(user) else {
+            return;
+        };
+        present.connections = present.connections.saturating_sub(1);
+        if present.is_in(now) {
+            return;
+        }
+        if present.polled_until.is_some() {
+            state.pollers -= 1;
+        }
+        state.members.remove(user);
+        state.went(user);
+        schedule(&self.hub, &self.channel, &mut state);
+    }
+}
+
+/// Enters `user` (or an unnamed client) into `channel`'s presence; see [`Hub::present`].
+pub(crate) fn enter(hub: &Hub, channel: &Arc<Channel>, user: Option<Arc<str>>) -> PresenceGuard {
+    {
+        let mut state = channel.presence();
+        match &user {
+            None => state.anonymous += 1,
+            Some(name) => {
+                let now = Instant::now();
+                let present = state.members.entry(name.clone()).or_insert(Present {
+                    connections: 0,
+                    since: now_millis(),
+                    polled_until: None,
+                });
+                let was_in = present.is_in(now);
+                present.connections += 1;
+                if !was_in {
+                    state.joined(name);
+                    schedule(hub, channel, &mut state);
+                }
+            }
+        }
+    }
+    PresenceGuard {
+        hub: hub.clone(),
+        channel: channel.clone(),
+        user,
+    }
+}
+
+/// A poll that named `user`: present for `window` from now.
+pub(crate) fn polled(hub: &Hub, channel: &Arc<Channel>, user: &str, window: Duration) {
+    let mut state = channel.presence();
+    let now = Instant::now();
+    let name: Arc<str> = Arc::from(user);
+    let present = state.members.entry(name.clone()).or_insert(Present {
+        connections: 0,
+        since: now_millis(),
+        polled_until: None,
+    });
+    let was_in = present.is_in(now);
+    let was_polling = present.polled_until.replace(now + window).is_some();
+    if !was_polling {
+        state.pollers += 1;
+    }
+    if !was_in {
+        state.joined(&name);
+        schedule(hub, channel, &mut state);
+    }
+}
+
+/// Polling members of `channel` whose window passed leave (the hub's ticker calls this).
+pub(crate) fn expire(hub: &Hub, channel: &Arc<Channel>) {
+    let mut state = channel.presence();
+    if state.expire(Instant::now()) {
+        schedule(hub, channel, &mut state);
+    }
+}
+
+/// Whether `user` may send a typing signal in `channel` now (at most one per
+/// [`TYPING_INTERVAL`]); records it if so.
+pub(crate) fn may_type(channel: &Channel, user: &Arc<str>) -> bool {
+    let mut state = channel.presence();
+    let now = Instant::now();
+    if let Some(last) = state.typing.get(user) {
+        if now.duration_since(*last) < TYPING_INTERVAL {
+            return false;
+        }
+    }
+    if state.typing.len() >= 64 {
+        state
+            .typing
+            .retain(|_, t| now.duration_since(*t) < TYPING_INTERVAL);
+    }
+    state.typing.insert(user.clone(), now);
+    true
+}
+
+/// Makes sure a presence event goes out: at once if the last one was long enough ago,
+/// otherwise [`PRESENCE_INTERVAL`] after it, carrying every change until then.
+fn schedule(hub: &Hub, channel: &Arc<Channel>, state: &mut PresenceState) {
+    if state.flushing {
+        return;
+    }
+    // Outside a runtime (a guard dropped while the server shuts down) nobody is listening.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    state.flushing = true;
+    let at = state
+        .last_flush
+        .map_or_else(Instant::now, |t| t + PRESENCE_INTERVAL);
+    let hub = hub.clone();
+    let channel = channel.clone();
+    runtime.spawn(async move {
+        tokio::time::sleep_until(at).await;
+        let signal = {
+            let mut state = channel.presence();
+            state.flushing = false;
+            state.last_flush = Some(Instant::now());
+            if state.joined.is_empty() && state.left.is_empty() {
+                return;
+            }
+            SignalKind::Presence {
+                joined: std::mem::take(&mut state.joined),
+                left: std::mem::take(&mut state.left),
+            }
+        };
+        hub.signal(Signal::new(channel.name().clone(), signal))
+            .await;
+    });
+}
