@@ -75,6 +75,8 @@ bench() {
     --timeout 180 >"$RAW/$file.json" || true
   jq -r '"   delivered \(.delivered_fraction // "-") p99 \(.latency.p99_ms // "-") ms deliveries/s \(.deliveries_per_sec // "-" | tostring | .[0:8]) per-conn \(.per_connection_kib // "-") KiB errors \(.errors)"' "$RAW/$file.json" || true
 }
+# rtchat runs with --general: the course's room and paths, like the Node peers and the earlier results
+# (the bench otherwise uses a room of its own).
 FANOUT=(fanout -n "$SUBSCRIBERS" -m "$MESSAGES" -r "$RATE")
 SATURATE=(fanout -n "$SUBSCRIBERS" -m "$SAT_MESSAGES" -r "$SAT_RATE" --drain 30)
 # wrk_poll FILE LABEL: seeds the same 50 messages, then wrk -t2 -c100 on GET /poll.
@@ -94,18 +96,18 @@ for round in $(seq "$ROUNDS"); do
   echo "== round $round of $ROUNDS"
   rtchat rt; bench "ws-rtchat-$round" "rtchat ws (json snapshots)" "${FANOUT[@]}" -t ws-json; stop
   node_peer nws ws-server.mjs; bench "ws-node-$round" "node ws (json snapshots)" "${FANOUT[@]}" -t ws-json; stop
-  rtchat rt; bench "wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas)" "${FANOUT[@]}" -t ws; stop
+  rtchat rt; bench "wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas)" "${FANOUT[@]}" -t ws --general; stop
   rtchat rt; bench "sio-rtchat-$round" "rtchat socket.io (msg:get)" "${FANOUT[@]}" -t socketio-snapshots; stop
   node_peer nsio socketio-server.mjs; bench "sio-node-$round" "node socket.io (msg:get)" "${FANOUT[@]}" -t socketio-snapshots; stop
-  rtchat rt; bench "msgs-rtchat-$round" "rtchat /msgs (HTTP/1.1)" "${FANOUT[@]}" -t stream; stop
+  rtchat rt; bench "msgs-rtchat-$round" "rtchat /msgs (HTTP/1.1)" "${FANOUT[@]}" -t stream --general; stop
 
   # Saturation: the same fan-out offered at SAT_RATE, for sustained deliveries per second.
   node_peer nws ws-server.mjs; bench "sat-ws-node-$round" "node ws (json snapshots), saturated" "${SATURATE[@]}" -t ws-json; stop
   rtchat rt; bench "sat-ws-rtchat-$round" "rtchat ws (json snapshots), saturated" "${SATURATE[@]}" -t ws-json; stop
-  rtchat rt; bench "sat-wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas), saturated" "${SATURATE[@]}" -t ws; stop
+  rtchat rt; bench "sat-wsv1-rtchat-$round" "rtchat ws (rtchat.v1 deltas), saturated" "${SATURATE[@]}" -t ws --general; stop
   node_peer nsio socketio-server.mjs; bench "sat-sio-node-$round" "node socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio-snapshots; stop
   rtchat rt; bench "sat-sio-rtchat-$round" "rtchat socket.io (msg:get), saturated" "${SATURATE[@]}" -t socketio-snapshots; stop
-  rtchat rt; bench "sat-siodelta-rtchat-$round" "rtchat socket.io (msg:new deltas), saturated" "${SATURATE[@]}" -t socketio; stop
+  rtchat rt; bench "sat-siodelta-rtchat-$round" "rtchat socket.io (msg:new deltas), saturated" "${SATURATE[@]}" -t socketio --general; stop
 
   # Result names (idle-ws, idle-poll...) stay those of earlier runs; the transports are the
   # same as before the names were unified (ws = the course's json, poll = parked long polls).
@@ -113,7 +115,7 @@ for round in $(seq "$ROUNDS"); do
     case $t in
       ws) tt=ws-json ;; poll) tt=longpoll ;; msgs) tt=stream ;; socketio) tt=socketio-snapshots ;; *) tt=$t ;;
     esac
-    rtchat rt; bench "idle-$t-rtchat-$round" "rtchat $t" idle -n "$IDLE" -t "$tt"; stop
+    rtchat rt; bench "idle-$t-rtchat-$round" "rtchat $t" idle -n "$IDLE" -t "$tt" --general; stop
     case $t in
       ws) node_peer nws ws-server.mjs; bench "idle-ws-node-$round" "node ws" idle -n "$IDLE" -t ws-json; stop ;;
       socketio) node_peer nsio socketio-server.mjs; bench "idle-socketio-node-$round" "node socket.io" idle -n "$IDLE" -t socketio-snapshots; stop ;;

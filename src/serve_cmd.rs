@@ -598,8 +598,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(store = %hub.store_description(), history, web_root = ?config.web_root, "rtchat ready");
     if let Some(tls) = server.tls_info() {
-        let how = if tls.generated { "generated" } else { "using" };
-        tracing::info!(certificate = %tls.cert_path.display(), fingerprint = %tls.fingerprint, "{how} the HTTPS certificate (rtchat cert tells how to trust it)");
+        let how = if tls.generated {
+            "generated"
+        } else if tls.renewed {
+            "renewed (same key, it was expiring)"
+        } else {
+            "using"
+        };
+        let valid_until = tls.validity.map(|(_, until)| until.to_string());
+        tracing::info!(certificate = %tls.cert_path.display(), fingerprint = %tls.fingerprint, valid_until = valid_until.as_deref().unwrap_or("?"), "{how} the HTTPS certificate (rtchat cert tells how to trust it)");
     }
     // The signal handlers are in place before anyone is told the server listens: a signal
     // sent right after the "listening" line must stop it gracefully, not kill it.

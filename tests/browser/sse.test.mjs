@@ -7,18 +7,11 @@ import {
   debug, gotoOk, item, openChat, sendOk, texts, token, waitDot,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
-import { postMessage, startServer } from './lib/server.mjs';
+import { postMessage, startServer, withServer } from './lib/server.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
-
-function withServer(args = [], opts = {}) {
-  const ctx = {};
-  before(async () => { ctx.server = await startServer(args, opts); });
-  after(async () => { await ctx.server?.stop(); });
-  return ctx;
-}
 
 /** Post from Node and return the new message's id. */
 async function post(url, user, text) {

@@ -8,20 +8,11 @@ import {
   debug, gotoOk, item, openChat, send, sendOk, texts, token, waitDot, waitPostError,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
-import {
-  postMessage, probeWebSocket, startServer, waitUntil,
-} from './lib/server.mjs';
+import { postMessage, probeWebSocket, startServer, waitUntil, withServer } from './lib/server.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
-
-function withServer(args = [], opts = {}) {
-  const ctx = {};
-  before(async () => { ctx.server = await startServer(args, opts); });
-  after(async () => { await ctx.server?.stop(); });
-  return ctx;
-}
 
 describe('websocket: the upgrade', () => {
   const s = withServer();
@@ -82,13 +73,17 @@ describe('websocket: two pages chat', () => {
       const rejected = `rejected ${token()}`;
       await send(page, rejected);
       await page.waitForFunction(() => window.rtchatDebug.errors === 1);
-      assert.equal(await page.locator('#post-error').textContent(), bad1.body.error);
+      // The server's words, put in plain words by chat.js.
+      assert.equal(bad1.body.error, '"user" is too long: 65 characters, at most 64 allowed');
+      assert.equal(await page.locator('#post-error').textContent(), 'Your name is too long (65 characters; at most 64)');
       assert.equal(await page.inputValue('#text'), rejected, 'the text is kept');
 
+      // An empty text is not sent at all (the server would refuse it: bad2).
       await page.fill('#user', 'carol');
-      await send(page, '');
-      await page.waitForFunction(() => window.rtchatDebug.errors === 2);
-      assert.equal(await page.locator('#post-error').textContent(), bad2.body.error);
+      await page.fill('#text', '');
+      assert.equal(await page.locator('#send').isDisabled(), true, 'Send is disabled for an empty text');
+      await page.press('#text', 'Enter');
+      assert.equal((await debug(page)).errors, 1, 'no post frame was sent');
 
       const ok = `ok ${token()}`;
       await sendOk(page, ok);

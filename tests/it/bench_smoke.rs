@@ -20,13 +20,37 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
-/// `bench fanout --rooms`: subscribers and posts spread over rooms, each message counted only
-/// for its own room's subscribers, on every transport that has rooms.
+/// A GET of `path` on `server`, as JSON.
+fn get_json(server: &Server, path: &str) -> serde_json::Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", &server.url(path)])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "GET {path}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A report's `room_names`.
+fn room_names(report: &serde_json::Value) -> Vec<String> {
+    report["room_names"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no room_names: {report}"))
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `bench fanout --rooms`: subscribers and posts spread over rooms of the run's own, each
+/// message counted only for its own room's subscribers, on every transport that has rooms; by
+/// default (and in `idle --fanout`, `post`) one room of the run's own, never `general`.
 #[test]
 fn fanout_spreads_over_rooms() {
     let server = Server::start(&["--no-tls", "--post-rate", "0"]);
     let pid = server.pid().to_string();
     let url = server.base.as_str();
+    let general_last = || get_json(&server, "/poll")["last"].clone();
+    let last_before = general_last();
+    let mut used: Vec<String> = Vec::new();
     for transport in ["ws", "socketio", "sse", "stream", "longpoll"] {
         let report = bench_json(&[
             "bench",
@@ -55,23 +79,156 @@ fn fanout_spreads_over_rooms() {
         // 20 messages, 5 to each room, each room with 5 subscribers.
         assert_eq!(report["expected"], 100, "{transport}: {report}");
         assert_eq!(report["delivered_fraction"], 1.0, "{transport}: {report}");
+        // The rooms are the run's own: bench-<run id>-0 .. bench-<run id>-3.
+        let names = room_names(&report);
+        assert_eq!(names.len(), 4, "{transport}: {report}");
+        let run = names[0]
+            .strip_prefix("bench-")
+            .and_then(|r| r.strip_suffix("-0"))
+            .unwrap_or_else(|| panic!("{transport}: room {:?}", names[0]));
+        assert!(run.bytes().all(|b| b.is_ascii_digit()), "{names:?}");
+        for (k, name) in names.iter().enumerate() {
+            assert_eq!(*name, format!("bench-{run}-{k}"), "{transport}: {report}");
+        }
+        used.extend(names);
     }
-    let listed = std::process::Command::new("curl")
-        .args(["-sS", "--fail", &server.url("/rooms")])
-        .output()
-        .expect("run curl");
-    assert!(listed.status.success(), "GET /rooms: {listed:?}");
-    let rooms: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let names: Vec<&str> = rooms["rooms"]
+    // By default a run (and `idle --fanout`, `post`) keeps to one room of its own,
+    // `bench-<run id>`, over every transport that has rooms.
+    for transport in ["ws", "socketio", "sse", "stream", "longpoll"] {
+        let report = bench_json(&[
+            "bench",
+            "fanout",
+            "--url",
+            url,
+            "--transport",
+            transport,
+            "--subscribers",
+            "3",
+            "--messages",
+            "3",
+            "--rate",
+            "50",
+            "--timeout",
+            "60",
+            "--json",
+            "--quiet",
+        ]);
+        assert_eq!(report["rooms"], 1, "{transport}: {report}");
+        assert_eq!(report["delivered_fraction"], 1.0, "{transport}: {report}");
+        let names = room_names(&report);
+        assert_eq!(names.len(), 1, "{transport}: {report}");
+        assert!(
+            names[0].starts_with("bench-") && !names[0]["bench-".len()..].contains('-'),
+            "{transport}: {report}"
+        );
+        used.extend(names);
+    }
+    let idle = bench_json(&[
+        "bench",
+        "idle",
+        "--url",
+        url,
+        "--server-pid",
+        &pid,
+        "-t",
+        "ws",
+        "--connections",
+        "5",
+        "--settle",
+        "0.1",
+        "--fanout",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(idle["fanout"]["delivered"], 5, "{idle}");
+    let idle_rooms = room_names(&idle);
+    assert_eq!(idle_rooms.len(), 1, "{idle}");
+    used.extend(idle_rooms);
+    let post = bench_json(&[
+        "bench",
+        "post",
+        "--url",
+        url,
+        "--concurrency",
+        "2",
+        "--duration",
+        "0.2",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(post["acked"].as_u64().unwrap() > 0, "{post}");
+    assert!(
+        post["room"].as_str().unwrap().starts_with("bench-"),
+        "{post}"
+    );
+    used.push(post["room"].as_str().unwrap().to_owned());
+    assert_eq!(
+        general_last(),
+        last_before,
+        "the benchmarks left general's history alone"
+    );
+
+    let rooms = get_json(&server, "/rooms");
+    let mut names: Vec<String> = rooms["rooms"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["name"].as_str().unwrap())
+        .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        names,
-        ["bench-0", "bench-1", "bench-2", "bench-3", "general"]
+    names.sort();
+    used.push("general".to_owned());
+    used.sort();
+    assert_eq!(names, used);
+
+    // The course's snapshot transports are general only: the bench says it posts there.
+    let out = rtchat(
+        &[
+            "bench",
+            "fanout",
+            "--url",
+            url,
+            "-t",
+            "ws-json",
+            "--subscribers",
+            "1",
+            "--messages",
+            "1",
+            "--json",
+            "--quiet",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("posts into the chat's general room"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(room_names(&report).is_empty(), "{report}");
+
+    // --general: the course's paths, room general, over a transport that has rooms too.
+    let before = general_last().as_u64().unwrap();
+    let report = bench_json(&[
+        "bench",
+        "fanout",
+        "--url",
+        url,
+        "-t",
+        "sse",
+        "--general",
+        "--subscribers",
+        "2",
+        "--messages",
+        "3",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(room_names(&report).is_empty(), "{report}");
+    assert_eq!(report["delivered_fraction"], 1.0, "{report}");
+    assert_eq!(general_last().as_u64().unwrap(), before + 3);
     let out = rtchat(
         &[
             "bench", "fanout", "--url", url, "-t", "ws-json", "--rooms", "2",

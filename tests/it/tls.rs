@@ -185,3 +185,45 @@ fn an_unwritable_data_dir_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// A generated certificate that expires within 30 days is renewed at start with the same key
+/// (an SPKI pin stays valid), named and valid for a year; `rtchat cert` shows the validity.
+#[test]
+fn a_generated_certificate_near_expiry_is_renewed_with_the_same_key() {
+    use rtchat_server::tls::{CertInfo, DEV_CERT_NAME};
+    use rustls_pki_types::pem::PemObject;
+    let parse = |pem: &[u8]| {
+        CertInfo::parse(&rustls_pki_types::CertificateDer::from_pem_slice(pem).unwrap()).unwrap()
+    };
+    let dir = temp_dir("tls-renew");
+    let dir_arg = dir.to_str().unwrap();
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(360);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(5);
+    let old = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("tls/cert.pem"), old.pem()).unwrap();
+    std::fs::write(dir.join("tls/key.pem"), key.serialize_pem()).unwrap();
+    let before = parse(old.pem().as_bytes());
+
+    let server = Server::start(&["--data-dir", dir_arg]);
+    server.wait_for_log("renewed");
+    let after = parse(&server.cert_pem());
+    assert_eq!(after.spki, before.spki, "the same key");
+    assert_eq!(after.common_name.as_deref(), Some(DEV_CERT_NAME));
+    assert!(
+        after.validity.1 > before.validity.1 + time::Duration::days(300),
+        "{after:?}"
+    );
+    assert!(after.validity.0 < time::OffsetDateTime::now_utc());
+
+    let out = rtchat(&["cert", "--data-dir", dir_arg], &[])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("valid from "), "{text}");
+}

@@ -111,6 +111,7 @@
 
     var user = document.createElement('span');
     user.className = 'msg-user';
+    user.setAttribute('dir', 'auto');
     user.textContent = m.user;
     meta.appendChild(user);
 
@@ -127,6 +128,7 @@
 
     var text = document.createElement('p');
     text.className = 'msg-text';
+    text.setAttribute('dir', 'auto');
     text.textContent = m.text;
 
     li.appendChild(meta);
@@ -249,6 +251,29 @@
   }
 
   /**
+   * The server's refusals in plain words: '"text" must not be empty' -> 'Your message is
+   * empty', and so on. Anything not known here is shown as the server worded it.
+   */
+  function friendlyError(msg) {
+    var s = String(msg == null ? '' : msg);
+    var m = /^"(user|text)" must not be (?:empty|blank)$/.exec(s);
+    if (m) return m[1] === 'text' ? 'Your message is empty' : 'Your name is empty';
+    m = /^"(user|text)" is too long: (\d+) characters, at most (\d+) allowed$/.exec(s);
+    if (m) {
+      return (m[1] === 'text' ? 'Your message' : 'Your name') + ' is too long (' + m[2] +
+        ' characters; at most ' + m[3] + ')';
+    }
+    return s;
+  }
+
+  /** Errors that only say the server could not be reached: they go once it can be again. */
+  var CONNECTION_ERROR = /^(Could not reach the server|Not connected to the server|The connection closed before the server answered|The server did not answer|No answer from the server)/;
+
+  function isConnectionError(msg) {
+    return CONNECTION_ERROR.test(String(msg || ''));
+  }
+
+  /**
    * POST {user, text} as JSON to `url`. Resolves to {ok: true, id} or
    * {ok: false, error} (never rejects).
    */
@@ -281,20 +306,32 @@
     var errorEl = opts.errorEl;
     var sending = false;
 
+    /** Send only something to send: not while sending, not an empty or blank text. */
+    function updateSend() {
+      if (opts.button) opts.button.disabled = sending || textInput.value.trim() === '';
+    }
+    textInput.addEventListener('input', updateSend);
+    updateSend();
+
     var stored = loadUserName();
     userInput.value = stored || defaultUserName();
     if (!stored) saveUserName(userInput.value);
     userInput.addEventListener('change', function () { saveUserName(userInput.value); });
 
     function showError(msg) {
-      if (errorEl) errorEl.textContent = msg || '';
+      if (errorEl) errorEl.textContent = friendlyError(msg || '');
+    }
+
+    /** The server is reachable again: an error that only said it was not goes. */
+    function clearConnectionError() {
+      if (errorEl && isConnectionError(errorEl.textContent)) errorEl.textContent = '';
     }
 
     opts.form.addEventListener('submit', function (ev) {
       ev.preventDefault();
-      if (sending) return;
+      if (sending || textInput.value.trim() === '') return;
       sending = true;
-      if (opts.button) opts.button.disabled = true;
+      updateSend();
       var user = userInput.value;
       var text = textInput.value;
       saveUserName(user);
@@ -310,12 +347,12 @@
         showError('Sending failed: ' + (err && err.message || err));
       }).then(function () {
         sending = false;
-        if (opts.button) opts.button.disabled = false;
+        updateSend();
         textInput.focus();
       });
     });
 
-    return { showError: showError };
+    return { showError: showError, clearConnectionError: clearConnectionError, updateSend: updateSend };
   }
 
   /** The note on messages kept from an earlier run of a server that restarted empty. */
@@ -467,6 +504,10 @@
    *   send(room, user, text) post; resolves to {ok, id} or {ok: false, error}
    *   typing(room, user)     tell the room the user is typing (called at most once a second)
    *   rename(user)           optional: instead of entering the room again on a rename
+   *   reconnect()            optional: skip the backoff wait and reconnect now; called on the
+   *                          "Reconnect now" button, on `online` and when the tab is visible or
+   *                          focused again, while the page said it is retrying (setStatus
+   *                          'error' with a `retry`)
    *   endpoint(room)         optional: the URL the page reads `room` from, shown in #endpoint
    *   pollPresence           true for a transport without presence events (polling): the
    *                          member list is then re-read every `refresh` ms (in general it
@@ -485,7 +526,8 @@
     var els = {
       dot: h('span', { id: 'status-dot', class: 'dot', 'data-state': 'connecting', role: 'img',
         'aria-label': 'Connecting…', title: 'Connecting…' }),
-      status: h('span', { id: 'status-text', 'aria-hidden': 'true' }, 'connecting'),
+      status: h('span', { id: 'status-text', 'aria-hidden': 'true' }, 'connecting…'),
+      reconnect: h('button', { id: 'reconnect', type: 'button', class: 'reconnect', hidden: true }, 'Reconnect now'),
       roomForm: h('form', { id: 'room-form', class: 'room-form', autocomplete: 'off' }),
       roomName: h('input', { id: 'room-name', name: 'room', type: 'text', placeholder: 'Join or create…',
         autocapitalize: 'none', spellcheck: 'false', enterkeyhint: 'go', maxlength: '64' }),
@@ -516,7 +558,7 @@
 
     main.appendChild(h('div', { class: 'chat-head' }, [
       h('h1', null, 'Chat With Me'),
-      h('span', { class: 'presence' }, [els.dot, els.status])
+      h('span', { class: 'presence' }, [els.dot, els.status, els.reconnect])
     ]));
     var conversation = h('section', { class: 'conversation', 'aria-labelledby': 'room-title' }, [els.title]);
     own.forEach(function (el) { conversation.appendChild(el); });
@@ -552,6 +594,7 @@
       roomsTimer: null,
       presenceSoon: null,
       presenceGen: 0,
+      retrying: false,      // offline, waiting to retry (the "Reconnect now" button is up)
       started: false
     };
 
@@ -760,9 +803,48 @@
     });
 
     // ---- messages, the dot, the status line ----
-    function setStatus(state, label, short) {
-      setPresence(els.dot, state, label, els.status, short);
+    /**
+     * The dot and the status word, in one vocabulary for every page: "live · <transport>"
+     * (`short` of an 'ok' state), "connecting…", "offline · retrying in N s". `retry`: for an
+     * 'error' the page will retry by itself, the wait in ms (or true when it does not know it);
+     * the "Reconnect now" button is offered then.
+     */
+    function setStatus(state, label, short, retry) {
+      var text = short;
+      if (state === 'connecting') text = 'connecting…';
+      else if (state === 'error' && typeof retry === 'number') {
+        text = retry > 0 ? 'offline · retrying in ' + seconds(retry) : 'offline · retrying now';
+      } else if (state === 'error' && retry === true) text = 'offline · retrying';
+      else if (state === 'error' && !text) text = 'offline';
+      st.retrying = state === 'error' && retry !== undefined && retry !== false && !!opts.reconnect;
+      els.reconnect.hidden = !st.retrying;
+      setPresence(els.dot, state, label, els.status, text);
+      if (state === 'ok' && composer) composer.clearConnectionError();
     }
+
+    /** Skip the backoff wait: the network is back, the tab is looked at again, or the user asked. */
+    function reconnectNow() {
+      if (!st.retrying || !opts.reconnect || isHidden()) return;
+      opts.reconnect();
+    }
+    els.reconnect.addEventListener('click', function () {
+      if (st.retrying && opts.reconnect) opts.reconnect();
+    });
+    window.addEventListener('online', reconnectNow);
+    window.addEventListener('focus', reconnectNow);
+
+    /** Messages by the name in the composer get the class `mine`. */
+    function markMine(li, m) {
+      li.classList.toggle('mine', m.user !== '' && m.user === els.user.value);
+    }
+
+    function remarkMine() {
+      Array.prototype.forEach.call(els.list.children, function (li) {
+        var u = li.querySelector('.msg-user');
+        li.classList.toggle('mine', !!u && u.textContent !== '' && u.textContent === els.user.value);
+      });
+    }
+    els.user.addEventListener('input', remarkMine);
 
     function line(text) {
       els.line.textContent = text;
@@ -778,17 +860,25 @@
       loaded();
       var keys = new Set();
       var clean = sanitize(msgs);
+      var arrived = false;
       for (var i = 0; i < clean.length; i++) {
         var key = messageKey(clean[i]);
         keys.add(key);
-        if (st.shownKeys && !st.shownKeys.has(key)) stopTyping(clean[i].user);
+        if (st.shownKeys && !st.shownKeys.has(key)) {
+          stopTyping(clean[i].user);
+          arrived = true;
+        }
         var known = st.seen.get(st.room);
         if (typeof clean[i].id === 'number' && (known === undefined || clean[i].id > known)) {
           st.seen.set(st.room, clean[i].id);
         }
       }
       st.shownKeys = keys;
-      renderMessages(els.list, msgs, els.empty, decorate);
+      if (arrived && composer) composer.clearConnectionError(); // a message came: the server is there
+      renderMessages(els.list, msgs, els.empty, function (li, m) {
+        markMine(li, m);
+        if (decorate) decorate(li, m);
+      });
     }
 
     // ---- rooms: entering, refusals ----
@@ -874,6 +964,7 @@
     // In a room (not general, whose old endpoints carry no name) the page is present under
     // its name: a new name enters the room anew.
     els.user.addEventListener('change', function () {
+      remarkMine();
       if (!st.started || st.room === GENERAL || els.user.value === st.joinedAs) {
         renderMembers(); // "(you)" moves
         return;
@@ -890,6 +981,7 @@
 
     document.addEventListener('visibilitychange', function () {
       if (!isHidden() && st.started) refreshRooms();
+      if (!isHidden()) reconnectNow();
     });
 
     function start() {
@@ -956,6 +1048,7 @@
     loadUserName: loadUserName,
     saveUserName: saveUserName,
     responseError: responseError,
+    friendlyError: friendlyError,
     postMessage: postMessage,
     bindComposer: bindComposer,
     GENERAL: GENERAL,

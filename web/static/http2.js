@@ -321,7 +321,7 @@
     if (state.delays.length > 50) state.delays.shift();
     var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
     ui.setStatus('error', 'Disconnected (' + msg + '); ' + when + ' — ' +
-      state.failures + ' failed in a row', 'offline · retrying');
+      state.failures + ' failed in a row', 'offline · retrying', delay);
     ui.line('Disconnected (' + msg + '); ' + when +
       (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
     state.timer = setTimeout(connect, delay);
@@ -331,6 +331,10 @@
     enter: enter,
     endpoint: streamUrl,
     send: function (room, user, text) { return C.postMessage(streamUrl(room), user, text); },
+    // Skip the backoff wait: reconnect now if a reconnect is waiting.
+    reconnect: function () {
+      if (state.timer !== null) connect();
+    },
     // The new message arrives as the stream's next snapshot.
     typing: C.postTyping,
     debug: {

@@ -243,7 +243,7 @@
     var label = 'Connection failing (' + state.lastError + '); ' +
       (delay === 0 ? 'retrying now' : 'retrying in ' + seconds(delay)) +
       ' — ' + state.failures + ' failed in a row';
-    ui.setStatus('error', label, 'offline · retrying');
+    ui.setStatus('error', label, 'offline · retrying', delay);
     schedule(delay);
   }
 
@@ -281,6 +281,10 @@
       });
     },
     typing: C.postTyping,
+    // Skip the backoff wait (the network is back, the tab is looked at, "Reconnect now").
+    reconnect: function () {
+      if (!state.inFlight && !isHidden()) poll();
+    },
     pollPresence: true,
     debug: {
       get mode() { return state.mode; },

@@ -137,6 +137,7 @@
       'rebuild rtchat with "cargo build" and restart it. The other transport pages work without it.';
     ui.els.empty.textContent = 'Not connected.';
     ui.els.send.disabled = true;
+    ui.els.text.disabled = true;
     ui.setStatus('error', 'The Socket.IO client is missing', 'unavailable');
     return;
   }
@@ -160,20 +161,21 @@
 
   socket.on('connect', function () {
     var name = showTransport();
-    ui.setStatus('ok', 'Connected over Socket.IO (' + name + ')', 'connected');
+    ui.setStatus('ok', 'Connected over Socket.IO (' + name + ')', 'live · Socket.IO');
     socket.io.engine.once('upgrade', function () {
       var upgraded = showTransport();
-      ui.setStatus('ok', 'Connected over Socket.IO (' + upgraded + ')', 'connected');
+      ui.setStatus('ok', 'Connected over Socket.IO (' + upgraded + ')', 'live · Socket.IO');
     });
     if (ui.room === GENERAL) ui.joined(GENERAL);
     else join(ui.room, GENERAL); // a (re)connection lands in general
   });
   socket.on('disconnect', function (reason) {
     els.transport.textContent = 'disconnected';
-    ui.setStatus('connecting', 'Reconnecting… (' + reason + ')', 'reconnecting');
+    ui.setStatus('connecting', 'Reconnecting… (' + reason + ')');
   });
   socket.on('connect_error', function (err) {
-    ui.setStatus('error', 'Cannot connect: ' + (err && err.message || err), 'error');
+    // socket.io-client retries by itself, on its own backoff.
+    ui.setStatus('error', 'Cannot connect: ' + (err && err.message || err), 'offline · retrying', true);
   });
 
   /** A fresh history of the room the page is in (msg:get for general, room:history for the rest). */

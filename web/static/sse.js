@@ -179,7 +179,7 @@
     if (!es) return;
     if (es.readyState === EventSource.CONNECTING) {
       // The browser reconnects by itself (after the server's `retry:` hint).
-      ui.setStatus('error', 'Disconnected; the browser is reconnecting…', 'offline · reconnecting');
+      ui.setStatus('error', 'Disconnected; the browser is reconnecting…', 'offline · retrying', true);
       ui.line('Connection lost — reconnecting' +
         (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '…');
       return;
@@ -194,7 +194,7 @@
     if (state.delays.length > 50) state.delays.shift();
     var when = delay === 0 ? 'retrying now' : 'retrying in ' + C.seconds(delay);
     ui.setStatus('error', 'Disconnected (' + state.lastError + '); ' + when + ' — ' +
-      state.failures + ' failed in a row', 'offline · retrying');
+      state.failures + ' failed in a row', 'offline · retrying', delay);
     ui.line('Disconnected; ' + when + '.');
     var room = ui.room;
     var retry = function () { state.recreated += 1; open(); };

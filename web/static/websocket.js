@@ -318,7 +318,7 @@
     var why = 'closed' + (ev.code ? ' (' + ev.code + (ev.reason ? ' ' + ev.reason : '') + ')' : '');
     var when = delay === 0 ? 'reconnecting now' : 'reconnecting in ' + C.seconds(delay);
     ui.setStatus('error', 'Disconnected: ' + why + '; ' + when + ' — ' +
-      state.failures + ' failed in a row', 'offline · retrying');
+      state.failures + ' failed in a row', 'offline · retrying', delay);
     ui.line('Disconnected: ' + why + '; ' + when +
       (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
     state.timer = setTimeout(connect, delay);
@@ -372,6 +372,10 @@
   var ui = C.mountChat({
     enter: enter,
     send: send,
+    // Skip the backoff wait: open the next connection now (unless one is opening already).
+    reconnect: function () {
+      if (!state.ws) connect();
+    },
     // The new message arrives as a `msg` frame, like everybody else's.
     typing: function (room, user) {
       if (state.ws && state.ws.readyState === WebSocket.OPEN) {

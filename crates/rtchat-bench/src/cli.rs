@@ -68,6 +68,12 @@ pub struct Common {
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub connect_concurrency: usize,
 
+    /// Post (and subscribe) in the chat's own room `general`, over the course's paths (/ws,
+    /// /msgs, /poll ...), instead of a room of the run's own (`bench-<run id>`): the benchmark
+    /// messages then land in the real chat. Not with --rooms above 1.
+    #[arg(long)]
+    pub general: bool,
+
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -110,9 +116,10 @@ pub struct FanoutArgs {
     #[arg(long)]
     pub deflate: bool,
 
-    /// Spread subscribers and posts over this many rooms (`bench-0`...; subscriber i and
-    /// message i in room i % N). 1: the course's paths, room `general`. Not for the course's
-    /// snapshot transports (ws-json, socketio-snapshots), which are `general` only.
+    /// Spread subscribers and posts over this many rooms (`bench-<run id>-0`...; subscriber i
+    /// and message i in room i % N). 1: one room of the run's own, `bench-<run id>`, never the
+    /// chat's `general`. Not for the course's snapshot transports (ws-json,
+    /// socketio-snapshots), which are `general` only (the bench warns that it posts there).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=100_000), |n| n as usize))]
     pub rooms: usize,
 

@@ -37,7 +37,8 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     transport::ws::offer_deflate(args.deflate);
     let mut wire_start = transport::ws::wire_bytes();
     let shared = Arc::new(Shared::default());
-    let run_id = (unix_nanos() as u32 ^ std::process::id().rotate_left(16)) % 1_000_000_000;
+    let run_id = transport::new_run_id();
+    let rooms = transport::run_rooms(run_id, args.rooms, args.transport, common.general);
     let mut report = FanoutReport {
         kind: "fanout".to_owned(),
         label,
@@ -45,6 +46,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         url,
         subscribers: args.subscribers,
         rooms: args.rooms,
+        room_names: rooms.clone(),
         connected: 0,
         messages: args.messages,
         posted: 0,
@@ -81,7 +83,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         run: run_id,
         last,
         poll_timeout: 120,
-        rooms: args.rooms,
+        rooms: rooms.clone(),
     });
     let mut rss_max = 0u64;
     let sample_rss = |max: &mut u64| {
@@ -119,11 +121,17 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
         let publisher = {
             let (target, posted, shared) = (target.clone(), posted.clone(), shared.clone());
             let (transport, messages, rate) = (args.transport, args.messages, args.rate);
-            let rooms = args.rooms;
+            let rooms = rooms.clone();
             tokio::spawn(async move {
-                if let Err(e) =
-                    transport::publish(&target, transport, run_id, (messages, rooms), rate, &posted)
-                        .await
+                if let Err(e) = transport::publish(
+                    &target,
+                    transport,
+                    run_id,
+                    (messages, &rooms),
+                    rate,
+                    &posted,
+                )
+                .await
                 {
                     shared.error(format!("publisher: {e}"));
                 }

@@ -32,13 +32,14 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
     } else {
         transport::Since::default()
     };
+    let run = transport::new_run_id();
     let setup = Arc::new(SubscriberSetup {
         target: target.clone(),
         shared: shared.clone(),
-        run: 0,
+        run,
         last,
         poll_timeout: 120,
-        rooms: 1,
+        rooms: transport::run_rooms(run, 1, args.transport, common.general),
     });
     let rss_before = rss_kib(pid).unwrap_or(0);
     let kernel_before = KernelMemory::read();
@@ -103,6 +104,7 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
         ),
         kernel_slab_kib_per_socket: per_socket(kernel_before.slab_kib, kernel_with.slab_kib),
         fanout,
+        room_names: setup.rooms.clone(),
     }
 }
 
@@ -121,7 +123,7 @@ async fn fan_out(
         &setup.target,
         args.transport,
         setup.run,
-        (1, 1),
+        (1, &setup.rooms),
         1.0,
         &posted,
     );

@@ -69,6 +69,16 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
                     a.transport.name()
                 ));
             }
+            if a.rooms > 1 && common.general {
+                return Err("--rooms and --general: pick one".to_owned());
+            }
+            if let Some(warning) = common
+                .url
+                .as_ref()
+                .and_then(|_| transport::general_warning(a.transport, common.general))
+            {
+                eprintln!("{warning}");
+            }
             let label = common
                 .label
                 .clone()
@@ -93,11 +103,23 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
                 .label
                 .clone()
                 .unwrap_or_else(|| default_label(a.transport.name()));
+            if a.fanout {
+                if let Some(warning) = common
+                    .url
+                    .as_ref()
+                    .and_then(|_| transport::general_warning(a.transport, common.general))
+                {
+                    eprintln!("{warning}");
+                }
+            }
             let report = runtime.block_on(idle::run(&a, target, label, url));
             output(&report, common.json, report::IdleReport::print_table)?;
             report.timed_out
         }
         BenchCommand::Post(a) => {
+            if common.general && common.url.is_some() {
+                eprintln!("warning: --general: this benchmark posts into the chat's general room");
+            }
             let label = common
                 .label
                 .clone()

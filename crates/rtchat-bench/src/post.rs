@@ -14,7 +14,9 @@ use crate::sys::{rss_kib, CpuMeter};
 use crate::target::Target;
 use crate::transport::http::{self, HttpConn};
 
-/// Runs C posters (`POST /poll` over keep-alive HTTP/1.1) for the given duration.
+/// Runs C posters (`POST /rooms/bench-<run id>/poll` over keep-alive HTTP/1.1, a room of the
+/// run's own rather than the chat's `general`; `POST /poll` with `--general`) for the given
+/// duration.
 pub async fn run(args: &PostArgs, target: Target, label: String, url: String) -> PostReport {
     let common = &args.common;
     let limit = Duration::from_secs_f64(args.duration.min(common.timeout));
@@ -24,15 +26,24 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
     let histogram = Arc::new(Mutex::new(new_histogram()));
     let bench_cpu = CpuMeter::start(None);
     let server_cpu = target.pid.map(|p| CpuMeter::start(Some(p)));
+    let (room, path) = if common.general {
+        ("general".to_owned(), "/poll".to_owned())
+    } else {
+        let room = format!("bench-{}", crate::transport::new_run_id());
+        let path = format!("/rooms/{room}/poll");
+        (room, path)
+    };
+    let path = Arc::new(path);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
-        let (target, shared, acked, stop, histogram) = (
+        let (target, shared, acked, stop, histogram, path) = (
             target.clone(),
             shared.clone(),
             acked.clone(),
             stop.clone(),
             histogram.clone(),
+            path.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let result = async {
@@ -43,12 +54,12 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
                     n += 1;
                     let body = format!(r#"{{"user":"bench","text":"post {i} {n}"}}"#);
                     let sent = Instant::now();
-                    conn.send(&http::post_json("/poll", &target.host, &body))
+                    conn.send(&http::post_json(&path, &target.host, &body))
                         .await?;
                     let status = conn.read_response_with(|s, _| s).await?;
                     if status != 200 {
                         return Err(std::io::Error::other(format!(
-                            "POST /poll: status {status}"
+                            "POST {path}: status {status}"
                         )));
                     }
                     let _ = local.record((sent.elapsed().as_micros() as u64).max(1));
@@ -121,5 +132,6 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
         latency,
         timed_out,
         resources,
+        room,
     }
 }

@@ -111,6 +111,10 @@ pub struct FanoutReport {
     /// Rooms they spread over (1: the course's paths, room `general`).
     #[serde(default = "one")]
     pub rooms: usize,
+    /// The rooms' names (`bench-<run id>`, or `bench-<run id>-<k>` with `--rooms`); empty for
+    /// the course's snapshot transports, which post into the chat's `general`.
+    #[serde(default)]
+    pub room_names: Vec<String>,
     /// Subscribers that connected and got their first answer.
     pub connected: usize,
     /// Messages asked for.
@@ -186,6 +190,10 @@ pub struct IdleReport {
     /// With `--fanout`: one message delivered to every connection.
     #[serde(default)]
     pub fanout: Option<IdleFanout>,
+    /// The room the connections are in (`bench-<run id>`); empty for the course's snapshot
+    /// transports (room `general`).
+    #[serde(default)]
+    pub room_names: Vec<String>,
 }
 
 /// One message fanned out to every idle connection (`rtchat bench idle --fanout`).
@@ -228,6 +236,18 @@ pub struct PostReport {
     pub timed_out: bool,
     /// CPU and memory.
     pub resources: Resources,
+    /// The room posted to (`bench-<run id>`, or `general` with `--general`).
+    #[serde(default)]
+    pub room: String,
+}
+
+/// The rooms a run used, for the human table.
+fn rooms_row(names: &[String]) -> String {
+    match names {
+        [] => "general (the chat's own room)".to_owned(),
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} .. {last}"),
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>, unit: &str) -> String {
@@ -277,6 +297,7 @@ impl FanoutReport {
         let mut rows = vec![
             ("server", self.url.clone()),
             ("transport", self.transport.clone()),
+            ("rooms", rooms_row(&self.room_names)),
             (
                 "subscribers",
                 if self.rooms > 1 {
@@ -324,6 +345,7 @@ impl IdleReport {
         let mut rows = vec![
             ("server", self.url.clone()),
             ("transport", self.transport.clone()),
+            ("rooms", rooms_row(&self.room_names)),
             (
                 "connections",
                 format!("{} of {} open", self.connected, self.connections),
@@ -397,6 +419,7 @@ impl PostReport {
     pub fn print_table(&self) {
         let mut rows = vec![
             ("server", self.url.clone()),
+            ("room", self.room.clone()),
             ("posters", self.concurrency.to_string()),
             (
                 "acknowledged",

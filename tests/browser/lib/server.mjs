@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -192,4 +193,13 @@ export async function probeWebSocket(baseUrl, { timeout = 3000 } = {}) {
     });
     sock.on('end', () => done(/^HTTP\/1\.1 101 /.test(buf)));
   });
+}
+
+/** A server started before the tests of the enclosing `describe` (or file) and stopped after
+ * them; `ctx.server` is it. */
+export function withServer(args = [], opts = {}) {
+  const ctx = {};
+  before(async () => { ctx.server = await startServer(args, opts); });
+  after(async () => { await ctx.server?.stop(); });
+  return ctx;
 }

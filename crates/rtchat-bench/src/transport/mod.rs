@@ -41,10 +41,44 @@ pub fn needs_last(transport: Transport) -> bool {
     matches!(transport, Transport::Sse | Transport::LongPoll)
 }
 
-/// The room of subscriber (or message) number `index` when a run spreads over `rooms` rooms
-/// (`bench-0`, `bench-1`, ...), or `None` for one room: the course's paths, room `general`.
-pub fn room_of(rooms: usize, index: usize) -> Option<String> {
-    (rooms > 1).then(|| format!("bench-{}", index % rooms))
+/// The rooms run `run` uses over `transport`: a room of its own, `bench-<run>`, or with
+/// `rooms` > 1 `bench-<run>-0` ... `bench-<run>-<rooms - 1>`, so that a benchmark never posts
+/// into the chat's `general`. Empty (the course's paths, room `general`) with `general` (the
+/// `--general` option), and for the course's snapshot transports, which are `general` only.
+pub fn run_rooms(run: u32, rooms: usize, transport: Transport, general: bool) -> Vec<String> {
+    if general || !has_rooms(transport) {
+        Vec::new()
+    } else if rooms <= 1 {
+        vec![format!("bench-{run}")]
+    } else {
+        (0..rooms).map(|k| format!("bench-{run}-{k}")).collect()
+    }
+}
+
+/// The room of subscriber (or message) number `index` when a run spreads over `rooms`
+/// (`index % rooms.len()`), or `None` for none: the course's paths, room `general`.
+pub fn room_of(rooms: &[String], index: usize) -> Option<&str> {
+    (!rooms.is_empty()).then(|| rooms[index % rooms.len()].as_str())
+}
+
+/// A fresh id for a run (in its bench texts and its rooms' names).
+pub fn new_run_id() -> u32 {
+    (crate::sys::unix_nanos() as u32 ^ std::process::id().rotate_left(16)) % 1_000_000_000
+}
+
+/// The one-line warning for a run that posts into the chat's `general`: asked for
+/// (`--general`), or the course's snapshot transports, which can only use it.
+pub fn general_warning(transport: Transport, general: bool) -> Option<String> {
+    if general {
+        Some("warning: --general: this benchmark posts into the chat's general room".to_owned())
+    } else {
+        (!has_rooms(transport)).then(|| {
+            format!(
+                "warning: {} is the course's room general only: this benchmark posts into the chat's general room",
+                transport.name()
+            )
+        })
+    }
 }
 
 /// `transport` can spread over rooms (the course's snapshot transports cannot: they are the
@@ -69,8 +103,8 @@ pub struct SubscriberSetup {
     pub last: Since,
     /// How long a long poll is held.
     pub poll_timeout: u32,
-    /// How many rooms subscribers spread over (1: the course's paths).
-    pub rooms: usize,
+    /// The rooms subscribers spread over ([`run_rooms`]; none: the course's paths).
+    pub rooms: Vec<String>,
 }
 
 /// Runs subscriber `index` until its connection fails (or its task is aborted).
@@ -90,7 +124,7 @@ async fn subscribe_inner(
     let mut rx = Receiver::new(setup.run, index);
     let stream = setup.target.connect(index).await?;
     let host = &setup.target.host;
-    let room = room_of(setup.rooms, index);
+    let room = room_of(&setup.rooms, index);
     match transport {
         Transport::WsJson | Transport::Ws => {
             let (proto, snapshot) = match transport {
@@ -297,7 +331,7 @@ pub async fn publish(
     target: &Target,
     transport: Transport,
     run: u32,
-    (messages, rooms): (u64, usize),
+    (messages, rooms): (u64, &[String]),
     rate: f64,
     posted: &std::sync::atomic::AtomicU64,
 ) -> io::Result<()> {
