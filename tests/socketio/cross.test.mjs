@@ -1,5 +1,6 @@
 // One chat across transports: a Socket.IO client, a long-poll client, an SSE client and a raw
-// WebSocket client post in turn, and every one of them sees every message, in the same order.
+// WebSocket client post in turn, and every one of them sees every message, in the same order;
+// then the same in two rooms at once, where each message reaches exactly its room's clients.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { io } from 'socket.io-client';
@@ -15,32 +16,38 @@ after(async () => {
   await server?.stop();
 });
 
-/** Socket.IO: msg:new for every message, posts acknowledged. */
-async function socketioClient(base) {
+/** Socket.IO: msg:new for every message (of `room`, joined with room:join, when given; the
+ * socket also stays in general), posts acknowledged. */
+async function socketioClient(base, room) {
   const seen = [];
   const s = io(base, { forceNew: true, auth: { snapshots: false } });
-  s.on('msg:new', (m) => seen.push(m));
+  s.on('msg:new', (m) => { if ((m.room ?? 'general') === (room ?? 'general')) seen.push(m); });
   await connected(s);
+  if (room) {
+    const ack = await s.timeout(5000).emitWithAck('room:join', { room });
+    assert.equal(ack.room, room, JSON.stringify(ack));
+  }
   return {
     name: 'socket.io',
     seen,
     async post(user, text) {
-      const ack = await s.timeout(5000).emitWithAck('msg:post', { user, text });
+      const ack = await s.timeout(5000).emitWithAck('msg:post', room ? { room, user, text } : { user, text });
       assert.equal(ack.status, 'ok', JSON.stringify(ack));
     },
     close: () => s.disconnect(),
   };
 }
 
-/** Long polling: GET /poll?since=ID in a loop, POST /poll. */
-async function longPollClient(base) {
+/** Long polling: GET /poll?since=ID in a loop, POST /poll (under /rooms/{room} when given). */
+async function longPollClient(base, room) {
   const seen = [];
   const ctl = new AbortController();
-  let last = (await (await fetch(`${base}/poll`)).json()).last;
+  const at = room ? `${base}/rooms/${room}` : base;
+  let last = (await (await fetch(`${at}/poll`)).json()).last;
   (async () => {
     while (!ctl.signal.aborted) {
       try {
-        const res = await fetch(`${base}/poll?since=${last}&timeout=5`, { signal: ctl.signal });
+        const res = await fetch(`${at}/poll?since=${last}&timeout=5`, { signal: ctl.signal });
         const body = await res.json();
         for (const m of [...body.msg].reverse()) seen.push(m);
         last = body.last;
@@ -53,7 +60,7 @@ async function longPollClient(base) {
     name: 'long-poll',
     seen,
     async post(user, text) {
-      const res = await fetch(`${base}/poll`, {
+      const res = await fetch(`${at}/poll`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ user, text }),
@@ -64,11 +71,12 @@ async function longPollClient(base) {
   };
 }
 
-/** Server-Sent Events: GET /events; it posts with POST /poll like a browser page would. */
-async function sseClient(base) {
+/** Server-Sent Events: GET /events (/rooms/{room}/events); it posts with POST /poll like a
+ * browser page would. */
+async function sseClient(base, room) {
   const seen = [];
   const ctl = new AbortController();
-  const res = await fetch(`${base}/events`, { signal: ctl.signal, headers: { Accept: 'text/event-stream' } });
+  const res = await fetch(room ? `${base}/rooms/${room}/events` : `${base}/events`, { signal: ctl.signal, headers: { Accept: 'text/event-stream' } });
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type'), /text\/event-stream/);
   (async () => {
@@ -94,7 +102,7 @@ async function sseClient(base) {
       /* aborted */
     }
   })();
-  const poster = await longPollClient(base);
+  const poster = await longPollClient(base, room);
   poster.close();
   return { name: 'sse', seen, post: poster.post, close: () => ctl.abort() };
 }
@@ -174,5 +182,74 @@ test('every transport sees every message, in the same order', { timeout: 30000 }
     }
   } finally {
     for (const c of clients) c.close();
+  }
+});
+
+/** rtchat.v1 WebSocket in one room (`/ws?rooms=R`): `msg` frames of that room, posts with
+ * `room`, acknowledged by `ref`. */
+async function v1Client(base, room) {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws?rooms=${room}`, 'rtchat.v1');
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  const seen = [];
+  const problems = [];
+  const acks = new Map();
+  ws.on('message', (data) => {
+    const frame = JSON.parse(String(data));
+    if (frame.room !== undefined && frame.room !== room) problems.push(`a frame of another room: ${data}`);
+    if (frame.type === 'msg') seen.push(frame.msg);
+    if (frame.type === 'ack' || frame.type === 'error') acks.get(frame.ref)?.(frame);
+  });
+  let ref = 0;
+  return {
+    name: 'rtchat.v1',
+    seen,
+    problems,
+    async post(user, text) {
+      const mine = ++ref;
+      const answer = new Promise((resolve) => acks.set(mine, resolve));
+      ws.send(JSON.stringify({ type: 'post', room, user, text, ref: mine }));
+      const frame = await answer;
+      assert.equal(frame.type, 'ack', JSON.stringify(frame));
+    },
+    close: () => ws.close(),
+  };
+}
+
+test('in rooms a and b, each message reaches exactly its room on every transport, in one order', { timeout: 30000 }, async () => {
+  const rooms = {};
+  for (const room of ['xa', 'xb']) {
+    rooms[room] = [
+      await socketioClient(server.url, room), await longPollClient(server.url, room),
+      await sseClient(server.url, room), await v1Client(server.url, room),
+    ];
+  }
+  const all = Object.values(rooms).flat();
+  try {
+    const texts = { xa: [], xb: [] };
+    for (let round = 0; round < 2; round++) {
+      for (const [room, clients] of Object.entries(rooms)) {
+        for (const c of clients) {
+          const text = `${c.name} in ${room} says ${round}`;
+          texts[room].push(text);
+          const before = c.seen.length;
+          await c.post(c.name, text);
+          await waitUntil(() => c.seen.slice(before).some((m) => m.text === text), { what: `${c.name} echo in ${room}` });
+        }
+      }
+    }
+    for (const [room, clients] of Object.entries(rooms)) {
+      for (const c of clients) {
+        await waitUntil(() => c.seen.length >= texts[room].length, { what: `${c.name} sees all of ${room}` });
+      }
+      // Ids are the room's own (1, 2, ...), the order the same on every transport, and
+      // nothing of the other room.
+      const expected = texts[room].map((text, i) => `${i + 1}:${text}`);
+      for (const c of clients) {
+        assert.deepEqual(c.seen.map((m) => `${m.id}:${m.text}`), expected, `${c.name} in ${room}`);
+        assert.deepEqual(c.problems ?? [], [], `${c.name}: only frames of its room`);
+      }
+    }
+  } finally {
+    for (const c of all) c.close();
   }
 });
