@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import {
-  debug, gotoOk, item, openChat, send, sendOk, texts, token, waitDot, waitPostError,
+  debug, gotoOk, item, openChat, recordDot, send, sendOk, texts, token, waitDot, waitDotSeen,
+  waitPostError,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
 import { postMessage, probeWebSocket, startServer, waitUntil, withServer } from './lib/server.mjs';
@@ -180,9 +181,10 @@ describe('websocket: server restart (empty store)', () => {
       const old = `before restart ${token()}`;
       await sendOk(page, old);
 
+      // The first retry is immediate: see recordDot.
+      await recordDot(page);
       await s.server.stop();
-      await waitDot(page, 'error');
-      assert.match(await page.locator('#status-dot').getAttribute('aria-label'), /Disconnected/);
+      await waitDotSeen(page, /^error .*Disconnected/);
 
       // Same port, a fresh data dir: the new server has no messages, ids start again.
       second = await startServer([], { listen: `127.0.0.1:${s.server.port}` });

@@ -22,6 +22,22 @@ export function waitDot(page, state, timeout) {
     (s) => document.getElementById('status-dot')?.dataset.state === s, state, timeout ? { timeout } : undefined);
 }
 
+/** Start recording every state the status dot passes through (`"<state> <aria-label>"`), for
+ * a state that may last only a moment (a page whose first retry is immediate). */
+export function recordDot(page) {
+  return page.evaluate(() => {
+    const dot = document.getElementById('status-dot');
+    window.dotStates = [];
+    new MutationObserver(() => window.dotStates.push(`${dot.dataset.state} ${dot.getAttribute('aria-label')}`))
+      .observe(dot, { attributes: true, attributeFilter: ['data-state', 'aria-label'] });
+  });
+}
+
+/** Wait until the dot has passed through a state matching `re` since [`recordDot`]. */
+export function waitDotSeen(page, re) {
+  return page.waitForFunction((src) => window.dotStates.some((s) => new RegExp(src).test(s)), re.source);
+}
+
 /** Open a chat page, wait for a green dot, and set the user name. */
 export async function openChat(newPage, url, user, ctx) {
   const page = await newPage(ctx);
