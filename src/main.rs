@@ -4,6 +4,8 @@
 
 mod client_cmd;
 mod serve_cmd;
+mod token_cmd;
+mod user_cmd;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,13 @@ enum Command {
     /// A terminal chat: prints the history and new messages, posts each line typed, and
     /// reconnects and resumes by itself.
     Client(client_cmd::ClientArgs),
+    /// Print a token signed with the server's own secret (for `rtchat serve --auth token`).
+    Token(token_cmd::TokenArgs),
+    /// The server's token signing secrets: rotate them, or list them.
+    Secret(token_cmd::SecretArgs),
+    /// Administer the built-in accounts in the database (`grant-admin ID`, `revoke-admin
+    /// ID`), also while a server runs on it.
+    User(user_cmd::UserArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +71,9 @@ fn main() -> ExitCode {
         Some(Command::Cert(args)) => serve_cmd::cert(args),
         Some(Command::Bench(args)) => rtchat_bench::run(args),
         Some(Command::Client(args)) => client_cmd::run(args),
+        Some(Command::Token(args)) => token_cmd::token(args),
+        Some(Command::Secret(args)) => token_cmd::secret(args),
+        Some(Command::User(args)) => user_cmd::run(args),
         None => serve_cmd::run(cli.serve),
     }
 }

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use rtchat_core::directory::Directory;
 use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, Store};
 use rtchat_server::admission::default_max_connections;
+use rtchat_server::auth::{Auth, Keyring, PublicKey, Verifier};
 use rtchat_server::tls::{self, CertSource};
 use rtchat_server::{
     Congestion, ConnectionLimits, Drain, H3Listen, PostLimits, Server, ServerConfig, Timeouts,
@@ -324,6 +326,58 @@ pub struct ServeArgs {
     /// a random moment, so clients do not all reconnect at once (0: all at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = non_negative_seconds)]
     drain_seconds: f64,
+
+    /// Who may chat: `off` (anyone, under any name: the course's chat) or `token` (every
+    /// connection and post carries a JWT; messages carry its user id and name).
+    #[arg(long, value_enum, default_value_t = AuthArg::Off)]
+    auth: AuthArg,
+
+    /// Sign and verify rtchat's own tokens (HS256) with the secret in this file (at least 32
+    /// bytes) instead of the secrets generated into the data directory.
+    #[arg(long, value_name = "FILE")]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// Also accept tokens signed by an issuer whose public key (PEM: RSA, EC P-256/P-384 or
+    /// Ed25519) is in FILE, named by the tokens' `kid` (KID, else the file name without its
+    /// extension). Repeatable, so keys can be rotated.
+    #[arg(long, value_name = "[KID=]FILE")]
+    jwt_public_key: Vec<String>,
+
+    /// Seconds a live connection whose token expired has to refresh it before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = non_negative_seconds)]
+    token_grace: f64,
+
+    // The built-in accounts (`POST /auth/signup`, `/auth/login`...; see
+    // rtchat_server::auth::accounts).
+    /// How long an access token from /auth/login or /auth/refresh is valid (e.g. 15min, 900s).
+    #[arg(long, value_name = "DURATION", default_value = "15min", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+
+    /// How long a login lasts: the lifetime of the session cookie, which /auth/refresh trades
+    /// for access tokens until then (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    session_ttl: Duration,
+
+    /// Logins and signups that may wait while a password is being checked (one at a time);
+    /// further ones get 503 with Retry-After at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    login_queue: usize,
+
+    /// Login and signup attempts one client address may make per minute, at once or spread
+    /// (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    login_rate_per_ip: u32,
+
+    /// Login attempts one user name may receive per minute, from any address (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    login_rate_per_user: u32,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthArg {
+    Off,
+    Token,
 }
 
 /// `--h3-congestion`.
@@ -339,6 +393,41 @@ enum H3Congestion {
 enum StoreKind {
     Sqlite,
     Memory,
+}
+
+/// The token checks `--auth` asks for: with `token`, the server's own secrets (generated into
+/// the data directory, or `--jwt-secret-file`) and the issuers' public keys.
+async fn auth(args: &ServeArgs, directory: Arc<dyn Directory>) -> Result<Auth, String> {
+    if args.auth == AuthArg::Off {
+        if args.jwt_secret_file.is_some() || !args.jwt_public_key.is_empty() {
+            return Err("--jwt-secret-file and --jwt-public-key need --auth token".to_owned());
+        }
+        return Ok(Auth::off(directory));
+    }
+    let keyring = match &args.jwt_secret_file {
+        Some(file) => Keyring::from_secret_file(file),
+        None => Keyring::open(&args.tls.data_dir()),
+    }
+    .map_err(|e| e.to_string())?;
+    let public = args
+        .jwt_public_key
+        .iter()
+        .map(|spec| PublicKey::load(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = public.len();
+    let verifier = Verifier::new(keyring, public)?;
+    tracing::info!(
+        public_keys = keys,
+        grace_s = args.token_grace,
+        "--auth token: every connection and post needs a token"
+    );
+    Auth::token(
+        verifier,
+        directory,
+        Duration::from_secs_f64(args.token_grace),
+    )
+    .await
+    .map_err(|e| format!("cannot read the revoked tokens: {e}"))
 }
 
 fn existing_dir(s: &str) -> Result<PathBuf, String> {
@@ -450,13 +539,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         ..HubConfig::default()
     };
-    let store: Arc<dyn Store> = match args.store {
+    let (store, directory): (Arc<dyn Store>, Arc<dyn Directory>) = match args.store {
         StoreKind::Memory => {
             if args.retain_age.is_some() {
                 return Err("--retain-age needs --store sqlite".to_owned());
             }
             let retain = args.retain.unwrap_or(10_000).max(history as u64);
-            Arc::new(MemoryStore::new(retain.try_into().unwrap_or(usize::MAX)))
+            let store = Arc::new(MemoryStore::new(retain.try_into().unwrap_or(usize::MAX)));
+            (store.clone(), store)
         }
         StoreKind::Sqlite => {
             let path = args
@@ -486,9 +576,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 tokio::task::spawn_blocking(move || SqliteStore::open(&path, retention, max_bytes))
                     .await
                     .map_err(|e| e.to_string())?;
-            Arc::new(opened.map_err(|e| format!("cannot open the message store: {e}"))?)
+            let store =
+                Arc::new(opened.map_err(|e| format!("cannot open the message store: {e}"))?);
+            (store.clone(), store)
         }
     };
+    let auth = Arc::new(auth(&args, directory).await?);
     let hub = Hub::open(store, hub_config)
         .await
         .map_err(|e| format!("cannot open the message store: {e}"))?;
@@ -589,10 +682,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }),
         metrics_listen: args.metrics_listen,
         max_joined_rooms: args.max_joined_rooms as usize,
+        accounts: rtchat_server::auth::accounts::AccountSettings {
+            token_ttl: args.token_ttl,
+            session_ttl: args.session_ttl,
+            login_queue: args.login_queue,
+            login_rate_per_ip: args.login_rate_per_ip,
+            login_rate_per_user: args.login_rate_per_user,
+        },
         ..ServerConfig::default()
     };
     let drain = Drain::default();
-    let server = Server::bind(config.clone(), hub.clone(), drain.clone())
+    let server = Server::bind(config.clone(), hub.clone(), drain.clone(), auth)
         .await
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;

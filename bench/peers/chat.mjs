@@ -1,9 +1,14 @@
 // The chat state every peer shares: the newest HISTORY messages, newest first, exactly as
-// rtchat keeps them ({"id","user","text","time"}), and the course's validation.
+// rtchat keeps them ({"id","user","text","time"}), the history's epoch, and the course's
+// validation. Only the room `general`: the peers are the course's chat, with rtchat's delta
+// events where a peer speaks them (ws-server.mjs's rtchat.v1, socketio-server.mjs's msg:new).
 export const HISTORY = Number(process.env.HISTORY ?? 50);
+export const ROOM = 'general';
 
 const messages = [];
 let last = 0;
+// Like rtchat's --store memory: a fresh 8-character [a-z0-9] epoch at every start.
+export const epoch = Array.from({ length: 8 }, () => 'abcdefghijklmnopqrstuvwxyz0123456789'[Math.floor(Math.random() * 36)]).join('');
 
 /** Stores a post; returns the message, or an error string. */
 export function post(body) {
@@ -19,7 +24,7 @@ export function post(body) {
 
 /** The course's snapshot object: the history, newest first. */
 export function snapshot() {
-  return { msg: messages, last };
+  return { msg: messages, last, epoch };
 }
 
 /** Prints the ready line bench/compare.sh waits for. */

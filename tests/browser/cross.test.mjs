@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { saveScreenshot, scenario, sharedBrowserAndTlsServer } from './lib/browser.mjs';
-import { item, openChat, sendOk, texts, token } from './lib/chat.mjs';
+import { item, openChat, sendOk, textsNewestFirst, token } from './lib/chat.mjs';
 import { postMessage } from './lib/server.mjs';
 
 const shared = sharedBrowserAndTlsServer();
@@ -30,10 +30,10 @@ describe('cross-transport chat', () => {
       const expected = [...sent].reverse().concat(history);
       for (const [name, page] of Object.entries(pages)) {
         for (const text of sent) await item(page, text).waitFor();
-        assert.deepEqual(await texts(page), expected, `${name} shows every message, newest first`);
-        const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => e.dataset.id));
+        assert.deepEqual(await textsNewestFirst(page), expected, `${name} shows every message, newest first`);
+        const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => e.dataset.id).reverse());
         assert.deepEqual(ids, expected.map((_, i) => String(expected.length - i)), `${name}: ids`);
-        const users = await page.locator('#messages > li .msg-user').allTextContents();
+        const users = (await page.locator('#messages > li .msg-user').allTextContents()).reverse();
         assert.deepEqual(users.slice(0, sent.length),
           Object.keys(pages).map((n) => `${n}-user`).reverse(), `${name}: users`);
       }

@@ -19,12 +19,13 @@ let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-/** Every message shown, newest first: id, text, and whether it is marked as from before. */
+/** Every message shown, newest first (the page shows them oldest first, newest at the bottom):
+ * id, text, and whether it is marked as from before. */
 const shown = (page) => page.locator('#messages > li').evaluateAll((els) => els.map((e) => ({
   id: Number(e.dataset.id),
   text: e.querySelector('.msg-text').textContent,
   old: e.classList.contains('msg-before-restart'),
-})));
+})).reverse());
 
 for (const path of ['/http2', '/websocket', '/sse']) {
   describe(`epochs: ${path} after a restart that reuses the ids`, () => {

@@ -184,13 +184,19 @@ describe('first minutes: the composer', () => {
         await send(page, 'hi');
         await waitPostError(page, 'Your name is empty');
 
+        // Too long: the page knows the limit (GET /config) and says so before sending; the
+        // server's own refusal, should one come, is in plain words too.
         const long = 'x'.repeat(25);
         const tooLong = await postMessage(s.server.url, 'ann', long);
         assert.equal(tooLong.body.error, '"text" is too long: 25 characters, at most 20 allowed');
+        await page.waitForFunction(() => window.rtchatDebug.pageConfig !== null);
         await page.fill('#user', 'ann');
         await send(page, long);
-        await waitPostError(page, 'Your message is too long (25 characters; at most 20)');
+        await waitPostError(page, 'Your message is 25 characters; the limit is 20');
+        assert.equal(await sendButton.isDisabled(), true, `${transport}: disabled for a text over the limit`);
         assert.equal(await page.inputValue('#text'), long, 'the text is kept');
+        assert.equal(await page.evaluate(() => window.RtChat.friendlyError('"text" is too long: 25 characters, at most 20 allowed')),
+          'Your message is too long (25 characters; at most 20)');
 
         // A good message clears the error and empties the box: Send is disabled again.
         const ok = `ok ${token()}`.slice(0, 20);

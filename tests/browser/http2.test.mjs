@@ -5,7 +5,7 @@ import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import {
-  debug, gotoOk, item, openChat, recordDot, send, sendOk, texts, token, waitDot, waitDotSeen,
+  debug, gotoOk, item, openChat, recordDot, send, sendOk, textsNewestFirst, token, waitDot, waitDotSeen,
   waitPostError,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
@@ -64,8 +64,8 @@ describe('http2: two pages over HTTPS', () => {
       await postMessage(server.url, 'node', fromNode);
       await item(a, fromNode).waitFor();
       await item(b, fromNode).waitFor();
-      assert.deepEqual((await texts(a)).slice(0, 4), [fromNode, reply, hello, before1], 'newest first');
-      assert.deepEqual(await texts(b), await texts(a));
+      assert.deepEqual((await textsNewestFirst(a)).slice(0, 4), [fromNode, reply, hello, before1], 'newest first');
+      assert.deepEqual(await textsNewestFirst(b), await textsNewestFirst(a));
 
       // HTTP/2 for the page, its GET /msgs stream and its POST /msgs.
       const nav = await a.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
@@ -99,9 +99,18 @@ describe('http2: two pages over HTTPS', () => {
       const rejected = `rejected ${token()}`;
       await page.fill('#user', longName);
       await send(page, rejected);
-      // The server's words, put in plain words by chat.js.
+      // Too long: the page knows the limit (GET /config) and says so before sending.
       assert.equal(bad1.body.error, '"user" is too long: 65 characters, at most 64 allowed');
-      await waitPostError(page, 'Your name is too long (65 characters; at most 64)');
+      await waitPostError(page, 'Your name is 65 characters; the limit is 64');
+      assert.equal(await page.locator('#send').isDisabled(), true, 'Send is disabled for a name over the limit');
+      assert.equal(await page.inputValue('#text'), rejected, 'the text is kept');
+      // What the page does not check itself, the server refuses, in its words.
+      const disguised = 'ann\u202Ebob';
+      const bad3 = await postMsgs(server.url, { user: disguised, text: 'hi' });
+      assert.equal(bad3.status, 422);
+      await page.fill('#user', disguised);
+      await send(page, rejected);
+      await waitPostError(page, bad3.body.error);
       assert.equal(await page.inputValue('#text'), rejected, 'the text is kept');
 
       // A blank text is not sent at all (the server would refuse it: bad2).
@@ -121,8 +130,11 @@ describe('http2: two pages over HTTPS', () => {
       const page = await openChat(newPage, `${server.url}/http2`, 'dave');
       const note = page.locator('#h2-note');
       await note.waitFor();
-      assert.match(await note.textContent(), /open https:\/\/localhost:8443\/http2 for HTTP\/2/i);
-      assert.equal(await note.locator('a').getAttribute('href'), 'https://localhost:8443/http2');
+      // The port the server's HTTPS listener really bound (GET /config), on the page's own host.
+      const https = `https://127.0.0.1:${server.tlsPort}/http2`;
+      await note.locator('a').waitFor();
+      assert.equal(await note.textContent(), `Plain http: the stream runs over HTTP/1.1 here. Open ${https} for HTTP/2.`);
+      assert.equal(await note.locator('a').getAttribute('href'), https);
       const text = `over http/1.1 ${token()}`;
       await sendOk(page, text);
       await postMessage(server.url, 'node', `${text} again`);
@@ -192,11 +204,11 @@ describe('http2: reading the stream', () => {
       const page = await newPage();
       await gotoOk(page, `${stubUrl}/http2?base=5000`);
       await page.locator('#messages > li').nth(1).waitFor();
-      assert.deepEqual(await texts(page), ['two', 'one']);
+      assert.deepEqual(await textsNewestFirst(page), ['two', 'one']);
       assert.equal((await debug(page)).snapshots, 1, 'two lines read at once render once, the newest');
       stub.next();
       await page.locator('#messages > li').nth(2).waitFor();
-      assert.deepEqual(await texts(page), ['héllo ✓ wörld', 'two', 'one']);
+      assert.deepEqual(await textsNewestFirst(page), ['héllo ✓ wörld', 'two', 'one']);
       let d = await debug(page);
       assert.equal(d.snapshots, 2, 'the snapshot cut in pieces renders once, when complete');
       assert.equal(d.badLines, 1, 'the garbage line is skipped');
@@ -253,7 +265,7 @@ describe('http2: server restart on the same ports', () => {
       // Same data dir, so the same (SQLite) history: the old message is still there, and ids go on.
       const fresh = `after restart ${token()}`;
       await sendOk(page, fresh);
-      assert.deepEqual(await texts(page), [fresh, old]);
+      assert.deepEqual(await textsNewestFirst(page), [fresh, old]);
       assert.equal(Number(await item(page, fresh).getAttribute('data-id')),
         Number(await item(page, old).getAttribute('data-id')) + 1);
       const d = await debug(page);
@@ -314,8 +326,8 @@ describe('http2: resume after the connection drops', () => {
         `Resumed after message ${seenId} — 8 missed.`);
       await waitDot(page, 'ok');
       const expected = [...missed].reverse().concat([...seen].reverse());
-      assert.deepEqual(await texts(page), expected, 'every missed message once, newest first');
-      const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
+      assert.deepEqual(await textsNewestFirst(page), expected, 'every missed message once, newest first');
+      const ids = await page.locator('#messages > li').evaluateAll((els) => els.map((e) => Number(e.dataset.id)).reverse());
       assert.deepEqual(ids, [...missedIds].reverse().concat([seenId, seenId - 1]));
       assert.equal(streams[0], '', 'the first stream starts fresh');
       const { serverEpoch } = await debug(page);
@@ -327,7 +339,7 @@ describe('http2: resume after the connection drops', () => {
       // don't drop what the page holds beyond them).
       const after = `after resume ${token()}`;
       await sendOk(page, after);
-      assert.deepEqual(await texts(page), [after, ...expected]);
+      assert.deepEqual(await textsNewestFirst(page), [after, ...expected]);
       const d = await debug(page);
       assert.equal(d.pages, 2, 'two catch-up pages: 5 then 3');
       assert.equal(d.truncated, 0);
@@ -374,7 +386,7 @@ describe('http2: server restart with an empty store (reset)', () => {
       const three = `three ${token()}`;
       await sendOk(page, three);
       assert.equal(await item(page, three).getAttribute('data-id'), '1', 'ids start again');
-      assert.deepEqual(await texts(page), [three, two, one]);
+      assert.deepEqual(await textsNewestFirst(page), [three, two, one]);
       for (const t of [one, two]) {
         assert.match(await item(page, t).getAttribute('class'), /msg-before-restart/);
         assert.equal(await item(page, t).locator('.msg-note').textContent(), 'before the server restarted');

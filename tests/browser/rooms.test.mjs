@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { saveScreenshot, scenario, sharedBrowserAndTlsServer } from './lib/browser.mjs';
 import {
-  gotoOk, item, joinRoom, member, onlineMembers, roomEntry, sendOk, texts, token, waitDot,
+  gotoOk, item, joinRoom, member, onlineMembers, roomEntry, sendOk, textsNewestFirst, token, waitDot,
   waitInRoom, waitMember, waitTyping,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
@@ -105,8 +105,8 @@ for (const [annT, bobT, carolT] of SCENARIOS) {
         const reply = `hi ann, bob here ${token()}`;
         await sendOk(bob, reply);
         await item(ann, reply).waitFor();
-        assert.deepEqual(await texts(ann), [reply, hello]);
-        assert.deepEqual(await texts(bob), [reply, hello]);
+        assert.deepEqual(await textsNewestFirst(ann), [reply, hello]);
+        assert.deepEqual(await textsNewestFirst(bob), [reply, hello]);
 
         // Carol, in general, sees none of it: a message posted to general after all that
         // reaches her, the room's do not; nobody of the room is in her member list, nobody
@@ -132,7 +132,7 @@ for (const [annT, bobT, carolT] of SCENARIOS) {
         await roomEntry(carol, room).locator('button').click();
         await waitInRoom(carol, room);
         await item(carol, reply).waitFor();
-        assert.deepEqual(await texts(carol), [reply, hello]);
+        assert.deepEqual(await textsNewestFirst(carol), [reply, hello]);
         assert.equal(await roomEntry(carol, room).locator('.unread-dot:visible').count(), 0);
         await waitMember(bob, 'carol');
         await waitMember(carol, 'bob');
@@ -255,7 +255,7 @@ describe('rooms: a dropped connection resumes in the room', () => {
 
         await item(page, 'missed 3').waitFor();
         await waitDot(page, 'ok');
-        assert.deepEqual(await texts(page), ['missed 3', 'missed 2', 'missed 1', 'before the cut']);
+        assert.deepEqual(await textsNewestFirst(page), ['missed 3', 'missed 2', 'missed 1', 'before the cut']);
         assert.equal(await item(page, 'meanwhile in general').count(), 0);
         assert.equal(await page.locator('#room-title').textContent(), `#${room}`);
         if (['websocket', 'sse', 'http2'].includes(transport)) {

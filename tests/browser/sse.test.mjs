@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import {
-  debug, gotoOk, item, openChat, sendOk, texts, token, waitDot,
+  debug, gotoOk, item, openChat, sendOk, textsNewestFirst, token, waitDot,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
 import { postMessage, startServer, withServer } from './lib/server.mjs';
@@ -34,10 +34,10 @@ describe('sse: history and live messages', () => {
       await gotoOk(page, `${s.server.url}/sse`);
       await waitDot(page, 'ok');
       await item(page, `history 1 ${tag}`).waitFor();
-      assert.deepEqual(await texts(page), [3, 2, 1].map((n) => `history ${n} ${tag}`));
+      assert.deepEqual(await textsNewestFirst(page), [3, 2, 1].map((n) => `history ${n} ${tag}`));
       assert.deepEqual(
         await page.locator('#messages > li').evaluateAll((els) => els.map((e) => Number(e.dataset.id))),
-        [...ids].reverse());
+        ids, 'oldest first, newest at the bottom');
 
       const live = `live from node ${token()}`;
       const liveId = await post(s.server.url, 'node', live);
@@ -45,7 +45,7 @@ describe('sse: history and live messages', () => {
       await page.fill('#user', 'alice');
       const mine = `from the page ${token()}`;
       await sendOk(page, mine);
-      assert.deepEqual((await texts(page)).slice(0, 2), [mine, live]);
+      assert.deepEqual((await textsNewestFirst(page)).slice(0, 2), [mine, live]);
       assert.equal(await item(page, live).getAttribute('data-id'), String(liveId));
       assert.equal(await page.locator('.msg-before-restart').count(), 0);
       assert.equal(await page.locator('#stream-status').textContent(), '', 'no status line before any reconnect');
@@ -87,7 +87,7 @@ describe('sse: resume after the connection drops', () => {
       await waitDot(page, 'ok');
       assert.equal(await page.locator('#stream-status').textContent(),
         `Resumed after message ${firstId} — 2 missed.`);
-      assert.deepEqual((await texts(page)).slice(0, 3), [missed[1], missed[0], first]);
+      assert.deepEqual((await textsNewestFirst(page)).slice(0, 3), [missed[1], missed[0], first]);
       assert.equal(await item(page, first).count(), 1, 'nothing twice');
       const d = await debug(page);
       assert.match(d.serverEpoch, /^[a-z0-9]{8}$/, 'the page learnt the epoch from the event ids');
@@ -194,7 +194,7 @@ describe('sse: server restart (in-memory store)', () => {
       const three = `three ${token()}`;
       await sendOk(page, three);
       assert.equal(await item(page, three).getAttribute('data-id'), '1', 'ids start again');
-      assert.deepEqual(await texts(page), [three, two, one]);
+      assert.deepEqual(await textsNewestFirst(page), [three, two, one]);
       for (const t of [one, two]) {
         const li = item(page, t);
         assert.match(await li.getAttribute('class'), /msg-before-restart/);
@@ -233,7 +233,7 @@ describe('sse: server restart (SQLite store, same data dir)', () => {
       const three = `three ${token()}`;
       await sendOk(page, three);
       assert.equal(await item(page, three).getAttribute('data-id'), String(twoId + 1), 'ids go on');
-      assert.deepEqual(await texts(page), [three, two, one]);
+      assert.deepEqual(await textsNewestFirst(page), [three, two, one]);
       assert.equal(await page.locator('.msg-before-restart').count(), 0);
       assert.equal((await debug(page)).resets, 0);
     }, { server: s.server });

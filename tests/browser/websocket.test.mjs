@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { launchBrowser, saveScreenshot, scenario } from './lib/browser.mjs';
 import {
-  debug, gotoOk, item, openChat, recordDot, send, sendOk, texts, token, waitDot, waitDotSeen,
+  debug, gotoOk, item, openChat, recordDot, send, sendOk, textsNewestFirst, token, waitDot, waitDotSeen,
   waitPostError,
 } from './lib/chat.mjs';
 import { startProxy } from './lib/proxy.mjs';
@@ -50,8 +50,8 @@ describe('websocket: two pages chat', () => {
       await postMessage(s.server.url, 'node', fromNode);
       await item(a, fromNode).waitFor();
       await item(b, fromNode).waitFor();
-      assert.deepEqual((await texts(a)).slice(0, 4), [fromNode, reply, hello, history]);
-      assert.deepEqual(await texts(b), await texts(a));
+      assert.deepEqual((await textsNewestFirst(a)).slice(0, 4), [fromNode, reply, hello, history]);
+      assert.deepEqual(await textsNewestFirst(b), await textsNewestFirst(a));
 
       const d = await debug(a);
       assert.equal(d.protocol, 'rtchat.v1', 'the server chose the subprotocol rtchat.v1');
@@ -72,19 +72,31 @@ describe('websocket: two pages chat', () => {
       const bad2 = await postMessage(s.server.url, 'carol', '');
       assert.equal(bad2.status, 422);
       const rejected = `rejected ${token()}`;
+      // Too long: the page knows the limit (GET /config), says so and sends nothing.
+      await page.waitForFunction(() => window.rtchatDebug.pageConfig !== null);
       await send(page, rejected);
-      await page.waitForFunction(() => window.rtchatDebug.errors === 1);
-      // The server's words, put in plain words by chat.js.
       assert.equal(bad1.body.error, '"user" is too long: 65 characters, at most 64 allowed');
-      assert.equal(await page.locator('#post-error').textContent(), 'Your name is too long (65 characters; at most 64)');
+      await page.waitForFunction((t) => document.getElementById('post-error').textContent === t,
+        'Your name is 65 characters; the limit is 64');
+      assert.equal(await page.locator('#send').isDisabled(), true);
+      assert.equal((await debug(page)).errors, 0, 'no post frame was sent');
+      // What the page does not check itself, the server refuses: its {"type":"error"} words.
+      const disguised = 'ann\u202Ebob';
+      const bad3 = await postMessage(s.server.url, disguised, 'nope');
+      assert.equal(bad3.status, 422);
+      await page.fill('#user', disguised);
+      await send(page, rejected);
+      await page.waitForFunction((t) => document.getElementById('post-error').textContent === t, bad3.body.error);
+      assert.ok((await debug(page)).errors >= 1, 'the server answered with an error frame');
       assert.equal(await page.inputValue('#text'), rejected, 'the text is kept');
 
       // An empty text is not sent at all (the server would refuse it: bad2).
       await page.fill('#user', 'carol');
       await page.fill('#text', '');
+      const errorsBefore = (await debug(page)).errors;
       assert.equal(await page.locator('#send').isDisabled(), true, 'Send is disabled for an empty text');
       await page.press('#text', 'Enter');
-      assert.equal((await debug(page)).errors, 1, 'no post frame was sent');
+      assert.equal((await debug(page)).errors, errorsBefore, 'no post frame was sent');
 
       const ok = `ok ${token()}`;
       await sendOk(page, ok);
@@ -102,9 +114,9 @@ async function post(url, user, text) {
   return res.body.id;
 }
 
-/** The ids shown, in order (newest first). */
+/** The ids shown, newest first (the page shows them oldest first, newest at the bottom). */
 const shownIds = (page) => page.locator('#messages > li')
-  .evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
+  .evaluateAll((els) => els.map((e) => Number(e.dataset.id)).reverse());
 
 /** Wait until the status line reads exactly `text`. */
 const waitLine = (page, text) => page.waitForFunction(
@@ -148,7 +160,7 @@ describe('websocket: resume after the connection drops', () => {
       await waitLine(page, `Resumed after message ${seenId} — 8 missed.`);
       await waitDot(page, 'ok');
       const expected = [...missed].reverse().concat([...seen].reverse());
-      assert.deepEqual(await texts(page), expected, 'every missed message once, newest first');
+      assert.deepEqual(await textsNewestFirst(page), expected, 'every missed message once, newest first');
       assert.deepEqual(await shownIds(page), [...missedIds].reverse().concat([seenId, seenId - 1]));
       const { serverEpoch } = await debug(page);
       assert.match(serverEpoch, /^[a-z0-9]{8}$/);
@@ -157,7 +169,7 @@ describe('websocket: resume after the connection drops', () => {
       // Live messages go on after the catch-up, and posting works on the new socket.
       const after = `after resume ${token()}`;
       await sendOk(page, after);
-      assert.deepEqual(await texts(page), [after, ...expected]);
+      assert.deepEqual(await textsNewestFirst(page), [after, ...expected]);
       const d = await debug(page);
       assert.equal(d.histories, 1, 'the resumed socket got no history frame');
       assert.equal(d.frames, 2 + 8 + 1, 'one msg frame per message, none twice');
@@ -193,7 +205,7 @@ describe('websocket: server restart (empty store)', () => {
       assert.match(await page.locator('#stream-status').textContent(), /restarted/);
       const fresh = `after restart ${token()}`;
       await sendOk(page, fresh);
-      assert.deepEqual(await texts(page), [fresh, old]);
+      assert.deepEqual(await textsNewestFirst(page), [fresh, old]);
       assert.equal(await item(page, fresh).getAttribute('data-id'), '1', 'ids start again');
       assert.match(await item(page, old).getAttribute('class'), /msg-before-restart/);
       assert.equal(await item(page, old).locator('.msg-note').textContent(), 'before the server restarted');
@@ -228,7 +240,7 @@ describe('websocket: server restart (SQLite store, same data dir)', () => {
       const two = `two ${token()}`;
       await sendOk(page, two);
       assert.equal(await item(page, two).getAttribute('data-id'), String(oneId + 1), 'ids go on');
-      assert.deepEqual(await texts(page), [two, one]);
+      assert.deepEqual(await textsNewestFirst(page), [two, one]);
       assert.equal(await page.locator('.msg-before-restart').count(), 0);
       assert.equal((await debug(page)).resets, 0);
     }, { server: s.server });

@@ -298,7 +298,35 @@ fn fanout_idle_and_post_report_json() {
         assert!(report["deliveries_per_sec"].as_f64().unwrap() > 0.0);
         assert!(report["resources"]["bench_cpu_percent"].is_number());
         assert!(report["resources"]["server_rss_kib"].is_number());
+        check_run_info(&report);
+        // --url with --server-pid: the server's command line, read from /proc.
+        let server = &report["run_info"]["server"];
+        assert_eq!(server["started_by_bench"], false, "{report}");
+        let argv: Vec<&str> = server["argv"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no argv: {report}"))
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            argv.contains(&"serve") && argv.contains(&"--post-rate"),
+            "{argv:?}"
+        );
     }
+    // --url without a pid: the bench says what it does not know.
+    let report = bench_json(&[
+        "bench", "fanout", "--url", url, "-t", "ws", "-n", "2", "-m", "2", "--json", "--quiet",
+    ]);
+    check_run_info(&report);
+    let server = &report["run_info"]["server"];
+    assert!(server["argv"].is_null(), "{report}");
+    assert!(
+        server["options"]
+            .as_str()
+            .unwrap()
+            .starts_with("external server"),
+        "{report}"
+    );
 
     let idle = bench_json(&[
         "bench",
@@ -343,6 +371,34 @@ fn fanout_idle_and_post_report_json() {
     ]);
     assert!(post["acked"].as_u64().unwrap() > 0, "{post}");
     assert_eq!(post["errors"], 0, "{post}");
+    check_run_info(&idle);
+    check_run_info(&post);
+}
+
+/// A result's `run_info`: the build (version, commit), the server and the machine with its
+/// load average at the start and the end.
+fn check_run_info(report: &serde_json::Value) {
+    let info = &report["run_info"];
+    assert_eq!(
+        info["rtchat_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{report}"
+    );
+    let commit = info["git_commit"].as_str().unwrap_or_default();
+    assert!(
+        commit == "unknown" || commit.bytes().take(7).all(|b| b.is_ascii_hexdigit()),
+        "{report}"
+    );
+    assert!(info["server"]["options"].is_string(), "{report}");
+    let machine = &info["machine"];
+    assert!(machine["cores"].as_u64().unwrap() > 0, "{report}");
+    for field in ["loadavg_start", "loadavg_end"] {
+        assert_eq!(
+            machine[field].as_array().map(Vec::len),
+            Some(3),
+            "{field}: {report}"
+        );
+    }
 }
 
 #[test]
@@ -366,7 +422,13 @@ fn spawns_its_own_server_and_plots() {
     ]);
     assert_eq!(report["delivered_fraction"], 1.0, "{report}");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    // The server it started: this build, its command line.
+    check_run_info(&report);
+    let server = &report["run_info"]["server"];
+    assert_eq!(server["started_by_bench"], true, "{report}");
+    assert_eq!(server["argv"][1], "serve", "{report}");
     std::fs::write(&json, report.to_string()).unwrap();
+    std::fs::remove_file(&svg).unwrap();
     let out = rtchat(
         &[
             "bench",
@@ -384,6 +446,19 @@ fn spawns_its_own_server_and_plots() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wrote {}", svg.display())
+    );
+    // The legend: the run's label, its settings and its p99; Okabe–Ito colours.
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    let p99 = report["latency"]["p99_ms"].as_f64().unwrap();
+    let legend = format!(
+        "{} (ws-json, 5 subscribers, 100 msg/s): p99 {p99:.1} ms",
+        report["label"].as_str().unwrap()
+    );
+    assert!(plot.contains(&legend), "no {legend:?} in {plot}");
+    assert!(plot.contains("#0072B2"), "{plot}");
 }
 
 /// `rtchat client` and `rtchat bench` take one set of transport names: a name that was the
@@ -409,4 +484,90 @@ fn client_and_bench_share_the_transport_names() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("longpoll"), "{stderr}");
+}
+
+/// `bench fanout --token` against `--auth token`: every transport's subscribers and posts carry
+/// the token, and every message reaches every subscriber; without it nothing gets in.
+#[test]
+fn fanout_carries_a_token_to_a_server_with_auth() {
+    let dir = common::temp_dir("bench-auth");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a bench test secret of at least thirty-two bytes").unwrap();
+    let secret = secret.to_str().unwrap();
+    let server = Server::start(&[
+        "--no-tls",
+        "--post-rate",
+        "0",
+        "--auth",
+        "token",
+        "--jwt-secret-file",
+        secret,
+    ]);
+    let out = rtchat(
+        &[
+            "token",
+            "--jwt-secret-file",
+            secret,
+            "--user",
+            "bench",
+            "--name",
+            "bench",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let url = server.base.as_str();
+    let run = |transport: &str, token: Option<&str>| {
+        let mut args = vec![
+            "bench",
+            "fanout",
+            "--url",
+            url,
+            "--transport",
+            transport,
+            "--subscribers",
+            "10",
+            "--messages",
+            "10",
+            "--rate",
+            "50",
+            "--timeout",
+            "60",
+            "--json",
+            "--quiet",
+        ];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        rtchat(&args, &[]).output().expect("run rtchat bench")
+    };
+    for transport in [
+        "ws",
+        "ws-json",
+        "socketio",
+        "socketio-snapshots",
+        "sse",
+        "stream",
+        "longpoll",
+    ] {
+        let out = run(transport, Some(&token));
+        assert!(
+            out.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["delivered"], 100, "{transport}: {report}");
+        assert_eq!(report["errors"], 0, "{transport}: {report}");
+    }
+    let out = run("ws", None);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("401"), "without a token: {text}");
 }

@@ -206,3 +206,183 @@ async fn terminal_chat_fails_clearly_when_the_server_is_unreachable() {
         "{seen:?}"
     );
 }
+
+/// On a server's shutdown the client answers the server's close frame with its own (RFC 6455
+/// §5.5.1), so the server's closing handshakes complete and it does not wait out its grace
+/// period for WebSockets "still open".
+#[tokio::test]
+async fn terminal_chat_answers_the_servers_close_frame() {
+    let mut server = Server::start(&["--no-tls", "--store", "memory"]);
+    let mut chat = Chat::start(&["-t", "ws", "-u", "bob", &server.base]);
+    assert_eq!(chat.line().await, "* connected via ws (rtchat.v1)");
+    server.signal("INT");
+    let down = chat.line().await;
+    assert!(
+        down.starts_with("* disconnected: closed by the server (1001"),
+        "{down}"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(20));
+        (status, server)
+    });
+    let (status, server) = status.await.unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        server.stderr()
+    );
+    // The last line it logs; whatever it said about open WebSockets came before.
+    let log = server.wait_for_log("rtchat stopped");
+    assert!(!log.contains("still open"), "{log}");
+    drop(chat);
+}
+
+/// A certificate the client does not trust (the server's generated, self-signed one) fails
+/// with the fix spelled out.
+#[tokio::test]
+async fn an_untrusted_certificate_suggests_the_fix() {
+    let server = Server::start(&["--store", "memory"]);
+    let url = server.tls_base.clone().unwrap();
+    for t in ["ws", "poll"] {
+        let chat = Chat::start(&["--transport", t, &url]);
+        let (status, seen) = chat.finish().await;
+        assert_eq!(status.code(), Some(1), "{t}: {seen:?}");
+        assert_eq!(seen.len(), 1, "{t}: {seen:?}");
+        assert!(
+            seen[0].starts_with("! error: cannot connect to "),
+            "{t}: {seen:?}"
+        );
+        assert!(
+            seen[0].ends_with(
+                "the server's certificate is not trusted; use --cacert FILE (rtchat cert shows it) or --insecure for development"
+            ),
+            "{t}: {seen:?}"
+        );
+    }
+}
+
+/// Lines typed while the server is away are queued, at most 100 (more are refused, and said
+/// so), then sent in the order typed, each once, when the client is connected again.
+#[tokio::test]
+async fn lines_typed_while_disconnected_are_queued_then_sent_in_order() {
+    let mut server = Server::start(&["--no-tls", "--store", "memory"]);
+    let port = server.port;
+    let mut chat = Chat::start(&["-t", "ws", "-u", "bob", &server.base]);
+    assert_eq!(chat.line().await, "* connected via ws (rtchat.v1)");
+    server.kill();
+    chat.until(|l| l.starts_with("* reconnecting in ")).await;
+    for i in 1..=101 {
+        chat.type_line(&format!("line {i}")).await;
+    }
+    chat.until(|l| l == "* not connected: 1 message queued, it will be sent on reconnect")
+        .await;
+    chat.until(|l| l == "* not connected: 100 messages queued, they will be sent on reconnect")
+        .await;
+    chat.until(|l| l == "! not sent (100 messages are queued already): line 101")
+        .await;
+
+    // 100 posts at once are more than the post rate limit takes (a burst of 20): the refused
+    // ones are sent again when the server says, none is dropped. (A quicker rate than the
+    // default 5 a second, so the test does not take 16 s.)
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start(&[
+        "--no-tls",
+        "--store",
+        "memory",
+        "--listen",
+        &listen,
+        "--post-rate",
+        "50",
+    ]);
+    chat.until(|l| is_message(l, "bob", "line 100")).await;
+    assert!(
+        !chat
+            .seen
+            .iter()
+            .any(|l| l.starts_with("! ") && !l.ends_with("line 101")),
+        "{:#?}",
+        chat.seen
+    );
+    let (status, seen) = chat.finish().await;
+    assert!(status.success(), "{seen:#?}");
+    // Every message, oldest first, page after page.
+    let mut texts = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = common::get_json(&server, &format!("/poll?since={since}")).await;
+        let mut ids = common::ids(&page);
+        let mut page_texts = common::texts(&page);
+        ids.reverse();
+        page_texts.reverse();
+        texts.extend(page_texts);
+        since = ids.last().copied().unwrap_or(since);
+        if page["more"] != true {
+            break;
+        }
+    }
+    let want: Vec<String> = (1..=100).map(|i| format!("line {i}")).collect();
+    assert_eq!(texts, want);
+}
+
+/// When the client gives up reconnecting, the lines still queued are listed as not sent.
+#[tokio::test]
+async fn giving_up_lists_the_lines_not_sent() {
+    use rtchat_client::terminal::{self, Config};
+    use rtchat_client::{Backoff, Options, Transport};
+
+    let mut server = Server::start(&["--no-tls", "--store", "memory"]);
+    let config = Config {
+        transport: Transport::Ws,
+        url: server.base.clone(),
+        user: "bob".into(),
+        options: Options {
+            backoff: Backoff {
+                // Time to type two lines while reconnecting, then give up.
+                min: Duration::from_millis(500),
+                max: Duration::from_millis(500),
+                jitter: false,
+                max_attempts: Some(3),
+                ..Backoff::default()
+            },
+            ..Options::default()
+        },
+    };
+    let (mut keyboard, input) = tokio::io::duplex(4096);
+    let (output, screen) = tokio::io::duplex(64 * 1024);
+    let chat = tokio::spawn(terminal::run(config, BufReader::new(input), output));
+    let mut screen = BufReader::new(screen).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(15), screen.next_line())
+            .await
+            .expect("a line within 15 s")
+            .unwrap()
+            .expect("more output")
+    };
+    assert_eq!(next().await, "* connected via ws (rtchat.v1)");
+    server.kill();
+    assert!(next().await.starts_with("* disconnected: "));
+    assert!(next().await.starts_with("* reconnecting in "));
+    keyboard.write_all(b"first\nsecond\n").await.unwrap();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("! error: gave up"))
+    {
+        seen.push(next().await);
+    }
+    let queued = "* not connected: 2 messages queued, they will be sent on reconnect";
+    assert!(seen.iter().any(|l| l == queued), "{seen:#?}");
+    seen.push(next().await);
+    seen.push(next().await);
+    let n = seen.len();
+    assert_eq!(
+        seen[n - 2..],
+        ["! not sent: first", "! not sent: second"],
+        "{seen:#?}"
+    );
+    let result = chat.await.unwrap();
+    assert!(
+        matches!(result, Err(rtchat_client::Error::GaveUp { .. })),
+        "{result:?}"
+    );
+}

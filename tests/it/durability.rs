@@ -45,7 +45,11 @@ fn start_on(dir: &std::path::Path, extra: &[&str]) -> Server {
 async fn history_and_ids_survive_a_restart_on_every_transport() {
     let dir = temp_dir("restart");
     let mut first = start_on(&dir, &[]);
-    first.wait_for_log("store=sqlite");
+    let log = first.wait_for_log("store=sqlite");
+    assert!(
+        log.contains("created the database") && !log.contains("migrated"),
+        "a brand-new database is created, not migrated: {log}"
+    );
     for i in 1..=3 {
         post(&first, "ann", &format!("m{i}")).await;
     }
@@ -62,6 +66,11 @@ async fn history_and_ids_survive_a_restart_on_every_transport() {
     first.terminate(Duration::from_secs(5)).expect("stops");
 
     let second = start_on(&dir, &[]);
+    let log = second.wait_for_log("store=sqlite");
+    assert!(
+        !log.contains("created the database") && !log.contains("migrated"),
+        "an up-to-date database is neither created nor migrated: {log}"
+    );
     assert_eq!(
         get_json(&second, "/poll").await,
         before,

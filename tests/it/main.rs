@@ -1,11 +1,15 @@
 //! Every integration test, as modules of one binary: the whole stack is linked once, not
 //! once per file. Each module talks to a real server over real sockets (see `common`).
 
+mod auth;
 mod common;
 
+mod accounts;
 mod bench_smoke;
+mod client_auth;
 mod client_cli;
 mod client_lib;
+mod client_pty;
 mod connections;
 mod drain;
 mod durability;
@@ -16,6 +20,7 @@ mod input_rules;
 mod long_poll;
 mod metrics;
 mod origins;
+mod page_config;
 mod poll_api;
 mod post_limits;
 mod rfc8441;

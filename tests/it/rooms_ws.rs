@@ -716,26 +716,45 @@ async fn refusals_are_error_frames_and_the_connection_stays_usable() {
     join(&mut ws, "a").await;
 
     // Upgrades that cannot be honoured are refused with a JSON body.
-    for (path, status, text) in [
-        ("/ws?rooms=Foo!", 400, bad),
+    for (path, protocol, status, text) in [
+        ("/ws?rooms=Foo!", "rtchat.v1", 400, bad),
         (
             "/ws?rooms=a,b,general",
+            "rtchat.v1",
             400,
             "a connection may be in at most 2",
         ),
         (
             "/ws?rooms=a,b&since=1",
+            "rtchat.v1",
             400,
             "since and epoch resume one room",
         ),
-        ("/ws?rooms=d", 403, max_rooms),
-        ("/ws?since=x", 400, "since must be a message id"),
-        ("/ws?user=%E2%80%AEevil", 400, "bidirectional control"),
+        ("/ws?rooms=d", "rtchat.v1", 403, max_rooms),
+        (
+            "/ws?since=x",
+            "rtchat.v1",
+            400,
+            "since must be a message id",
+        ),
+        (
+            "/ws?user=%E2%80%AEevil",
+            "rtchat.v1",
+            400,
+            "bidirectional control",
+        ),
+        // `?user=` is rtchat's on the course's subprotocol too: refused the same way.
+        (
+            "/ws?user=%E2%80%AEevil",
+            "json",
+            400,
+            "bidirectional control",
+        ),
     ] {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut req = ws_url(&server, path).into_client_request().unwrap();
         req.headers_mut()
-            .insert("sec-websocket-protocol", "rtchat.v1".parse().unwrap());
+            .insert("sec-websocket-protocol", protocol.parse().unwrap());
         match tokio_tungstenite::connect_async(req).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
                 assert_eq!(res.status(), status, "{path}");

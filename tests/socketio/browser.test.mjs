@@ -157,7 +157,7 @@ test('after a --store memory restart that reuses the ids, a resumed page shows t
     await page.waitForFunction(() => window.rtchatDebug.connected);
     const shown = await page.locator('#messages li.msg').evaluateAll((els) => els.map((e) => [
       Number(e.dataset.id), e.querySelector('.msg-text').textContent]));
-    assert.deepEqual(shown, [[3, 'new 3'], [2, 'new 2'], [1, 'new 1']],
+    assert.deepEqual(shown, [[1, 'new 1'], [2, 'new 2'], [3, 'new 3']],
       'the new server\'s whole history, and nothing of the old run');
     const now = await page.evaluate(() => ({ ...window.rtchatDebug }));
     assert.equal(now.last, 3);
@@ -229,7 +229,7 @@ test('two /socketio pages in a room chat and see each other (members, typing); a
     await expectMessage(bob.page, 'ann', `hello ${room}`);
     await say(bob.page, 'hi ann');
     await expectMessage(ann.page, 'bob', 'hi ann');
-    assert.deepEqual(await texts(ann.page), ['hi ann', `hello ${room}`]);
+    assert.deepEqual(await texts(ann.page), [`hello ${room}`, 'hi ann'], 'oldest first, newest at the bottom');
 
     // Carol, in general: a later general message reaches her, the room's do not, nobody types;
     // the room has a dot in her room list.

@@ -65,6 +65,8 @@
       // Optional, set by pages that keep messages across server restarts (sse.js): which
       // run of the server a message came from, 0 = the first one this page saw.
       if (typeof m.epoch === 'number' && isFinite(m.epoch)) clean.epoch = m.epoch;
+      // With --auth token: the account that posted it (own messages are recognised by it).
+      if (typeof m.uid === 'string' && m.uid) clean.uid = m.uid;
       out.push(clean);
     }
     return out;
@@ -105,6 +107,7 @@
     li.className = 'msg';
     li.setAttribute('data-key', key);
     if (hasId(m)) li.setAttribute('data-id', String(m.id));
+    if (typeof m.uid === 'string' && m.uid) li.setAttribute('data-uid', m.uid);
 
     var meta = document.createElement('div');
     meta.className = 'msg-meta';
@@ -137,7 +140,8 @@
   }
 
   /**
-   * Render `msgs` (newest first) into the list element `container`. Existing
+   * Render `msgs` (newest first, as mergeMessages keeps them) into the list element
+   * `container`, oldest at the top and newest at the bottom, as a chat reads. Existing
    * message elements are reused and only changes touch the DOM, so an aria-live
    * list announces just the new messages. `emptyEl` (optional) is shown when
    * there are no messages. `decorate(li, message)` (optional) is called for every
@@ -152,6 +156,7 @@
     }
     var seen = new Set();
     var wanted = [];
+    list.reverse(); // shown oldest first
     for (var j = 0; j < list.length; j++) {
       var key = messageKey(list[j]);
       if (seen.has(key)) continue;
@@ -202,6 +207,59 @@
     var d = Math.min(cap, base * Math.pow(2, Math.min(failures - 2, 30)));
     var factor = 1 - jitter + 2 * jitter * Math.random();
     return Math.max(0, Math.round(Math.min(cap * (1 + jitter), d * factor)));
+  }
+
+  /**
+   * The server's settings for its pages (`GET /config`): {max_text, max_user, history,
+   * https_port, h3, socketio_client}. One request per page; resolves to the defaults of a
+   * server without /config (an older one, or another server) when it cannot be read.
+   */
+  var DEFAULT_CONFIG = Object.freeze({
+    max_text: 2000, max_user: 64, history: 50, https_port: null, h3: false, socketio_client: true,
+    auth: 'off'
+  });
+  var configPromise = null;
+  function loadConfig() {
+    if (!configPromise) {
+      configPromise = fetch('/config', { cache: 'no-store', headers: { Accept: 'application/json' } })
+        .then(function (res) { return res.ok ? res.json() : null; })
+        .catch(function () { return null; })
+        .then(function (body) {
+          var out = {};
+          Object.keys(DEFAULT_CONFIG).forEach(function (k) {
+            var v = body && typeof body === 'object' ? body[k] : undefined;
+            out[k] = v === undefined || (v === null && k !== 'https_port') ? DEFAULT_CONFIG[k] : v;
+          });
+          return Object.freeze(out);
+        });
+    }
+    return configPromise;
+  }
+
+  /** Characters as the server counts them: Unicode scalar values (not UTF-16 units). */
+  function charCount(s) {
+    return Array.from(String(s == null ? '' : s)).length;
+  }
+
+  /** 2013 -> "2,013". */
+  function groupDigits(n) {
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  }
+
+  /** "Your message is 2,013 characters; the limit is 2,000" (what: 'message' or 'name'). */
+  function overLimitText(what, count, max) {
+    return 'Your ' + what + ' is ' + groupDigits(count) + ' characters; the limit is ' + groupDigits(max);
+  }
+  var OVER_LIMIT = /^Your (message|name) is [\d,]+ characters; the limit is [\d,]+$/;
+
+  /**
+   * `https://<this page's host>:<port><path>`: where the server's HTTPS listener serves
+   * `path` (an IPv6 host in brackets).
+   */
+  function httpsUrl(port, path) {
+    var host = window.location.hostname;
+    if (host.indexOf(':') >= 0 && host.charAt(0) !== '[') host = '[' + host + ']';
+    return 'https://' + host + ':' + port + (path || '/');
   }
 
   /** A non-negative number from the page's query string, or `def`. */
@@ -275,7 +333,8 @@
 
   /**
    * POST {user, text} as JSON to `url`. Resolves to {ok: true, id} or
-   * {ok: false, error} (never rejects).
+   * {ok: false, error, status, code} (never rejects; status 0 and no code when the server could
+   * not be reached).
    */
   function postMessage(url, user, text) {
     return fetch(url, {
@@ -287,7 +346,10 @@
       return res.text().then(function (raw) {
         var body = null;
         try { body = raw ? JSON.parse(raw) : null; } catch (e) { body = null; }
-        if (!res.ok) return { ok: false, error: responseError(res, body) };
+        if (!res.ok) {
+          return { ok: false, error: responseError(res, body), status: res.status,
+            code: body && typeof body.code === 'string' ? body.code : '' };
+        }
         return { ok: true, id: body && body.id };
       });
     }, function (err) {
@@ -298,25 +360,61 @@
   /**
    * Wire a composer form: remembers the user name in localStorage, sends on submit
    * (Enter in an input submits the form), shows errors in `errorEl`.
-   * opts: {form, userInput, textInput, button, errorEl, send(user, text) -> Promise<{ok, error}>, onSent}
+   * opts: {form, userInput, textInput, button, errorEl, counter, send(user, text) ->
+   * Promise<{ok, error}>, onSent}. The limits (characters, as the server counts them) are set
+   * with setLimits({text, user}) once known: a text or name over its limit disables Send and
+   * says so in `errorEl`; `counter` (optional) shows "N / MAX" once the text nears the limit.
+   * setDisabled(true) turns the composer off for good (the page cannot send at all).
    */
   function bindComposer(opts) {
     var userInput = opts.userInput;
     var textInput = opts.textInput;
     var errorEl = opts.errorEl;
+    var counter = opts.counter;
     var sending = false;
+    var disabled = false;
+    var limits = { text: DEFAULT_CONFIG.max_text, user: DEFAULT_CONFIG.max_user };
+    var fixedUser = false; // signed in: the name is the account's, not editable, not remembered
 
-    /** Send only something to send: not while sending, not an empty or blank text. */
+    /** What is wrong with the composer's text or name before sending, or ''. */
+    function overLimit() {
+      var t = charCount(textInput.value);
+      if (t > limits.text) return overLimitText('message', t, limits.text);
+      var u = charCount(userInput.value);
+      if (u > limits.user) return overLimitText('name', u, limits.user);
+      return '';
+    }
+
+    function updateCounter() {
+      if (!counter) return;
+      var n = charCount(textInput.value);
+      // Shown from 80 % of the limit on (always when over it).
+      var show = n > 0 && n >= limits.text * 0.8;
+      counter.hidden = !show;
+      counter.textContent = show ? groupDigits(n) + ' / ' + groupDigits(limits.text) : '';
+      counter.classList.toggle('over', n > limits.text);
+    }
+
+    /** Send only something to send: not while sending, not an empty, blank or too long text. */
     function updateSend() {
-      if (opts.button) opts.button.disabled = sending || textInput.value.trim() === '';
+      var over = overLimit();
+      if (errorEl) {
+        if (over) errorEl.textContent = over;
+        else if (OVER_LIMIT.test(errorEl.textContent)) errorEl.textContent = '';
+      }
+      updateCounter();
+      if (opts.button) {
+        opts.button.disabled = disabled || sending || textInput.value.trim() === '' || over !== '';
+      }
     }
     textInput.addEventListener('input', updateSend);
-    updateSend();
+    userInput.addEventListener('input', updateSend);
 
     var stored = loadUserName();
     userInput.value = stored || defaultUserName();
     if (!stored) saveUserName(userInput.value);
     userInput.addEventListener('change', function () { saveUserName(userInput.value); });
+    updateSend();
 
     function showError(msg) {
       if (errorEl) errorEl.textContent = friendlyError(msg || '');
@@ -329,12 +427,16 @@
 
     opts.form.addEventListener('submit', function (ev) {
       ev.preventDefault();
-      if (sending || textInput.value.trim() === '') return;
+      if (disabled || sending || textInput.value.trim() === '') return;
+      if (overLimit()) {
+        updateSend();
+        return;
+      }
       sending = true;
       updateSend();
       var user = userInput.value;
       var text = textInput.value;
-      saveUserName(user);
+      if (!fixedUser) saveUserName(user);
       Promise.resolve(opts.send(user, text)).then(function (result) {
         if (result && result.ok) {
           showError('');
@@ -352,7 +454,30 @@
       });
     });
 
-    return { showError: showError, clearConnectionError: clearConnectionError, updateSend: updateSend };
+    return {
+      showError: showError,
+      clearConnectionError: clearConnectionError,
+      updateSend: updateSend,
+      setLimits: function (l) {
+        if (l && l.text > 0) limits.text = l.text;
+        if (l && l.user > 0) limits.user = l.user;
+        updateSend();
+      },
+      limits: function () { return { text: limits.text, user: limits.user }; },
+      /** Signed in as `name`: the name field shows it and cannot be edited; null: editable again. */
+      setFixedUser: function (name) {
+        fixedUser = typeof name === 'string';
+        userInput.readOnly = fixedUser;
+        if (fixedUser) userInput.value = name;
+        else userInput.value = loadUserName() || userInput.value;
+        updateSend();
+      },
+      setDisabled: function (off) {
+        disabled = !!off;
+        textInput.disabled = disabled;
+        updateSend();
+      }
+    };
   }
 
   /** The note on messages kept from an earlier run of a server that restarted empty. */
@@ -424,9 +549,9 @@
   }
 
   /** A user name worth announcing (typing): not blank, not longer than the server takes. */
-  function isSendableName(name) {
+  function isSendableName(name, max) {
     var n = String(name || '');
-    return n.trim() !== '' && Array.from(n).length <= MAX_USER && !/[\u0000-\u001f\u007f]/.test(n);
+    return n.trim() !== '' && charCount(n) <= (max || MAX_USER) && !/[\u0000-\u001f\u007f]/.test(n);
   }
 
   /** Tell a room over HTTP that `user` is typing (polling, SSE and /msgs pages); best effort. */
@@ -492,6 +617,70 @@
     existing.forEach(function (el) { el.remove(); });
   }
 
+  /* ---------------------------------------------------------------------------------------
+   * Accounts (`rtchat serve --auth token`): the sign-in box of every chat page
+   * ------------------------------------------------------------------------------------- */
+
+  /**
+   * POST `path` (an `/auth/*` endpoint) with `payload` as JSON (or no body). The session is
+   * the HttpOnly cookie the server sets: the page never sees or keeps a token. Resolves to
+   * {ok, status, body, retryAfter} (status 0: the server could not be reached); never rejects.
+   */
+  function authPost(path, payload) {
+    var init = { method: 'POST', cache: 'no-store', credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (payload !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(payload);
+    }
+    return fetch(path, init).then(function (res) {
+      return res.text().then(function (raw) {
+        var body = null;
+        try { body = raw ? JSON.parse(raw) : null; } catch (e) { body = null; }
+        return { ok: res.ok, status: res.status, body: body, retryAfter: res.headers.get('Retry-After') };
+      });
+    }, function (err) {
+      return { ok: false, status: 0, body: null, error: (err && err.message) || String(err) };
+    });
+  }
+
+  /** The code of an `{"error", "code"}` answer, or ''. */
+  function errorCode(body) {
+    return body && typeof body === 'object' && typeof body.code === 'string' ? body.code : '';
+  }
+
+  /** Bytes of `s` in UTF-8 (the server counts a password in bytes). */
+  function utf8Length(s) {
+    return new TextEncoder().encode(String(s)).length;
+  }
+
+  /** A refused login or signup (`authPost`'s answer) in plain words. */
+  function authErrorText(r, password) {
+    var code = errorCode(r.body);
+    if (r.status === 0) return 'Could not reach the server; try again';
+    if (code === 'bad_credentials') return 'Wrong name or password';
+    if (code === 'name_taken') return 'That name is taken';
+    if (code === 'bad_password') {
+      return utf8Length(password || '') > 1024 ? 'Passwords can be at most 1,024 bytes long'
+        : 'Passwords need at least 8 characters';
+    }
+    if (code === 'login_rate_limited' || r.status === 429) {
+      var ms = r.body && typeof r.body.retry_after_ms === 'number' ? r.body.retry_after_ms
+        : Number(r.retryAfter) * 1000;
+      var n = isFinite(ms) && ms > 0 ? Math.max(1, Math.ceil(ms / 1000)) : 60;
+      return 'Too many attempts, try again in ' + n + ' s';
+    }
+    if (code === 'login_busy' || r.status === 503) return 'The server is busy; try again in a moment';
+    if (r.status === 404) return 'This server has no accounts';
+    if (r.body && typeof r.body.error === 'string' && r.body.error) return friendlyError(r.body.error);
+    return 'The server refused (HTTP ' + r.status + ')';
+  }
+
+  /** What a page says when the server ended its session (`code`: revoked, expired, token_*...). */
+  function signedOutText(code) {
+    return /expired/.test(String(code || '')) ? 'You were signed out: your session expired.'
+      : 'You were signed out.';
+  }
+
   /**
    * Build the chat every transport page shows, inside `<main id="chat">`, and wire what they
    * all do alike: the connection dot and status line, the composer (name remembered), the
@@ -513,7 +702,13 @@
    *                          member list is then re-read every `refresh` ms (in general it
    *                          always is)
    *   debug                  an object of getters, added to window.rtchatDebug
-   * and calls start() once it is ready. Tuning via the page URL: ?refresh=MS (how often the
+   *   stop()                 close the connection and cancel every retry, until the next
+   *                          enter() (the page signed out: `rtchat serve --auth token`)
+   * and calls start() once it is ready. start() reads GET /config first: with `"auth":
+   * "token"` the page signs in (the sign-in box, or the session cookie it already has) before
+   * the transport's first enter(); the transport tells the page when the server ended the
+   * session (signedOut(code): a close 4005/4001, an `auth:revoked` event, a 401...) or when a
+   * failure may be one (checkSession(): asks POST /auth/refresh). Tuning via the page URL: ?refresh=MS (how often the
    * room list is re-read; default 10000) and ?room=NAME (the room to open).
    */
   function mountChat(opts) {
@@ -544,16 +739,44 @@
         enterkeyhint: 'send' }),
       send: h('button', { id: 'send', type: 'submit' }, 'Send'),
       error: h('p', { id: 'post-error', class: 'error-line', role: 'alert' }),
+      counter: h('span', { id: 'text-count', class: 'text-count', 'aria-live': 'polite', hidden: true }),
+      newMessages: h('button', { id: 'new-messages', type: 'button', class: 'new-messages', hidden: true },
+        'New messages ↓'),
       typing: h('p', { id: 'typing', class: 'typing', 'aria-live': 'polite' }),
       empty: h('p', { id: 'empty', class: 'empty' }, 'Loading messages…'),
       list: h('ol', { id: 'messages', class: 'messages', 'aria-labelledby': 'messages-heading',
-        'aria-live': 'polite', 'aria-relevant': 'additions' })
+        'aria-live': 'polite', 'aria-relevant': 'additions' }),
+      // Accounts (--auth token): the sign-in box, and who is signed in.
+      authBox: h('section', { id: 'auth', class: 'auth-box panel', 'aria-labelledby': 'auth-heading', hidden: true }),
+      authForm: h('form', { id: 'auth-form', class: 'auth-form', autocomplete: 'on' }),
+      authUser: h('input', { id: 'auth-user', name: 'username', type: 'text', autocomplete: 'username',
+        autocapitalize: 'none', spellcheck: 'false', required: true }),
+      authPassword: h('input', { id: 'auth-password', name: 'password', type: 'password',
+        autocomplete: 'current-password', required: true }),
+      login: h('button', { id: 'auth-login', type: 'submit' }, 'Log in'),
+      signup: h('button', { id: 'auth-signup', type: 'button', class: 'secondary' }, 'Sign up'),
+      authError: h('p', { id: 'auth-error', class: 'error-line', role: 'alert' }),
+      session: h('p', { id: 'session', class: 'session', hidden: true }),
+      sessionName: h('strong', { id: 'session-name', dir: 'auto' }),
+      logout: h('button', { id: 'logout', type: 'button', class: 'secondary' }, 'Log out')
     };
+    els.authForm.appendChild(h('div', { class: 'field' }, [h('label', { for: 'auth-user' }, 'Name'), els.authUser]));
+    els.authForm.appendChild(h('div', { class: 'field' }, [h('label', { for: 'auth-password' }, 'Password'), els.authPassword]));
+    els.authForm.appendChild(h('div', { class: 'auth-buttons' }, [els.login, els.signup]));
+    els.authBox.appendChild(h('h2', { id: 'auth-heading' }, 'Sign in to chat'));
+    els.authBox.appendChild(h('p', { class: 'auth-note' },
+      'This server asks everyone to sign in. New here? Pick a name and a password (8 characters or more) and press Sign up.'));
+    els.authBox.appendChild(els.authForm);
+    els.authBox.appendChild(els.authError);
+    els.session.appendChild(h('span', null, ['Signed in as ', els.sessionName]));
+    els.session.appendChild(els.logout);
     els.roomForm.appendChild(h('label', { for: 'room-name', class: 'visually-hidden' }, 'Room to join or create'));
     els.roomForm.appendChild(els.roomName);
     els.roomForm.appendChild(h('button', { id: 'room-join', type: 'submit' }, 'Join'));
     els.form.appendChild(h('div', { class: 'field user' }, [h('label', { for: 'user' }, 'Your name'), els.user]));
-    els.form.appendChild(h('div', { class: 'field' }, [h('label', { for: 'text' }, 'Message'), els.text]));
+    els.form.appendChild(h('div', { class: 'field' }, [
+      h('label', { for: 'text' }, ['Message ', els.counter]), els.text
+    ]));
     els.form.appendChild(els.send);
 
     main.appendChild(h('div', { class: 'chat-head' }, [
@@ -562,10 +785,18 @@
     ]));
     var conversation = h('section', { class: 'conversation', 'aria-labelledby': 'room-title' }, [els.title]);
     own.forEach(function (el) { conversation.appendChild(el); });
-    [els.line, els.form, els.error, els.typing,
-      h('h2', { class: 'visually-hidden', id: 'messages-heading' }, 'Messages, newest first'),
-      els.empty, els.list].forEach(function (el) { conversation.appendChild(el); });
-    main.appendChild(h('div', { class: 'chat-layout' }, [
+    // A chat: the messages (oldest at the top, newest at the bottom, in a box of their own
+    // that keeps to the bottom), then who is typing, then the composer.
+    [els.line,
+      h('h2', { class: 'visually-hidden', id: 'messages-heading' }, 'Messages, oldest first'),
+      els.empty,
+      h('div', { class: 'messages-box' }, [els.list, els.newMessages]),
+      els.typing, els.form, els.error].forEach(function (el) { conversation.appendChild(el); });
+    main.appendChild(els.session);
+    main.appendChild(els.authBox);
+    els.layout = h('div', { class: 'chat-layout' });
+    main.appendChild(els.layout);
+    [
       h('aside', { class: 'sidebar', 'aria-label': 'Rooms and members' }, [
         h('section', { class: 'panel rooms' }, [
           h('h2', { id: 'rooms-heading' }, 'Rooms'), els.roomForm, els.roomError, els.rooms
@@ -575,7 +806,7 @@
         ])
       ]),
       conversation
-    ]));
+    ].forEach(function (el) { els.layout.appendChild(el); });
 
     // ---- state ----
     var st = {
@@ -595,8 +826,14 @@
       presenceSoon: null,
       presenceGen: 0,
       retrying: false,      // offline, waiting to retry (the "Reconnect now" button is up)
+      stick: true,          // keep the message list scrolled to the bottom (the reader has not scrolled up)
+      config: null,         // GET /config, once read
       started: false
     };
+    // Accounts: mode 'off' | 'token' (GET /config's `auth`, once read); state 'unknown' (not
+    // read yet), 'in' (signed in: uid, name) or 'out' (the sign-in box is up).
+    var auth = { mode: null, state: 'unknown', uid: null, name: null, admin: false, busy: false,
+      checking: null, gen: 0, signIns: 0, signOuts: 0, endedBy: null };
 
     var wanted = params.get('room');
     if (wanted !== null && wanted !== '') {
@@ -684,6 +921,7 @@
     function refreshRooms() {
       clearTimeout(st.roomsTimer);
       st.roomsTimer = null;
+      if (auth.state === 'out') return; // nothing to read until the page signs in again
       if (!isHidden()) getJson('/rooms').then(applyRooms);
       // Presence comes as events in a room, except to polling pages and on general's old
       // endpoints (the course's streams carry only messages): those re-read it.
@@ -797,7 +1035,7 @@
       if (els.text.value === '') return;
       var now = Date.now();
       if (now - st.lastTyping < TYPING_EVERY_MS) return;
-      if (!isSendableName(els.user.value)) return;
+      if (!isSendableName(els.user.value, composer.limits().user)) return;
       st.lastTyping = now;
       try { opts.typing(st.room, els.user.value); } catch (e) { /* typing is best effort */ }
     });
@@ -810,6 +1048,7 @@
      * the "Reconnect now" button is offered then.
      */
     function setStatus(state, label, short, retry) {
+      if (auth.state === 'out') return; // signed out: the dot says so until the page signs in
       var text = short;
       if (state === 'connecting') text = 'connecting…';
       else if (state === 'error' && typeof retry === 'number') {
@@ -833,15 +1072,23 @@
     window.addEventListener('online', reconnectNow);
     window.addEventListener('focus', reconnectNow);
 
-    /** Messages by the name in the composer get the class `mine`. */
+    /**
+     * Messages by the name in the composer get the class `mine`; signed in (--auth token),
+     * messages that carry a `uid` are the page's own when it is the account's.
+     */
+    function isMine(user, uid) {
+      if (auth.state === 'in' && auth.uid && uid) return uid === auth.uid;
+      return user !== '' && user === els.user.value;
+    }
+
     function markMine(li, m) {
-      li.classList.toggle('mine', m.user !== '' && m.user === els.user.value);
+      li.classList.toggle('mine', isMine(m.user, m.uid));
     }
 
     function remarkMine() {
       Array.prototype.forEach.call(els.list.children, function (li) {
         var u = li.querySelector('.msg-user');
-        li.classList.toggle('mine', !!u && u.textContent !== '' && u.textContent === els.user.value);
+        li.classList.toggle('mine', !!u && isMine(u.textContent, li.getAttribute('data-uid')));
       });
     }
     els.user.addEventListener('input', remarkMine);
@@ -855,7 +1102,11 @@
       els.empty.textContent = 'No messages yet.';
     }
 
-    /** Show the current room's messages (newest first); a new message ends its author's "typing". */
+    /**
+     * Show the current room's messages (given newest first; shown oldest at the top, newest at
+     * the bottom, kept in view unless the reader scrolled up); a new message ends its author's
+     * "typing".
+     */
     function render(msgs, decorate) {
       loaded();
       var keys = new Set();
@@ -873,13 +1124,60 @@
           st.seen.set(st.room, clean[i].id);
         }
       }
+      var firstRender = st.shownKeys === null;
       st.shownKeys = keys;
       if (arrived && composer) composer.clearConnectionError(); // a message came: the server is there
+      var anchors = st.stick ? [] : scrollAnchors();
       renderMessages(els.list, msgs, els.empty, function (li, m) {
         markMine(li, m);
         if (decorate) decorate(li, m);
       });
+      if (st.stick || firstRender) {
+        scrollToBottom();
+      } else {
+        // Messages that fell off the top (the page keeps the newest HISTORY) do not move what
+        // is read: the first message in view that is still there stays where it was.
+        for (var a = 0; a < anchors.length; a++) {
+          if (anchors[a].el.parentNode !== els.list) continue;
+          els.list.scrollTop = anchors[a].el.offsetTop - anchors[a].offset;
+          break;
+        }
+        if (arrived) els.newMessages.hidden = false;
+      }
     }
+
+    // ---- the message list keeps to the bottom, unless the reader scrolled up ----
+    function atBottom() {
+      return els.list.scrollHeight - els.list.scrollTop - els.list.clientHeight <= 24;
+    }
+
+    function scrollToBottom() {
+      st.stick = true;
+      els.list.scrollTop = els.list.scrollHeight;
+      els.newMessages.hidden = true;
+    }
+
+    /** The messages in view, each with how far below the list's top it starts. */
+    function scrollAnchors() {
+      var top = els.list.scrollTop;
+      var bottom = top + els.list.clientHeight;
+      var items = els.list.children;
+      var out = [];
+      for (var i = 0; i < items.length; i++) {
+        var y = items[i].offsetTop;
+        if (y >= bottom) break;
+        if (y + items[i].offsetHeight > top) out.push({ el: items[i], offset: y - top });
+      }
+      return out;
+    }
+
+    els.list.addEventListener('scroll', function () {
+      st.stick = atBottom();
+      if (st.stick) els.newMessages.hidden = true;
+    });
+    els.newMessages.addEventListener('click', scrollToBottom);
+    // A narrower window (a phone turned) keeps the newest in view.
+    window.addEventListener('resize', function () { if (st.stick) els.list.scrollTop = els.list.scrollHeight; });
 
     // ---- rooms: entering, refusals ----
     function showRoom() {
@@ -902,7 +1200,14 @@
         return false;
       }
       els.roomError.textContent = '';
-      if (room === st.room && !again && st.started) return true;
+      if (!st.started) {
+        // Not connected yet (GET /config, signing in): the first connection opens in `room`.
+        st.room = room;
+        showRoom();
+        renderRooms();
+        return true;
+      }
+      if (room === st.room && !again) return true;
       var previous = st.started ? st.room : null;
       if (room !== st.room) st.previous = st.room;
       st.room = room;
@@ -912,6 +1217,8 @@
       st.unnamed = 0;
       st.presenceGen += 1;
       st.shownKeys = null;
+      st.stick = true;
+      els.newMessages.hidden = true;
       clearTyping();
       if (room !== previous) {
         els.empty.textContent = 'Loading messages…';
@@ -958,7 +1265,23 @@
       textInput: els.text,
       button: els.send,
       errorEl: els.error,
-      send: function (user, text) { return opts.send(st.room, user, text); }
+      counter: els.counter,
+      send: function (user, text) {
+        return Promise.resolve(opts.send(st.room, user, text)).then(function (result) {
+          // --auth token: a post refused for its token (401) means the session is over.
+          if (result && !result.ok && result.status === 401 && auth.mode === 'token' && auth.state === 'in') {
+            signedOut(result.code);
+            return { ok: false, error: signedOutText(result.code) };
+          }
+          return result;
+        });
+      },
+      onSent: scrollToBottom // one's own message: back to the newest
+    });
+
+    loadConfig().then(function (c) {
+      st.config = c;
+      composer.setLimits({ text: c.max_text, user: c.max_user });
     });
 
     // In a room (not general, whose old endpoints carry no name) the page is present under
@@ -984,7 +1307,13 @@
       if (!isHidden()) reconnectNow();
     });
 
-    function start() {
+    /** Connect (the first time), or connect again in the same room after signing in again. */
+    function begin() {
+      if (st.started) {
+        enter(st.room, true);
+        refreshRooms();
+        return;
+      }
       st.joinedAs = els.user.value;
       showRoom();
       renderRooms();
@@ -995,6 +1324,191 @@
       refreshRooms();
     }
 
+    /**
+     * Draw the page, read GET /config, then connect; with `"auth": "token"`, sign in first:
+     * the session cookie may hold a session already (POST /auth/refresh says whose), else the
+     * sign-in box comes up.
+     */
+    function start() {
+      showRoom();
+      renderRooms();
+      renderMembers();
+      renderMessages(els.list, [], els.empty);
+      loadConfig().then(function (c) {
+        auth.mode = c.auth === 'token' ? 'token' : 'off';
+        if (auth.mode !== 'token') {
+          begin();
+          return;
+        }
+        main.setAttribute('data-auth', 'token');
+        els.layout.hidden = true; // until signed in
+        var gen = auth.gen;
+        authPost('/auth/refresh').then(function (r) {
+          if (gen !== auth.gen || auth.state !== 'unknown') return;
+          if (r.ok && r.body && typeof r.body.name === 'string') signedIn(r.body);
+          else showSignIn(r.status === 0 ? 'Could not reach the server; try again' : '');
+        });
+      });
+    }
+
+    // ---- accounts (--auth token) ----
+    function signedIn(body) {
+      auth.gen += 1;
+      auth.state = 'in';
+      auth.signIns += 1;
+      auth.uid = typeof body.uid === 'string' ? body.uid : null;
+      auth.name = body.name;
+      auth.admin = body.admin === true;
+      els.sessionName.textContent = body.name;
+      els.session.hidden = false;
+      els.authBox.hidden = true;
+      els.layout.hidden = false;
+      els.authError.textContent = '';
+      els.authPassword.value = '';
+      composer.setFixedUser(body.name);
+      composer.showError('');
+      setStatus('connecting', 'Connecting…', 'connecting');
+      begin();
+      remarkMine();
+    }
+
+    /** The sign-in box instead of the chat, with `message` (why, or nothing). */
+    function showSignIn(message) {
+      auth.state = 'out';
+      els.session.hidden = true;
+      els.layout.hidden = true;
+      els.authBox.hidden = false;
+      els.authError.textContent = message || '';
+      els.authPassword.value = '';
+      if (!els.authUser.value && auth.name) els.authUser.value = auth.name;
+      st.retrying = false;
+      els.reconnect.hidden = true;
+      setPresence(els.dot, 'paused', 'Signed out: sign in to chat', els.status, 'signed out');
+      setBusy(false);
+    }
+
+    /**
+     * The session is over (the server ended it, or the user logged out): stop the transport,
+     * forget what the page showed, and bring up the sign-in box saying `message`.
+     */
+    function endSession(message) {
+      if (auth.mode !== 'token' || auth.state === 'out') return;
+      auth.gen += 1;
+      auth.state = 'out';
+      auth.signOuts += 1;
+      try { if (opts.stop) opts.stop(); } catch (e) { /* the page is signing out anyway */ }
+      clearTimeout(st.roomsTimer);
+      st.roomsTimer = null;
+      clearTimeout(st.presenceSoon);
+      st.presenceSoon = null;
+      st.presenceGen += 1;
+      clearTyping();
+      st.members = new Map();
+      st.unnamed = 0;
+      renderMembers();
+      st.shownKeys = null;
+      renderMessages(els.list, [], els.empty);
+      els.empty.textContent = 'Loading messages…';
+      line('');
+      if (composer) composer.showError('');
+      auth.uid = null;
+      showSignIn(message);
+    }
+
+    /** From the transport: the server ended the session (`code`: revoked, expired, token_revoked...). */
+    function signedOut(code) {
+      if (auth.mode !== 'token' || auth.state !== 'in') return;
+      auth.endedBy = String(code || 'unknown');
+      endSession(signedOutText(code));
+    }
+
+    /**
+     * From the transport, after a failure that may be a refused token (a WebSocket that never
+     * opened, an EventSource the browser gave up on...): POST /auth/refresh says whether the
+     * session still holds; if not, the page signs out. Resolves to whether it is signed in.
+     */
+    function checkSession() {
+      if (auth.mode !== 'token') return Promise.resolve(true);
+      if (auth.state !== 'in') return Promise.resolve(false);
+      if (!auth.checking) {
+        var gen = auth.gen;
+        auth.checking = authPost('/auth/refresh').then(function (r) {
+          auth.checking = null;
+          if (gen !== auth.gen || auth.state !== 'in') return false;
+          if (r.status === 401) {
+            auth.endedBy = 'refresh:' + (errorCode(r.body) || '401');
+            endSession(signedOutText(errorCode(r.body)));
+            return false;
+          }
+          if (r.ok && r.body && typeof r.body.uid === 'string' && auth.uid && r.body.uid !== auth.uid) {
+            // Another account signed in in another tab: the cookie is theirs now.
+            endSession('');
+            signedIn(r.body);
+            return true;
+          }
+          return true;
+        });
+      }
+      return auth.checking;
+    }
+
+    function setBusy(busy) {
+      auth.busy = busy;
+      els.login.disabled = busy;
+      els.signup.disabled = busy;
+    }
+
+    /** Log in or sign up with what the box holds. */
+    function submitAuth(path) {
+      if (auth.busy || auth.state !== 'out') return;
+      var user = els.authUser.value.trim();
+      var password = els.authPassword.value;
+      if (user === '' || password === '') {
+        els.authError.textContent = user === '' ? 'Enter your name' : 'Enter your password';
+        (user === '' ? els.authUser : els.authPassword).focus();
+        return;
+      }
+      setBusy(true);
+      els.authError.textContent = '';
+      var gen = auth.gen;
+      authPost(path, { user: user, password: password }).then(function (r) {
+        if (gen !== auth.gen || auth.state !== 'out') return;
+        setBusy(false);
+        if (r.ok && r.body && typeof r.body.name === 'string') {
+          signedIn(r.body);
+          return;
+        }
+        els.authError.textContent = authErrorText(r, password);
+        var code = errorCode(r.body);
+        if (code === 'bad_credentials' || code === 'bad_password') {
+          els.authPassword.value = '';
+          els.authPassword.focus();
+        } else if (code === 'name_taken' || code === 'bad_user') {
+          els.authUser.focus();
+        }
+      });
+    }
+
+    els.authForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      submitAuth('/auth/login');
+    });
+    els.signup.addEventListener('click', function () { submitAuth('/auth/signup'); });
+    els.logout.addEventListener('click', function () {
+      if (auth.state !== 'in') return;
+      var name = auth.name;
+      auth.endedBy = 'logout';
+      endSession('Logging out…');
+      setBusy(true);
+      authPost('/auth/logout').then(function (r) {
+        setBusy(false);
+        if (auth.state !== 'out') return;
+        els.authUser.value = name || els.authUser.value;
+        els.authError.textContent = r.ok || r.status === 401 ? 'You logged out.'
+          : 'Could not reach the server to log out; you may still be signed in.';
+      });
+    });
+
     // window.rtchatDebug: the transport's getters, and what the shared page knows.
     var hook = {};
     var shared = {
@@ -1002,7 +1516,13 @@
       rooms: function () { return roomNames(); },
       unread: function () { return Array.from(st.unread).sort(); },
       members: function () { return Array.from(st.members.keys()).filter(function (n) { return st.members.get(n); }).sort(); },
-      typingUsers: function () { return Array.from(st.typing.keys()).sort(); }
+      typingUsers: function () { return Array.from(st.typing.keys()).sort(); },
+      pageConfig: function () { return st.config; },
+      auth: function () {
+        return { mode: auth.mode, state: auth.state, uid: auth.uid, name: auth.name,
+          signIns: auth.signIns, signOuts: auth.signOuts, endedBy: auth.endedBy };
+      },
+      stick: function () { return st.stick; }
     };
     Object.keys(shared).forEach(function (k) {
       Object.defineProperty(hook, k, { enumerable: true, get: shared[k] });
@@ -1020,6 +1540,9 @@
       setStatus: setStatus,
       line: line,
       showError: function (msg) { composer.showError(msg); },
+      /** The page cannot send at all (no client library): the composer is off. */
+      disableComposer: function () { composer.setDisabled(true); },
+      config: loadConfig,
       render: render,
       loaded: loaded,
       activity: activity,
@@ -1027,7 +1550,11 @@
       typing: typing,
       joined: joined,
       refused: refused,
-      start: start
+      start: start,
+      /** With `--auth token` (known once start() read GET /config). */
+      authRequired: function () { return auth.mode === 'token'; },
+      signedOut: signedOut,
+      checkSession: checkSession
     };
   }
 
@@ -1056,6 +1583,9 @@
     roomPath: roomPath,
     withQuery: withQuery,
     postTyping: postTyping,
+    loadConfig: loadConfig,
+    charCount: charCount,
+    httpsUrl: httpsUrl,
     mountChat: mountChat
   });
 })();

@@ -19,12 +19,18 @@
  * - Presence dot: green while the stream is open, red when it ends or fails.
  * - Reconnects when the stream ends: at once after the first failure, then base, 2×base, …
  *   capped, ±jitter; reset once a snapshot arrives.
- * - Over plain http the browser reads the stream over HTTP/1.1: a note points to HTTPS.
+ * - Over plain http the browser reads the stream over HTTP/1.1: a note points to this page on
+ *   the port the server's HTTPS listener bound (GET /config's `https_port`), or says the
+ *   server has none.
  * - Rooms: `general` is the course's `/msgs`, exactly as above. Any other room is
  *   `/rooms/{room}/msgs?user=<name>` (the same stream; its lines `{"presence":{room, joined,
  *   left}}` and `{"typing":{room, user}}` feed the member list and "… is typing"), posted to
  *   with `POST /rooms/{room}/msgs`; typing goes to `POST /rooms/{room}/typing`. Entering
  *   another room aborts the stream and reads the room's.
+ *
+ * - Accounts (`rtchat serve --auth token`): fetch sends the session cookie. A last line
+ *   `{"revoked":{...}}` / `{"expired":{...}}`, or a 401 on (re)connecting, signs the page out
+ *   (RtChat's signedOut), which aborts the stream (stop()) until it signs in again.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -34,7 +40,6 @@
 
   var C = window.RtChat;
   var STREAM_URL = '/msgs';
-  var HTTPS_PAGE = 'https://localhost:8443/http2';
 
   var cfg = Object.freeze({
     base: C.numParam('base', 1000),
@@ -77,20 +82,29 @@
     }
   }
 
-  function showNote() {
+  function showNote(config) {
     if (!note) return;
     if (window.location.protocol === 'https:') {
       note.hidden = true;
       return;
     }
-    // Built with text nodes only; the address is fixed (the page can't know the HTTPS port).
+    // Built with text nodes only.
     note.textContent = '';
-    note.appendChild(document.createTextNode('Plain http: the stream runs over HTTP/1.1 here. Open '));
-    var a = document.createElement('a');
-    a.href = HTTPS_PAGE;
-    a.textContent = HTTPS_PAGE;
-    note.appendChild(a);
-    note.appendChild(document.createTextNode(' for HTTP/2.'));
+    var port = config && config.https_port;
+    if (typeof port === 'number' && port > 0) {
+      var url = C.httpsUrl(port, '/http2' + window.location.search);
+      note.appendChild(document.createTextNode('Plain http: the stream runs over HTTP/1.1 here. Open '));
+      var a = document.createElement('a');
+      a.id = 'https-link';
+      a.href = url;
+      a.textContent = url;
+      note.appendChild(a);
+      note.appendChild(document.createTextNode(' for HTTP/2.'));
+    } else {
+      note.appendChild(document.createTextNode('Plain http: the stream runs over HTTP/1.1 here. ' +
+        'This server has no HTTPS listener (TLS is off, or its HTTPS port was taken), so ' +
+        'browsers cannot use HTTP/2 with it.'));
+    }
     note.hidden = false;
   }
 
@@ -191,6 +205,10 @@
         ui.typing(room, data.typing.user);
         return null;
       }
+      if (data && (data.revoked || data.expired) && typeof (data.revoked || data.expired) === 'object') {
+        ui.signedOut(data.revoked ? 'revoked' : 'expired'); // the stream ends after it
+        return null;
+      }
     } catch (e) { /* fall through */ }
     state.badLines += 1;
     return null;
@@ -220,8 +238,11 @@
           var body = null;
           try { body = JSON.parse(raw); } catch (e) { body = null; }
           var err = new Error(C.responseError(res, body));
+          if (res.status === 401 && ui.authRequired()) {
+            err.unauthorized = body && typeof body.code === 'string' ? body.code : 'token';
+          }
           // The server refuses the room itself (its name, --max-rooms): no use retrying.
-          err.refused = room !== C.GENERAL && res.status >= 400 && res.status < 500;
+          err.refused = !err.unauthorized && room !== C.GENERAL && res.status >= 400 && res.status < 500;
           throw err;
         });
       }
@@ -280,6 +301,11 @@
       });
     }).catch(function (err) {
       if (gen !== state.gen) return; // the page left the room: aborted on purpose
+      if (err && err.unauthorized) {
+        state.open = false;
+        ui.signedOut(err.unauthorized); // calls stop()
+        return;
+      }
       if (err && err.refused) {
         state.open = false;
         ui.setStatus('error', 'Refused: ' + err.message, 'refused');
@@ -309,6 +335,17 @@
     connect();
   }
 
+  /** Signed out (--auth token): abort the stream and cancel the retry, until the next enter(). */
+  function stop() {
+    state.gen += 1;
+    if (state.abort) state.abort();
+    state.abort = null;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.open = false;
+    state.resume = null;
+  }
+
   function onEnd(err) {
     state.open = false;
     state.resume = null;
@@ -329,6 +366,7 @@
 
   var ui = C.mountChat({
     enter: enter,
+    stop: stop,
     endpoint: streamUrl,
     send: function (room, user, text) { return C.postMessage(streamUrl(room), user, text); },
     // Skip the backoff wait: reconnect now if a reconnect is waiting.
@@ -360,6 +398,6 @@
     }
   });
 
-  showNote();
+  C.loadConfig().then(showNote);
   ui.start();
 })();

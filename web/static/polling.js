@@ -22,6 +22,10 @@
  *   list (polling gets no presence events), and typing is sent (`POST /rooms/{room}/typing`)
  *   but never received: only streaming clients are told who types.
  *
+ * - Accounts (`rtchat serve --auth token`): fetch sends the session cookie; a 401 (the session
+ *   was revoked or expired) signs the page out (RtChat's signedOut), which stops polling
+ *   (stop()) until it signs in again.
+ *
  * Tuning for tests via the page URL: ?interval=MS&step=MS&cap=MS&timeout=S&jitter=F
  * (timeout = the long-poll timeout passed to the server; jitter = fraction, 0.2 default).
  * Read-only debug hook: window.rtchatDebug.
@@ -64,6 +68,7 @@
     nextDelay: null,
     delays: [],          // the last scheduled delays (ms), oldest first, for tests
     more: 0,             // how many responses said `more: true`
+    stopped: false,      // signed out (--auth token): no polling until the next enter()
     gen: 0,              // bumped on entering a room: answers of an older one are dropped
     abort: null,         // aborts the request in flight
     answered: false,     // the current room answered once (the page is in it)
@@ -97,6 +102,7 @@
         if (!res.ok) {
           var err = new Error(C.responseError(res, body));
           err.status = res.status;
+          err.code = body && typeof body.code === 'string' ? body.code : '';
           throw err;
         }
         if (body === null || typeof body !== 'object' || !Array.isArray(body.msg)) {
@@ -132,6 +138,7 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.nextDelay = null;
+    if (state.stopped) return; // signed out
     if (state.inFlight) { state.pollSoon = true; return; }
     if (isHidden()) return;
 
@@ -167,6 +174,7 @@
 
   /** Follow another room (or the same one under a new name): drop the poll in flight, start over. */
   function enter(room) {
+    state.stopped = false;
     state.gen += 1;
     if (state.abort) state.abort();
     state.abort = null;
@@ -234,7 +242,24 @@
     schedule(delay);
   }
 
+  /** Signed out (--auth token): drop the poll in flight and poll no more until the next enter(). */
+  function stop() {
+    state.stopped = true;
+    state.gen += 1;
+    if (state.abort) state.abort();
+    state.abort = null;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.nextDelay = null;
+    state.inFlight = false;
+    state.pollSoon = false;
+  }
+
   function onFailure(err) {
+    if (err && err.status === 401 && ui.authRequired()) {
+      ui.signedOut(err.code); // calls stop()
+      return;
+    }
     state.failures += 1;
     state.resync = true;
     state.pollSoon = false;
@@ -273,6 +298,7 @@
 
   var ui = C.mountChat({
     enter: enter,
+    stop: stop,
     endpoint: pollUrl,
     send: function (room, user, text) {
       return C.postMessage(pollUrl(room), user, text).then(function (result) {

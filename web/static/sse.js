@@ -3,7 +3,7 @@
  *
  * - Every message is one event: `id:` its position `EPOCH:ID` (the epoch of the server's
  *   history, then the message id), `data:` the message JSON. A fresh stream brings the
- *   history first (oldest first), then the live messages. The page shows them newest first,
+ *   history first (oldest first), then the live messages. The page shows them newest at the bottom,
  *   the newest 50.
  * - EventSource reconnects by itself and sends `Last-Event-ID` (`EPOCH:ID`); the server
  *   answers with exactly the messages after it. After a reconnect a status line says where
@@ -22,6 +22,15 @@
  *   `{room, joined, left}` and `event: typing` `{room, user}`), posts go to
  *   `POST /rooms/{room}/poll`, typing to `POST /rooms/{room}/typing`. Entering another room
  *   closes the EventSource and opens the room's.
+ *
+ * - "Reconnect now" (offered while offline): closes the EventSource and opens a new one at
+ *   once, resuming after the newest id held (`?since=&epoch=`), instead of waiting out the
+ *   browser's `retry:` delay or the page's backoff.
+ *
+ * - Accounts (`rtchat serve --auth token`): EventSource sends the session cookie. A final
+ *   `event: revoked` / `event: expired` signs the page out (the EventSource is closed, no
+ *   reconnect); when the browser gives up on a stream (a 401 is not visible to the page), the
+ *   shared page asks whether the session still holds (RtChat's checkSession).
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -54,6 +63,7 @@
     truncatedAfter: null,
     failures: 0,       // consecutive failed connections of our own EventSources
     recreated: 0,      // EventSources the page opened after the browser gave up
+    reconnects: 0,     // "Reconnect now": EventSources opened at once instead of waiting
     timer: null,
     delays: [],
     lastError: ''
@@ -162,6 +172,13 @@
   function probeRefusal(url, room) {
     var ctl = new AbortController();
     return fetch(url, { cache: 'no-store', signal: ctl.signal }).then(function (res) {
+      if (res.status === 401 && ui.authRequired()) {
+        // Not the room: the session (--auth token).
+        return res.json().catch(function () { return null; }).then(function (body) {
+          ui.signedOut(body && body.code);
+          return true;
+        });
+      }
       if (res.status < 400 || res.status >= 500) {
         ctl.abort();
         return false;
@@ -187,6 +204,8 @@
     // CLOSED: the browser gave up (an HTTP error or a wrong content type). Start over.
     es.close();
     state.es = null;
+    // With accounts, maybe a 401: the shared page asks, and signs out (stop()) if so.
+    if (ui.authRequired()) ui.checkSession();
     state.failures += 1;
     state.lastError = 'the event stream failed';
     var delay = C.backoffDelay(state.failures, cfg);
@@ -230,6 +249,17 @@
     es.addEventListener('resumed', onResumed);
     es.addEventListener('presence', function (ev) { ui.presence(room, dataOf(ev)); });
     es.addEventListener('typing', function (ev) { ui.typing(room, dataOf(ev).user); });
+    // --auth token: the server ended the session (logout, expiry); the stream ends after it.
+    es.addEventListener('revoked', function () { if (state.es === es) ui.signedOut('revoked'); });
+    es.addEventListener('expired', function () { if (state.es === es) ui.signedOut('expired'); });
+  }
+
+  /** Signed out: close the stream and cancel the retry, until the next enter(). */
+  function stop() {
+    clearTimeout(state.timer);
+    state.timer = null;
+    if (state.es) state.es.close();
+    state.es = null;
   }
 
   /** Follow another room (or the same one under a new name): a new EventSource, a fresh history. */
@@ -252,12 +282,22 @@
 
   var ui = C.mountChat({
     enter: enter,
+    stop: stop,
     endpoint: eventsUrl,
     send: function (room, user, text) {
       return C.postMessage(room === C.GENERAL ? POST_URL : C.roomPath(room, 'poll'), user, text);
       // The new message arrives as the next event.
     },
     typing: C.postTyping,
+    // Skip the wait (the browser's own retry, or the page's backoff): a new EventSource now.
+    reconnect: function () {
+      if (state.es && state.es.readyState === EventSource.OPEN) return;
+      if (state.es) state.es.close();
+      state.es = null;
+      state.reconnects += 1;
+      ui.setStatus('connecting', 'Reconnecting to ' + eventsUrl(ui.room) + '…', 'connecting');
+      open();
+    },
     debug: {
       get readyState() { return state.es ? state.es.readyState : EventSource.CLOSED; },
       get epoch() { return state.epoch; },
@@ -269,6 +309,7 @@
       get truncated() { return state.truncated; },
       get failures() { return state.failures; },
       get recreated() { return state.recreated; },
+      get reconnects() { return state.reconnects; },
       get delays() { return state.delays.slice(); },
       get count() { return state.messages.length; },
       config: cfg

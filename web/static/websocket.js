@@ -27,6 +27,11 @@
  *   member list and "… is typing". A reconnect in a room opens
  *   /ws?rooms=<room>&user=<name>[&since=N&epoch=E], so it resumes like general does.
  *
+ * - Accounts (`rtchat serve --auth token`): the browser sends the session cookie with the
+ *   upgrade. A close 4005 "token revoked" or 4001 "token expired" signs the page out (no
+ *   reconnect); a connection refused before it opened (a 401 shows as 1006) has the shared page
+ *   ask whether the session still holds (RtChat's checkSession) while it retries.
+ *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
  */
@@ -51,6 +56,7 @@
     failures: 0,
     connects: 0,
     opens: 0,
+    opened: false,      // the current connection opened (else its close is a refusal)
     histories: 0,       // history frames received
     frames: 0,          // msg frames received
     errors: 0,          // error frames received
@@ -272,6 +278,7 @@
     state.urls.push(url);
     if (state.urls.length > 20) state.urls.shift();
     var ws;
+    state.opened = false;
     try {
       ws = new WebSocket(url, [PROTOCOL]);
     } catch (e) {
@@ -283,6 +290,7 @@
     ws.addEventListener('open', function () {
       if (state.ws !== ws) return;
       state.open = true;
+      state.opened = true;
       state.opens += 1;
       state.failures = 0;
       ui.setStatus('ok', 'Connected: WebSocket ' + PATH + ' (subprotocol ' +
@@ -304,14 +312,24 @@
     // 'error' is always followed by 'close'.
   }
 
+  /** The server ended the connection's session: 4001 "token expired", 4005 "token revoked". */
+  var AUTH_CLOSE = { 4001: 'expired', 4005: 'revoked' };
+
   function onClose(ev) {
     state.ws = null;
     state.open = false;
     state.resume = null;
-    state.failures += 1;
     state.lastClose = { code: ev.code, reason: ev.reason || '' };
     state.control.clear();
     failAllPending('The connection closed before the server answered; please send again');
+    if (AUTH_CLOSE[ev.code]) {
+      ui.signedOut(AUTH_CLOSE[ev.code]); // stops the page: no reconnect
+      return;
+    }
+    state.failures += 1;
+    // Refused before it opened: with accounts, maybe for the token (the upgrade's 401 is not
+    // visible to the page). The shared page asks, and signs out if so.
+    if (!state.opened && ui.authRequired()) ui.checkSession();
     var delay = C.backoffDelay(state.failures, cfg);
     state.delays.push(delay);
     if (state.delays.length > 50) state.delays.shift();
@@ -351,6 +369,19 @@
     } // else: waiting to reconnect; it will open in `room`
   }
 
+  /** Signed out: close the connection and cancel the retry, until the next enter(). */
+  function stop() {
+    clearTimeout(state.timer);
+    state.timer = null;
+    var ws = state.ws;
+    state.ws = null;
+    state.open = false;
+    state.resume = null;
+    state.control.clear();
+    failAllPending('Signed out');
+    if (ws) ws.close();
+  }
+
   function send(room, user, text) {
     var ws = state.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
@@ -371,6 +402,7 @@
 
   var ui = C.mountChat({
     enter: enter,
+    stop: stop,
     send: send,
     // Skip the backoff wait: open the next connection now (unless one is opening already).
     reconnect: function () {

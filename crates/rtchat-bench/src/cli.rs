@@ -23,7 +23,8 @@ pub enum BenchCommand {
     Idle(IdleArgs),
     /// C concurrent posters: acknowledged posts per second.
     Post(PostArgs),
-    /// Draws the latency distributions of saved `fanout --json` results into one SVG.
+    /// Draws the latency distributions of saved `fanout --json` results into one SVG; the
+    /// legend names each run with its transport, subscribers, rate and p99.
     Plot(PlotArgs),
     /// Head-of-line blocking: N `/msgs` streams over ONE HTTP/2 or HTTP/3 (`--http3`)
     /// connection, latency of every delivery (bench/hol.sh runs it through a lossy network).
@@ -115,6 +116,16 @@ pub struct FanoutArgs {
     /// WebSocket subscribers offer permessage-deflate (RFC 7692), as browsers do.
     #[arg(long)]
     pub deflate: bool,
+
+    /// For a server with `--auth token`: every subscriber and post carries this token, whose
+    /// name must be `bench` (the posts' user), e.g. `rtchat token --user bench --name bench`.
+    #[arg(
+        long,
+        value_name = "JWT",
+        env = "RTCHAT_BENCH_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 
     /// Spread subscribers and posts over this many rooms (`bench-<run id>-0`...; subscriber i
     /// and message i in room i % N). 1: one room of the run's own, `bench-<run id>`, never the

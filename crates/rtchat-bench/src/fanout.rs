@@ -35,6 +35,9 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     let mut bench_cpu = CpuMeter::start(None);
     let mut server_cpu = target.pid.map(|p| CpuMeter::start(Some(p)));
     transport::ws::offer_deflate(args.deflate);
+    if let Some(token) = &args.token {
+        transport::use_token(token.clone());
+    }
     let mut wire_start = transport::ws::wire_bytes();
     let shared = Arc::new(Shared::default());
     let run_id = transport::new_run_id();
@@ -65,6 +68,8 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
             server_pid: target.pid,
             ..Resources::default()
         },
+
+        run_info: Default::default(),
     };
     let last = if transport::needs_last(args.transport) {
         match transport::fetch_last(&target).await {
@@ -204,6 +209,7 @@ pub async fn run(args: &FanoutArgs, target: Target, label: String, url: String) 
     if let Some((s, p)) = server_cpu.and_then(|m| m.used()) {
         report.resources.server_cpu_s = Some(s);
         report.resources.server_cpu_percent = Some(p);
+        report.resources.server_system_cpu_s = server_cpu.and_then(|m| m.system());
     }
     report.resources.server_rss_kib = (rss_max > 0).then_some(rss_max);
     let wire = transport::ws::wire_bytes() - wire_start;

@@ -105,6 +105,7 @@ pub async fn run(args: &IdleArgs, target: Target, label: String, url: String) ->
         kernel_slab_kib_per_socket: per_socket(kernel_before.slab_kib, kernel_with.slab_kib),
         fanout,
         room_names: setup.rooms.clone(),
+        run_info: Default::default(),
     }
 }
 

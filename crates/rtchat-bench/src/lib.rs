@@ -10,6 +10,10 @@
 //! The clients are deliberately small (a hand-written HTTP/1.1 reader, WebSocket frame
 //! reader and Engine.IO handshake on tokio) so that one process drives 10,000 connections
 //! with little CPU; each report says how much CPU the bench itself used.
+//!
+//! Every result (`--json` and the table) records how it was measured ([`runinfo`]): rtchat's
+//! version and git commit, the server's command line (or what is known of a `--url` server),
+//! and the machine with its load average at the start and the end of the run.
 
 pub mod cli;
 pub mod fanout;
@@ -18,6 +22,7 @@ pub mod idle;
 pub mod post;
 pub mod record;
 pub mod report;
+pub mod runinfo;
 pub mod swarm;
 pub mod sys;
 pub mod target;
@@ -50,7 +55,19 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::Hol(a) => return Ok(hol::run(a)),
     };
     sys::raise_nofile_limit();
-    let (target, _spawned) = resolve_target(&common)?;
+    let mut machine = runinfo::Machine::read();
+    let (target, spawned) = resolve_target(&common)?;
+    let server_info = match &spawned {
+        Some(server) => {
+            runinfo::ServerInfo::spawned(server.argv.clone(), target.addr, &target.host)
+        }
+        None => runinfo::ServerInfo::external(target.pid, target.addr, &target.host),
+    };
+    // The build, the server and the machine, with the load average at the end of the run.
+    let mut run_info = move || {
+        machine.loadavg_end = runinfo::loadavg();
+        runinfo::RunInfo::new(server_info.clone(), machine.clone())
+    };
     let url = format!("http://{}", target.host);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(common.threads.into())
@@ -83,14 +100,17 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
                 .label
                 .clone()
                 .unwrap_or_else(|| default_label(a.transport.name()));
-            let report = runtime.block_on(fanout::run(&a, target, label, url));
+            let mut report = runtime.block_on(fanout::run(&a, target, label, url));
+            report.run_info = run_info();
             if let Some(path) = &a.plot {
                 report::plot(
                     path,
                     "Fan-out latency (post to receipt)",
-                    &[(report.label.clone(), report.latency.clone())],
+                    &[(report.legend(), report.latency.clone())],
                 )
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                // Not on stdout, which may be the JSON result.
+                eprintln!("wrote {}", path.display());
             }
             output(&report, common.json, FanoutReport::print_table)?;
             report.timed_out
@@ -112,7 +132,8 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
                     eprintln!("{warning}");
                 }
             }
-            let report = runtime.block_on(idle::run(&a, target, label, url));
+            let mut report = runtime.block_on(idle::run(&a, target, label, url));
+            report.run_info = run_info();
             output(&report, common.json, report::IdleReport::print_table)?;
             report.timed_out
         }
@@ -124,7 +145,8 @@ fn run_inner(args: BenchArgs) -> Result<ExitCode, String> {
                 .label
                 .clone()
                 .unwrap_or_else(|| default_label("post"));
-            let report = runtime.block_on(post::run(&a, target, label, url));
+            let mut report = runtime.block_on(post::run(&a, target, label, url));
+            report.run_info = run_info();
             output(&report, common.json, report::PostReport::print_table)?;
             report.timed_out
         }
@@ -175,8 +197,10 @@ fn plot_files(args: &cli::PlotArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let report: FanoutReport = serde_json::from_str(&text)
             .map_err(|e| format!("{} is not a fanout --json result: {e}", path.display()))?;
-        runs.push((report.label, report.latency));
+        runs.push((report.legend(), report.latency));
     }
     report::plot(&args.out, &args.title, &runs)
-        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))
+        .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
 }

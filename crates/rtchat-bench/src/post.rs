@@ -112,6 +112,7 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
     if let Some((s, p)) = server_cpu.and_then(|m| m.used()) {
         resources.server_cpu_s = Some(s);
         resources.server_cpu_percent = Some(p);
+        resources.server_system_cpu_s = server_cpu.and_then(|m| m.system());
     }
     if let Some((s, p)) = bench_cpu.used() {
         resources.bench_cpu_s = Some(s);
@@ -133,5 +134,6 @@ pub async fn run(args: &PostArgs, target: Target, label: String, url: String) ->
         timed_out,
         resources,
         room,
+        run_info: Default::default(),
     }
 }

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::Path;
 
+use crate::runinfo::RunInfo;
 use crate::sys::ConnectionLimits;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
@@ -87,6 +88,9 @@ pub struct Resources {
     pub server_cpu_s: Option<f64>,
     /// CPU percentage of one core the server used (when its pid is known).
     pub server_cpu_percent: Option<f64>,
+    /// Of `server_cpu_s`, the seconds spent in the kernel (system time): the socket work.
+    #[serde(default)]
+    pub server_system_cpu_s: Option<f64>,
     /// The server's largest resident memory seen, in KiB.
     pub server_rss_kib: Option<u64>,
     /// Bytes the bench's WebSocket connections read from their sockets while messages
@@ -145,6 +149,9 @@ pub struct FanoutReport {
     pub timed_out: bool,
     /// CPU and memory.
     pub resources: Resources,
+    /// The build, the server's options and the machine (absent in results of older builds).
+    #[serde(default)]
+    pub run_info: RunInfo,
 }
 
 /// The result of `rtchat bench idle`.
@@ -194,6 +201,9 @@ pub struct IdleReport {
     /// transports (room `general`).
     #[serde(default)]
     pub room_names: Vec<String>,
+    /// The build, the server's options and the machine (absent in results of older builds).
+    #[serde(default)]
+    pub run_info: RunInfo,
 }
 
 /// One message fanned out to every idle connection (`rtchat bench idle --fanout`).
@@ -239,6 +249,9 @@ pub struct PostReport {
     /// The room posted to (`bench-<run id>`, or `general` with `--general`).
     #[serde(default)]
     pub room: String,
+    /// The build, the server's options and the machine (absent in results of older builds).
+    #[serde(default)]
+    pub run_info: RunInfo,
 }
 
 /// The rooms a run used, for the human table.
@@ -267,7 +280,13 @@ fn resources_rows(r: &Resources, rows: &mut Vec<(&'static str, String)>) {
         rows.push((
             "server CPU",
             match (r.server_cpu_s, r.server_cpu_percent) {
-                (Some(s), Some(p)) => format!("{s:.2} s ({p:.0}% of one core)"),
+                (Some(s), Some(p)) => match r.server_system_cpu_s {
+                    Some(k) if s > 0.0 => format!(
+                        "{s:.2} s ({p:.0}% of one core; {:.0}% of it in the kernel)",
+                        100.0 * k / s
+                    ),
+                    _ => format!("{s:.2} s ({p:.0}% of one core)"),
+                },
                 (None, Some(p)) => format!("{p:.0}% of one core"),
                 _ => "-".to_owned(),
             },
@@ -332,6 +351,7 @@ impl FanoutReport {
         }
         rows.push(("elapsed", format!("{:.2} s", self.elapsed_s)));
         resources_rows(&self.resources, &mut rows);
+        self.run_info.rows(&mut rows);
         if self.timed_out {
             rows.push(("TIMED OUT", "figures are partial".to_owned()));
         }
@@ -407,6 +427,7 @@ impl IdleReport {
             ),
         ));
         resources_rows(&self.resources, &mut rows);
+        self.run_info.rows(&mut rows);
         if self.timed_out {
             rows.push(("TIMED OUT", "figures are partial".to_owned()));
         }
@@ -433,6 +454,7 @@ impl PostReport {
             rows.push(("first error", e.clone()));
         }
         resources_rows(&self.resources, &mut rows);
+        self.run_info.rows(&mut rows);
         if self.timed_out {
             rows.push(("TIMED OUT", "figures are partial".to_owned()));
         }
@@ -440,7 +462,40 @@ impl PostReport {
     }
 }
 
-/// Draws each run's latency distribution (x: percentile, in nines; y: ms, log scale).
+/// The Okabe–Ito colours (readable on white and by colour-blind readers), without its yellow.
+const OKABE_ITO: [(u8, u8, u8); 7] = [
+    (0x00, 0x72, 0xB2), // blue
+    (0xD5, 0x5E, 0x00), // vermillion
+    (0x00, 0x9E, 0x73), // bluish green
+    (0xE6, 0x9F, 0x00), // orange
+    (0xCC, 0x79, 0xA7), // reddish purple
+    (0x56, 0xB4, 0xE9), // sky blue
+    (0x00, 0x00, 0x00), // black
+];
+
+/// The colour of run number `i`.
+fn series_color(i: usize) -> RGBColor {
+    let (r, g, b) = OKABE_ITO[i % OKABE_ITO.len()];
+    RGBColor(r, g, b)
+}
+
+impl FanoutReport {
+    /// The run's line in a plot's legend: its label, settings and p99.
+    pub fn legend(&self) -> String {
+        let p99 = if self.latency.count == 0 {
+            "no latency recorded".to_owned()
+        } else {
+            format!("p99 {:.1} ms", self.latency.p99_ms)
+        };
+        format!(
+            "{} ({}, {} subscribers, {} msg/s): {p99}",
+            self.label, self.transport, self.subscribers, self.rate
+        )
+    }
+}
+
+/// Draws each run's latency distribution (x: percentile, in nines; y: ms, log scale); the
+/// legend shows `runs`' names (see [`FanoutReport::legend`]).
 pub fn plot(path: &Path, title: &str, runs: &[(String, Latency)]) -> io::Result<()> {
     let err = |e: Box<dyn std::error::Error>| io::Error::other(e.to_string());
     let max_ms = runs
@@ -478,22 +533,38 @@ pub fn plot(path: &Path, title: &str, runs: &[(String, Latency)]) -> io::Result<
         .draw()
         .map_err(|e| err(Box::new(e)))?;
     for (i, (label, latency)) in runs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let points = latency.distribution.iter().map(|[p, ms]| {
-            let nines = if *p >= 100.0 {
-                4.0
-            } else {
-                -(1.0 - p / 100.0).log10()
-            };
-            (nines.min(4.0), ms.max(min_ms * 0.8))
+        let color = series_color(i);
+        let style = color.stroke_width(2);
+        let points: Vec<(f64, f64)> = latency
+            .distribution
+            .iter()
+            .map(|[p, ms]| {
+                let nines = if *p >= 100.0 {
+                    4.0
+                } else {
+                    -(1.0 - p / 100.0).log10()
+                };
+                (nines.min(4.0), ms.max(min_ms * 0.8))
+            })
+            .collect();
+        // Past the palette the colours come round again, dashed.
+        let dashed = i >= OKABE_ITO.len();
+        let anno = if dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points, 8, 5, style))
+                .map_err(|e| err(Box::new(e)))?
+        } else {
+            chart
+                .draw_series(LineSeries::new(points, style))
+                .map_err(|e| err(Box::new(e)))?
+        };
+        // A legend line is two strokes: with a gap between them for a dashed series.
+        let gap = if dashed { 4 } else { 0 };
+        anno.label(label.as_str()).legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (10 - gap, 0)], style)
+                + PathElement::new(vec![(10 + gap, 0), (20, 0)], style)
         });
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| err(Box::new(e)))?
-            .label(label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
     }
     chart
         .configure_series_labels()

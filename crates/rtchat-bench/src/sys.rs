@@ -40,6 +40,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU seconds (user + system) a process has used so far; `None` is this process.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// CPU seconds a process has used so far in user space and in the kernel (`utime`, `stime`);
+/// `None` is this process.
+pub fn cpu_times(pid: Option<u32>) -> Option<(f64, f64)> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/stat"),
         None => "/proc/self/stat".to_owned(),
@@ -52,14 +58,15 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((utime + stime) / ticks.max(1.0))
+    Some((utime / ticks.max(1.0), stime / ticks.max(1.0)))
 }
 
 /// Measures the CPU a process uses between [`CpuMeter::start`] and [`CpuMeter::percent`].
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMeter {
     pid: Option<u32>,
-    cpu: Option<f64>,
+    /// (user, system) seconds at the start.
+    cpu: Option<(f64, f64)>,
     wall: Instant,
 }
 
@@ -68,17 +75,25 @@ impl CpuMeter {
     pub fn start(pid: Option<u32>) -> CpuMeter {
         CpuMeter {
             pid,
-            cpu: cpu_seconds(pid),
+            cpu: cpu_times(pid),
             wall: Instant::now(),
         }
     }
 
     /// CPU seconds used since the start, and that as a percentage of one core.
     pub fn used(&self) -> Option<(f64, f64)> {
-        let now = cpu_seconds(self.pid)?;
-        let cpu = now - self.cpu?;
+        let (user, system) = cpu_times(self.pid)?;
+        let (user0, system0) = self.cpu?;
+        let cpu = (user - user0) + (system - system0);
         let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
         Some((cpu, 100.0 * cpu / wall))
+    }
+
+    /// The CPU seconds of [`CpuMeter::used`] spent in the kernel (system time: system calls,
+    /// socket copies, and on loopback much of the TCP work for both ends).
+    pub fn system(&self) -> Option<f64> {
+        let (_, system) = cpu_times(self.pid)?;
+        Some(system - self.cpu?.1)
     }
 }
 

@@ -68,6 +68,8 @@ pub struct SpawnedServer {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// Its command line (the executable, then the arguments).
+    pub argv: Vec<String>,
 }
 
 impl SpawnedServer {
@@ -114,7 +116,9 @@ impl SpawnedServer {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Ok(SpawnedServer { child, url })
+        let mut argv = vec![exe.display().to_string()];
+        argv.extend(args);
+        Ok(SpawnedServer { child, url, argv })
     }
 
     /// The server's process id.

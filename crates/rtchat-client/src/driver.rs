@@ -8,6 +8,7 @@ use reqwest::Url;
 use rtchat_protocol::http::{EVENTS, MSGS, POLL, WS};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::Auth;
 use crate::{
     http, socketio, tls, ws, Error, Event, Message, Options, Page, PostCmd, State, Transport,
 };
@@ -22,6 +23,8 @@ pub(crate) struct Ctx {
     /// For `wss://` (no ALPN).
     pub tls: Arc<rustls::ClientConfig>,
     pub options: Options,
+    /// The credentials and current token, with [`Options::credentials`].
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl Ctx {
@@ -59,13 +62,29 @@ impl Ctx {
                 .map_err(|e| Error::Tls(describe(&e)))?;
             http::Http::Tcp(client)
         };
-        Ok(Ctx {
+        let mut ctx = Ctx {
             transport,
             base,
             http,
             tls: Arc::new(tls),
             options,
-        })
+            auth: None,
+        };
+        if let Some(credentials) = ctx.options.credentials.clone() {
+            ctx.auth = Some(Arc::new(Auth::new(
+                credentials,
+                ctx.http.clone(),
+                ctx.url(crate::auth::LOGIN)?,
+                ctx.url(crate::auth::REFRESH)?,
+                ctx.options.request_timeout,
+            )));
+        }
+        Ok(ctx)
+    }
+
+    /// The current token, with credentials.
+    pub fn jwt(&self) -> Option<String> {
+        self.auth.as_ref().and_then(|a| a.jwt())
     }
 
     /// `base + path` (path starts with `/`, may carry a query).
@@ -229,6 +248,31 @@ pub(crate) enum Session {
 #[derive(Debug)]
 pub(crate) struct Closed;
 
+/// `--auth token`: why the server ended a connection for its token (WebSocket close 4001 or
+/// 4005, Socket.IO `auth:expired` or `auth:revoked`, SSE `expired` or `revoked`, the last
+/// `/msgs` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthEnd {
+    /// The token expired and was not refreshed in time.
+    Expired(String),
+    /// The token was revoked (a logout, an administrator).
+    Revoked(String),
+}
+
+impl std::fmt::Display for AuthEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, reason) = match self {
+            AuthEnd::Expired(reason) => ("the token expired", reason),
+            AuthEnd::Revoked(reason) => ("the token was revoked", reason),
+        };
+        if reason.is_empty() {
+            write!(f, "{what}")
+        } else {
+            write!(f, "{what} ({reason})")
+        }
+    }
+}
+
 impl Session {
     /// Connects; `resume` is where the client stands (then there is no history).
     async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
@@ -309,6 +353,8 @@ pub(crate) struct Sink {
     /// The epoch of the history `last` belongs to, once the server named it.
     pub epoch: Option<String>,
     catch_up: Option<CatchUp>,
+    /// Set by a session the server ended because of its token.
+    pub auth_end: Option<AuthEnd>,
 }
 
 struct CatchUp {
@@ -317,7 +363,7 @@ struct CatchUp {
 }
 
 impl Sink {
-    async fn emit(&self, event: Result<Event, Error>) -> Result<(), Closed> {
+    pub(crate) async fn emit(&self, event: Result<Event, Error>) -> Result<(), Closed> {
         self.tx.send(event).await.map_err(|_| Closed)
     }
 
@@ -440,6 +486,7 @@ pub(crate) async fn run(
         last: ctx.options.resume_after.unwrap_or(0),
         epoch: None,
         catch_up: None,
+        auth_end: None,
     };
     let opened = match Session::open(&ctx, resume.as_ref()).await {
         Ok(opened) => opened,
@@ -470,7 +517,20 @@ pub(crate) async fn run(
         let Ok(reason) = session.run(&ctx, &mut sink, &mut posts).await else {
             return;
         };
-        match reconnect(&ctx, &mut sink, reason).await {
+        // The server ended the connection for its token: go on with a fresh one at once,
+        // or tell the caller why not.
+        let immediate = match sink.auth_end.take() {
+            None => false,
+            Some(end) => match after_auth_end(&ctx, end).await {
+                Ok(()) => true,
+                Err(e) => {
+                    let _ = sink.state(State::Disconnected { reason }).await;
+                    let _ = sink.emit(Err(e)).await;
+                    return;
+                }
+            },
+        };
+        match reconnect(&ctx, &mut sink, reason, immediate).await {
             Ok(Some(next)) => session = next,
             Ok(None) | Err(Closed) => return,
         }
@@ -489,16 +549,47 @@ async fn connected(
     Ok(())
 }
 
-/// Reports the loss, then tries again after each backoff delay until a connection resumes;
-/// `None` when the backoff gave up (reported as [`Error::GaveUp`]).
-async fn reconnect(ctx: &Ctx, sink: &mut Sink, reason: String) -> Result<Option<Session>, Closed> {
+/// A connection ended for its token: `Ok` when the client holds (or got) a token to go on
+/// with, else the error for the caller.
+async fn after_auth_end(ctx: &Ctx, end: AuthEnd) -> Result<(), Error> {
+    let Some(auth) = &ctx.auth else {
+        return Ok(()); // no token of ours: not ours to judge
+    };
+    match end {
+        AuthEnd::Expired(reason) => {
+            if auth.token().is_some_and(|t| !t.expired()) {
+                return Ok(()); // refreshed meanwhile
+            }
+            match auth.renew().await {
+                Ok(Some(_)) => Ok(()),
+                _ => Err(Error::TokenExpired(reason)),
+            }
+        }
+        AuthEnd::Revoked(reason) => match auth.after_revocation().await {
+            Ok(true) => Ok(()),
+            _ => Err(Error::TokenRevoked(reason)),
+        },
+    }
+}
+
+/// Reports the loss, then tries again after each backoff delay (the first at once when
+/// `immediate`) until a connection resumes; `None` when the backoff gave up (reported as
+/// [`Error::GaveUp`]) or the server refused the client's token (reported as it is).
+async fn reconnect(
+    ctx: &Ctx,
+    sink: &mut Sink,
+    reason: String,
+    immediate: bool,
+) -> Result<Option<Session>, Closed> {
     sink.state(State::Disconnected {
         reason: reason.clone(),
     })
     .await?;
     let mut last_error = reason;
     let mut attempt = 0u32;
-    for delay in ctx.options.backoff.delays() {
+    let mut renewed = false;
+    let first = immediate.then_some(std::time::Duration::ZERO);
+    for delay in first.into_iter().chain(ctx.options.backoff.delays()) {
         attempt += 1;
         sink.state(State::Reconnecting { attempt, delay }).await?;
         tokio::time::sleep(delay).await;
@@ -506,6 +597,20 @@ async fn reconnect(ctx: &Ctx, sink: &mut Sink, reason: String) -> Result<Option<
             Ok(opened) => {
                 connected(sink, opened.via, Some(opened.catch_up)).await?;
                 return Ok(Some(opened.session));
+            }
+            // The token is refused: trying it again will not help. A fresh one, once.
+            Err(e @ (Error::Unauthorized { .. } | Error::Forbidden { .. })) => {
+                let auth = ctx.auth.as_ref().filter(|_| !renewed);
+                let fresh = match auth {
+                    Some(auth) => matches!(auth.renew().await, Ok(Some(_))),
+                    None => false,
+                };
+                if !fresh {
+                    sink.emit(Err(e)).await?;
+                    return Ok(None);
+                }
+                renewed = true;
+                last_error = e.to_string();
             }
             Err(e) => last_error = e.to_string(),
         }

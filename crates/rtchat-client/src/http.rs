@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Position, Session, Sink};
+use crate::driver::{describe, AuthEnd, CatchUpEnd, Closed, Ctx, Opened, Position, Session, Sink};
 use crate::h3::H3Client;
 use crate::{epoch_of, valid_epoch, Error, Message, Page, Transport};
 use rtchat_protocol::http::{sse_event, EVENTS, LAST_EVENT_ID, MSGS, POLL};
@@ -31,7 +31,7 @@ pub(crate) enum Res {
 
 impl Http {
     /// Sends a request and returns the answer's head (the body is read from the [`Res`]).
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -101,6 +101,30 @@ fn error_text(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
 }
 
+/// The `code` of a JSON error body.
+fn error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
+}
+
+/// A refusal for want of a good token (`401`), or of a post under another name than the
+/// token's (`403` with a `code`): [`Error::Unauthorized`], [`Error::Forbidden`].
+pub(crate) fn auth_refusal(status: u16, body: &[u8]) -> Option<Error> {
+    let code = error_code(body);
+    match status {
+        401 => Some(Error::Unauthorized {
+            code,
+            message: error_text(body),
+        }),
+        403 if code.is_some() => Some(Error::Forbidden {
+            code: code.unwrap_or_default(),
+            message: error_text(body),
+        }),
+        _ => None,
+    }
+}
+
 /// Fails on a non-2xx answer, with the server's error text.
 async fn check(res: Res) -> Result<Res, Error> {
     if (200..300).contains(&res.status()) {
@@ -108,19 +132,55 @@ async fn check(res: Res) -> Result<Res, Error> {
     }
     let status = res.status();
     let body = res.bytes().await.unwrap_or_default();
+    if let Some(refused) = auth_refusal(status, &body) {
+        return Err(refused);
+    }
     Err(Error::Status {
         status,
         message: error_text(&body),
     })
 }
 
+/// `Authorization: Bearer` with the client's current token, if it has credentials.
+pub(crate) fn authorize(headers: &mut HeaderMap, token: Option<&str>) {
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        headers.insert(AUTHORIZATION, value);
+    }
+}
+
+/// `POST /auth/login` (`body`) or `/auth/refresh` (`bearer`): the JSON answer, within
+/// `timeout`.
+pub(crate) async fn auth_request(
+    client: &Http,
+    url: &Url,
+    bearer: Option<&str>,
+    body: Option<String>,
+    timeout: Duration,
+) -> Result<Value, Error> {
+    let mut headers = HeaderMap::new();
+    authorize(&mut headers, bearer);
+    if body.is_some() {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    let request = async {
+        let res = client
+            .send(Method::POST, url.clone(), headers, body)
+            .await?;
+        check(res).await?.bytes().await
+    };
+    let body = tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| Error::Timeout)??;
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::Protocol(format!("bad answer from {}: {e}", url.path())))
+}
+
 /// `GET url` as JSON, within `timeout`.
 async fn get_json<T: DeserializeOwned>(ctx: &Ctx, url: Url, timeout: Duration) -> Result<T, Error> {
     let get = async {
-        let res = ctx
-            .http
-            .send(Method::GET, url, HeaderMap::new(), None)
-            .await?;
+        let mut headers = HeaderMap::new();
+        authorize(&mut headers, ctx.jwt().as_deref());
+        let res = ctx.http.send(Method::GET, url, headers, None).await?;
         check(res).await?.bytes().await
     };
     let body = tokio::time::timeout(timeout, get)
@@ -134,6 +194,7 @@ async fn get_json<T: DeserializeOwned>(ctx: &Ctx, url: Url, timeout: Duration) -
 pub(crate) async fn post(
     client: &Http,
     url: &Url,
+    token: Option<&str>,
     user: &str,
     text: &str,
     key: &str,
@@ -141,13 +202,20 @@ pub(crate) async fn post(
     let body = serde_json::json!({ "user": user, "text": text, "key": key }).to_string();
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    authorize(&mut headers, token);
     let res = client
         .send(Method::POST, url.clone(), headers, Some(body))
         .await?;
     let status = res.status();
     let body = res.bytes().await?;
+    if let Some(refused) = auth_refusal(status, &body) {
+        return Err(refused);
+    }
     if (400..500).contains(&status) {
-        return Err(Error::Rejected(error_text(&body)));
+        let retry_after_ms = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("retry_after_ms").and_then(Value::as_u64));
+        return Err(crate::refusal(error_text(&body), retry_after_ms));
     }
     if !(200..300).contains(&status) {
         return Err(Error::Status {
@@ -271,6 +339,7 @@ pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<&Position>) -> Result<
     };
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
+    authorize(&mut headers, ctx.jwt().as_deref());
     let res = ctx
         .http
         .send(Method::GET, ctx.url(&path)?, headers, None)
@@ -335,11 +404,28 @@ impl StreamSession {
                 Ok(None) => return Ok("the stream ended".to_owned()),
                 Err(e) => return Ok(e),
             };
+            // `--auth token`: the last line `{"expired":{"reason"}}` or `{"revoked":...}`.
+            if let Some(end) = stream_end(&line) {
+                let reason = end.to_string();
+                sink.auth_end = Some(end);
+                return Ok(reason);
+            }
             match parse_line(&line) {
                 Ok(page) => sink.apply_page(page).await?,
                 Err(e) => return Ok(e.to_string()),
             }
         }
+    }
+}
+
+/// A `/msgs` line saying the stream's token no longer holds.
+fn stream_end(line: &[u8]) -> Option<AuthEnd> {
+    let value: Value = serde_json::from_slice(line).ok()?;
+    let reason = |v: &Value| v["reason"].as_str().unwrap_or_default().to_owned();
+    if let Some(e) = value.get("expired") {
+        Some(AuthEnd::Expired(reason(e)))
+    } else {
+        value.get("revoked").map(|r| AuthEnd::Revoked(reason(r)))
     }
 }
 
@@ -369,6 +455,7 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Ope
     };
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    authorize(&mut headers, ctx.jwt().as_deref());
     let last_event_id = HeaderValue::from_str(&after.event_id())
         .map_err(|e| Error::Protocol(format!("bad Last-Event-ID: {e}")))?;
     headers.insert(LAST_EVENT_ID, last_event_id);
@@ -430,6 +517,18 @@ async fn on_event(sink: &mut Sink, event: SseEvent) -> Result<Result<(), String>
             sink.reset(last, epoch()).await?
         }
         sse_event::TRUNCATED => sink.truncated().await?,
+        // `--auth token`: the stream's token no longer holds; the stream ends.
+        "expired" | "revoked" => {
+            let reason = data["reason"].as_str().unwrap_or_default().to_owned();
+            let end = if event.event == "expired" {
+                AuthEnd::Expired(reason)
+            } else {
+                AuthEnd::Revoked(reason)
+            };
+            let reason = end.to_string();
+            sink.auth_end = Some(end);
+            return Ok(Err(reason));
+        }
         // `{"after","count","last","epoch"}`: everything missed has been sent.
         sse_event::RESUMED => {
             sink.adopt_epoch(epoch());

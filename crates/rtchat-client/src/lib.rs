@@ -27,9 +27,16 @@
 //! [`State::Reset`]), and every message comes out of [`Client::next`] exactly once and in id
 //! order. Posts carry an idempotency key each and are sent again when their answer was lost
 //! with a connection: the server stores them once (see [`Poster::post`]).
+//!
+//! For a server run with `rtchat serve --auth token`, [`Options::credentials`] gives a token
+//! or an account to log in with ([`Credentials`]): every request and handshake carries the
+//! token, the client gets a fresh one before it expires and hands it to the live connection,
+//! and a token that no longer holds ends the client with a precise error
+//! ([`Error::TokenExpired`], [`Error::TokenRevoked`], [`Error::Unauthorized`]).
 
 #![warn(missing_docs)]
 
+mod auth;
 mod driver;
 mod h3;
 mod http;
@@ -48,6 +55,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use auth::{Credentials, Identity};
 /// One chat message, as every transport carries it.
 pub use rtchat_protocol::Message;
 /// The transports rtchat serves, by the names `--transport` takes.
@@ -123,6 +131,11 @@ pub struct Options {
     /// HTTP/2: one connection carries the transport's stream or polls and the posts. Needs an
     /// `https://` URL and an HTTP transport (poll, longpoll, stream, sse).
     pub http3: bool,
+    /// For a server run with `rtchat serve --auth token`: a token, or an account to log in
+    /// with (see [`Credentials`]). Every request, WebSocket and Socket.IO handshake carries
+    /// the token; the client refreshes it by itself. `None` (the default): no token is sent,
+    /// as before.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for Options {
@@ -136,6 +149,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             resume_after: None,
             http3: false,
+            credentials: None,
         }
     }
 }
@@ -245,6 +259,16 @@ pub enum Error {
     /// The server refused a post (`{"error": ...}`); nothing was stored.
     #[error("{0}")]
     Rejected(String),
+    /// The server refused a post for now: it came faster than the server's post rate limits
+    /// allow. Nothing was stored; the same post (same key) may be sent again after
+    /// `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        /// The server's reason.
+        message: String,
+        /// How long the server asked to wait.
+        retry_after: Duration,
+    },
     /// The connection was lost after a post was sent, and sending it again (with the same
     /// idempotency key) got no answer within [`Options::request_timeout`] either: it may or
     /// may not have been stored.
@@ -264,6 +288,51 @@ pub enum Error {
     /// The client's background task has stopped.
     #[error("the client is closed")]
     Closed,
+    /// The server wants a (good) token: HTTP `401`, a Socket.IO `connect_error` naming a
+    /// token code. `code` is the server's reason (`token_missing`, `token_malformed`,
+    /// `token_bad_signature`, `token_expired`, `token_not_yet_valid`, `token_unknown_key`,
+    /// `token_bad_claims`, `token_revoked`, and from `/auth/login` e.g. `bad_credentials`).
+    #[error("HTTP 401: {message}{}", code_suffix(code.as_deref()))]
+    Unauthorized {
+        /// The server's machine-readable reason, when it gave one.
+        code: Option<String>,
+        /// The server's words.
+        message: String,
+    },
+    /// The server refused a post under another name than the token's (`403`,
+    /// `not_your_name`), or another action the token does not allow.
+    #[error("HTTP 403: {message} ({code})")]
+    Forbidden {
+        /// The server's machine-readable reason.
+        code: String,
+        /// The server's words.
+        message: String,
+    },
+    /// The token expired and could not be refreshed: the server ended the connection
+    /// (WebSocket close 4001, Socket.IO `auth:expired`, SSE `expired`, `/msgs`).
+    #[error("the token expired and could not be refreshed ({0}); get a new token or log in again")]
+    TokenExpired(String),
+    /// The token was revoked (a logout, an administrator): WebSocket close 4005, Socket.IO
+    /// `auth:revoked`, SSE `revoked`. The same token is never tried again; with a login the
+    /// client logs in again once before it reports this.
+    #[error("the token was revoked ({0}); log in again")]
+    TokenRevoked(String),
+}
+
+fn code_suffix(code: Option<&str>) -> String {
+    code.map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+/// A post the server refused: [`Error::RateLimited`] when it said how long to wait
+/// (`"retry_after_ms"`), else [`Error::Rejected`].
+pub(crate) fn refusal(message: String, retry_after_ms: Option<u64>) -> Error {
+    match retry_after_ms {
+        Some(ms) => Error::RateLimited {
+            message,
+            retry_after: Duration::from_millis(ms),
+        },
+        None => Error::Rejected(message),
+    }
 }
 
 /// A post waiting for the connection's driver (WebSocket and Socket.IO transports).
@@ -293,6 +362,8 @@ pub(crate) fn new_key() -> String {
 #[derive(Clone)]
 pub struct Poster {
     inner: PosterInner,
+    /// With credentials: the token to send, and the name posts without one are made under.
+    auth: Option<Arc<auth::Auth>>,
     timeout: Duration,
     /// Delays between attempts of an HTTP post.
     backoff: Backoff,
@@ -317,16 +388,60 @@ impl Poster {
     /// dropped connection took, waits for the next connection. Either way for up to
     /// [`Options::request_timeout`]; after that it fails with the last error (a WebSocket or
     /// Socket.IO post that was sent but never answered: [`Error::Unacknowledged`]).
+    ///
+    /// With [`Options::credentials`] the post carries the client's token, and an empty `user`
+    /// stands for the token's name (a server run with `--auth token` refuses a post under
+    /// another name: [`Error::Forbidden`] over HTTP, [`Error::Rejected`] with the server's
+    /// words on a WebSocket or Socket.IO).
     pub async fn post(&self, user: &str, text: &str) -> Result<u64, Error> {
-        let key = new_key();
+        self.post_with_key(user, text, new_key()).await
+    }
+
+    /// Who the client's token says it is (with [`Options::credentials`]).
+    pub fn identity(&self) -> Option<Identity> {
+        self.auth.as_ref().and_then(|a| a.identity())
+    }
+
+    /// [`Poster::post`] with the idempotency key given: a post tried again later with the
+    /// same key (after a timeout, on the next connection) is stored once.
+    pub(crate) async fn post_with_key(
+        &self,
+        user: &str,
+        text: &str,
+        key: String,
+    ) -> Result<u64, Error> {
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let name;
+        let user = match (&self.auth, user.is_empty()) {
+            (Some(_), true) => {
+                name = self.identity().map(|i| i.name).unwrap_or_default();
+                name.as_str()
+            }
+            _ => user,
+        };
         match &self.inner {
             PosterInner::Http(client, url) => {
                 let mut delays = self.backoff.delays();
+                let mut renewed = false;
                 loop {
-                    let attempt = http::post(client, url, user, text, &key);
+                    let token = self.auth.as_ref().and_then(|a| a.jwt());
+                    let attempt = http::post(client, url, token.as_deref(), user, text, &key);
                     let error = match tokio::time::timeout_at(deadline, attempt).await {
                         Ok(Err(Error::Connection(e))) => Error::Connection(e),
+                        // The token expired under the post: once with a fresh one.
+                        Ok(Err(Error::Unauthorized { code, message }))
+                            if !renewed
+                                && code.as_deref() == Some("token_expired")
+                                && self.auth.is_some() =>
+                        {
+                            renewed = true;
+                            let auth = self.auth.as_ref().expect("checked");
+                            let fresh = tokio::time::timeout_at(deadline, auth.renew()).await;
+                            if matches!(fresh, Ok(Ok(Some(_)))) {
+                                continue;
+                            }
+                            return Err(Error::Unauthorized { code, message });
+                        }
                         Ok(answer) => return answer,
                         Err(_) => return Err(Error::Timeout),
                     };
@@ -366,6 +481,8 @@ impl Poster {
 /// A chat connection that keeps itself up: see the [crate docs](crate).
 pub struct Client {
     transport: Transport,
+    /// Keeps the token fresh (with credentials).
+    refresher: Option<JoinHandle<()>>,
     history: Vec<Message>,
     events: mpsc::Receiver<Result<Event, Error>>,
     poster: Poster,
@@ -386,6 +503,14 @@ impl Client {
         options: Options,
     ) -> Result<Client, Error> {
         let ctx = driver::Ctx::new(transport, url, options)?;
+        // With a login, log in first; the token is kept fresh from then on.
+        let refresher = match &ctx.auth {
+            Some(auth) => {
+                auth.start().await?;
+                Some(tokio::spawn(auth::keep_fresh(auth.clone())))
+            }
+            None => None,
+        };
         let (post_tx, post_rx) = mpsc::channel(64);
         let inner = match ctx.post_url() {
             Some(url) => PosterInner::Http(ctx.http.clone(), url),
@@ -393,6 +518,7 @@ impl Client {
         };
         let poster = Poster {
             inner,
+            auth: ctx.auth.clone(),
             timeout: ctx.options.request_timeout,
             backoff: ctx.options.backoff,
         };
@@ -403,6 +529,7 @@ impl Client {
         match started {
             Ok(history) => Ok(Client {
                 transport,
+                refresher,
                 history,
                 events,
                 poster,
@@ -411,6 +538,9 @@ impl Client {
             }),
             Err(e) => {
                 task.abort();
+                if let Some(refresher) = refresher {
+                    refresher.abort();
+                }
                 Err(e)
             }
         }
@@ -426,6 +556,12 @@ impl Client {
         &self.history
     }
 
+    /// Who the client's current token says it is (with [`Options::credentials`]; after a
+    /// refresh, the fresh token's).
+    pub fn identity(&self) -> Option<Identity> {
+        self.poster.identity()
+    }
+
     /// A handle that posts messages.
     pub fn poster(&self) -> Poster {
         self.poster.clone()
@@ -437,7 +573,9 @@ impl Client {
     }
 
     /// The next message or state change. Fails only when the client gave up reconnecting
-    /// ([`Error::GaveUp`]); after that it keeps failing.
+    /// ([`Error::GaveUp`]) or, with [`Options::credentials`], when its token no longer
+    /// holds and no fresh one could be had ([`Error::TokenExpired`], [`Error::TokenRevoked`],
+    /// [`Error::Unauthorized`]); after that it keeps failing.
     pub async fn next(&mut self) -> Result<Event, Error> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -459,6 +597,9 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(refresher) = &self.refresher {
+            refresher.abort();
+        }
     }
 }
 

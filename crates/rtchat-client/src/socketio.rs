@@ -17,10 +17,22 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::driver::{describe, CatchUpEnd, Closed, Ctx, Opened, Outbox, Position, Session, Sink};
-use crate::ws::{close_reason, connect, next_text, Socket};
+use crate::auth::Token;
+use crate::driver::{
+    describe, AuthEnd, CatchUpEnd, Closed, Ctx, Opened, Outbox, Position, Session, Sink,
+};
+use crate::ws::{answer_close, close_reason, connect, next_text, next_token, Socket};
 use crate::{Error, Message, Page, PostCmd, Transport};
 use rtchat_protocol::socketio::{Auth, MSG_GET, MSG_NEW, MSG_POST, MSG_SINCE};
+use tokio::sync::watch;
+
+/// `--auth token`: client → server, a fresh token for the socket (`{token}`, acknowledged).
+const REFRESH: &str = "auth:refresh";
+/// Server → client: the token expired and was not refreshed (`{reason}`); a disconnect
+/// follows.
+const EXPIRED: &str = "auth:expired";
+/// Server → client: the token was revoked (`{reason}`); a disconnect follows.
+const REVOKED: &str = "auth:revoked";
 
 /// A Socket.IO packet on the default namespace, as this client needs it.
 #[derive(Debug, PartialEq)]
@@ -125,7 +137,12 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
         snapshots: (ctx.transport == Transport::SocketIo).then_some(false),
         ..Auth::default()
     };
-    let auth = serde_json::to_string(&auth).expect("auth serializes");
+    let mut auth = serde_json::to_value(&auth).expect("auth serializes");
+    // `--auth token`: the token goes in the handshake's `auth`.
+    let tokens = ctx.auth.as_ref().map(|a| a.subscribe());
+    if let Some(token) = ctx.jwt() {
+        auth["token"] = Value::String(token);
+    }
     send(&mut socket, format!("40{auth}"))
         .await
         .map_err(Error::Connection)?;
@@ -139,9 +156,16 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
                 .map_err(Error::Connection)?,
             Packet::Connected => connected = true,
             Packet::ConnectError(message) => {
+                // `--auth token`: the message ends with the code in parentheses.
+                if let Some(code) = token_code(&message) {
+                    return Err(Error::Unauthorized {
+                        code: Some(code),
+                        message,
+                    });
+                }
                 return Err(Error::Connection(format!(
                     "Socket.IO refused the connection: {message}"
-                )))
+                )));
             }
             Packet::Close => return Err(Error::Connection("closed during the handshake".into())),
             Packet::Event(name, data) if name == MSG_GET && resume.is_none() => {
@@ -159,6 +183,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
             window,
             pending: BTreeMap::new(),
             next_ack: 1,
+            tokens,
         }),
         history,
         via: if ctx.transport == Transport::SocketIo {
@@ -186,6 +211,18 @@ pub(crate) struct SioSession {
     /// Posts sent, by ack id (the order sent).
     pending: BTreeMap<u64, PostCmd>,
     next_ack: u64,
+    /// With credentials: each fresh token, to send as `auth:refresh`.
+    tokens: Option<watch::Receiver<Option<Token>>>,
+}
+
+/// The code at the end of a `connect_error` message, `... (token_expired)`, when it is
+/// about the token.
+fn token_code(message: &str) -> Option<String> {
+    let inner = message.trim_end().strip_suffix(')')?;
+    let code = &inner[inner.rfind('(')? + 1..];
+    let token =
+        code.starts_with("token_") && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    token.then(|| code.to_owned())
 }
 
 impl SioSession {
@@ -205,12 +242,25 @@ impl SioSession {
                             Ok(()) => continue,
                             Err(reason) => reason,
                         },
-                        Some(Ok(Frame::Close(frame))) => close_reason(frame),
+                        Some(Ok(Frame::Close(frame))) => {
+                            answer_close(&mut self.socket).await;
+                            close_reason(frame)
+                        }
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => describe(&e),
                         None => "connection closed".to_owned(),
                     };
                     return Ok(self.lost(reason, posts));
+                }
+                // A fresh token: `auth:refresh`, acknowledged (the answer only matters when
+                // it is refused, and then the server's `auth:expired` says so).
+                token = next_token(&mut self.tokens) => {
+                    let id = self.next_ack;
+                    self.next_ack += 1;
+                    let args = json!([REFRESH, {"token": token}]);
+                    if let Err(e) = send(&mut self.socket, format!("42{id}{args}")).await {
+                        return Ok(self.lost(e, posts));
+                    }
                 }
                 cmd = posts.next(), if posts_open => match cmd {
                     Some(cmd) => if let Err(e) = self.send_post(cmd).await {
@@ -264,7 +314,10 @@ impl SioSession {
                     let answer = &args[0];
                     let result = match (answer["id"].as_u64(), answer["error"].as_str()) {
                         (Some(id), _) => Ok(id),
-                        (None, Some(error)) => Err(Error::Rejected(error.to_owned())),
+                        (None, Some(error)) => Err(crate::refusal(
+                            error.to_owned(),
+                            answer["retry_after_ms"].as_u64(),
+                        )),
                         (None, None) => Err(Error::Protocol(format!("unexpected ack {args}"))),
                     };
                     let _ = reply.send(result);
@@ -292,6 +345,18 @@ impl SioSession {
             },
             // On a resumed connection the history only matters when the server starts over;
             // otherwise `msg:since` has exactly what was missed.
+            // `--auth token`: the token no longer holds; the server disconnects next.
+            EXPIRED | REVOKED => {
+                let reason = data["reason"].as_str().unwrap_or_default().to_owned();
+                let end = if name == EXPIRED {
+                    AuthEnd::Expired(reason)
+                } else {
+                    AuthEnd::Revoked(reason)
+                };
+                let reason = end.to_string();
+                sink.auth_end = Some(end);
+                return Ok(Err(reason));
+            }
             MSG_GET => {
                 if let Ok(page) = serde_json::from_value::<Page>(data) {
                     if page.reset {
@@ -336,6 +401,17 @@ mod tests {
         );
         assert_eq!(parse(r#"42/admin,["x"]"#).unwrap(), Packet::Other);
         assert!(parse("42[1]").is_err());
+    }
+
+    #[test]
+    fn connect_errors_name_the_token_code() {
+        use super::token_code;
+        assert_eq!(
+            token_code("the token has expired (token_expired)").as_deref(),
+            Some("token_expired")
+        );
+        assert_eq!(token_code("Invalid namespace"), None);
+        assert_eq!(token_code("auth.user must be ann (not_your_name)"), None);
         assert!(parse("").is_err());
     }
 }

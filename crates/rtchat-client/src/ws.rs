@@ -15,12 +15,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::auth::Token;
 use crate::driver::{
-    describe, CatchUpEnd, Closed, Ctx, History, Opened, Outbox, Position, Session, Sink,
+    describe, AuthEnd, CatchUpEnd, Closed, Ctx, History, Opened, Outbox, Position, Session, Sink,
 };
 use crate::{valid_epoch, Error, Message, Page, PostCmd, Transport};
 use rtchat_protocol::v1::{self, ClientFrame, ServerFrame};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,16 +46,25 @@ pub(crate) async fn connect(
             HeaderValue::from_str(protocol).map_err(|e| Error::Protocol(e.to_string()))?,
         );
     }
+    // `--auth token`: the upgrade carries the token (as a header, kept out of URLs and logs).
+    if let Some(token) = ctx.jwt() {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::Protocol("the token is not a valid header value".into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
     let connector = Connector::Rustls(ctx.tls.clone());
     let (socket, response) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
             .await
             .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(res) => Error::Status {
-                    status: res.status().as_u16(),
-                    message: String::from_utf8_lossy(res.body().as_deref().unwrap_or_default())
-                        .into_owned(),
-                },
+                tokio_tungstenite::tungstenite::Error::Http(res) => {
+                    let status = res.status().as_u16();
+                    let body = res.body().as_deref().unwrap_or_default();
+                    crate::http::auth_refusal(status, body).unwrap_or_else(|| Error::Status {
+                        status,
+                        message: String::from_utf8_lossy(body).into_owned(),
+                    })
+                }
                 e => Error::Connection(describe(&e)),
             })?;
     let chosen = response
@@ -75,12 +86,47 @@ pub(crate) fn close_reason(frame: Option<CloseFrame>) -> String {
     }
 }
 
+/// Answers the peer's close frame before the connection is dropped (RFC 6455 §5.5.1): on
+/// reading a close frame, tungstenite queues the reply (echoing the status code) but writes
+/// it only on the next flush, so flush it now, or the server waits for a handshake that never
+/// completes. Bounded, so a peer that stopped reading cannot hold the client up.
+pub(crate) async fn answer_close(socket: &mut Socket) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.flush()).await;
+}
+
+/// `--auth token`: a close for the connection's token (4001 "token expired", 4005 "token
+/// revoked").
+pub(crate) fn auth_end(frame: Option<&CloseFrame>) -> Option<AuthEnd> {
+    let frame = frame?;
+    let reason = frame.reason.to_string();
+    match u16::from(frame.code) {
+        4001 => Some(AuthEnd::Expired(reason)),
+        4005 => Some(AuthEnd::Revoked(reason)),
+        _ => None,
+    }
+}
+
+/// Resolves with each new token of the client (never without credentials). Cancel-safe.
+pub(crate) async fn next_token(tokens: &mut Option<watch::Receiver<Option<Token>>>) -> String {
+    if let Some(rx) = tokens {
+        while rx.changed().await.is_ok() {
+            if let Some(token) = rx.borrow_and_update().as_ref() {
+                return token.jwt.clone();
+            }
+        }
+    }
+    std::future::pending().await
+}
+
 /// The next text frame; `Err` with a reason when the connection ends.
 pub(crate) async fn next_text(socket: &mut Socket) -> Result<String, String> {
     loop {
         match socket.next().await {
             Some(Ok(Frame::Text(text))) => return Ok(text.as_str().to_owned()),
-            Some(Ok(Frame::Close(frame))) => return Err(close_reason(frame)),
+            Some(Ok(Frame::Close(frame))) => {
+                answer_close(socket).await;
+                return Err(close_reason(frame));
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(describe(&e)),
             None => return Err("connection closed".to_owned()),
@@ -97,6 +143,14 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
         _ => "/ws".to_owned(),
     };
     let offer = if v1 { RTCHAT_V1 } else { JSON };
+    // rtchat.v1 hands each fresh token to the connection (`refresh`); the course's json
+    // protocol cannot: the server closes it when the token expires, and the client
+    // reconnects with the fresh one.
+    let tokens = ctx
+        .auth
+        .as_ref()
+        .filter(|_| v1)
+        .map(|auth| auth.subscribe());
     let (mut socket, chosen) = connect(ctx, &path, Some(offer)).await?;
     if v1 && chosen.as_deref() != Some(RTCHAT_V1) {
         return Err(Error::Protocol(format!(
@@ -120,6 +174,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
             next_ref: 1,
             outstanding: None,
             latest: history.as_ref().map(|h| h.msg.clone()),
+            tokens,
         }),
         history,
         via: format!("ws ({offer})"),
@@ -140,6 +195,8 @@ pub(crate) struct WsSession {
     /// json: the messages of the newest snapshot of this connection; posting waits for the
     /// first, which may show that a post sent before a reconnect was stored.
     latest: Option<Vec<Message>>,
+    /// rtchat.v1 with credentials: each fresh token, to send as a `refresh`.
+    tokens: Option<watch::Receiver<Option<Token>>>,
 }
 
 /// Resolves when the caller of the outstanding post has given up on it.
@@ -167,12 +224,29 @@ impl WsSession {
                             Ok(()) => continue,
                             Err(reason) => reason,
                         },
-                        Some(Ok(Frame::Close(frame))) => close_reason(frame),
+                        Some(Ok(Frame::Close(frame))) => {
+                            answer_close(&mut self.socket).await;
+                            sink.auth_end = auth_end(frame.as_ref());
+                            close_reason(frame)
+                        }
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => describe(&e),
                         None => "connection closed".to_owned(),
                     };
                     return Ok(self.lost(reason, posts));
+                }
+                // A fresh token: this connection now lasts as long as it does.
+                token = next_token(&mut self.tokens) => {
+                    let r = self.next_ref;
+                    self.next_ref += 1;
+                    let frame = ClientFrame::Refresh {
+                        token,
+                        reference: format!("refresh-{r}").into(),
+                    };
+                    let frame = serde_json::to_string(&frame).expect("frames serialize");
+                    if let Err(e) = self.socket.send(Frame::text(frame)).await {
+                        return Ok(self.lost(describe(&e), posts));
+                    }
                 }
                 // json: a post whose caller stopped waiting no longer holds up the next one.
                 () = abandoned(&mut self.outstanding) => self.outstanding = None,
@@ -309,17 +383,21 @@ impl WsSession {
                 }
             }
             ServerFrame::Error {
-                reference, error, ..
+                reference,
+                error,
+                retry_after_ms,
+                ..
             } => {
                 if let Some(cmd) = reference.as_u64().and_then(|r| self.pending.remove(&r)) {
-                    let _ = cmd.reply.send(Err(Error::Rejected(error)));
+                    let _ = cmd.reply.send(Err(crate::refusal(error, retry_after_ms)));
                 }
             }
             // Rooms, presence and typing: not shown by this client.
             ServerFrame::Joined { .. }
             | ServerFrame::Left { .. }
             | ServerFrame::Presence(_)
-            | ServerFrame::Typing(_) => {}
+            | ServerFrame::Typing(_)
+            | ServerFrame::Refreshed { .. } => {}
         }
         Ok(Ok(()))
     }
@@ -331,7 +409,10 @@ impl WsSession {
     ) -> Result<Result<(), String>, Closed> {
         if let Some(error) = value.get("error").and_then(Value::as_str) {
             if let Some(cmd) = self.outstanding.take() {
-                let _ = cmd.reply.send(Err(Error::Rejected(error.to_owned())));
+                let retry_after_ms = value.get("retry_after_ms").and_then(Value::as_u64);
+                let _ = cmd
+                    .reply
+                    .send(Err(crate::refusal(error.to_owned(), retry_after_ms)));
             }
             return Ok(Ok(()));
         }

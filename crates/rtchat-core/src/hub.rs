@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::broker::{Broker, Deliver, LocalBroker, Publication};
 use crate::channel::{Channel, Subscription};
 use crate::entry::{Entry, Since, Snapshot};
-use crate::message::{Limits, NewPost, PostError};
+use crate::message::{Limits, NewPost, PostError, Poster};
 use crate::observer::HubObserver;
 use crate::presence::{self, PresenceGuard, Signal, SignalKind};
 use crate::room::{check_room_name, RoomError};
@@ -525,7 +525,17 @@ impl Hub {
 
     /// Validates raw JSON and posts it to `channel`; see [`Hub::post`].
     pub async fn post_json(&self, channel: &str, body: &[u8]) -> Result<Arc<Entry>, PostError> {
-        let post = NewPost::from_json(body, &self.inner.config.limits)?;
+        self.post_json_by(channel, body, None).await
+    }
+
+    /// [`Hub::post_json`] by an authenticated poster (see [`NewPost::from_value_by`]).
+    pub async fn post_json_by(
+        &self,
+        channel: &str,
+        body: &[u8],
+        poster: Option<&Poster>,
+    ) -> Result<Arc<Entry>, PostError> {
+        let post = NewPost::from_json_by(body, &self.inner.config.limits, poster)?;
         self.post(channel, post).await
     }
 

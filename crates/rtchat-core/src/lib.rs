@@ -11,12 +11,14 @@
 //! * [`entry`] — a message encoded once, snapshots and the shared `{"msg":[...]}` shape;
 //! * [`room`] — room names and why a room can be refused;
 //! * [`presence`] — who is in a room and who is typing (signals, never stored);
+//! * [`directory`] — accounts, revoked tokens and room access, kept by the store;
 //! * [`observer`] — what the hub reports about its work (commits, lag), for metrics.
 //!
 //! Transports (polling, streams, WebSockets, Socket.IO) are thin adapters over [`Hub`].
 
 pub mod broker;
 pub mod channel;
+pub mod directory;
 pub mod entry;
 pub mod hub;
 pub mod message;
@@ -27,14 +29,15 @@ pub mod store;
 
 pub use broker::{Broker, BrokerError, Deliver, LocalBroker, Publication};
 pub use channel::{Channel, Delivery, Event, Subscription};
+pub use directory::{Account, Directory, DirectoryError, RoomAccess};
 pub use entry::{encode_list, encode_list_with, page_flags, Encodings, Entry, Since, Snapshot};
 pub use hub::{
     decide, now_millis, Hub, HubConfig, Opened, Position, RoomSummary, Start, Ticket,
     TrySubmitError, GENERAL,
 };
-pub use message::{Limits, Message, NewPost, PostError, MAX_KEY};
+pub use message::{Limits, Message, NewPost, PostError, Poster, MAX_KEY};
 pub use observer::HubObserver;
-pub use presence::{Member, PresenceGuard, Signal, SignalKind};
+pub use presence::{Member, PresenceGuard, Signal, SignalKind, TYPING_INTERVAL, TYPING_PER_ROOM};
 pub use room::{check_room_name, RoomError};
 pub use store::{
     Append, Appended, ChannelInfo, ChannelSummary, MemoryStore, Page, Retention, SqliteStore,

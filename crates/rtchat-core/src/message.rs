@@ -7,13 +7,17 @@ use crate::store::StoreError;
 /// One stored chat message, as every transport sends it.
 ///
 /// `id` is assigned by the server and strictly increasing; `time` is milliseconds since the
-/// Unix epoch (JavaScript's `Date.now()`).
+/// Unix epoch (JavaScript's `Date.now()`). `uid` is the poster's stable user id when the post
+/// was authenticated (identity, issue 15); anonymous posts have none and their JSON no `uid`
+/// key, exactly as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: u64,
     pub user: String,
     pub text: String,
     pub time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// A validated post, ready to be stored: the hub only accepts these.
@@ -24,6 +28,9 @@ pub struct NewPost {
     /// The poster's idempotency key: the same key again (same channel, same poster, within
     /// the dedupe window) gets the first post's id instead of a second message.
     pub key: Option<String>,
+    /// The authenticated poster's user id (set by the transport from the token, never from
+    /// the body).
+    pub uid: Option<String>,
 }
 
 impl NewPost {
@@ -33,8 +40,17 @@ impl NewPost {
             user: user.into(),
             text: text.into(),
             key: None,
+            uid: None,
         }
     }
+}
+
+/// Who posts, when the server knows (`--auth token`): the user id and display name from the
+/// poster's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poster {
+    pub uid: String,
+    pub name: String,
 }
 
 /// The longest idempotency key, in characters.
@@ -98,6 +114,9 @@ pub enum PostError {
     BadKey,
     #[error("\"key\" {key:?} was already used for a different message (id {id}); use a new key for a new message")]
     KeyConflict { key: String, id: u64 },
+    /// With `--auth token`, a post's `user` must be the token's name.
+    #[error("\"user\" must be your name {name:?} (from your token), not {posted:?}")]
+    NotYourName { posted: String, name: String },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the message could not be stored: {0}")]
@@ -133,6 +152,47 @@ impl NewPost {
         NewPost::from_value(&value, limits)
     }
 
+    /// [`NewPost::from_json`] for an authenticated poster (see [`NewPost::from_value_by`]).
+    pub fn from_json_by(
+        body: &[u8],
+        limits: &Limits,
+        poster: Option<&Poster>,
+    ) -> Result<NewPost, PostError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| PostError::Json(e.to_string()))?;
+        NewPost::from_value_by(&value, limits, poster)
+    }
+
+    /// [`NewPost::from_value`], made by `poster` when the server knows who posts (`--auth
+    /// token`): a missing `user` is the poster's name, another name is refused
+    /// ([`PostError::NotYourName`]), and the post carries the poster's id. `None`: anyone, as
+    /// the body says.
+    pub fn from_value_by(
+        value: &serde_json::Value,
+        limits: &Limits,
+        poster: Option<&Poster>,
+    ) -> Result<NewPost, PostError> {
+        let Some(poster) = poster else {
+            return NewPost::from_value(value, limits);
+        };
+        let obj = value.as_object().ok_or(PostError::NotAnObject)?;
+        let mut post = if obj.contains_key("user") {
+            NewPost::from_value(value, limits)?
+        } else {
+            let mut named = obj.clone();
+            named.insert("user".into(), poster.name.clone().into());
+            NewPost::from_value(&named.into(), limits)?
+        };
+        if post.user != poster.name {
+            return Err(PostError::NotYourName {
+                posted: post.user,
+                name: poster.name.clone(),
+            });
+        }
+        post.uid = Some(poster.uid.clone());
+        Ok(post)
+    }
+
     /// Validates a post already parsed as JSON (Socket.IO hands us a `Value`).
     pub fn from_value(value: &serde_json::Value, limits: &Limits) -> Result<NewPost, PostError> {
         let obj = value.as_object().ok_or(PostError::NotAnObject)?;
@@ -149,7 +209,12 @@ impl NewPost {
             }
             Some(_) => return Err(PostError::BadKey),
         };
-        Ok(NewPost { user, text, key })
+        Ok(NewPost {
+            user,
+            text,
+            key,
+            uid: None,
+        })
     }
 }
 

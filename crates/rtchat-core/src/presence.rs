@@ -15,7 +15,9 @@
 //!
 //! # Typing
 //! [`Hub::typing`] tells the room's clients that a user is typing, at most once per user per
-//! room per [`TYPING_INTERVAL`]; clients show it for [`TYPING_SHOWN`] unless repeated.
+//! room per [`TYPING_INTERVAL`]; clients show it for [`TYPING_SHOWN`] unless repeated. A room
+//! carries at most [`TYPING_PER_ROOM`] typing signals per [`TYPING_INTERVAL`] whatever the
+//! names, so a client inventing a new name for each signal cannot flood a room's members.
 //!
 //! Signals travel through the broker like messages ([`Publication::Signal`]), so every node's
 //! clients hear them. The presence *lists* are this node's own (a shared broker will have to
@@ -41,6 +43,8 @@ use crate::hub::{now_millis, Hub};
 pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(250);
 /// The shortest time between two typing signals of one user in one room.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+/// The most typing signals one room carries per [`TYPING_INTERVAL`], all users together.
+pub const TYPING_PER_ROOM: u32 = 20;
 /// How long a client shows "X is typing" after the last typing signal.
 pub const TYPING_SHOWN: Duration = Duration::from_secs(5);
 
@@ -176,6 +180,8 @@ pub(crate) struct PresenceState {
     last_flush: Option<Instant>,
     /// When each user last sent a typing signal here.
     typing: HashMap<Arc<str>, Instant>,
+    /// The room's typing signals in the current [`TYPING_INTERVAL`]: when it began, how many.
+    typing_window: Option<(Instant, u32)>,
 }
 
 impl PresenceState {
@@ -349,7 +355,8 @@ pub(crate) fn expire(hub: &Hub, channel: &Arc<Channel>) {
 }
 
 /// Whether `user` may send a typing signal in `channel` now (at most one per
-/// [`TYPING_INTERVAL`]); records it if so.
+/// [`TYPING_INTERVAL`], and at most [`TYPING_PER_ROOM`] in the room in that time); records it
+/// if so.
 pub(crate) fn may_type(channel: &Channel, user: &Arc<str>) -> bool {
     let mut state = channel.presence();
     let now = Instant::now();
@@ -358,6 +365,14 @@ pub(crate) fn may_type(channel: &Channel, user: &Arc<str>) -> bool {
             return false;
         }
     }
+    let window = match state.typing_window {
+        Some((start, n)) if now.duration_since(start) < TYPING_INTERVAL => (start, n),
+        _ => (now, 0),
+    };
+    if window.1 >= TYPING_PER_ROOM {
+        return false;
+    }
+    state.typing_window = Some((window.0, window.1 + 1));
     if state.typing.len() >= 64 {
         state
             .typing

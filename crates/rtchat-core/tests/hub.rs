@@ -30,6 +30,7 @@ fn keyed(user: &str, text: &str, key: &str) -> NewPost {
         user: user.into(),
         text: text.into(),
         key: Some(key.into()),
+        uid: None,
     }
 }
 
@@ -356,6 +357,7 @@ async fn subscribers_and_history_are_fed_by_the_broker_alone() {
             user: "broker".into(),
             text: "injected".into(),
             time: 0,
+            uid: None,
         },
     );
     match sub.try_recv() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rtchat_core::{
     Delivery, Hub, HubConfig, MemoryStore, NewPost, PostError, RoomError, Signal, SignalKind,
-    Subscription, GENERAL,
+    Subscription, GENERAL, TYPING_INTERVAL, TYPING_PER_ROOM,
 };
 
 async fn hub_with(config: HubConfig) -> Hub {
@@ -230,6 +230,28 @@ async fn typing_is_rate_limited_and_never_stored() {
     // Unknown rooms: nothing to tell, nothing created.
     assert!(!hub.typing("nowhere", "ann").await.unwrap());
     assert!(hub.channel("nowhere").await.unwrap().is_none());
+}
+
+// Paused time: the interval cannot pass while the test runs, however slow the machine.
+#[tokio::test(start_paused = true)]
+async fn typing_is_capped_per_room_whatever_the_names() {
+    let hub = hub_with(HubConfig::default()).await;
+    hub.post("a", NewPost::new("ann", "hello")).await.unwrap();
+    let mut told = 0;
+    for i in 0..(TYPING_PER_ROOM * 2) {
+        if hub.typing("a", &format!("name-{i}")).await.unwrap() {
+            told += 1;
+        }
+    }
+    assert_eq!(
+        told, TYPING_PER_ROOM,
+        "a new name for each signal gets no further"
+    );
+    tokio::time::advance(TYPING_INTERVAL).await;
+    assert!(
+        hub.typing("a", "late").await.unwrap(),
+        "the next interval carries more"
+    );
 }
 
 #[tokio::test]

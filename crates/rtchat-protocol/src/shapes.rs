@@ -14,6 +14,9 @@ pub struct Message {
     pub text: String,
     /// When it was stored, in milliseconds since the Unix epoch.
     pub time: i64,
+    /// With `--auth token`: the poster's user id (the token's `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// A list of messages, newest first, with its position and flags: `/poll` answers, `/msgs`
@@ -115,6 +118,10 @@ pub struct ErrorBody {
     /// would be taken again (HTTP also sends `Retry-After`, in whole seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// A machine-readable reason where one helps a client decide what to do (with
+    /// `--auth token`: `token_missing`, `token_expired`, `token_revoked`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl ErrorBody {
@@ -123,6 +130,7 @@ impl ErrorBody {
         ErrorBody {
             error: error.into(),
             retry_after_ms: None,
+            code: None,
         }
     }
 }

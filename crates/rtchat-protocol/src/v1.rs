@@ -103,6 +103,13 @@ pub enum ServerFrame {
     /// Someone (not this connection's user) is typing in the room: show it for 5 s unless
     /// repeated.
     Typing(Typing),
+    /// With `--auth token`: a `refresh` was taken; the connection now lasts until `expires`
+    /// (Unix seconds) plus the server's grace period.
+    Refreshed {
+        #[serde(rename = "ref", default)]
+        reference: Value,
+        expires: u64,
+    },
 }
 
 /// The `"type"` of [`ClientFrame::Post`], for a server that reads frames as loose JSON (to
@@ -114,6 +121,8 @@ pub const JOIN_TYPE: &str = "join";
 pub const LEAVE_TYPE: &str = "leave";
 /// The `"type"` of [`ClientFrame::Typing`].
 pub const TYPING_TYPE: &str = "typing";
+/// The `"type"` of [`ClientFrame::Refresh`].
+pub const REFRESH_TYPE: &str = "refresh";
 
 /// What an rtchat.v1 client sends. `room` left out means `general`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,11 +170,19 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },
+    /// With `--auth token`: a fresh token for this connection (of the same user), before the
+    /// current one expires or within the grace period after; answered `refreshed` (or an
+    /// `error`). Without one the connection is closed with 4001 "token expired".
+    Refresh {
+        token: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Value::is_null")]
+        reference: Value,
+    },
 }
 
 impl ServerFrame {
     /// Every frame `"type"` a server sends (a client skips the ones it does not know).
-    pub const TYPES: [&'static str; 11] = [
+    pub const TYPES: [&'static str; 12] = [
         "history",
         "msg",
         "ack",
@@ -177,6 +194,7 @@ impl ServerFrame {
         "left",
         "presence",
         "typing",
+        "refreshed",
     ];
 
     /// The frame as the text of a WebSocket message.
@@ -197,6 +215,7 @@ impl ServerFrame {
             ServerFrame::Joined { room, .. } | ServerFrame::Left { room, .. } => Some(room),
             ServerFrame::Presence(p) => Some(&p.room),
             ServerFrame::Typing(t) => Some(&t.room),
+            ServerFrame::Refreshed { .. } => None,
         }
     }
 }
@@ -274,6 +293,7 @@ mod tests {
             user: "u".into(),
             text: "t".into(),
             time: 0,
+            uid: None,
         };
         let room = || Some("r".to_owned());
         let frames = [
@@ -334,6 +354,10 @@ mod tests {
                 room: "r".into(),
                 user: "ann".into(),
             }),
+            ServerFrame::Refreshed {
+                reference: Value::from(7),
+                expires: 1_800_000_000,
+            },
         ];
         assert_eq!(frames.len(), ServerFrame::TYPES.len());
         for (frame, name) in frames.iter().zip(ServerFrame::TYPES) {

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// A post refused by a rate limit: `Retry-After` and `"retry_after_ms"`.
     pub retry_after_ms: Option<u64>,
+    /// A machine-readable reason (`"code"`), where a client acts on it.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -25,7 +27,14 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after_ms: None,
+            code: None,
         }
+    }
+
+    /// The same refusal with a machine-readable `"code"`.
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = Some(code);
+        self
     }
 }
 
@@ -37,6 +46,7 @@ impl From<Refused> for ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: refused.to_string(),
             retry_after_ms: Some(refused.retry_after_ms()),
+            code: None,
         }
     }
 }
@@ -54,6 +64,10 @@ impl From<PostError> for ApiError {
             | PostError::TooLong { .. }
             | PostError::BadKey => StatusCode::UNPROCESSABLE_ENTITY,
             PostError::KeyConflict { .. } => StatusCode::CONFLICT,
+            PostError::NotYourName { .. } => {
+                return ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+                    .with_code("not_your_name")
+            }
             PostError::ShuttingDown | PostError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             PostError::Room(e) => return e.into(),
         };
@@ -79,6 +93,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_string(&ErrorBody {
             error: self.message,
             retry_after_ms: self.retry_after_ms,
+            code: self.code.map(str::to_owned),
         })
         .expect("errors serialize");
         let mut response = (self.status, [(header::CONTENT_TYPE, JSON)], body).into_response();

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// The most rooms one WebSocket connection or Socket.IO socket may be in
     /// (`--max-joined-rooms`).
     pub max_joined_rooms: usize,
+    /// The built-in accounts' token lifetimes, login queue and login rate limits.
+    pub accounts: crate::auth::accounts::AccountSettings,
 }
 
 /// Where to serve HTTP/3, and its flow-control windows (what a QUIC connection may make
@@ -248,6 +250,7 @@ impl Default for ServerConfig {
             h3: Some(H3Listen::default()),
             metrics_listen: None,
             max_joined_rooms: 100,
+            accounts: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod admission;
 mod api;
 mod assets;
+pub mod auth;
 pub mod client_addr;
 pub mod config;
 pub mod drain;
@@ -15,6 +16,7 @@ mod health;
 mod listener;
 pub mod metrics;
 pub mod origin;
+mod page_config;
 pub mod rate_limit;
 mod request_log;
 mod router;
@@ -76,7 +78,12 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Start
 impl Server {
     /// Loads TLS material and binds the listeners. The server stops as `drain` says (see
     /// [`crate::drain`]).
-    pub async fn bind(config: ServerConfig, hub: Hub, drain: Drain) -> Result<Server, StartError> {
+    pub async fn bind(
+        config: ServerConfig,
+        hub: Hub,
+        drain: Drain,
+        auth: Arc<auth::Auth>,
+    ) -> Result<Server, StartError> {
         let tls = match &config.tls {
             None => None,
             Some(tls_listen) => {
@@ -102,7 +109,13 @@ impl Server {
             Some(addr) => Some(bind(addr, "--metrics-listen").await?),
             None => None,
         };
-        let state = AppState::new(Arc::new(config), hub, drain);
+        let state = AppState::new(Arc::new(config), hub, drain, auth);
+        state.listening.set(
+            tls.as_ref()
+                .and_then(|(l, _)| l.local_addr().ok())
+                .map(|a| a.port()),
+            h3.is_some(),
+        );
         Ok(Server {
             listener,
             tls,

@@ -196,9 +196,11 @@ pub enum PostRefusal {
     Unavailable,
     /// A first post in a room beyond `--max-rooms`.
     MaxRooms,
+    /// With `--auth token`: no usable token, or a post under another name than the token's.
+    Unauthorized,
 }
 
-const REASONS: usize = 10;
+const REASONS: usize = 11;
 
 impl PostRefusal {
     const ALL: [PostRefusal; REASONS] = [
@@ -212,6 +214,7 @@ impl PostRefusal {
         PostRefusal::StoreFull,
         PostRefusal::Unavailable,
         PostRefusal::MaxRooms,
+        PostRefusal::Unauthorized,
     ];
 
     fn label(self) -> &'static str {
@@ -226,6 +229,7 @@ impl PostRefusal {
             PostRefusal::StoreFull => "store_full",
             PostRefusal::Unavailable => "unavailable",
             PostRefusal::MaxRooms => "max_rooms",
+            PostRefusal::Unauthorized => "unauthorized",
         }
     }
 
@@ -234,6 +238,7 @@ impl PostRefusal {
         match e {
             PostError::TooLong { .. } => PostRefusal::TooLarge,
             PostError::KeyConflict { .. } => PostRefusal::Conflict,
+            PostError::NotYourName { .. } => PostRefusal::Unauthorized,
             PostError::Store(e) if e.kind() == StoreErrorKind::Full => PostRefusal::StoreFull,
             PostError::Store(_) | PostError::ShuttingDown => PostRefusal::Unavailable,
             PostError::Room(RoomError::TooMany { .. }) => PostRefusal::MaxRooms,
@@ -835,6 +840,7 @@ mod tests {
                 user: "u".into(),
                 text: "t".into(),
                 time: 0,
+                uid: None,
             });
             let sampled = (0..FANOUT_SAMPLE_EVERY * 2)
                 .filter(|_| metrics.sample(&entry).is_some())

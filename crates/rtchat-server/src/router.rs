@@ -20,14 +20,23 @@ use crate::{assets, request_log, transport};
 
 /// The whole HTTP application.
 pub fn build(state: AppState) -> Router {
-    let api = Router::new()
+    // With `--auth token`, every transport's requests carry a token.
+    let transports = Router::new()
         .merge(transport::poll::routes())
         .merge(transport::stream::routes())
         .merge(transport::sse::routes())
         .merge(transport::rooms::routes())
         .merge(transport::websocket::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::gate::require_token,
+        ));
+    let api = Router::new()
+        .merge(transports)
         .merge(transport::ws_echo::routes())
         .merge(crate::health::routes())
+        .merge(crate::page_config::routes())
+        .merge(crate::auth::accounts::routes())
         .method_not_allowed_fallback(method_not_allowed)
         // Posts from foreign origins are refused whatever CORS lets the page read.
         .layer(middleware::from_fn_with_state(
@@ -81,7 +90,7 @@ pub fn with_alt_svc(app: Router, port: u16) -> Router {
     ))
 }
 
-async fn root(State(state): State<AppState>, req: Request) -> Response {
+async fn root(State(state): State<AppState>, mut req: Request) -> Response {
     let wants_upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -90,6 +99,9 @@ async fn root(State(state): State<AppState>, req: Request) -> Response {
         // RFC 8441: a WebSocket over an HTTP/2 stream is an extended CONNECT.
         || req.extensions().get::<hyper::ext::Protocol>().is_some();
     if wants_upgrade {
+        if let Some(refused) = crate::auth::gate::authenticate(&state, &mut req) {
+            return refused;
+        }
         return transport::websocket::upgrade(State(state), req).await;
     }
     match &state.config.web_root {

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
+use crate::auth::Auth;
 use crate::client_addr::TrustedProxies;
 use crate::config::ServerConfig;
 use crate::drain::Drain;
@@ -47,10 +48,14 @@ pub struct SharedState {
     pub proxies: TrustedProxies,
     /// How fast connections and client addresses may post (`--post-rate`...).
     pub posts: PostLimiter,
+    /// The HTTPS port bound and whether HTTP/3 is served, for `GET /config`.
+    pub listening: crate::page_config::Listening,
+    /// Who is who (`--auth`): token checks, revocations, and the accounts' directory.
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<ServerConfig>, hub: Hub, drain: Drain) -> AppState {
+    pub fn new(config: Arc<ServerConfig>, hub: Hub, drain: Drain, auth: Arc<Auth>) -> AppState {
         let limits = &config.connections;
         let proxies = TrustedProxies::new(limits.trusted_proxies.clone());
         let metrics = Arc::new(Metrics::new());
@@ -71,6 +76,8 @@ impl AppState {
             metrics,
             proxies,
             posts: PostLimiter::new(config.posts),
+            listening: Default::default(),
+            auth,
             config,
         }))
     }

@@ -6,8 +6,11 @@ export const token = () => Math.random().toString(36).slice(2, 8);
 /** A message <li> in a page's list, found by (unique) text. */
 export const item = (page, text) => page.locator('#messages > li', { hasText: text });
 
-/** The texts of a page's messages, in the order shown (newest first). */
+/** The texts of a page's messages, in the order shown (oldest first: newest at the bottom). */
 export const texts = (page) => page.locator('#messages > li .msg-text').allTextContents();
+
+/** The same, newest first: what the page shows from the bottom up. */
+export const textsNewestFirst = async (page) => (await texts(page)).reverse();
 
 /** Navigate and insist on a 200 (a 404 page would otherwise only show up as a timeout). */
 export async function gotoOk(page, url) {

@@ -617,6 +617,21 @@ impl Sse {
         (id, epoch.to_owned(), msg)
     }
 
+    /// Waits for the server to end the stream (after what is already buffered), failing
+    /// if anything but comments comes first or it stays open 10 s.
+    pub async fn end(&mut self) {
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk())
+                .await
+                .expect("the stream ends within 10 s")
+                .unwrap();
+            match chunk {
+                None => return,
+                Some(c) => assert!(c.starts_with(b":"), "more after the end: {c:?}"),
+            }
+        }
+    }
+
     /// The next event named `name` (skipping every other event), its data as JSON.
     pub async fn named(&mut self, name: &str) -> serde_json::Value {
         loop {

@@ -193,13 +193,15 @@ fn parse_head(head: &[u8]) -> io::Result<Head> {
 
 /// A `GET` request.
 pub fn get(path: &str, host: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+    let auth = super::auth_header();
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n").into_bytes()
 }
 
 /// A `POST` of a JSON body.
 pub fn post_json(path: &str, host: &str, body: &str) -> Vec<u8> {
     format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        super::auth_header(),
         body.len()
     )
     .into_bytes()

@@ -19,6 +19,22 @@ use rtchat_protocol::http::{MSGS, WS};
 use rtchat_protocol::v1::{JSON_SUBPROTOCOL, SUBPROTOCOL};
 pub use rtchat_protocol::Transport;
 
+/// The token every connection and post of this process carries (`rtchat bench fanout
+/// --token`, for a server with `--auth token`).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every following connection and post carry `token` (set once).
+pub fn use_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
+/// `Authorization: Bearer TOKEN\r\n` when a token is in use, else nothing.
+pub fn auth_header() -> String {
+    TOKEN
+        .get()
+        .map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"))
+}
+
 /// The transports the bench measures: all but short polling (its interval, not the server,
 /// would set the latency).
 pub const MEASURED: [Transport; 7] = [
@@ -260,12 +276,11 @@ async fn sio_connect(stream: tokio::net::TcpStream, host: &str, delta: bool) -> 
     if !open.starts_with(b"0{") {
         return Err(io::Error::other("Socket.IO: no Engine.IO open packet"));
     }
-    let connect: &[u8] = if delta {
-        b"40{\"snapshots\":false}"
-    } else {
-        b"40"
-    };
-    conn.send_text(connect).await?;
+    let token = TOKEN
+        .get()
+        .map_or_else(String::new, |t| format!(",\"token\":\"{t}\""));
+    let connect = format!("40{{\"snapshots\":{}{token}}}", !delta);
+    conn.send_text(connect.as_bytes()).await?;
     // Events sent before the namespace answered are not ours to send yet.
     loop {
         let packet = conn.next_message().await?;

@@ -94,6 +94,7 @@ impl WsConn {
                 "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
             );
         }
+        proto.push_str(&super::auth_header());
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n"

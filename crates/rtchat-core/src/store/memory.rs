@@ -15,6 +15,8 @@ use crate::message::Message;
 pub struct MemoryStore {
     retain: usize,
     channels: Mutex<HashMap<String, MemChannel>>,
+    /// Accounts, revocations and room access ([`crate::directory`]).
+    directory: crate::directory::memory::MemDirectory,
 }
 
 struct MemChannel {
@@ -63,7 +65,13 @@ impl MemoryStore {
         MemoryStore {
             retain: retain.max(1),
             channels: Mutex::new(HashMap::new()),
+            directory: Default::default(),
         }
+    }
+
+    /// What it remembers besides messages.
+    pub(crate) fn directory(&self) -> &crate::directory::memory::MemDirectory {
+        &self.directory
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MemChannel>> {
@@ -137,6 +145,7 @@ impl Store for MemoryStore {
                 user: post.user.clone(),
                 text: post.text.clone(),
                 time,
+                uid: post.uid.clone(),
             };
             if ch.messages.len() == self.retain {
                 ch.messages.pop_front();
@@ -288,6 +297,7 @@ mod tests {
                 user: user.into(),
                 text: text.into(),
                 key: Some(key.into()),
+                uid: None,
             },
         };
         let first = store

@@ -67,6 +67,31 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages_v3 RENAME TO messages;
      CREATE INDEX messages_time ON messages(channel, time);
      CREATE INDEX messages_key ON messages(channel, user, key) WHERE key IS NOT NULL;",
+    // v4: the authenticated poster's user id (NULL for anonymous posts).
+    "ALTER TABLE messages ADD COLUMN uid TEXT;",
+    // v5: the directory (see `directory/`): accounts, revoked tokens, room access, members.
+    "CREATE TABLE accounts (
+         uid           TEXT    PRIMARY KEY,
+         name          TEXT    NOT NULL UNIQUE,
+         password_hash TEXT    NOT NULL,
+         admin         INTEGER NOT NULL DEFAULT 0,
+         created       INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE revoked_tokens (
+         jti   TEXT    PRIMARY KEY,
+         until INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE room_access (
+         room    TEXT    PRIMARY KEY,
+         owner   TEXT,
+         private INTEGER NOT NULL DEFAULT 0
+     ) WITHOUT ROWID;
+     CREATE TABLE room_members (
+         room TEXT NOT NULL,
+         uid  TEXT NOT NULL,
+         PRIMARY KEY (room, uid)
+     ) WITHOUT ROWID;
+     CREATE INDEX room_members_uid ON room_members(uid, room);",
 ];
 
 /// How much history a durable store keeps. The default keeps everything.
@@ -139,6 +164,9 @@ impl SqliteStore {
         }
         migrate(&mut conn, version)
             .map_err(|e| StoreError::new(e.kind(), format!("{e} ({})", path.display())))?;
+        if version == 0 {
+            tracing::info!(path = %path.display(), schema = MIGRATIONS.len(), "created the database");
+        }
         if let Some(max) = max_bytes {
             let page_size: i64 = conn
                 .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -157,7 +185,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the connection on a blocking thread (SQLite calls block on disk).
-    async fn with_conn<T: Send + 'static>(
+    pub(crate) async fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -198,10 +226,9 @@ fn migrate(conn: &mut Connection, version: i64) -> Result<(), StoreError> {
                     e,
                 )
             })?;
-        if version == 0 {
-            continue;
+        if version > 0 {
+            tracing::info!(schema = next, "migrated the database");
         }
-        tracing::info!(schema = next, "migrated the database");
     }
     Ok(())
 }
@@ -228,6 +255,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         user: row.get(1)?,
         text: row.get(2)?,
         time: row.get(3)?,
+        uid: row.get(4)?,
     })
 }
 
@@ -344,13 +372,13 @@ impl Store for SqliteStore {
             let mut touched: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
             {
                 let mut keyed = tx.prepare_cached(
-                    "SELECT id, user, text, time FROM messages
+                    "SELECT id, user, text, time, uid FROM messages
                      WHERE channel = ?1 AND user = ?2 AND key = ?3 AND time >= ?4
                      ORDER BY id DESC LIMIT 1",
                 )?;
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO messages (channel, id, user, text, time, key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO messages (channel, id, user, text, time, key, uid)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 let mut bump =
                     tx.prepare_cached("UPDATE channels SET last_id = ?2 WHERE name = ?1")?;
@@ -374,7 +402,7 @@ impl Store for SqliteStore {
                     }
                     let id = ensure_channel(&tx, &channel)?.last_id + 1;
                     insert.execute(params![
-                        &*channel, id as i64, post.user, post.text, time, post.key
+                        &*channel, id as i64, post.user, post.text, time, post.key, post.uid
                     ])?;
                     bump.execute(params![&*channel, id as i64])?;
                     match touched.iter_mut().find(|(c, _)| *c == channel) {
@@ -386,6 +414,7 @@ impl Store for SqliteStore {
                         user: post.user,
                         text: post.text,
                         time,
+                        uid: post.uid,
                     }));
                 }
             }
@@ -413,7 +442,7 @@ impl Store for SqliteStore {
         let channel = channel.to_owned();
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, user, text, time FROM messages
+                "SELECT id, user, text, time, uid FROM messages
                  WHERE channel = ?1 AND deleted = 0 ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![channel, n as i64], row_to_message)?;
@@ -432,7 +461,7 @@ impl Store for SqliteStore {
                 .query_row(params![channel, after as i64], |r| r.get(0))?;
             let truncated = first.is_some_and(|id| id as u64 > after + 1);
             let mut stmt = conn.prepare_cached(
-                "SELECT id, user, text, time FROM messages
+                "SELECT id, user, text, time, uid FROM messages
                  WHERE channel = ?1 AND id > ?2 AND deleted = 0 ORDER BY id LIMIT ?3",
             )?;
             let messages: Vec<Message> = stmt
@@ -564,6 +593,7 @@ mod tests {
                 user: "ann".into(),
                 text: "hi".into(),
                 key: Some("k".into()),
+                uid: Some("user-42".into()),
             },
         };
         let first = store
@@ -578,6 +608,9 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(&again[0], Appended::Duplicate(m) if m.id == 1));
+        let kept = store.recent("general", 10).await.unwrap();
+        let uids: Vec<Option<&str>> = kept.iter().map(|m| m.uid.as_deref()).collect();
+        assert_eq!(uids, [None, Some("user-42")], "the poster's uid is stored");
         let mut changed = keyed.clone();
         changed.post.text = "other".into();
         let conflict = store.append(&[changed], 2_000, WINDOW).await.unwrap();

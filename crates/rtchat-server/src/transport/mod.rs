@@ -22,6 +22,7 @@ use rtchat_core::{Limits, NewPost, Position, Signal, GENERAL};
 use serde::Deserialize;
 
 use crate::api::ApiError;
+use crate::auth::token::Identity;
 
 /// The room an HTTP request is about, and how it was reached.
 #[derive(Debug, Clone, Copy)]
@@ -81,9 +82,38 @@ pub fn bad_query(e: QueryRejection, expected: &str) -> ApiError {
     )
 }
 
+/// Who made an HTTP request: with `--auth token`, the identity its token proved (put there
+/// by [`crate::auth::gate::require_token`]); `None` with `--auth off`.
+pub type Who = Option<axum::Extension<Arc<Identity>>>;
+
+/// With `--auth token`, whether the request's token may use `room` (its `rooms` claim): a
+/// `403` (`code: room_not_allowed`) if not.
+pub fn check_room_claim(who: Option<&Identity>, room: &str) -> Result<(), ApiError> {
+    match who.map(|w| w.may_enter(room)) {
+        Some(Err(e)) => Err(ApiError::new(StatusCode::FORBIDDEN, e).with_code("room_not_allowed")),
+        _ => Ok(()),
+    }
+}
+
 /// `?user=`: the name a client is present under, checked like a post's `user` (`None` when
-/// absent or empty: an unnamed client). A bad name is a `400`.
-pub fn query_user(user: Option<&str>, limits: &Limits) -> Result<Option<String>, ApiError> {
+/// absent or empty: an unnamed client). A bad name is a `400`. With a token (`who`) it is the
+/// token's name, and a `?user=` naming someone else is a `403`.
+pub fn query_user(
+    user: Option<&str>,
+    who: Option<&Identity>,
+    limits: &Limits,
+) -> Result<Option<String>, ApiError> {
+    if let Some(who) = who {
+        return match user {
+            Some(user) if !user.is_empty() && user != who.name => {
+                Err(ApiError::from(rtchat_core::PostError::NotYourName {
+                    posted: user.to_owned(),
+                    name: who.name.clone(),
+                }))
+            }
+            _ => Ok(Some(who.name.clone())),
+        };
+    }
     match user {
         None | Some("") => Ok(None),
         Some(user) => check_user(Some(&user.into()), limits)
@@ -104,6 +134,14 @@ pub fn check_user(
     }
     post.insert("text".into(), ".".into());
     NewPost::from_value(&post.into(), limits).map(|p| p.user)
+}
+
+/// Why a WebSocket connection or Socket.IO socket may not join one room more
+/// (`--max-joined-rooms`).
+pub fn too_many_joined(max: usize) -> String {
+    format!(
+        "this connection is already in {max} rooms, its maximum (--max-joined-rooms); leave one first"
+    )
 }
 
 /// Whether `signal` is the typing of `own`, the client's own name: never echoed to it.

@@ -31,7 +31,7 @@ use rtchat_core::{
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{bad_query, query_user, Room};
+use super::{bad_query, query_user, Room, Who};
 use crate::api::{json_bytes, read_json_body, ApiError};
 use crate::drain::Deadline;
 use crate::metrics::{PostRefusal, Via};
@@ -59,15 +59,17 @@ pub struct PollQuery {
 /// `GET /poll`: the snapshot, or a long poll when `since` is given.
 pub async fn get_poll(
     State(state): State<AppState>,
+    who: Who,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    poll(&state, Room::COURSE, query).await
+    poll(&state, Room::COURSE, who, query).await
 }
 
 /// `GET` a room's poll: the snapshot, or a long poll when `since` is given.
 pub async fn poll(
     state: &AppState,
     room: Room<'_>,
+    who: Who,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) =
@@ -80,7 +82,9 @@ pub async fn poll(
     }
     check_room_name(room.name)?;
     let hub = &state.hub;
-    let user = query_user(query.user.as_deref(), &hub.config().limits)?;
+    let who = who.as_ref().map(|w| &*w.0);
+    super::check_room_claim(who, room.name)?;
+    let user = query_user(query.user.as_deref(), who, &hub.config().limits)?;
     let channel = hub.channel(room.name).await?;
     let Some(since) = query.since else {
         return Ok(match channel {
@@ -247,11 +251,19 @@ pub async fn post(
         .check(None, client.map(|c| c.ip))
         .inspect_err(|refused| metrics.rate_limited(refused))?;
     check_room_name(room.name).inspect_err(|_| metrics.post_refused(PostRefusal::Invalid))?;
+    if let Some(who) = extensions.get::<std::sync::Arc<crate::auth::token::Identity>>() {
+        super::check_room_claim(Some(who), room.name)
+            .inspect_err(|_| metrics.post_refused(PostRefusal::Unauthorized))?;
+    }
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body)
         .await
         .inspect_err(|e| metrics.post_refused(PostRefusal::of_status(e.status)))?;
-    let stored = state.hub.post_json(room.name, &body).await;
+    let poster = crate::auth::gate::poster_of(&extensions);
+    let stored = state
+        .hub
+        .post_json_by(room.name, &body, poster.as_ref())
+        .await;
     metrics.post_result(Via::Http, &stored);
     Ok(axum::Json(rtchat_protocol::PostAck::ok(stored?.message.id)).into_response())
 }

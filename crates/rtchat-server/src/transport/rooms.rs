@@ -28,7 +28,7 @@ use rtchat_protocol::http::{room, room_path, ROOMS};
 use rtchat_protocol::shapes::{PresentUser, RoomInfo, RoomList, RoomPresence};
 
 use super::poll::PollQuery;
-use super::{check_user, PositionQuery, Room};
+use super::{check_user, PositionQuery, Room, Who};
 use crate::api::{json_bytes, read_json_body, ApiError};
 use crate::state::AppState;
 
@@ -50,14 +50,17 @@ fn room_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<RoomList>, ApiError> {
+async fn list(State(state): State<AppState>, who: Who) -> Result<Json<RoomList>, ApiError> {
     let rooms = state
         .hub
         .rooms()
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // A token with a `rooms` claim sees only those rooms.
+    let who = who.as_ref().map(|w| &*w.0);
     let rooms = rooms
         .into_iter()
+        .filter(|r| who.is_none_or(|w| w.may_enter(&r.name).is_ok()))
         .map(|r| RoomInfo {
             name: r.name,
             last: r.last,
@@ -71,10 +74,11 @@ async fn list(State(state): State<AppState>) -> Result<Json<RoomList>, ApiError>
 async fn get_poll(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    who: Who,
     query: Result<Query<PollQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = room_of(path)?;
-    super::poll::poll(&state, Room::named(&name), query).await
+    super::poll::poll(&state, Room::named(&name), who, query).await
 }
 
 async fn post_message(
@@ -91,29 +95,33 @@ async fn post_message(
 async fn get_msgs(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = room_of(path)?;
-    Ok(super::stream::msgs(&state, Room::named(&name), headers, query).await)
+    Ok(super::stream::msgs(&state, Room::named(&name), who, headers, query).await)
 }
 
 async fn get_events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = room_of(path)?;
-    Ok(super::sse::events(&state, Room::named(&name), headers, query).await)
+    Ok(super::sse::events(&state, Room::named(&name), who, headers, query).await)
 }
 
 async fn presence(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    who: Who,
 ) -> Result<Json<RoomPresence>, ApiError> {
     let name = room_of(path)?;
     check_room_name(&name)?;
+    super::check_room_claim(who.as_ref().map(|w| &*w.0), &name)?;
     let answer = match state.hub.channel(&name).await? {
         Some(channel) => {
             let snapshot = channel.snapshot();
@@ -148,11 +156,13 @@ async fn presence(
 async fn typing(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    who: Who,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = room_of(path)?;
     check_room_name(&name)?;
+    super::check_room_claim(who.as_ref().map(|w| &*w.0), &name)?;
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
@@ -163,7 +173,17 @@ async fn typing(
             "body must be a JSON object with \"user\"",
         ));
     };
-    let user = check_user(fields.get("user"), &state.hub.config().limits)?;
+    let limits = &state.hub.config().limits;
+    let user = match who.as_ref().map(|w| &*w.0) {
+        // With a token: its name (a `user` may only repeat it).
+        Some(who) => super::query_user(
+            fields.get("user").and_then(|u| u.as_str()),
+            Some(who),
+            limits,
+        )?
+        .unwrap_or_else(|| who.name.clone()),
+        None => check_user(fields.get("user"), limits)?,
+    };
     // Dropped silently past the rate limit, or in a room that does not exist.
     state.hub.typing(&name, &user).await?;
     Ok(json_bytes(Bytes::from_static(br#"{"status":"ok"}"#)))

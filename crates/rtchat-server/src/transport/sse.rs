@@ -32,13 +32,15 @@ use rtchat_core::{
 };
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-use super::{is_own_typing, query_user, PositionQuery, Room};
+use super::{is_own_typing, query_user, PositionQuery, Room, Who};
 use crate::api::ApiError;
+use crate::auth::lifetime::Credential;
 use crate::drain::Deadline;
 use crate::metrics::{Counted, Metrics, Via};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
+use futures_util::future::OptionFuture;
 use rtchat_protocol::http::EVENTS;
 
 /// How long browsers wait before reconnecting, sent as the `retry:` hint.
@@ -64,24 +66,29 @@ pub fn routes() -> Router<AppState> {
 /// `GET /events`: the events of `general`.
 pub async fn get_events(
     State(state): State<AppState>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
-    events(&state, Room::COURSE, headers, query).await
+    events(&state, Room::COURSE, who, headers, query).await
 }
 
 /// A room's event stream.
 pub async fn events(
     state: &AppState,
     room: Room<'_>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
     let opened = async {
         let (resume, user) = resume_point(&headers, query)?;
         check_room_name(room.name)?;
-        let user = query_user(user.as_deref(), &state.hub.config().limits)?;
-        event_stream(state, room, resume, user.as_deref()).await
+        let who = who.as_ref().map(|w| &*w.0);
+        super::check_room_claim(who, room.name)?;
+        let user = query_user(user.as_deref(), who, &state.hub.config().limits)?;
+        let credential = who.map(|w| Box::new(state.auth.credential(w)));
+        event_stream(state, room, resume, user.as_deref(), credential).await
     };
     match opened.await {
         Ok(response) => response,
@@ -128,6 +135,7 @@ async fn event_stream(
     room: Room<'_>,
     resume: Option<Position>,
     user: Option<&str>,
+    credential: Option<Box<Credential>>,
 ) -> Result<Response, ApiError> {
     let hub = &state.hub;
     let opened = hub.subscribe(room.name, resume.as_ref()).await?;
@@ -174,6 +182,8 @@ async fn event_stream(
         presence,
         heartbeat,
         closing: state.drain.deadline(),
+        credential,
+        ending: false,
         _open: state.metrics.client(Via::Sse),
         metrics: state.metrics.clone(),
     };
@@ -245,6 +255,11 @@ struct EventStream {
     heartbeat: Interval,
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
+    /// With `--auth token`: the stream ends with a final `expired` or `revoked` event when
+    /// its token does (the client reconnects with a fresh token).
+    credential: Option<Box<Credential>>,
+    /// The final event is queued: the stream ends after it.
+    ending: bool,
     /// Counted in `rtchat_clients{transport="sse"}` while it lives.
     _open: Counted,
     metrics: Arc<Metrics>,
@@ -255,6 +270,9 @@ impl EventStream {
         loop {
             if let Some(bytes) = self.pending.pop_front() {
                 return Some(bytes);
+            }
+            if self.ending {
+                return None;
             }
             if self.catching_up {
                 let from = self.subscription.last_seen();
@@ -288,6 +306,7 @@ impl EventStream {
                 }
                 continue;
             }
+            let has_credential = self.credential.is_some();
             tokio::select! {
                 delivery = self.subscription.recv() => match delivery? {
                     Delivery::Event(event) => {
@@ -307,6 +326,12 @@ impl EventStream {
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(HEARTBEAT)),
                 () = self.closing.reached() => return None,
+                Some(end) = OptionFuture::from(self.credential.as_mut().map(|c| c.ended())), if has_credential => {
+                    let (_, reason) = end.close();
+                    let event = format!("event: {}\ndata: {{\"reason\":\"{reason}\"}}\n\n", end.event());
+                    self.pending.push_back(event.into());
+                    self.ending = true;
+                }
             }
         }
     }

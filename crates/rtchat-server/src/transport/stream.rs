@@ -27,13 +27,15 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use rtchat_core::{check_room_name, Delivery, PresenceGuard, Signal, Start, Subscription};
 
-use super::{is_own_typing, query_user, sse, PositionQuery, Room};
+use super::{is_own_typing, query_user, sse, PositionQuery, Room, Who};
 use crate::api::ApiError;
+use crate::auth::lifetime::Credential;
 use crate::drain::Deadline;
 use crate::metrics::{Counted, Metrics, Via};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
+use futures_util::future::OptionFuture;
 use rtchat_protocol::http::MSGS;
 
 /// `GET /msgs` (the stream, or SSE for `Accept: text/event-stream`) and `POST /msgs` (the
@@ -45,23 +47,25 @@ pub fn routes() -> Router<AppState> {
 /// `GET /msgs`: the stream of `general`.
 pub async fn get_msgs(
     State(state): State<AppState>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
-    msgs(&state, Room::COURSE, headers, query).await
+    msgs(&state, Room::COURSE, who, headers, query).await
 }
 
 /// A room's snapshot stream, or its SSE when the client asks for `text/event-stream`.
 pub async fn msgs(
     state: &AppState,
     room: Room<'_>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Response {
     if sse::wants_event_stream(&headers) {
-        return sse::events(state, room, headers, query).await;
+        return sse::events(state, room, who, headers, query).await;
     }
-    match open(state, room, query).await {
+    match open(state, room, who, query).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -70,12 +74,15 @@ pub async fn msgs(
 async fn open(
     state: &AppState,
     room: Room<'_>,
+    who: Who,
     query: Result<Query<PositionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = PositionQuery::parse(query)?;
     check_room_name(room.name)?;
     let hub = &state.hub;
-    let user = query_user(query.user.as_deref(), &hub.config().limits)?;
+    let who = who.as_ref().map(|w| &*w.0);
+    super::check_room_claim(who, room.name)?;
+    let user = query_user(query.user.as_deref(), who, &hub.config().limits)?;
     let opened = hub.subscribe(room.name, query.position().as_ref()).await?;
     let mut subscription = opened.subscription;
     if room.signals {
@@ -94,6 +101,8 @@ async fn open(
         subscription,
         presence,
         closing: state.drain.deadline(),
+        credential: who.map(|w| Box::new(state.auth.credential(w))),
+        ended: false,
         _open: state.metrics.client(Via::Stream),
         metrics: state.metrics.clone(),
     };
@@ -124,6 +133,11 @@ struct SnapshotStream {
     presence: PresenceGuard,
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
+    /// With `--auth token`: the stream ends with a last line `{"expired":{"reason"}}` or
+    /// `{"revoked":{"reason"}}` when its token does.
+    credential: Option<Box<Credential>>,
+    /// That last line was sent.
+    ended: bool,
     /// Counted in `rtchat_clients{transport="stream"}` while it lives.
     _open: Counted,
     metrics: Arc<Metrics>,
@@ -133,6 +147,9 @@ impl SnapshotStream {
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(first);
+        }
+        if self.ended {
+            return None;
         }
         if self.catching_up {
             let history = self.subscription.hub().config().history;
@@ -151,6 +168,7 @@ impl SnapshotStream {
             return Some(page.encode(last, &epoch, "\n"));
         }
         loop {
+            let has_credential = self.credential.is_some();
             tokio::select! {
                 delivery = self.subscription.recv() => match delivery? {
                     Delivery::Event(event) => {
@@ -168,6 +186,12 @@ impl SnapshotStream {
                     }
                 },
                 () = self.closing.reached() => return None,
+                Some(end) = OptionFuture::from(self.credential.as_mut().map(|c| c.ended())), if has_credential => {
+                    self.ended = true;
+                    let (_, reason) = end.close();
+                    let line = format!("{{\"{}\":{{\"reason\":\"{reason}\"}}}}\n", end.event());
+                    return Some(line.into());
+                }
             }
         }
     }

@@ -66,14 +66,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::auth::lifetime::Credential;
+use crate::auth::token::Identity;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, OptionFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 use hyper_util::rt::TokioIo;
 use rtchat_core::{
-    check_room_name, Delivery, Entry, Hub, Limits, NewPost, Position, PostError, PresenceGuard,
-    Signal, Snapshot, Start, Subscription, Ticket, TrySubmitError, GENERAL,
+    check_room_name, Delivery, Entry, Hub, Limits, NewPost, Position, PostError, Poster,
+    PresenceGuard, Signal, Snapshot, Start, Subscription, Ticket, TrySubmitError, GENERAL,
 };
 use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
 use rtchat_ws::{CloseCode, EncodedFrame, Message, SharedMessage, WebSocket};
@@ -152,16 +154,29 @@ async fn accept(state: AppState, mut req: Request) -> Response {
         Ok(query) => query,
         Err(e) => return e.into_response(),
     };
+    // `?user=` is rtchat's, not the course's (whose clients never send it): a bad name is
+    // refused on both subprotocols, as `GET /poll?user=` refuses it.
     let user = match query
         .user
         .map(|u| (check_user(&u, &state.hub.config().limits), u))
     {
         Some((Ok(()), user)) => Some(Arc::<str>::from(user)),
-        Some((Err(e), _)) if mode == Mode::Deltas => {
-            return ApiError::new(StatusCode::BAD_REQUEST, e).into_response()
+        Some((Err(e), _)) => return ApiError::new(StatusCode::BAD_REQUEST, e).into_response(),
+        None => None,
+    };
+    // With `--auth token` the connection is its token's user, present under its name, until
+    // its token ends.
+    let identity = req.extensions().get::<Arc<Identity>>().cloned();
+    let credential = identity
+        .as_ref()
+        .map(|i| Box::new(state.auth.credential(i)));
+    let poster = crate::auth::gate::poster_of(req.extensions());
+    let user = match (&poster, user) {
+        (None, user) => user,
+        (Some(poster), Some(user)) if *user != *poster.name => {
+            return not_your_name(&user, &poster.name).into_response()
         }
-        // The course's protocol refuses nothing it did not: there, a bad name names no one.
-        _ => None,
+        (Some(poster), _) => Some(Arc::from(poster.name.as_str())),
     };
     // The course's `json` protocol is `general` only and has no resume: its first snapshot is
     // the history.
@@ -171,6 +186,14 @@ async fn accept(state: AppState, mut req: Request) -> Response {
     };
     if let Some(rooms) = &rooms {
         if let Err(e) = check_upgrade_rooms(rooms, &position, state.config.max_joined_rooms) {
+            return e.into_response();
+        }
+    }
+    // A token's `rooms` claim: every room the upgrade enters.
+    let general = [GENERAL.to_owned()];
+    let entering: &[String] = rooms.as_deref().unwrap_or(&general);
+    for room in entering {
+        if let Err(e) = super::check_room_claim(identity.as_deref(), room) {
             return e.into_response();
         }
     }
@@ -205,7 +228,7 @@ async fn accept(state: AppState, mut req: Request) -> Response {
             (Rooms::Out(user), Starts::Rooms(Box::new(rooms)))
         }
     };
-    let posts = PostGate::new(state.clone(), client);
+    let posts = PostGate::new(state.clone(), client, identity);
     // The task becomes the connection's future once the upgrade completes, so what was
     // captured for the upgrade is not kept next to it for the connection's life (one `async`
     // block doing both would keep its captures and the moved-from `Connection` in the task).
@@ -225,6 +248,7 @@ async fn accept(state: AppState, mut req: Request) -> Response {
                 in_flight: VecDeque::new(),
                 rooms,
                 shutdown,
+                credential,
                 _slot: slot,
             };
             // Not an `async fn` of `Connection`: one taking `self` by value would hold it
@@ -270,6 +294,14 @@ struct UpgradeQuery {
     rooms: Option<Vec<String>>,
     /// `?user=NAME`: who the connection is, for presence and typing.
     user: Option<String>,
+}
+
+/// With `--auth token`, a name other than the token's: `403`.
+fn not_your_name(posted: &str, name: &str) -> ApiError {
+    ApiError::from(PostError::NotYourName {
+        posted: posted.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 fn bad_request(error: String) -> ApiError {
@@ -462,6 +494,9 @@ enum Refusal {
     NotAPost,
     #[error("{0}")]
     RateLimited(Refused),
+    /// The token's `rooms` claim does not include the room.
+    #[error("{0}")]
+    RoomNotAllowed(String),
 }
 
 impl Refusal {
@@ -478,15 +513,21 @@ impl Refusal {
 struct PostGate {
     state: AppState,
     client: Option<IpAddr>,
+    /// Who the connection's token says it is (`--auth token`): its posts are theirs.
+    poster: Option<Box<Poster>>,
+    /// The same token's identity, for its `rooms` claim.
+    who: Option<Arc<Identity>>,
     bucket: Option<Box<ConnectionBucket>>,
     refused_in_a_row: u32,
 }
 
 impl PostGate {
-    fn new(state: AppState, client: Option<IpAddr>) -> PostGate {
+    fn new(state: AppState, client: Option<IpAddr>, who: Option<Arc<Identity>>) -> PostGate {
         PostGate {
             state,
             client,
+            poster: who.as_ref().map(|w| Box::new(w.poster())),
+            who,
             bucket: None,
             refused_in_a_row: 0,
         }
@@ -823,6 +864,9 @@ struct Connection<S> {
     rooms: Rooms,
     /// When the server stops: the moment this connection closes with 1001.
     shutdown: Deadline,
+    /// With `--auth token`: when the connection's token ends (expiry past the grace, or
+    /// revocation): it closes with 4001 or 4005.
+    credential: Option<Box<Credential>>,
     /// Counted in `rtchat_clients` while it lives.
     _open: Counted,
     /// The connection's place under the connection caps, kept after the upgrade.
@@ -864,6 +908,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     async fn serve(&mut self) -> End {
         loop {
             let (in_one, in_more) = (self.rooms.first().is_some(), self.rooms.waiting());
+            let has_credential = self.credential.is_some();
             let (first, mut more) = self.rooms.split();
             let step = tokio::select! {
                 incoming = self.out.ws.recv(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
@@ -903,6 +948,10 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     }
                 },
                 () = self.shutdown.reached() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
+                Some(ended) = OptionFuture::from(self.credential.as_mut().map(|c| c.ended())), if has_credential => {
+                    let (code, reason) = ended.close();
+                    Err(End::Close(CloseCode(code), reason))
+                }
             };
             let frame = match step {
                 Ok(Step::Send(frame)) => frame,
@@ -984,7 +1033,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         if self.out.mode == Mode::Deltas {
             if let Ok(value) = &value {
                 let kind = value.get("type").and_then(Value::as_str);
-                if let Some(v1::JOIN_TYPE | v1::LEAVE_TYPE | v1::TYPING_TYPE) = kind {
+                if let Some(v1::JOIN_TYPE | v1::LEAVE_TYPE | v1::TYPING_TYPE | v1::REFRESH_TYPE) =
+                    kind
+                {
                     return Ok(self.on_room_frame(value));
                 }
             }
@@ -1029,8 +1080,33 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 user.filter(|u| !u.is_empty()),
                 reference,
             ))),
+            ClientFrame::Refresh { token, reference } => {
+                Step::Send(self.refresh(&token, reference))
+            }
             // Not reached: posts are read by `parse_post`.
             ClientFrame::Post { .. } => Step::Nothing,
+        }
+    }
+
+    /// A `refresh` (`--auth token`): a newer token of the connection's user pushes its end
+    /// back; answered `refreshed`, or an `error` (the current token still holds until it
+    /// ends).
+    fn refresh(&mut self, token: &str, reference: Value) -> EncodedFrame {
+        let auth = &self.out.posts.state.auth;
+        let refreshed = match (&mut self.credential, auth.identify(Some(token))) {
+            (None, _) => Err(
+                "this connection has no token to refresh (the server runs with --auth off)"
+                    .to_owned(),
+            ),
+            (Some(_), Err(e)) => Err(format!("{e} ({})", e.code())),
+            (Some(_), Ok(None)) => Err("no token".to_owned()),
+            (Some(credential), Ok(Some(identity))) => {
+                credential.refresh(&identity).map(|()| identity.expires)
+            }
+        };
+        match refreshed {
+            Ok(expires) => text(&ServerFrame::Refreshed { reference, expires }),
+            Err(error) => error_frame(reference, None, error),
         }
     }
 
@@ -1047,6 +1123,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     fn name(&mut self, user: &str) -> Result<(), String> {
         if self.rooms.user().is_some_and(|name| **name == *user) {
             return Ok(());
+        }
+        if let Some(poster) = &self.out.posts.poster {
+            return Err(not_your_name(user, &poster.name).message);
         }
         let hub = &self.out.posts.state.hub;
         check_user(user, &hub.config().limits)?;
@@ -1091,14 +1170,15 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// Why the connection may not join `room` (with `user`), if it may not.
     fn may_join(&mut self, room: &str, user: Option<&str>) -> Result<(), String> {
         check_room_name(room).map_err(|e| e.to_string())?;
+        if let Some(who) = &self.out.posts.who {
+            who.may_enter(room)?;
+        }
         if self.rooms.find(room).is_some() {
             return Err(format!("this connection is already in room {room:?}"));
         }
         let max = self.out.posts.state.config.max_joined_rooms;
         if self.rooms.count() >= max {
-            return Err(format!(
-                "this connection is already in {max} rooms, its maximum (--max-joined-rooms); leave one first"
-            ));
+            return Err(super::too_many_joined(max));
         }
         if let Some(user) = user {
             self.name(user)?;
@@ -1285,8 +1365,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             {
                 return Err(Refusal::NotAPost);
             }
-            room?;
-            NewPost::from_value(&value, &limits).map_err(Refusal::Post)
+            let room = room?;
+            if let Some(who) = &self.out.posts.who {
+                who.may_enter(&room).map_err(Refusal::RoomNotAllowed)?;
+            }
+            let poster = self.out.posts.poster.as_deref();
+            NewPost::from_value_by(&value, &limits, poster).map_err(Refusal::Post)
         });
         (reference, room_name, post)
     }
@@ -1449,6 +1533,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Out<S> {
             Err(Refusal::Post(e)) => metrics.post_refused(PostRefusal::of(e)),
             Err(Refusal::NotAPost) => metrics.post_refused(PostRefusal::Invalid),
             Err(Refusal::RateLimited(refused)) => metrics.rate_limited(refused),
+            Err(Refusal::RoomNotAllowed(_)) => metrics.post_refused(PostRefusal::Unauthorized),
         }
         let room = room.map(|r| r.to_string());
         let reply = match (self.mode, result) {
@@ -1457,6 +1542,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Out<S> {
                 return Some(text(&ErrorBody {
                     error: error.to_string(),
                     retry_after_ms: error.retry_after_ms(),
+                    code: None,
                 }))
             }
             (Mode::Deltas, Ok(entry)) => ServerFrame::Ack {

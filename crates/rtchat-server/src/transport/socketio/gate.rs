@@ -26,6 +26,11 @@ use crate::origin::OriginPolicy;
 #[allow_missing = true]
 struct Bundle;
 
+/// Is the official browser bundle embedded in this build (`GET /config`'s `socketio_client`)?
+pub fn client_bundled() -> bool {
+    Bundle::get("socket.io.min.js").is_some()
+}
+
 /// The routes of this transport, merged into the app by the router: Engine.IO at
 /// [`PATH`] (behind the origin check, CORS for `--allow-origin` and the payload limit) and
 /// CORS for the polling transport of pages served from `--allow-origin` origins.

@@ -19,6 +19,8 @@ pub(super) struct Handshake {
     /// Present in its rooms under this name (`auth.user`); unnamed sockets are counted, not
     /// listed.
     pub user: Option<Arc<str>>,
+    /// The token (`auth.token`), with `--auth token`.
+    pub token: Option<String>,
 }
 
 impl Default for Handshake {
@@ -29,6 +31,7 @@ impl Default for Handshake {
             epoch: None,
             snapshots: true,
             user: None,
+            token: None,
         }
     }
 }
@@ -61,11 +64,17 @@ impl Handshake {
                     .map_err(|e| format!("auth.user is not a name rtchat takes: {e}"))?,
             ),
         };
+        let token = match obj.get("token") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            Some(_) => return Err("auth.token must be a string (a JWT)".to_owned()),
+        };
         Ok(Handshake {
             last,
             epoch,
             snapshots,
             user,
+            token,
         })
     }
 }

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::auth::token::Identity;
+
 use rtchat_core::{check_room_name, Position, PresenceGuard, RoomError, GENERAL};
 use rtchat_protocol::socketio::{self as sio, Refusal, RoomName};
 use serde_json::{Map, Value};
@@ -180,6 +182,7 @@ pub(super) fn on_disconnect(socket: SocketRef) -> std::future::Ready<()> {
     if let Some(member) = Member::of(&socket) {
         member.close();
     }
+    super::session::forget(&socket);
     std::future::ready(())
 }
 
@@ -355,10 +358,11 @@ async fn join(chat: &Chat, member: &Member, data: Result<Value, String>, answer:
     }
     let max = chat.max_joined;
     if member.count() >= max {
-        return answer.refuse(&refuse(format!(
-            "this connection is already in {max} rooms, its maximum (--max-joined-rooms); \
-             leave one first"
-        )));
+        return answer.refuse(&refuse(crate::transport::too_many_joined(max)));
+    }
+    let who = answer.socket.extensions.get::<Arc<Identity>>();
+    if let Some(Err(e)) = who.map(|w| w.may_enter(room)) {
+        return answer.refuse(&refuse(e));
     }
     let handle = match chat.rooms.enter(room).await {
         Ok(handle) => handle,

@@ -92,7 +92,10 @@ mod member;
 mod post;
 mod resume;
 mod rooms;
+mod session;
 mod wire;
+
+pub use gate::client_bundled;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -264,10 +267,42 @@ impl Chat {
         auth: Result<serde_json::Value, impl std::fmt::Display>,
     ) -> Result<(), String> {
         let auth = auth.map_err(|e| format!("auth must be a JSON object: {e}"))?;
-        let handshake = Handshake::parse(&auth, &self.poster.limits)?;
+        let mut handshake = Handshake::parse(&auth, &self.poster.limits)?;
+        // `--auth token`: the token of `auth.token` (or the session cookie) says who the
+        // socket is; it posts and is present under the token's name.
+        let token = handshake
+            .token
+            .take()
+            .or_else(|| crate::auth::gate::cookie(&socket.req_parts().headers));
+        let identity = self
+            .poster
+            .state
+            .auth
+            .identify(token.as_deref())
+            .map_err(|e| format!("{} ({})", e, e.code()))?;
+        let mut in_general = true;
+        if let Some(identity) = identity {
+            session::watch(&socket, &self.poster.state.auth, &identity);
+            // A token whose `rooms` claim leaves out `general` connects into no room.
+            in_general = identity.may_enter(GENERAL).is_ok();
+            let poster = identity.poster();
+            match &handshake.user {
+                Some(user) if **user != *poster.name => {
+                    return Err(format!(
+                        "auth.user must be your name {:?} (from your token), not {user:?} (not_your_name)",
+                        poster.name
+                    ))
+                }
+                _ => handshake.user = Some(Arc::from(poster.name.as_str())),
+            }
+            socket.extensions.insert(poster);
+            socket.extensions.insert(Arc::new(identity));
+        }
         let member = Member::new(handshake.user.clone(), handshake.snapshots);
-        let general = self.rooms.general().clone();
-        member.add(Membership::new(self, general, handshake.user.as_deref()));
+        if in_general {
+            let general = self.rooms.general().clone();
+            member.add(Membership::new(self, general, handshake.user.as_deref()));
+        }
         socket.extensions.insert(member);
         // The closure bodies run as socketioxide reads the packet, in arrival order; only the
         // futures they return run as tasks of their own.
@@ -298,6 +333,13 @@ impl Chat {
             socket.join(member::user_room(user));
         }
         let general = self.rooms.general();
+        if !member.is_in(GENERAL) {
+            // Not let into `general` (its token's `rooms` claim): rooms by `room:join` only.
+            if let Some(turn) = turn {
+                member.done(turn);
+            }
+            return;
+        }
         match handshake.last {
             Some(last) => {
                 let position = Position::new(last, handshake.epoch);

@@ -7,6 +7,8 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::auth::token::Identity;
+
 use rtchat_core::{Hub, Limits, NewPost, GENERAL};
 use rtchat_protocol::socketio::Refusal;
 use rtchat_protocol::PostAck;
@@ -68,6 +70,8 @@ impl Poster {
         let place = refused.is_none().then(|| chain.take_place()).flatten();
         let (hub, limits) = (self.hub.clone(), self.limits);
         let metrics = self.state.metrics.clone();
+        // `--auth token`: the socket's token holder posts.
+        let poster = socket.extensions.get::<rtchat_core::Poster>();
         async move {
             if let Some(refused) = refused {
                 let room = post.room().map(str::to_owned);
@@ -88,7 +92,7 @@ impl Poster {
                 return post.answer.refuse(&refusal);
             };
             place.turn().await;
-            store_post(&hub, &limits, &metrics, post, place.done).await;
+            store_post(&hub, &limits, poster.as_ref(), &metrics, post, place.done).await;
             chain.release();
         }
     }
@@ -187,6 +191,7 @@ fn post_room(value: &Value) -> Result<&str, Refusal> {
 async fn store_post(
     hub: &Hub,
     limits: &Limits,
+    poster: Option<&rtchat_core::Poster>,
     metrics: &Metrics,
     post: QueuedPost,
     handed_over: oneshot::Sender<()>,
@@ -208,7 +213,13 @@ async fn store_post(
             return answer.refuse(&refusal);
         }
     };
-    let result = match NewPost::from_value(&value, limits) {
+    // `--auth token`: the token's `rooms` claim.
+    let who = answer.socket.extensions.get::<Arc<Identity>>();
+    if let Some(Err(e)) = who.map(|w| w.may_enter(room)) {
+        metrics.post_refused(PostRefusal::Unauthorized);
+        return answer.refuse(&Refusal::new(e, Some(room)));
+    }
+    let result = match NewPost::from_value_by(&value, limits, poster) {
         Ok(new) => match hub.submit(room, new).await {
             Ok(ticket) => {
                 drop(handed_over);

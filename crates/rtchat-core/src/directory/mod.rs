@@ -1,0 +1,106 @@
+//! Who may do what, kept next to the messages (identity, issue 15): accounts, revoked
+//! tokens, and each room's owner, privacy and members.
+//!
+//! A [`Directory`] is the second half of what a store holds: [`crate::SqliteStore`] keeps it
+//! in the same database file (so one backup holds everything), [`crate::MemoryStore`] in
+//! memory, and a shared store (Redis) will too. The rules that use it (who may join a
+//! private room, whose token is refused) live in the server; the directory only remembers.
+//!
+//! User ids (`uid`) are opaque strings: the `sub` of a token, or an id made at signup.
+//! Account names (the display names people log in with) are unique, compared exactly.
+
+pub(crate) mod memory;
+mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+use async_trait::async_trait;
+
+use crate::store::StoreError;
+
+/// A built-in account (`POST /auth/signup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The stable user id tokens carry as `sub`.
+    pub uid: String,
+    /// The name its owner logs in with and posts under.
+    pub name: String,
+    /// The password's argon2id hash in PHC string form (never the password).
+    pub password_hash: String,
+    /// May moderate and administer (`rtchat user grant-admin`).
+    pub admin: bool,
+    /// When it was made, in milliseconds since the Unix epoch.
+    pub created: i64,
+}
+
+/// A room's access settings. A room nobody configured is public and has no owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomAccess {
+    /// Who made it (its first poster or joiner with a token); may change its settings.
+    pub owner: Option<String>,
+    /// Only members may join, read, resume into and post to it.
+    pub private: bool,
+}
+
+/// Why a directory change was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirectoryError {
+    /// An account with this name exists already.
+    #[error("the name {0:?} is taken")]
+    NameTaken(String),
+    /// An account with this user id exists already.
+    #[error("the user id {0:?} is taken")]
+    UidTaken(String),
+    /// The storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Accounts, revoked tokens and room access, as a store keeps them.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Makes an account; refuses a name or uid already used.
+    async fn create_account(&self, account: Account) -> Result<(), DirectoryError>;
+
+    /// The account with this user id.
+    async fn account(&self, uid: &str) -> Result<Option<Account>, StoreError>;
+
+    /// The account with this name (for logins).
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Makes an account an administrator or not; false when there is no such account.
+    async fn set_admin(&self, uid: &str, admin: bool) -> Result<bool, StoreError>;
+
+    /// Refuses the token `jti` until `until` (Unix seconds: its expiry, after which it is
+    /// refused anyway and the entry can go).
+    async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError>;
+
+    /// The revoked tokens still unexpired at `now` (Unix seconds), and their expiries; forgets
+    /// the others.
+    async fn revoked(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// A room's access settings (public and ownerless when never set).
+    async fn room_access(&self, room: &str) -> Result<RoomAccess, StoreError>;
+
+    /// Makes `uid` the room's owner if it has none; returns the owner after the call.
+    async fn claim_room(&self, room: &str, uid: &str) -> Result<String, StoreError>;
+
+    /// Makes the room private or public.
+    async fn set_private(&self, room: &str, private: bool) -> Result<(), StoreError>;
+
+    /// Adds a member; false when `uid` was one already.
+    async fn add_member(&self, room: &str, uid: &str) -> Result<bool, StoreError>;
+
+    /// Removes a member; false when `uid` was not one.
+    async fn remove_member(&self, room: &str, uid: &str) -> Result<bool, StoreError>;
+
+    /// Whether `uid` is a member of the room.
+    async fn is_member(&self, room: &str, uid: &str) -> Result<bool, StoreError>;
+
+    /// The room's members, sorted.
+    async fn members(&self, room: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The rooms `uid` is a member of, sorted.
+    async fn rooms_of(&self, uid: &str) -> Result<Vec<String>, StoreError>;
+}
