@@ -71,7 +71,8 @@ rtchat() { start "$1" env RUST_LOG=warn "$SERVER_BIN" serve --listen 127.0.0.1:0
 # The same server with --auth token (issue 15: tokens are checked per connection, never per
 # message, so its fan-out should be within noise of --auth off). The bench's subscribers and
 # posts carry a token named `bench`.
-AUTH_SECRET=$RAW/jwt-secret
+AUTH_SECRET=$(mktemp)
+trap 'rm -f "$AUTH_SECRET"' EXIT
 head -c 48 /dev/urandom | base64 >"$AUTH_SECRET"
 BENCH_TOKEN=$("$BIN" token --jwt-secret-file "$AUTH_SECRET" --user bench --name bench --ttl 24h)
 rtchat_auth() { start "$1" env RUST_LOG=warn "$SERVER_BIN" serve --listen 127.0.0.1:0 --no-tls --store memory "${NO_POST_LIMITS[@]}" --auth token --jwt-secret-file "$AUTH_SECRET"; }
