@@ -257,12 +257,7 @@ async fn websockets_post_as_their_tokens_user() {
     let server = server(&[]);
     let ann = token("u-ann", "Ann");
     // rtchat.v1 with the token in the query.
-    let mut req = ws_url(&server, &format!("/ws?token={ann}"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "rtchat.v1".parse().unwrap());
-    let (mut v1, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut v1 = v1_connect(&server, &format!("/ws?token={ann}")).await;
     let hello = ws_json(&mut v1).await;
     assert_eq!(hello["type"], "history", "{hello}");
     // The course's json protocol with the session cookie, at `/`.
@@ -280,11 +275,11 @@ async fn websockets_post_as_their_tokens_user() {
         "the first snapshot"
     );
 
-    v1.send(Message::text(
-        json!({"type": "post", "user": "Bob", "text": "not me", "ref": 1}).to_string(),
-    ))
-    .await
-    .unwrap();
+    send(
+        &mut v1,
+        json!({"type": "post", "user": "Bob", "text": "not me", "ref": 1}),
+    )
+    .await;
     let error = skip_presence(&mut v1).await;
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["ref"], 1);
@@ -293,11 +288,11 @@ async fn websockets_post_as_their_tokens_user() {
         "{error}"
     );
 
-    v1.send(Message::text(
-        json!({"type": "post", "text": "from Ann", "ref": 2}).to_string(),
-    ))
-    .await
-    .unwrap();
+    send(
+        &mut v1,
+        json!({"type": "post", "text": "from Ann", "ref": 2}),
+    )
+    .await;
     let (mut acked, mut seen) = (false, None);
     while !(acked && seen.is_some()) {
         let frame = skip_presence(&mut v1).await;
@@ -317,20 +312,10 @@ async fn websockets_post_as_their_tokens_user() {
     // snapshot after it has both).
     let snapshot = ws_json(&mut course).await;
     assert_eq!(snapshot["msg"][0]["user"], "Ann", "{snapshot}");
-    course
-        .send(Message::text(
-            json!({"user": "Bob", "text": "hi Ann"}).to_string(),
-        ))
-        .await
-        .unwrap();
+    send(&mut course, json!({"user": "Bob", "text": "hi Ann"})).await;
     let snapshot = ws_json(&mut course).await;
     assert_eq!(snapshot["msg"][0]["uid"], "u-bob", "{snapshot}");
-    course
-        .send(Message::text(
-            json!({"user": "Ann", "text": "as Ann"}).to_string(),
-        ))
-        .await
-        .unwrap();
+    send(&mut course, json!({"user": "Ann", "text": "as Ann"})).await;
     let error = ws_json(&mut course).await;
     assert!(
         error["error"].as_str().unwrap().contains("\"Bob\""),
@@ -346,6 +331,11 @@ async fn skip_presence(ws: &mut crate::common::Ws) -> Value {
             return frame;
         }
     }
+}
+
+/// Sends `frame` as a text message.
+async fn send(ws: &mut crate::common::Ws, frame: Value) {
+    ws.send(Message::text(frame.to_string())).await.unwrap();
 }
 
 /// `rtchat ARGS` to completion: (success, stdout, stderr).
@@ -539,13 +529,17 @@ fn short_token(sub: &str, name: &str, secs: u64) -> String {
     )
 }
 
-async fn v1_socket(server: &Server, token: &str) -> crate::common::Ws {
-    let mut req = ws_url(server, &format!("/ws?token={token}"))
-        .into_client_request()
-        .unwrap();
+/// An rtchat.v1 WebSocket at `path` (its query carries the token).
+async fn v1_connect(server: &Server, path: &str) -> crate::common::Ws {
+    let mut req = ws_url(server, path).into_client_request().unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", "rtchat.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// An rtchat.v1 WebSocket in `general` with `token`, its history read.
+async fn v1_socket(server: &Server, token: &str) -> crate::common::Ws {
+    let mut ws = v1_connect(server, &format!("/ws?token={token}")).await;
     assert_eq!(skip_presence(&mut ws).await["type"], "history");
     ws
 }
@@ -597,22 +591,20 @@ async fn an_expiring_token_closes_each_stream_unless_refreshed() {
         .unwrap();
     assert_eq!(msgs.status(), 200);
 
-    refreshed
-        .send(Message::text(
-            json!({"type": "refresh", "token": token("u-ann", "Ann"), "ref": "r1"}).to_string(),
-        ))
-        .await
-        .unwrap();
+    send(
+        &mut refreshed,
+        json!({"type": "refresh", "token": token("u-ann", "Ann"), "ref": "r1"}),
+    )
+    .await;
     let answer = skip_presence(&mut refreshed).await;
     assert_eq!(answer["type"], "refreshed", "{answer}");
     assert_eq!(answer["ref"], "r1");
     // Another user's token is no refresh.
-    refreshed
-        .send(Message::text(
-            json!({"type": "refresh", "token": token("u-bob", "Bob"), "ref": "r2"}).to_string(),
-        ))
-        .await
-        .unwrap();
+    send(
+        &mut refreshed,
+        json!({"type": "refresh", "token": token("u-bob", "Bob"), "ref": "r2"}),
+    )
+    .await;
     let answer = skip_presence(&mut refreshed).await;
     assert_eq!(answer["type"], "error", "{answer}");
 
@@ -776,19 +768,10 @@ async fn a_tokens_rooms_claim_keeps_it_to_those_rooms() {
             "{path}"
         );
     }
-    let mut req = ws_url(&server, &format!("/ws?rooms=a&token={only_a}"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "rtchat.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = v1_connect(&server, &format!("/ws?rooms=a&token={only_a}")).await;
     assert_eq!(skip_presence(&mut ws).await["type"], "joined");
     assert_eq!(skip_presence(&mut ws).await["type"], "history");
-    ws.send(Message::text(
-        json!({"type": "join", "room": "b", "ref": 1}).to_string(),
-    ))
-    .await
-    .unwrap();
+    send(&mut ws, json!({"type": "join", "room": "b", "ref": 1})).await;
     let refused = skip_presence(&mut ws).await;
     assert_eq!(
         (refused["type"].as_str(), &refused["ref"]),
@@ -799,22 +782,22 @@ async fn a_tokens_rooms_claim_keeps_it_to_those_rooms() {
         refused["error"].as_str().unwrap().contains("rooms claim"),
         "{refused}"
     );
-    ws.send(Message::text(
-        json!({"type": "post", "room": "b", "text": "x", "ref": 2}).to_string(),
-    ))
-    .await
-    .unwrap();
+    send(
+        &mut ws,
+        json!({"type": "post", "room": "b", "text": "x", "ref": 2}),
+    )
+    .await;
     let refused = skip_presence(&mut ws).await;
     assert_eq!(
         (refused["type"].as_str(), &refused["ref"]),
         (Some("error"), &json!(2)),
         "{refused}"
     );
-    ws.send(Message::text(
-        json!({"type": "post", "room": "a", "text": "ok", "ref": 3}).to_string(),
-    ))
-    .await
-    .unwrap();
+    send(
+        &mut ws,
+        json!({"type": "post", "room": "a", "text": "ok", "ref": 3}),
+    )
+    .await;
     let mut got_ack = false;
     while !got_ack {
         let frame = skip_presence(&mut ws).await;
