@@ -285,17 +285,15 @@ impl Chat {
             session::watch(&socket, &self.poster.state.auth, &identity);
             // A token whose `rooms` claim leaves out `general` connects into no room.
             in_general = identity.may_enter(GENERAL).is_ok();
-            let poster = identity.poster();
             match &handshake.user {
-                Some(user) if **user != *poster.name => {
+                Some(user) if **user != *identity.name => {
                     return Err(format!(
                         "auth.user must be your name {:?} (from your token), not {user:?} (not_your_name)",
-                        poster.name
+                        identity.name
                     ))
                 }
-                _ => handshake.user = Some(Arc::from(poster.name.as_str())),
+                _ => handshake.user = Some(Arc::from(identity.name.as_str())),
             }
-            socket.extensions.insert(poster);
             socket.extensions.insert(Arc::new(identity));
         }
         let member = Member::new(handshake.user.clone(), handshake.snapshots);

@@ -70,8 +70,13 @@ impl Poster {
         let place = refused.is_none().then(|| chain.take_place()).flatten();
         let (hub, limits) = (self.hub.clone(), self.limits);
         let metrics = self.state.metrics.clone();
-        // `--auth token`: the socket's token holder posts.
-        let poster = socket.extensions.get::<rtchat_core::Poster>();
+        // `--auth token`: the socket's token holder posts (one lookup per post, none without).
+        let who = self
+            .state
+            .auth
+            .enabled()
+            .then(|| socket.extensions.get::<Arc<Identity>>())
+            .flatten();
         async move {
             if let Some(refused) = refused {
                 let room = post.room().map(str::to_owned);
@@ -92,7 +97,7 @@ impl Poster {
                 return post.answer.refuse(&refusal);
             };
             place.turn().await;
-            store_post(&hub, &limits, poster.as_ref(), &metrics, post, place.done).await;
+            store_post(&hub, &limits, who.as_deref(), &metrics, post, place.done).await;
             chain.release();
         }
     }
@@ -191,7 +196,7 @@ fn post_room(value: &Value) -> Result<&str, Refusal> {
 async fn store_post(
     hub: &Hub,
     limits: &Limits,
-    poster: Option<&rtchat_core::Poster>,
+    who: Option<&Identity>,
     metrics: &Metrics,
     post: QueuedPost,
     handed_over: oneshot::Sender<()>,
@@ -214,12 +219,12 @@ async fn store_post(
         }
     };
     // `--auth token`: the token's `rooms` claim.
-    let who = answer.socket.extensions.get::<Arc<Identity>>();
     if let Some(Err(e)) = who.map(|w| w.may_enter(room)) {
         metrics.post_refused(PostRefusal::Unauthorized);
         return answer.refuse(&Refusal::new(e, Some(room)));
     }
-    let result = match NewPost::from_value_by(&value, limits, poster) {
+    let poster = who.map(Identity::poster);
+    let result = match NewPost::from_value_by(&value, limits, poster.as_ref()) {
         Ok(new) => match hub.submit(room, new).await {
             Ok(ticket) => {
                 drop(handed_over);
