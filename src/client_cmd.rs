@@ -52,6 +52,10 @@ pub struct ClientArgs {
     #[arg(long, value_name = "ID")]
     since: Option<u64>,
 
+    /// the room to chat in [default: general]; e.g. a direct message's dm:… from POST /me/dm/{uid}
+    #[arg(long, value_name = "NAME")]
+    room: Option<String>,
+
     /// The server, e.g. http://127.0.0.1:8080 or https://localhost:8443.
     #[arg(value_name = "URL", default_value = "http://127.0.0.1:8080")]
     url: String,
@@ -96,6 +100,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
             resume_after: args.since,
             http3: args.http3,
             credentials,
+            room: args.room,
             ..Options::default()
         },
     };

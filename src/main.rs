@@ -2,6 +2,8 @@
 //! the chat server, `cert` shows its HTTPS certificate, `client` is a terminal chat and
 //! `bench` a load tool.
 
+mod admin_cmd;
+mod backup_cmd;
 mod client_cmd;
 mod serve_cmd;
 mod token_cmd;
@@ -46,6 +48,15 @@ enum Command {
     /// Administer the built-in accounts in the database (`grant-admin ID`, `revoke-admin
     /// ID`), also while a server runs on it.
     User(user_cmd::UserArgs),
+    /// Moderate a running server (`--auth token`) through its admin API: ban, unban, kick,
+    /// mute, unmute, revoke a token, list bans and mutes, read the audit log.
+    Admin(admin_cmd::AdminArgs),
+    /// Copy the SQLite database to FILE, consistently, also while a server runs on it
+    /// (`--force` replaces an existing FILE).
+    Backup(backup_cmd::BackupArgs),
+    /// Put a backup made by `rtchat backup` back as the database, only while no server runs
+    /// on it (`--force` replaces an existing database).
+    Restore(backup_cmd::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +85,9 @@ fn main() -> ExitCode {
         Some(Command::Token(args)) => token_cmd::token(args),
         Some(Command::Secret(args)) => token_cmd::secret(args),
         Some(Command::User(args)) => user_cmd::run(args),
+        Some(Command::Admin(args)) => admin_cmd::run(args),
+        Some(Command::Backup(args)) => backup_cmd::backup(args),
+        Some(Command::Restore(args)) => backup_cmd::restore(args),
         None => serve_cmd::run(cli.serve),
     }
 }

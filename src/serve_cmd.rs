@@ -347,6 +347,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = non_negative_seconds)]
     token_grace: f64,
 
+    /// Private rooms and direct messages the server holds at most (their members are kept in
+    /// memory, so a join or a post is checked without a store access); making one more is
+    /// refused with 403.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_private_rooms: usize,
+
     // The built-in accounts (`POST /auth/signup`, `/auth/login`...; see
     // rtchat_server::auth::accounts).
     /// How long an access token from /auth/login or /auth/refresh is valid (e.g. 15min, 900s).
@@ -425,9 +431,10 @@ async fn auth(args: &ServeArgs, directory: Arc<dyn Directory>) -> Result<Auth, S
         verifier,
         directory,
         Duration::from_secs_f64(args.token_grace),
+        args.max_private_rooms,
     )
     .await
-    .map_err(|e| format!("cannot read the revoked tokens: {e}"))
+    .map_err(|e| format!("cannot read the revoked tokens and private rooms: {e}"))
 }
 
 fn existing_dir(s: &str) -> Result<PathBuf, String> {

@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::common::{client, rtchat, temp_dir, ws_json, ws_url, Server};
 
-const SECRET: &[u8] = b"an rtchat test secret of at least thirty-two bytes";
+pub(crate) const SECRET: &[u8] = b"an rtchat test secret of at least thirty-two bytes";
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -32,7 +32,7 @@ fn secret_file() -> PathBuf {
 }
 
 /// A server with `--auth token` and the secret file (and `extra` flags).
-fn server(extra: &[&str]) -> Server {
+pub(crate) fn server(extra: &[&str]) -> Server {
     let file = secret_file();
     let mut args = vec![
         "--auth",
@@ -45,7 +45,7 @@ fn server(extra: &[&str]) -> Server {
 }
 
 /// An HS256 token signed with `secret` whose claims are `claims`.
-fn hs256(secret: &[u8], claims: Value) -> String {
+pub(crate) fn hs256(secret: &[u8], claims: Value) -> String {
     let header = Header {
         kid: Some("secret-file".into()),
         ..Header::new(Algorithm::HS256)
@@ -54,7 +54,7 @@ fn hs256(secret: &[u8], claims: Value) -> String {
 }
 
 /// A good token for `sub`, named `name`, for an hour.
-fn token(sub: &str, name: &str) -> String {
+pub(crate) fn token(sub: &str, name: &str) -> String {
     hs256(
         SECRET,
         json!({"sub": sub, "name": name, "exp": now() + 3600, "jti": format!("j-{sub}")}),
@@ -124,7 +124,7 @@ async fn poll_as(server: &Server, token: &str) -> Value {
 }
 
 /// The WebSocket upgrade's answer status for `path` (with `token` in the query).
-async fn ws_status(server: &Server, path: &str) -> u16 {
+pub(crate) async fn ws_status(server: &Server, path: &str) -> u16 {
     let req = ws_url(server, path).into_client_request().unwrap();
     match tokio_tungstenite::connect_async(req).await {
         Ok(_) => 101,
@@ -324,7 +324,7 @@ async fn websockets_post_as_their_tokens_user() {
 }
 
 /// The next rtchat.v1 frame that is not about presence (Bob's course client comes and goes).
-async fn skip_presence(ws: &mut crate::common::Ws) -> Value {
+pub(crate) async fn skip_presence(ws: &mut crate::common::Ws) -> Value {
     loop {
         let frame = ws_json(ws).await;
         if frame["type"] != "presence" {
@@ -334,7 +334,7 @@ async fn skip_presence(ws: &mut crate::common::Ws) -> Value {
 }
 
 /// Sends `frame` as a text message.
-async fn send(ws: &mut crate::common::Ws, frame: Value) {
+pub(crate) async fn send(ws: &mut crate::common::Ws, frame: Value) {
     ws.send(Message::text(frame.to_string())).await.unwrap();
 }
 
@@ -530,7 +530,7 @@ fn short_token(sub: &str, name: &str, secs: u64) -> String {
 }
 
 /// An rtchat.v1 WebSocket at `path` (its query carries the token).
-async fn v1_connect(server: &Server, path: &str) -> crate::common::Ws {
+pub(crate) async fn v1_connect(server: &Server, path: &str) -> crate::common::Ws {
     let mut req = ws_url(server, path).into_client_request().unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", "rtchat.v1".parse().unwrap());
@@ -546,7 +546,7 @@ async fn v1_socket(server: &Server, token: &str) -> crate::common::Ws {
 
 /// Reads `ws` until the server closes it; returns the close code and reason, and the ids of
 /// the messages seen on the way.
-async fn until_closed(ws: &mut crate::common::Ws) -> (u16, String, Vec<u64>) {
+pub(crate) async fn until_closed(ws: &mut crate::common::Ws) -> (u16, String, Vec<u64>) {
     use futures::StreamExt;
     let mut ids = Vec::new();
     loop {
@@ -662,6 +662,19 @@ async fn logout_revokes_the_token_and_closes_its_live_connections() {
             .header("accept", "text/event-stream"),
     )
     .await;
+    // A long poll of Ann's, held (general has no message after 0).
+    let parked = {
+        let req = http
+            .get(server.url("/poll?since=0&timeout=30"))
+            .bearer_auth(&ann);
+        tokio::spawn(async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        })
+    };
+    crate::common::wait_for_metric(&server, "rtchat_clients", &[("transport", "longpoll")], 1.0)
+        .await;
     let res = http
         .post(server.url("/auth/logout"))
         .bearer_auth(&ann)
@@ -670,6 +683,16 @@ async fn logout_revokes_the_token_and_closes_its_live_connections() {
         .unwrap();
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
+    // The held poll is answered at once, not at the end of its wait.
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), parked)
+        .await
+        .expect("the held poll is answered within 10 s of the logout, not after its 30 s")
+        .unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("token_revoked")),
+        "{body}"
+    );
     let (code, reason, _) = until_closed(&mut ws).await;
     assert_eq!((code, reason.as_str()), (4005, "token revoked"));
     assert_eq!(sse.named("revoked").await["reason"], "token revoked");

@@ -12,7 +12,7 @@ use common::{
 };
 use serde_json::{json, Value};
 
-const BAD_NAME: &str = "room names are 1 to 64 characters of a-z, 0-9, - and _; got";
+const BAD_NAME: &str = "room names are 1 to 64 characters of a-z, 0-9, - and _ (or a direct message's dm:<16 hex digits>); got";
 
 fn bad_name(name: &str) -> String {
     format!("{BAD_NAME} {name:?}")

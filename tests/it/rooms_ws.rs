@@ -618,7 +618,7 @@ async fn refusals_are_error_frames_and_the_connection_stays_usable() {
     let server = Server::start(&["--max-rooms", "3", "--max-joined-rooms", "2"]);
     let mut ws = open(&server, "/ws").await;
     history(&mut ws, "general").await;
-    let bad = "room names are 1 to 64 characters of a-z, 0-9, - and _; got \"Foo!\"";
+    let bad = "room names are 1 to 64 characters of a-z, 0-9, - and _ (or a direct message's dm:<16 hex digits>); got \"Foo!\"";
     send(&mut ws, json!({"type": "join", "room": "Foo!", "ref": 1})).await;
     refused(&mut ws, json!(1), "Foo!", bad).await;
     send(

@@ -146,6 +146,111 @@ describe('Socket.IO with --auth token', () => {
     for (const [kind, m] of got) if (kind === 'new') assert.equal(m.room, 'a', JSON.stringify(m));
   });
 
+  /** `METHOD path` on the server as `token`'s user: [status, JSON body]. */
+  async function call(method, path, token, body) {
+    const res = await fetch(`${server.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return [res.status, await res.json()];
+  }
+
+  test('a direct message is its two users only: a third socket cannot join, resume into or post to it', T, async () => {
+    const [ann, bob, cat] = [good('u-ann', 'Ann'), good('u-bob', 'Bob'), good('u-cat', 'Cat')];
+    const [status, opened] = await call('POST', '/me/dm/u-bob', ann);
+    assert.equal(status, 200, JSON.stringify(opened));
+    const room = opened.room;
+    assert.match(room, /^dm:[0-9a-f]{16}$/);
+    const a = open({ transports: ['websocket'], auth: { token: ann, snapshots: false } });
+    const b = open({ transports: ['websocket'], auth: { token: bob, snapshots: false } });
+    const c = open({ transports: ['websocket'], auth: { token: cat, snapshots: false } });
+    const catSaw = [];
+    c.on('msg:new', (m) => catSaw.push(m));
+    await Promise.all([connected(a), connected(b), connected(c)]);
+    assert.equal((await b.timeout(5000).emitWithAck('room:join', { room })).error, undefined);
+    for (const join of [{ room }, { room, last: 0 }]) {
+      const refused = await c.timeout(5000).emitWithAck('room:join', join);
+      assert.match(refused.error, /private/, JSON.stringify(refused));
+    }
+    const post = await c.timeout(5000).emitWithAck('msg:post', { room, text: 'let me in' });
+    assert.match(post.error, /private/, JSON.stringify(post));
+
+    const seen = new Promise((resolve) => b.on('msg:new', (m) => m.room === room && resolve(m)));
+    const ack = await a.timeout(5000).emitWithAck('msg:post', { room, text: 'just us' });
+    assert.equal(ack.status, 'ok', JSON.stringify(ack));
+    const msg = await seen;
+    assert.equal(msg.text, 'just us');
+    assert.equal(msg.uid, 'u-ann');
+    // Cat's socket (still connected) got nothing of it: a message of her own arrives first.
+    const own = new Promise((resolve) => c.on('msg:new', (m) => m.text === 'mine' && resolve()));
+    assert.equal((await c.timeout(5000).emitWithAck('msg:post', { text: 'mine' })).status, 'ok');
+    await own;
+    assert.ok(catSaw.every((m) => m.room !== room), JSON.stringify(catSaw));
+  });
+
+  test('a room turned private takes a non-member socket out of it with room:left', T, async () => {
+    const [ann, bob] = [good('u-ann2', 'Ann2'), good('u-bob2', 'Bob2')];
+    const a = open({ transports: ['websocket'], auth: { token: ann, snapshots: false } });
+    const b = open({ transports: ['websocket'], auth: { token: bob, snapshots: false } });
+    const bobSaw = [];
+    b.on('msg:new', (m) => bobSaw.push(m));
+    await Promise.all([connected(a), connected(b)]);
+    // Ann makes the room (her join), Bob joins it too.
+    assert.equal((await a.timeout(5000).emitWithAck('room:join', { room: 'sio-club' })).error, undefined);
+    assert.equal((await b.timeout(5000).emitWithAck('room:join', { room: 'sio-club' })).error, undefined);
+    const left = new Promise((resolve) => b.on('room:left', resolve));
+    const [status, settings] = await call('PUT', '/rooms/sio-club', ann, { private: true });
+    assert.equal(status, 200, JSON.stringify(settings));
+    assert.equal(settings.owner, 'u-ann2');
+    const removed = await left;
+    assert.equal(removed.room, 'sio-club');
+    assert.match(removed.reason, /private/);
+
+    // Nothing more of it reaches Bob: Ann's next general message is the next thing he gets.
+    const inGeneral = new Promise((resolve) => b.on('msg:new', (m) => m.text === 'for everyone' && resolve()));
+    assert.equal((await a.timeout(5000).emitWithAck('msg:post', { room: 'sio-club', text: 'members only' })).status, 'ok');
+    assert.equal((await a.timeout(5000).emitWithAck('msg:post', { text: 'for everyone' })).status, 'ok');
+    await inGeneral;
+    assert.ok(!bobSaw.some((m) => m.text === 'members only'), JSON.stringify(bobSaw));
+    const again = await b.timeout(5000).emitWithAck('room:join', { room: 'sio-club', last: 0 });
+    assert.match(again.error, /private/, JSON.stringify(again));
+    assert.ok(b.connected, 'the socket stays connected');
+  });
+
+  const admin = () => jwt({ sub: 'u-root', name: 'Root', exp: now() + 3600, admin: true });
+
+  test('an admin ban ends the socket with auth:banned; a kick with auth:kicked; a mute refuses posts', T, async () => {
+    const banned = open({ transports: ['websocket'], auth: { token: good('u-ban', 'Ban') } });
+    const kicked = open({ auth: { token: good('u-kick', 'Kick') } });
+    const muted = open({ transports: ['websocket'], auth: { token: good('u-mute', 'Mute') } });
+    await Promise.all([connected(banned), connected(kicked), connected(muted)]);
+    const events = (s, name) => Promise.all([
+      new Promise((resolve) => s.on(name, resolve)),
+      new Promise((resolve) => s.on('disconnect', resolve)),
+    ]);
+    const banEnd = events(banned, 'auth:banned');
+    const kickEnd = events(kicked, 'auth:kicked');
+    let [status, done] = await call('POST', '/admin/users/u-ban/ban', admin(), { reason: 'spam' });
+    assert.equal(status, 200, JSON.stringify(done));
+    [status, done] = await call('POST', '/admin/users/u-kick/kick', admin(), {});
+    assert.equal(status, 200, JSON.stringify(done));
+    assert.deepEqual(await banEnd, [{ reason: 'banned' }, 'io server disconnect']);
+    assert.deepEqual(await kickEnd, [{ reason: 'kicked' }, 'io server disconnect']);
+    // The banned user cannot connect again; the kicked one can.
+    const again = open({ auth: { token: good('u-ban', 'Ban') } });
+    assert.match((await connectError(again)).message, /banned/);
+    const back = open({ auth: { token: good('u-kick', 'Kick') } });
+    await connected(back);
+
+    [status, done] = await call('POST', '/admin/rooms/general/mutes/u-mute', admin(), { reason: 'shouting' });
+    assert.equal(status, 200, JSON.stringify(done));
+    const refused = await muted.timeout(5000).emitWithAck('msg:post', { text: 'LOUD' });
+    assert.match(refused.error, /muted.*shouting/, JSON.stringify(refused));
+    const elsewhere = await muted.timeout(5000).emitWithAck('msg:post', { room: 'other', text: 'calm' });
+    assert.equal(elsewhere.status, 'ok', JSON.stringify(elsewhere));
+  });
+
   test('auth.user naming someone else is refused at connect', T, async () => {
     const s = open({ auth: { token: good('u-ann', 'Ann'), user: 'Bob' } });
     const err = await connectError(s);

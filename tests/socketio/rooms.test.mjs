@@ -12,7 +12,7 @@ import { connected } from './lib/socket.mjs';
 
 const T = { timeout: 60000 };
 
-const BAD_NAME = 'room names are 1 to 64 characters of a-z, 0-9, - and _; got "Foo!"';
+const BAD_NAME = 'room names are 1 to 64 characters of a-z, 0-9, - and _ (or a direct message\'s dm:<16 hex digits>); got "Foo!"';
 
 /**
  * A socket.io-client socket that records every event in arrival order (`log`), with the
@@ -364,7 +364,7 @@ describe('Socket.IO room refusals', () => {
       assert.deepEqual(await x.leave('Foo!'), { error: BAD_NAME, room: 'Foo!' });
       const long = 'x'.repeat(65);
       assert.match((await x.join(long)).error, /^room names are 1 to 64 characters/);
-      assert.deepEqual(await x.join(''), { error: 'room names are 1 to 64 characters of a-z, 0-9, - and _; got ""', room: '' });
+      assert.deepEqual(await x.join(''), { error: 'room names are 1 to 64 characters of a-z, 0-9, - and _ (or a direct message\'s dm:<16 hex digits>); got ""', room: '' });
       assert.deepEqual(
         await x.s.timeout(5000).emitWithAck('room:join', {}),
         { error: 'room:join takes {room, last?, epoch?}: "room" is missing' },

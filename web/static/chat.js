@@ -521,21 +521,35 @@
   var TYPING_EVERY_MS = 1000;
   /** The longest user name the server takes by default (--max-user): longer ones are not sent as typing. */
   var MAX_USER = 64;
-  var ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
+  var ROOM_NAME = /^(?:[a-z0-9_-]{1,64}|dm:[0-9a-f]{16})$/;
+  /** A direct message's room (`rtchat serve --auth token`): `dm:` and 16 lowercase hex digits. */
+  var DM_ROOM = /^dm:[0-9a-f]{16}$/;
 
-  /** Is `name` a room name the server takes (1–64 characters of a-z, 0-9, - and _)? */
+  /**
+   * Is `name` a room name the server takes (1–64 characters of a-z, 0-9, - and _, or a direct
+   * message's dm:<16 hex digits>)?
+   */
   function isRoomName(name) {
     return typeof name === 'string' && ROOM_NAME.test(name);
   }
 
-  /** The server's own words for a bad room name, so the page says what the server would. */
-  function roomNameError(name) {
-    return 'room names are 1 to 64 characters of a-z, 0-9, - and _; got ' + JSON.stringify(String(name));
+  /** Is `name` a direct message's room (`dm:<16 hex digits>`)? */
+  function isDmRoom(name) {
+    return typeof name === 'string' && DM_ROOM.test(name);
   }
 
-  /** `/rooms/{room}/{tail}`: the room endpoints (general has its old ones too, see GENERAL). */
+  /** The server's own words for a bad room name, so the page says what the server would. */
+  function roomNameError(name) {
+    return 'room names are 1 to 64 characters of a-z, 0-9, - and _ (or a direct message\'s ' +
+      'dm:<16 hex digits>); got ' + JSON.stringify(String(name));
+  }
+
+  /**
+   * `/rooms/{room}/{tail}`: the room endpoints (general has its old ones too, see GENERAL). A
+   * direct message's colon stays as it is (`/rooms/dm:…/poll`: valid in a path, and readable).
+   */
   function roomPath(room, tail) {
-    return '/rooms/' + encodeURIComponent(room) + '/' + tail;
+    return '/rooms/' + encodeURIComponent(room).replace(/%3A/gi, ':') + '/' + tail;
   }
 
   /** `path` with the query parameters of `params` whose value is not null, in that order. */
@@ -704,6 +718,12 @@
    *   debug                  an object of getters, added to window.rtchatDebug
    *   stop()                 close the connection and cancel every retry, until the next
    *                          enter() (the page signed out: `rtchat serve --auth token`)
+   * With accounts the room list also reads GET /me/rooms: direct messages (`dm:<16 hex>`) are
+   * shown as "@Name" (their real name stays in data-room, the address and the endpoints), and a
+   * "Direct message" form opens one by the other user's id (POST /me/dm/{uid}). The transport
+   * calls removed(room, reason) when the server takes it out of a room (it turned private, or
+   * the user was removed from it): the page says so in #room-notice and goes back to general;
+   * probeRoom(room) asks a room why a connection into it failed (refused() if it refuses).
    * and calls start() once it is ready. start() reads GET /config first: with `"auth":
    * "token"` the page signs in (the sign-in box, or the session cookie it already has) before
    * the transport's first enter(); the transport tells the page when the server ended the
@@ -727,6 +747,17 @@
       roomName: h('input', { id: 'room-name', name: 'room', type: 'text', placeholder: 'Join or create…',
         autocapitalize: 'none', spellcheck: 'false', enterkeyhint: 'go', maxlength: '64' }),
       roomError: h('p', { id: 'room-error', class: 'error-line', role: 'alert' }),
+      // Direct messages (--auth token, signed in): open one by the other user's id.
+      dm: h('div', { id: 'dm', class: 'dm', hidden: true }),
+      dmForm: h('form', { id: 'dm-form', class: 'room-form dm-form', autocomplete: 'off' }),
+      dmUid: h('input', { id: 'dm-uid', name: 'uid', type: 'text', placeholder: 'u-…',
+        autocapitalize: 'none', spellcheck: 'false', enterkeyhint: 'go', maxlength: '256',
+        'aria-describedby': 'dm-you' }),
+      dmOpen: h('button', { id: 'dm-open', type: 'submit' }, 'Message'),
+      dmError: h('p', { id: 'dm-error', class: 'error-line', role: 'alert' }),
+      myUid: h('code', { id: 'my-uid' }),
+      // Why the page left a room by itself (removed from it): above the conversation.
+      notice: h('p', { id: 'room-notice', class: 'room-notice', role: 'alert' }),
       rooms: h('ul', { id: 'rooms', class: 'room-list', 'aria-labelledby': 'rooms-heading' }),
       membersRoom: h('span', { id: 'members-room' }),
       members: h('ul', { id: 'members', class: 'member-list', 'aria-labelledby': 'members-heading' }),
@@ -773,6 +804,12 @@
     els.roomForm.appendChild(h('label', { for: 'room-name', class: 'visually-hidden' }, 'Room to join or create'));
     els.roomForm.appendChild(els.roomName);
     els.roomForm.appendChild(h('button', { id: 'room-join', type: 'submit' }, 'Join'));
+    els.dmForm.appendChild(h('label', { for: 'dm-uid' }, 'Direct message (their user id)'));
+    els.dmForm.appendChild(els.dmUid);
+    els.dmForm.appendChild(els.dmOpen);
+    els.dm.appendChild(els.dmForm);
+    els.dm.appendChild(els.dmError);
+    els.dm.appendChild(h('p', { id: 'dm-you', class: 'dm-you' }, ['Your user id: ', els.myUid]));
     els.form.appendChild(h('div', { class: 'field user' }, [h('label', { for: 'user' }, 'Your name'), els.user]));
     els.form.appendChild(h('div', { class: 'field' }, [
       h('label', { for: 'text' }, ['Message ', els.counter]), els.text
@@ -787,7 +824,7 @@
     own.forEach(function (el) { conversation.appendChild(el); });
     // A chat: the messages (oldest at the top, newest at the bottom, in a box of their own
     // that keeps to the bottom), then who is typing, then the composer.
-    [els.line,
+    [els.notice, els.line,
       h('h2', { class: 'visually-hidden', id: 'messages-heading' }, 'Messages, oldest first'),
       els.empty,
       h('div', { class: 'messages-box' }, [els.list, els.newMessages]),
@@ -799,7 +836,7 @@
     [
       h('aside', { class: 'sidebar', 'aria-label': 'Rooms and members' }, [
         h('section', { class: 'panel rooms' }, [
-          h('h2', { id: 'rooms-heading' }, 'Rooms'), els.roomForm, els.roomError, els.rooms
+          h('h2', { id: 'rooms-heading' }, 'Rooms'), els.roomForm, els.roomError, els.rooms, els.dm
         ]),
         h('section', { class: 'panel members' }, [
           h('h2', { id: 'members-heading' }, ['In ', els.membersRoom]), els.members, els.membersNote
@@ -814,6 +851,7 @@
       previous: null,
       joinedAs: null,       // the name the current room was entered with
       listed: new Map(),    // GET /rooms: name -> {last, online}
+      mine: new Map(),      // GET /me/rooms (--auth token): name -> {private, owner, with: {uid, name}}
       seen: new Map(),      // name -> the newest id this page knows of there (its news baseline)
       unread: new Set(),
       roomsLoaded: false,
@@ -825,6 +863,7 @@
       roomsTimer: null,
       presenceSoon: null,
       presenceGen: 0,
+      removals: 0,          // rooms the server took the page out of
       retrying: false,      // offline, waiting to retry (the "Reconnect now" button is up)
       stick: true,          // keep the message list scrolled to the bottom (the reader has not scrolled up)
       config: null,         // GET /config, once read
@@ -835,6 +874,7 @@
     var auth = { mode: null, state: 'unknown', uid: null, name: null, admin: false, busy: false,
       checking: null, gen: 0, signIns: 0, signOuts: 0, endedBy: null };
 
+    var baseTitle = document.title;
     var wanted = params.get('room');
     if (wanted !== null && wanted !== '') {
       if (isRoomName(wanted)) st.room = wanted;
@@ -848,6 +888,7 @@
     // ---- the room list ----
     function roomNames() {
       var names = new Set(st.listed.keys());
+      st.mine.forEach(function (_, name) { names.add(name); });
       names.add(GENERAL);
       names.add(st.room);
       return Array.from(names).sort(function (a, b) {
@@ -857,10 +898,29 @@
       });
     }
 
+    /**
+     * How a room is shown: "#club", and a direct message as "@Name" (or "@uid" when the server
+     * knows no name) once GET /me/rooms said whom it is with. Only for people: everything else
+     * (data-room, URLs, endpoints) keeps the room's real name.
+     */
+    function roomLabel(name) {
+      var info = st.mine.get(name);
+      if (isDmRoom(name) && info && info.with) return '@' + (info.with.name || info.with.uid);
+      return '#' + name;
+    }
+
+    /** "Direct message with Bob" for a DM whose party is known, else ''. */
+    function roomDescription(name) {
+      var info = st.mine.get(name);
+      if (isDmRoom(name) && info && info.with) return 'Direct message with ' + (info.with.name || info.with.uid);
+      if (info && info.private) return 'Private room';
+      return '';
+    }
+
     function renderRooms() {
       syncKeyed(els.rooms, 'data-room', roomNames(), function (name) {
         var button = h('button', { type: 'button', class: 'room' }, [
-          h('span', { class: 'room-name' }, '#' + name),
+          h('span', { class: 'room-name', dir: 'auto' }, '#' + name),
           h('span', { class: 'unread-dot', role: 'img', 'aria-label': 'new messages', title: 'new messages' }),
           h('span', { class: 'room-online' })
         ]);
@@ -869,6 +929,14 @@
       }, function (li, name) {
         var button = li.firstChild;
         var info = st.listed.get(name);
+        var label = roomLabel(name);
+        var nameEl = button.querySelector('.room-name');
+        if (nameEl.textContent !== label) nameEl.textContent = label;
+        var about = roomDescription(name);
+        if (about) button.title = about + ' (' + name + ')';
+        else button.removeAttribute('title');
+        li.toggleAttribute('data-dm', isDmRoom(name));
+        li.toggleAttribute('data-private', !!(st.mine.get(name) && st.mine.get(name).private));
         var current = name === st.room;
         if (current) button.setAttribute('aria-current', 'true');
         else button.removeAttribute('aria-current');
@@ -918,11 +986,36 @@
       renderRooms();
     }
 
+    /** GET /me/rooms: {rooms: [{room, private, owner?, with?: {uid, name}}]}. */
+    function applyMine(body) {
+      if (!body || !Array.isArray(body.rooms)) return;
+      var mine = new Map();
+      body.rooms.forEach(function (r) {
+        if (!r || typeof r.room !== 'string' || !isRoomName(r.room)) return;
+        var w = r.with && typeof r.with === 'object' && typeof r.with.uid === 'string'
+          ? { uid: r.with.uid, name: typeof r.with.name === 'string' && r.with.name ? r.with.name : null } : null;
+        mine.set(r.room, { private: r.private === true, owner: r.owner === true, with: w });
+      });
+      st.mine = mine;
+      renderRooms();
+      showRoom();
+    }
+
     function refreshRooms() {
       clearTimeout(st.roomsTimer);
       st.roomsTimer = null;
       if (auth.state === 'out') return; // nothing to read until the page signs in again
-      if (!isHidden()) getJson('/rooms').then(applyRooms);
+      if (!isHidden()) {
+        // --auth token: the rooms and direct messages of this user (who each DM is with) first,
+        // so a DM is never listed under its bare name when its party can be known.
+        var mine = auth.mode === 'token' && auth.state === 'in' ? getJson('/me/rooms') : Promise.resolve(null);
+        var gen = auth.gen;
+        Promise.all([mine, getJson('/rooms')]).then(function (got) {
+          if (gen !== auth.gen) return; // signed out (or in as someone else) meanwhile
+          applyMine(got[0]);
+          applyRooms(got[1]);
+        });
+      }
       // Presence comes as events in a room, except to polling pages and on general's old
       // endpoints (the course's streams carry only messages): those re-read it.
       if ((opts.pollPresence || st.room === GENERAL) && !isHidden()) refreshPresence();
@@ -1184,9 +1277,14 @@
       main.setAttribute('data-room', st.room);
       var endpoint = document.getElementById('endpoint');
       if (endpoint && opts.endpoint) endpoint.textContent = opts.endpoint(st.room);
-      els.title.textContent = '#' + st.room;
-      els.membersRoom.textContent = '#' + st.room;
-      document.title = document.title.replace(/^(#\S+ · )?/, st.room === GENERAL ? '' : '#' + st.room + ' · ');
+      var label = roomLabel(st.room);
+      els.title.textContent = label;
+      els.title.setAttribute('data-room', st.room);
+      var about = roomDescription(st.room);
+      if (about) els.title.title = about + ' (' + st.room + ')';
+      else els.title.removeAttribute('title');
+      els.membersRoom.textContent = label;
+      document.title = st.room === GENERAL ? baseTitle : label + ' · ' + baseTitle;
       var url = new URL(window.location.href);
       if (st.room === GENERAL) url.searchParams.delete('room');
       else url.searchParams.set('room', st.room);
@@ -1200,6 +1298,7 @@
         return false;
       }
       els.roomError.textContent = '';
+      if (room !== st.room) els.notice.textContent = '';
       if (!st.started) {
         // Not connected yet (GET /config, signing in): the first connection opens in `room`.
         st.room = room;
@@ -1243,6 +1342,56 @@
       els.roomError.textContent = error || ('The server refused the room ' + room);
     }
 
+    /**
+     * From the transport: the server took the page out of `room` (it turned private, or the user
+     * was removed from its members: rtchat.v1 `left` with a reason, SSE `event: left`, a `/msgs`
+     * line `{"left":...}`, Socket.IO `room:left`, a long poll's 403). The page says so and goes
+     * back to general, for good: it does not come back into the room by itself.
+     */
+    function removed(room, reason) {
+      if (typeof room !== 'string' || room === GENERAL) return;
+      var label = isDmRoom(room) ? roomLabel(room) : room;
+      st.listed.delete(room);
+      st.mine.delete(room);
+      st.unread.delete(room);
+      st.removals += 1;
+      if (room === st.room) {
+        enter(GENERAL);
+        st.previous = null; // nothing goes back to it (a later refusal returns to general)
+      }
+      els.notice.textContent = 'You were removed from ' + label + ': ' +
+        (reason ? String(reason) : 'you may no longer be in it');
+      renderRooms();
+      clearTimeout(st.roomsTimer);
+      st.roomsTimer = setTimeout(refreshRooms, 0);
+    }
+
+    /**
+     * From the transport, when a room's connection failed without saying why (a WebSocket
+     * upgrade the browser hides the status of): ask the room itself (GET
+     * /rooms/{room}/presence). A refusal of the room (403: private, not in the token's rooms;
+     * 400: its name) goes back to general saying why (refused()); a 401 with accounts signs the
+     * page out. Resolves to whether it did either (then the transport must not retry into it).
+     */
+    function probeRoom(room) {
+      if (room === GENERAL) return Promise.resolve(false);
+      return fetch(roomPath(room, 'presence'), { cache: 'no-store', headers: { Accept: 'application/json' } })
+        .then(function (res) {
+          if (res.ok || res.status >= 500 || (res.status !== 401 && res.status !== 403 && res.status !== 400)) {
+            return false;
+          }
+          return res.json().catch(function () { return null; }).then(function (body) {
+            if (res.status === 401) {
+              if (auth.mode !== 'token') return false;
+              signedOut(errorCode(body) || 'token');
+              return true;
+            }
+            refused(room, responseError(res, body));
+            return true;
+          });
+        }, function () { return false; });
+    }
+
     /** The transport is in `room` now (joined, or rejoined after a reconnect): re-read its members and the room list. */
     function joined(room) {
       if (room !== st.room) return;
@@ -1257,6 +1406,56 @@
       ev.preventDefault();
       var name = els.roomName.value.trim();
       if (enter(name)) els.roomName.value = '';
+    });
+
+    /** A refused `POST /me/dm/{uid}` in plain words (else the server's own). */
+    function dmErrorText(r) {
+      if (r.status === 0) return 'Could not reach the server; try again';
+      if (r.status === 401) return signedOutText(errorCode(r.body));
+      if (r.body && typeof r.body.error === 'string' && r.body.error) return r.body.error;
+      return 'The server refused (HTTP ' + r.status + ')';
+    }
+
+    // --auth token: POST /me/dm/{uid} opens (or finds) the direct message with that user; the
+    // page then enters its room.
+    var dmBusy = false;
+    els.dmForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      if (dmBusy || auth.state !== 'in') return;
+      var uid = els.dmUid.value.trim();
+      if (uid === '') {
+        els.dmError.textContent = 'Enter the user id of whom to message (their "Your user id")';
+        els.dmUid.focus();
+        return;
+      }
+      if (uid === auth.uid) {
+        els.dmError.textContent = 'That is your own user id: enter someone else\'s';
+        return;
+      }
+      dmBusy = true;
+      els.dmOpen.disabled = true;
+      els.dmError.textContent = '';
+      var gen = auth.gen;
+      authPost('/me/dm/' + encodeURIComponent(uid)).then(function (r) {
+        dmBusy = false;
+        els.dmOpen.disabled = false;
+        if (gen !== auth.gen || auth.state !== 'in') return;
+        if (r.status === 401) {
+          signedOut(errorCode(r.body));
+          return;
+        }
+        if (!r.ok || !r.body || typeof r.body.room !== 'string' || !isRoomName(r.body.room)) {
+          els.dmError.textContent = r.ok ? 'The server answered something unexpected' : dmErrorText(r);
+          return;
+        }
+        var w = r.body.with && typeof r.body.with === 'object' ? r.body.with : { uid: uid, name: null };
+        st.mine.set(r.body.room, { private: true, owner: false,
+          with: { uid: String(w.uid || uid), name: typeof w.name === 'string' && w.name ? w.name : null } });
+        els.dmUid.value = '';
+        enter(r.body.room);
+        renderRooms();
+        showRoom();
+      });
     });
 
     var composer = bindComposer({
@@ -1360,6 +1559,9 @@
       auth.name = body.name;
       auth.admin = body.admin === true;
       els.sessionName.textContent = body.name;
+      els.myUid.textContent = auth.uid || '';
+      els.dm.hidden = !auth.uid;
+      els.dmError.textContent = '';
       els.session.hidden = false;
       els.authBox.hidden = true;
       els.layout.hidden = false;
@@ -1406,6 +1608,9 @@
       st.members = new Map();
       st.unnamed = 0;
       renderMembers();
+      st.mine = new Map(); // another account may sign in next
+      els.dm.hidden = true;
+      els.notice.textContent = '';
       st.shownKeys = null;
       renderMessages(els.list, [], els.empty);
       els.empty.textContent = 'Loading messages…';
@@ -1514,6 +1719,12 @@
     var shared = {
       room: function () { return st.room; },
       rooms: function () { return roomNames(); },
+      roomLabels: function () {
+        var out = {};
+        roomNames().forEach(function (n) { out[n] = roomLabel(n); });
+        return out;
+      },
+      removals: function () { return st.removals; },
       unread: function () { return Array.from(st.unread).sort(); },
       members: function () { return Array.from(st.members.keys()).filter(function (n) { return st.members.get(n); }).sort(); },
       typingUsers: function () { return Array.from(st.typing.keys()).sort(); },
@@ -1550,6 +1761,8 @@
       typing: typing,
       joined: joined,
       refused: refused,
+      removed: removed,
+      probeRoom: probeRoom,
       start: start,
       /** With `--auth token` (known once start() read GET /config). */
       authRequired: function () { return auth.mode === 'token'; },
@@ -1580,6 +1793,7 @@
     bindComposer: bindComposer,
     GENERAL: GENERAL,
     isRoomName: isRoomName,
+    isDmRoom: isDmRoom,
     roomPath: roomPath,
     withQuery: withQuery,
     postTyping: postTyping,

@@ -30,7 +30,9 @@
  *
  * - Accounts (`rtchat serve --auth token`): fetch sends the session cookie. A last line
  *   `{"revoked":{...}}` / `{"expired":{...}}`, or a 401 on (re)connecting, signs the page out
- *   (RtChat's signedOut), which aborts the stream (stop()) until it signs in again.
+ *   (RtChat's signedOut), which aborts the stream (stop()) until it signs in again. A last line
+ *   `{"left":{"room","reason"}}` (the room turned private, or the user was removed from it): the
+ *   page says so and goes to general (RtChat's removed).
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -205,6 +207,13 @@
         ui.typing(room, data.typing.user);
         return null;
       }
+      if (data && typeof data.left === 'object' && data.left) {
+        // --auth token: taken out of the room (it turned private, or the user was removed from
+        // it); the stream ends after it. The page says why and goes to general (enter() aborts
+        // this stream, so its end is no failure to reconnect from).
+        ui.removed(room, typeof data.left.reason === 'string' ? data.left.reason : '');
+        return null;
+      }
       if (data && (data.revoked || data.expired) && typeof (data.revoked || data.expired) === 'object') {
         ui.signedOut(data.revoked ? 'revoked' : 'expired'); // the stream ends after it
         return null;
@@ -259,6 +268,7 @@
       function handle(lines) {
         var applied = 0;
         for (var i = 0; i < lines.length; i++) {
+          if (gen !== state.gen) return; // the page left the room (or signed out) on a line before
           var data = parseLine(lines[i], room);
           if (!data) continue;
           if (!gotSnapshot) {
@@ -275,7 +285,7 @@
           applyLine(data);
           applied += 1;
         }
-        if (applied) {
+        if (applied && gen === state.gen) {
           state.snapshots += 1; // renders: several lines read at once render once
           render();
         }

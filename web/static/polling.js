@@ -24,7 +24,9 @@
  *
  * - Accounts (`rtchat serve --auth token`): fetch sends the session cookie; a 401 (the session
  *   was revoked or expired) signs the page out (RtChat's signedOut), which stops polling
- *   (stop()) until it signs in again.
+ *   (stop()) until it signs in again. A 403 `not_a_member` / `room_not_allowed` in a room: the
+ *   page was removed from it (a held long poll ended: it turned private) or may not join it; it
+ *   says so and goes to general, without retrying.
  *
  * Tuning for tests via the page URL: ?interval=MS&step=MS&cap=MS&timeout=S&jitter=F
  * (timeout = the long-poll timeout passed to the server; jitter = fraction, 0.2 default).
@@ -258,6 +260,16 @@
   function onFailure(err) {
     if (err && err.status === 401 && ui.authRequired()) {
       ui.signedOut(err.code); // calls stop()
+      return;
+    }
+    var room = ui.room;
+    if (err && err.status === 403 && room !== C.GENERAL &&
+        (err.code === 'not_a_member' || err.code === 'room_not_allowed')) {
+      // --auth token: the room refuses the page (private, or not in the token's rooms). In
+      // it until now (a held long poll ended with 403: it turned private, or the user was
+      // removed): removed; else the join is refused. Either way back to general, no retry.
+      if (state.answered) ui.removed(room, err.message);
+      else ui.refused(room, err.message);
       return;
     }
     state.failures += 1;

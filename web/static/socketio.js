@@ -32,6 +32,8 @@
  *   (`token_revoked`...) too; any other `connect_error` has the shared page ask whether the
  *   session still holds (RtChat's checkSession). The socket is made at the first enter()
  *   (after GET /config and, with accounts, signing in), and connects again at the next one.
+ *   `room:left` {room, reason} (the room turned private, or the user was removed from it): the
+ *   page says so and goes back to general (RtChat's removed).
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F (socket.io-client's
  * reconnectionDelay, reconnectionDelayMax and randomizationFactor).
  * User text is rendered with textContent only (RtChat.renderMessages).
@@ -44,7 +46,8 @@
   var GENERAL = C.GENERAL;
   var socket = null;
   var stopped = false; // signed out (--auth token): no (re)connecting until the next enter()
-  var state = { messages: [], last: null, epoch: null, loaded: false, resumed: 0, joins: 0, reconnects: 0 };
+  var state = { messages: [], last: null, epoch: null, loaded: false, resumed: 0, joins: 0, reconnects: 0,
+    gone: null };
 
   function see(id) {
     if (typeof id === 'number' && (state.last === null || id > state.last)) state.last = id;
@@ -69,7 +72,10 @@
    * join `room`, resuming after what the page holds (`last`, `epoch`) if it holds anything.
    */
   function join(room, previous) {
-    if (previous !== null && previous !== room) socket.emit('room:leave', { room: previous });
+    var gone = state.gone;
+    state.gone = null;
+    // (Not a room the server already took the socket out of: room:left.)
+    if (previous !== null && previous !== room && previous !== gone) socket.emit('room:leave', { room: previous });
     if (room === GENERAL && previous !== null && previous === room) return; // general: nothing to redo
     var body = { room: room };
     if (state.last !== null) body.last = state.last;
@@ -299,5 +305,13 @@
     // --auth token: the server ended the session (logout, expiry); a disconnect follows.
     socket.on('auth:revoked', function () { ui.signedOut('revoked'); });
     socket.on('auth:expired', function () { ui.signedOut('expired'); });
+    // --auth token: the server took the socket out of a room (it turned private, or the user
+    // was removed from it). In it: the page says why and goes back to general.
+    socket.on('room:left', function (e) {
+      var room = roomOf(e);
+      if (room === GENERAL || room !== ui.room) return;
+      state.gone = room;
+      ui.removed(room, e && typeof e.reason === 'string' ? e.reason : '');
+    });
   }
 })();

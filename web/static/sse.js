@@ -30,7 +30,9 @@
  * - Accounts (`rtchat serve --auth token`): EventSource sends the session cookie. A final
  *   `event: revoked` / `event: expired` signs the page out (the EventSource is closed, no
  *   reconnect); when the browser gives up on a stream (a 401 is not visible to the page), the
- *   shared page asks whether the session still holds (RtChat's checkSession).
+ *   shared page asks whether the session still holds (RtChat's checkSession). A final
+ *   `event: left` (`{room, reason}`: the room turned private, or the user was removed from it)
+ *   closes the EventSource (no reconnect into the room) and the page says so and goes to general.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -252,6 +254,18 @@
     // --auth token: the server ended the session (logout, expiry); the stream ends after it.
     es.addEventListener('revoked', function () { if (state.es === es) ui.signedOut('revoked'); });
     es.addEventListener('expired', function () { if (state.es === es) ui.signedOut('expired'); });
+    // --auth token: the server took the page out of the room (it turned private, or the user
+    // was removed from it); the stream ends after it. Closed here, so the browser does not
+    // reconnect into the room; the page says why and goes to general.
+    es.addEventListener('left', function (ev) {
+      if (state.es !== es) return;
+      var info = dataOf(ev);
+      es.close();
+      state.es = null;
+      clearTimeout(state.timer);
+      state.timer = null;
+      ui.removed(room, typeof info.reason === 'string' ? info.reason : ''); // this stream's room
+    });
   }
 
   /** Signed out: close the stream and cancel the retry, until the next enter(). */

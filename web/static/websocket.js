@@ -30,7 +30,11 @@
  * - Accounts (`rtchat serve --auth token`): the browser sends the session cookie with the
  *   upgrade. A close 4005 "token revoked" or 4001 "token expired" signs the page out (no
  *   reconnect); a connection refused before it opened (a 401 shows as 1006) has the shared page
- *   ask whether the session still holds (RtChat's checkSession) while it retries.
+ *   ask whether the session still holds (RtChat's checkSession) while it retries. An unasked
+ *   {"type":"left","room","reason"} (the room turned private, or the user was removed from it)
+ *   has the page say so and go to general (RtChat's removed). A connection into a room refused
+ *   before it opened asks the room first (RtChat's probeRoom: GET /rooms/{room}/presence); a
+ *   refused room (403 not_a_member...) is left with the server's reason, not retried.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -74,7 +78,9 @@
     messages: [],       // newest first, at most HISTORY
     resume: null,       // the current connection's resume: {after, end, ids, truncated}
     control: new Map(), // ref -> the join or leave waiting for its answer: {type, room}
-    connectsHere: 0     // connections that were (or are) in the current room
+    connectsHere: 0,    // connections that were (or are) in the current room
+    gone: null,         // the room the server just took the connection out of (`left` with a reason)
+    probing: null       // a reconnect waiting for RtChat's probeRoom (the room may refuse the page)
   };
 
   var decorate = C.epochDecorator(function () { return state.epoch; });
@@ -229,6 +235,14 @@
       case 'joined':
         ui.joined(room);
         break;
+      case 'left':
+        // Unasked, with a reason: the server took the connection out of the room (it turned
+        // private, or the user was removed from it). The page says so and goes to general.
+        if (!c && typeof data.reason === 'string') {
+          state.gone = room;
+          ui.removed(room, data.reason);
+        }
+        break;
       case 'presence':
         ui.presence(room, data);
         break;
@@ -269,6 +283,7 @@
   function connect() {
     clearTimeout(state.timer);
     state.timer = null;
+    state.probing = null;
     state.connects += 1;
     state.connectsHere += 1;
     state.resume = null;
@@ -339,7 +354,24 @@
       state.failures + ' failed in a row', 'offline · retrying', delay);
     ui.line('Disconnected: ' + why + '; ' + when +
       (state.lastId !== null ? ' (will resume after message ' + state.lastId + ')' : '') + '.');
-    state.timer = setTimeout(connect, delay);
+    var room = ui.room;
+    if (state.opened || room === C.GENERAL) {
+      state.timer = setTimeout(connect, delay);
+      return;
+    }
+    // Refused before it opened, in a room: maybe the room refuses the page (private, not in
+    // the token's rooms, its name), which the browser does not show. Ask the room before
+    // retrying, so a refused room is left with the server's reason instead of retried forever.
+    var probe = {};
+    state.probing = probe;
+    state.timer = setTimeout(function () {
+      ui.probeRoom(room).then(function () {
+        if (state.probing !== probe) return; // stopped, or connected meanwhile
+        state.probing = null;
+        // Refused: the page went back to general (enter() left this reconnect to us).
+        if (!state.ws) connect();
+      });
+    }, delay);
   }
 
   /**
@@ -355,8 +387,11 @@
     state.messages = [];
     var ws = state.ws;
     state.connectsHere = ws ? 1 : 0;
+    var gone = state.gone;
+    state.gone = null;
     if (ws && ws.readyState === WebSocket.OPEN) {
-      if (previous !== null) control({ type: 'leave', room: previous });
+      // (Not a room the server already took the connection out of.)
+      if (previous !== null && previous !== gone) control({ type: 'leave', room: previous });
       control({ type: 'join', room: room, user: ui.user() });
     } else if (ws) {
       // Still connecting, to the old room: start over in the new one.
@@ -373,6 +408,7 @@
   function stop() {
     clearTimeout(state.timer);
     state.timer = null;
+    state.probing = null;
     var ws = state.ws;
     state.ws = null;
     state.open = false;

@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use reqwest::Url;
-use rtchat_protocol::http::{EVENTS, MSGS, POLL, WS};
+use rtchat_protocol::http::{room, room_path, EVENTS, MSGS, POLL, WS};
+use rtchat_protocol::v1::GENERAL;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
@@ -25,11 +26,14 @@ pub(crate) struct Ctx {
     pub options: Options,
     /// The credentials and current token, with [`Options::credentials`].
     pub auth: Option<Arc<Auth>>,
+    /// [`Options::room`] when it is not `general`: the room endpoints. `None`: the course's.
+    pub room: Option<String>,
 }
 
 impl Ctx {
     pub fn new(transport: Transport, url: &str, options: Options) -> Result<Ctx, Error> {
         let base = base_url(url)?;
+        let room = chosen_room(transport, options.room.as_deref())?;
         let tls = tls::config(&options)?;
         let mut http_tls = tls.clone();
         http_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -69,6 +73,7 @@ impl Ctx {
             tls: Arc::new(tls),
             options,
             auth: None,
+            room,
         };
         if let Some(credentials) = ctx.options.credentials.clone() {
             ctx.auth = Some(Arc::new(Auth::new(
@@ -105,18 +110,63 @@ impl Ctx {
         format!("ws{rest}{path}")
     }
 
+    /// The path of an HTTP endpoint: the course's `general` (`course`: `/poll`, `/msgs`,
+    /// `/events`), or `/rooms/{room}/{leaf}` in the client's room.
+    pub fn endpoint(&self, course: &str, leaf: &str) -> String {
+        match &self.room {
+            None => course.to_owned(),
+            Some(name) => room_path(name, leaf),
+        }
+    }
+
+    /// `/poll` or `/rooms/{room}/poll`.
+    pub fn poll_path(&self) -> String {
+        self.endpoint(POLL, room::POLL)
+    }
+
+    /// `/msgs` or `/rooms/{room}/msgs`.
+    pub fn msgs_path(&self) -> String {
+        self.endpoint(MSGS, room::MSGS)
+    }
+
+    /// `/events` or `/rooms/{room}/events`.
+    pub fn events_path(&self) -> String {
+        self.endpoint(EVENTS, room::EVENTS)
+    }
+
     /// Where posts go for the HTTP transports; `None` when posts travel on the connection.
     pub fn post_url(&self) -> Option<Url> {
         let path = match self.transport {
-            Transport::Poll | Transport::LongPoll | Transport::Sse => POLL,
-            Transport::Stream => MSGS,
+            Transport::Poll | Transport::LongPoll | Transport::Sse => self.poll_path(),
+            Transport::Stream => self.msgs_path(),
             Transport::Ws
             | Transport::WsJson
             | Transport::SocketIo
             | Transport::SocketIoSnapshots => return None,
         };
-        self.url(path).ok()
+        self.url(&path).ok()
     }
+}
+
+/// [`Options::room`] as the client uses it: `None` for `general` (the course's endpoints,
+/// unchanged), else the room's name, refused at once where it cannot work: on the course's
+/// general-only protocols, or with characters no room name has (they would change the URL).
+fn chosen_room(transport: Transport, room: Option<&str>) -> Result<Option<String>, Error> {
+    let Some(room) = room.filter(|r| *r != GENERAL) else {
+        return Ok(None);
+    };
+    if matches!(transport, Transport::WsJson | Transport::SocketIoSnapshots) {
+        return Err(Error::Unsupported(format!(
+            "--room needs one of poll, longpoll, stream, sse, ws, socketio: {transport} is the course's protocol, which chats only in general (asked for room {room:?})"
+        )));
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':');
+    if room.is_empty() || !room.chars().all(plain) {
+        return Err(Error::Unsupported(format!(
+            "room names are 1 to 64 characters of a-z, 0-9, - and _ (or a direct message's dm:...); got {room:?}"
+        )));
+    }
+    Ok(Some(room.to_owned()))
 }
 
 /// The server's base URL from what the user typed: `ws`/`wss` become `http`/`https`, and a
@@ -355,6 +405,9 @@ pub(crate) struct Sink {
     catch_up: Option<CatchUp>,
     /// Set by a session the server ended because of its token.
     pub auth_end: Option<AuthEnd>,
+    /// Set by a session the server ended for good: it took the client out of its room
+    /// ([`Error::Removed`]). Ends the client; not retried.
+    pub fatal: Option<Error>,
 }
 
 struct CatchUp {
@@ -487,6 +540,7 @@ pub(crate) async fn run(
         epoch: None,
         catch_up: None,
         auth_end: None,
+        fatal: None,
     };
     let opened = match Session::open(&ctx, resume.as_ref()).await {
         Ok(opened) => opened,
@@ -517,6 +571,12 @@ pub(crate) async fn run(
         let Ok(reason) = session.run(&ctx, &mut sink, &mut posts).await else {
             return;
         };
+        // Taken out of the room: reconnecting would only be refused.
+        if let Some(e) = sink.fatal.take() {
+            let _ = sink.state(State::Disconnected { reason }).await;
+            let _ = sink.emit(Err(e)).await;
+            return;
+        }
         // The server ended the connection for its token: go on with a fresh one at once,
         // or tell the caller why not.
         let immediate = match sink.auth_end.take() {
@@ -598,8 +658,13 @@ async fn reconnect(
                 connected(sink, opened.via, Some(opened.catch_up)).await?;
                 return Ok(Some(opened.session));
             }
-            // The token is refused: trying it again will not help. A fresh one, once.
-            Err(e @ (Error::Unauthorized { .. } | Error::Forbidden { .. })) => {
+            // The token is refused (or, in a room, the room is closed to it): trying it
+            // again will not help. A fresh one, once.
+            Err(
+                e @ (Error::Unauthorized { .. }
+                | Error::Forbidden { .. }
+                | Error::RoomRefused { .. }),
+            ) => {
                 let auth = ctx.auth.as_ref().filter(|_| !renewed);
                 let fresh = match auth {
                     Some(auth) => matches!(auth.renew().await, Ok(Some(_))),
@@ -625,7 +690,29 @@ async fn reconnect(
 
 #[cfg(test)]
 mod tests {
-    use super::base_url;
+    use super::{base_url, chosen_room};
+    use crate::{Error, Transport};
+
+    #[test]
+    fn rooms() {
+        assert_eq!(chosen_room(Transport::Ws, None).unwrap(), None);
+        assert_eq!(
+            chosen_room(Transport::WsJson, Some("general")).unwrap(),
+            None
+        );
+        assert_eq!(
+            chosen_room(Transport::Sse, Some("dm:1cb15457d1ddab60")).unwrap(),
+            Some("dm:1cb15457d1ddab60".to_owned())
+        );
+        for t in [Transport::WsJson, Transport::SocketIoSnapshots] {
+            let e = chosen_room(t, Some("r1")).unwrap_err();
+            assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+            assert!(e.to_string().contains("--room needs one of"), "{e}");
+        }
+        for bad in ["", "a/b", "a,b", "a?b", "a b"] {
+            assert!(chosen_room(Transport::Poll, Some(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn base_urls() {

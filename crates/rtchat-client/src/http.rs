@@ -1,5 +1,8 @@
 //! The HTTP transports: polling and long polling (`/poll`), the `/msgs` snapshot stream and
 //! Server-Sent Events (`/events`). Posts are `POST /poll` (or `POST /msgs` for the stream).
+//! In a room other than `general` ([`crate::Options::room`]) the same under `/rooms/{room}/`,
+//! whose streams also carry presence and typing (skipped here) and, when the server takes
+//! the client out of the room, a last `left` line or event ([`Error::Removed`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,8 @@ use serde_json::Value;
 use crate::driver::{describe, AuthEnd, CatchUpEnd, Closed, Ctx, Opened, Position, Session, Sink};
 use crate::h3::H3Client;
 use crate::{epoch_of, valid_epoch, Error, Message, Page, Transport};
-use rtchat_protocol::http::{sse_event, EVENTS, LAST_EVENT_ID, MSGS, POLL};
+use rtchat_protocol::http::{sse_event, LAST_EVENT_ID};
+use rtchat_protocol::shapes::Removed;
 
 /// Where the HTTP transports' requests go: reqwest (HTTP/1.1 or HTTP/2) or HTTP/3.
 #[derive(Clone)]
@@ -263,11 +267,12 @@ pub(crate) async fn open_poll(ctx: &Ctx, resume: Option<&Position>) -> Result<Op
     let timeout = ctx.options.request_timeout;
     let (history, pending) = match resume {
         None => {
-            let page: Page = get_json(ctx, ctx.url(POLL)?, timeout).await?;
+            let page: Page = get_json(ctx, ctx.url(&ctx.poll_path())?, timeout).await?;
             (Some(page.into()), None)
         }
         Some(position) => {
-            let url = ctx.url(&format!("/poll?{}&timeout=0", position.query()))?;
+            let path = ctx.poll_path();
+            let url = ctx.url(&format!("{path}?{}&timeout=0", position.query()))?;
             (None, Some(get_json(ctx, url, timeout).await?))
         }
     };
@@ -304,7 +309,8 @@ impl PollSession {
                         tokio::time::sleep(ctx.options.poll_interval).await;
                     }
                     let url = match ctx.url(&format!(
-                        "/poll?{}&timeout={}",
+                        "{}?{}&timeout={}",
+                        ctx.poll_path(),
                         sink.position().query(),
                         hold.as_secs_f64()
                     )) {
@@ -334,8 +340,8 @@ pub(crate) struct StreamSession {
 
 pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened, Error> {
     let path = match resume {
-        Some(position) => format!("/msgs?{}", position.query()),
-        None => MSGS.to_owned(),
+        Some(position) => format!("{}?{}", ctx.msgs_path(), position.query()),
+        None => ctx.msgs_path(),
     };
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
@@ -352,14 +358,19 @@ pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<&Position>) -> Result<
     };
     let history = match resume {
         Some(_) => None,
-        None => {
+        None => loop {
             let line = session
                 .next_line()
                 .await
                 .map_err(Error::Connection)?
                 .ok_or_else(|| Error::Connection("the stream ended before the history".into()))?;
-            Some(parse_line(&line)?.into())
-        }
+            match stream_line(&line) {
+                Line::Signal => continue,
+                Line::Removed(removed) => return Err(removed_error(removed)),
+                Line::AuthEnd(end) => return Err(Error::Connection(end.to_string())),
+                Line::Page => break Some(parse_line(&line)?.into()),
+            }
+        },
     };
     Ok(Opened {
         session: Session::Stream(session),
@@ -404,28 +415,70 @@ impl StreamSession {
                 Ok(None) => return Ok("the stream ended".to_owned()),
                 Err(e) => return Ok(e),
             };
-            // `--auth token`: the last line `{"expired":{"reason"}}` or `{"revoked":...}`.
-            if let Some(end) = stream_end(&line) {
-                let reason = end.to_string();
-                sink.auth_end = Some(end);
-                return Ok(reason);
-            }
-            match parse_line(&line) {
-                Ok(page) => sink.apply_page(page).await?,
-                Err(e) => return Ok(e.to_string()),
+            match stream_line(&line) {
+                // A room's presence and typing: not shown by this client.
+                Line::Signal => continue,
+                // `--auth token`: the last line `{"expired":{"reason"}}` or `{"revoked":...}`.
+                Line::AuthEnd(end) => {
+                    let reason = end.to_string();
+                    sink.auth_end = Some(end);
+                    return Ok(reason);
+                }
+                // The last line `{"left":{"room","reason"}}`: out of the room for good.
+                Line::Removed(removed) => {
+                    let e = removed_error(removed);
+                    let reason = e.to_string();
+                    sink.fatal = Some(e);
+                    return Ok(reason);
+                }
+                Line::Page => match parse_line(&line) {
+                    Ok(page) => sink.apply_page(page).await?,
+                    Err(e) => return Ok(e.to_string()),
+                },
             }
         }
     }
 }
 
-/// A `/msgs` line saying the stream's token no longer holds.
-fn stream_end(line: &[u8]) -> Option<AuthEnd> {
-    let value: Value = serde_json::from_slice(line).ok()?;
+/// What a `/msgs` (or `/rooms/{room}/msgs`) line is.
+enum Line {
+    /// A snapshot or a page.
+    Page,
+    /// `{"presence":{...}}` or `{"typing":{...}}` (room streams).
+    Signal,
+    /// `--auth token`: the stream's token no longer holds (the last line).
+    AuthEnd(AuthEnd),
+    /// `{"left":{"room","reason"}}`: taken out of the room (the last line).
+    Removed(Removed),
+}
+
+/// Tells a `/msgs` line's kind by its one key; anything else is read as a page.
+fn stream_line(line: &[u8]) -> Line {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(line) else {
+        return Line::Page;
+    };
+    if fields.contains_key("msg") || fields.len() != 1 {
+        return Line::Page;
+    }
     let reason = |v: &Value| v["reason"].as_str().unwrap_or_default().to_owned();
-    if let Some(e) = value.get("expired") {
-        Some(AuthEnd::Expired(reason(e)))
-    } else {
-        value.get("revoked").map(|r| AuthEnd::Revoked(reason(r)))
+    let (key, value) = fields.iter().next().expect("one field");
+    match key.as_str() {
+        sse_event::PRESENCE | sse_event::TYPING => Line::Signal,
+        "expired" => Line::AuthEnd(AuthEnd::Expired(reason(value))),
+        "revoked" => Line::AuthEnd(AuthEnd::Revoked(reason(value))),
+        sse_event::LEFT => Line::Removed(Removed {
+            room: value["room"].as_str().unwrap_or_default().to_owned(),
+            reason: reason(value),
+        }),
+        _ => Line::Page,
+    }
+}
+
+/// [`Error::Removed`] from the server's notice.
+pub(crate) fn removed_error(removed: Removed) -> Error {
+    Error::Removed {
+        room: removed.room,
+        reason: removed.reason,
     }
 }
 
@@ -443,7 +496,8 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Ope
     // the events after it; a resuming one gets what it missed, then `event: resumed`.
     let (history, after) = match resume {
         None => {
-            let page: Page = get_json(ctx, ctx.url(POLL)?, ctx.options.request_timeout).await?;
+            let url = ctx.url(&ctx.poll_path())?;
+            let page: Page = get_json(ctx, url, ctx.options.request_timeout).await?;
             let history: crate::driver::History = page.into();
             let after = Position {
                 after: history.last,
@@ -461,7 +515,7 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Ope
     headers.insert(LAST_EVENT_ID, last_event_id);
     let res = ctx
         .http
-        .send(Method::GET, ctx.url(EVENTS)?, headers, None)
+        .send(Method::GET, ctx.url(&ctx.events_path())?, headers, None)
         .await?;
     let res = check(res).await?;
     let content_type = res
@@ -471,7 +525,8 @@ pub(crate) async fn open_sse(ctx: &Ctx, resume: Option<&Position>) -> Result<Ope
         .unwrap_or("");
     if !content_type.starts_with("text/event-stream") {
         return Err(Error::Protocol(format!(
-            "/events answered {content_type:?}, not text/event-stream"
+            "{} answered {content_type:?}, not text/event-stream",
+            ctx.events_path()
         )));
     }
     let via = format!("SSE ({})", http_version(&res));
@@ -529,6 +584,18 @@ async fn on_event(sink: &mut Sink, event: SseEvent) -> Result<Result<(), String>
             sink.auth_end = Some(end);
             return Ok(Err(reason));
         }
+        // `{"room","reason"}`: taken out of the room; the stream ends, for good.
+        sse_event::LEFT => {
+            let e = removed_error(Removed {
+                room: data["room"].as_str().unwrap_or_default().to_owned(),
+                reason: data["reason"].as_str().unwrap_or_default().to_owned(),
+            });
+            let reason = e.to_string();
+            sink.fatal = Some(e);
+            return Ok(Err(reason));
+        }
+        // A room's presence and typing: not shown by this client.
+        sse_event::PRESENCE | sse_event::TYPING => {}
         // `{"after","count","last","epoch"}`: everything missed has been sent.
         sse_event::RESUMED => {
             sink.adopt_epoch(epoch());
@@ -625,7 +692,36 @@ impl SseParser {
 
 #[cfg(test)]
 mod tests {
-    use super::{SseEvent, SseParser};
+    use super::{stream_line, Line, SseEvent, SseParser};
+    use crate::driver::AuthEnd;
+
+    #[test]
+    fn stream_lines() {
+        let kind = |line: &str| stream_line(line.as_bytes());
+        assert!(matches!(
+            kind(r#"{"msg":[],"last":0,"epoch":"e"}"#),
+            Line::Page
+        ));
+        assert!(matches!(kind(r#"{"msg":[]}"#), Line::Page));
+        assert!(matches!(
+            kind(r#"{"presence":{"room":"a","joined":["x"],"left":[]}}"#),
+            Line::Signal
+        ));
+        assert!(matches!(
+            kind(r#"{"typing":{"room":"a","user":"x"}}"#),
+            Line::Signal
+        ));
+        assert!(matches!(
+            kind(r#"{"expired":{"reason":"r"}}"#),
+            Line::AuthEnd(AuthEnd::Expired(r)) if r == "r"
+        ));
+        match kind(r#"{"left":{"room":"a","reason":"private"}}"#) {
+            Line::Removed(removed) => {
+                assert_eq!((&*removed.room, &*removed.reason), ("a", "private"))
+            }
+            _ => panic!("left"),
+        }
+    }
 
     #[test]
     fn sse_events_split_anywhere() {

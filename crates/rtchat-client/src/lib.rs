@@ -33,6 +33,11 @@
 //! token, the client gets a fresh one before it expires and hands it to the live connection,
 //! and a token that no longer holds ends the client with a precise error
 //! ([`Error::TokenExpired`], [`Error::TokenRevoked`], [`Error::Unauthorized`]).
+//!
+//! [`Options::room`] chats in another room than the course's `general` (a direct message's
+//! `dm:...` included) through the room endpoints of each transport; a room the server does
+//! not (or no longer) let the client into ends it ([`Error::Forbidden`],
+//! [`Error::RoomRefused`], [`Error::Removed`]).
 
 #![warn(missing_docs)]
 
@@ -136,6 +141,17 @@ pub struct Options {
     /// the token; the client refreshes it by itself. `None` (the default): no token is sent,
     /// as before.
     pub credentials: Option<Credentials>,
+    /// The room to chat in: `None` (or `general`) is the course's room `general`, on the
+    /// course's endpoints exactly as before; another name (e.g. a direct message's
+    /// `dm:1cb15457d1ddab60`, from `POST /me/dm/{uid}`) uses the room endpoints:
+    /// `/rooms/{room}/poll`, `/rooms/{room}/msgs`, `/rooms/{room}/events`, rtchat.v1's
+    /// `/ws?rooms={room}`, Socket.IO's `room:join`. The course's general-only protocols
+    /// ([`Transport::WsJson`], [`Transport::SocketIoSnapshots`]) refuse another room
+    /// ([`Error::Unsupported`]). Taken out of the room by the server (it turned private, the
+    /// user was removed from it), the client ends with [`Error::Removed`]; not let in, with
+    /// [`Error::Forbidden`] (`not_a_member`, `room_not_allowed`) or, on Socket.IO,
+    /// [`Error::RoomRefused`].
+    pub room: Option<String>,
 }
 
 impl Default for Options {
@@ -150,6 +166,7 @@ impl Default for Options {
             resume_after: None,
             http3: false,
             credentials: None,
+            room: None,
         }
     }
 }
@@ -231,6 +248,10 @@ impl fmt::Display for State {
 /// What can go wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// The options ask for something the transport cannot do (e.g. [`Options::room`] on one
+    /// of the course's general-only protocols, or a room name no server could have).
+    #[error("{0}")]
+    Unsupported(String),
     /// The URL cannot be used.
     #[error("bad URL {url:?}: {reason}")]
     Url {
@@ -317,6 +338,27 @@ pub enum Error {
     /// client logs in again once before it reports this.
     #[error("the token was revoked ({0}); log in again")]
     TokenRevoked(String),
+    /// The server took the client out of its room ([`Options::room`]): the room turned
+    /// private, or the user was removed from its members (rtchat.v1 `left` with a reason, SSE
+    /// `event: left`, the `/msgs` line `{"left":...}`, Socket.IO `room:left`). Not retried.
+    #[error("removed from room {room:?}: {reason}")]
+    Removed {
+        /// The room.
+        room: String,
+        /// The server's words.
+        reason: String,
+    },
+    /// Socket.IO refused to let the client into its room ([`Options::room`]): `room:join`
+    /// was answered with an error (a private room the user is not a member of, a token whose
+    /// `rooms` claim leaves it out, a bad name...). Over HTTP and rtchat.v1 the same refusal
+    /// is [`Error::Forbidden`] (`not_a_member`, `room_not_allowed`) or [`Error::Status`].
+    #[error("cannot join room {room:?}: {reason}")]
+    RoomRefused {
+        /// The room.
+        room: String,
+        /// The server's words.
+        reason: String,
+    },
 }
 
 fn code_suffix(code: Option<&str>) -> String {
@@ -496,7 +538,8 @@ impl Client {
     ///
     /// `url` is the server's base URL (`http://host:port`, `https://...`; `ws://`/`wss://`
     /// work too); the transport picks its path (`/poll`, `/msgs`, `/events`, `/ws`,
-    /// `/socket.io/`).
+    /// `/socket.io/`; in a room of [`Options::room`], `/rooms/{room}/poll`,
+    /// `/rooms/{room}/msgs`, `/rooms/{room}/events`, `/ws?rooms={room}`).
     pub async fn connect(
         transport: Transport,
         url: &str,
@@ -573,9 +616,11 @@ impl Client {
     }
 
     /// The next message or state change. Fails only when the client gave up reconnecting
-    /// ([`Error::GaveUp`]) or, with [`Options::credentials`], when its token no longer
+    /// ([`Error::GaveUp`]), with [`Options::credentials`] when its token no longer
     /// holds and no fresh one could be had ([`Error::TokenExpired`], [`Error::TokenRevoked`],
-    /// [`Error::Unauthorized`]); after that it keeps failing.
+    /// [`Error::Unauthorized`]), or, in a room ([`Options::room`]), when the server took it
+    /// out of the room or no longer lets it in ([`Error::Removed`], [`Error::Forbidden`],
+    /// [`Error::RoomRefused`]); after that it keeps failing.
     pub async fn next(&mut self) -> Result<Event, Error> {
         if let Some(e) = &self.failed {
             return Err(e.clone());

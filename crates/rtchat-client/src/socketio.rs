@@ -7,6 +7,12 @@
 //! with `"epoch": E`: the server then answers with `msg:since` pages holding exactly what was
 //! missed (or, for another epoch, a `msg:get` with `"reset": true`). Posts (`msg:post`) carry
 //! their idempotency key and are sent again on the next connection when the ack was lost.
+//!
+//! In a room other than `general` ([`crate::Options::room`]) the socket joins it after the
+//! connect (`room:join {room}`, with `last` and `epoch` to resume: acknowledged, then the
+//! room's `room:history`, or its `msg:since` pages) and leaves `general`; it keeps only the
+//! room's `msg:new`, posts carry `"room"`, and `room:left` (the server took it out of the
+//! room) ends the client ([`Error::Removed`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -23,7 +29,12 @@ use crate::driver::{
 };
 use crate::ws::{answer_close, close_reason, connect, next_text, next_token, Socket};
 use crate::{Error, Message, Page, PostCmd, Transport};
-use rtchat_protocol::socketio::{Auth, MSG_GET, MSG_NEW, MSG_POST, MSG_SINCE};
+use rtchat_protocol::shapes::Removed;
+use rtchat_protocol::socketio::{
+    Auth, JoinRequest, RoomName, MSG_GET, MSG_NEW, MSG_POST, MSG_SINCE, ROOM_HISTORY, ROOM_JOIN,
+    ROOM_LEAVE, ROOM_LEFT,
+};
+use rtchat_protocol::v1::GENERAL;
 use tokio::sync::watch;
 
 /// `--auth token`: client → server, a fresh token for the socket (`{token}`, acknowledged).
@@ -33,6 +44,10 @@ const REFRESH: &str = "auth:refresh";
 const EXPIRED: &str = "auth:expired";
 /// Server → client: the token was revoked (`{reason}`); a disconnect follows.
 const REVOKED: &str = "auth:revoked";
+
+/// The ack id of the connection's `room:join` (in a room other than `general`); the
+/// `room:leave` of `general` takes the next one, the posts those after.
+const JOIN_ACK: u64 = 1;
 
 /// A Socket.IO packet on the default namespace, as this client needs it.
 #[derive(Debug, PartialEq)]
@@ -131,9 +146,12 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
     };
     // `socketio` follows `msg:new` alone; `socketio-snapshots` also gets the course's
     // `msg:get` after every message (and ignores it: `msg:new` has the news).
+    // In a room, `last` and `epoch` go with its `room:join` (the handshake's are general's).
+    let room = ctx.room.clone();
+    let general_resume = resume.filter(|_| room.is_none());
     let auth = Auth {
-        last: resume.map(|p| p.after),
-        epoch: resume.and_then(|p| p.epoch.clone()),
+        last: general_resume.map(|p| p.after),
+        epoch: general_resume.and_then(|p| p.epoch.clone()),
         snapshots: (ctx.transport == Transport::SocketIo).then_some(false),
         ..Auth::default()
     };
@@ -148,13 +166,73 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
         .map_err(Error::Connection)?;
     let mut connected = false;
     let mut history = None;
-    while !connected || (resume.is_none() && history.is_none()) {
+    // In a room: whether its `room:join` was acknowledged, and the events of the room that
+    // came meanwhile (for the session).
+    let mut joined = room.is_none();
+    let mut early = Vec::new();
+    while !connected || !joined || (resume.is_none() && history.is_none()) {
         let text = next_text(&mut socket).await.map_err(Error::Connection)?;
         match parse(&text).map_err(Error::Protocol)? {
             Packet::Ping => send(&mut socket, "3".into())
                 .await
                 .map_err(Error::Connection)?,
-            Packet::Connected => connected = true,
+            Packet::Connected => {
+                connected = true;
+                if let Some(room) = &room {
+                    let join = JoinRequest {
+                        room: room.clone(),
+                        last: resume.map(|p| p.after),
+                        epoch: resume.and_then(|p| p.epoch.clone()),
+                    };
+                    let leave = RoomName {
+                        room: GENERAL.to_owned(),
+                    };
+                    // Out of `general` (its answer does not matter: a token whose `rooms`
+                    // claim leaves `general` out connects into no room).
+                    for (id, args) in [
+                        (JOIN_ACK, json!([ROOM_JOIN, join])),
+                        (JOIN_ACK + 1, json!([ROOM_LEAVE, leave])),
+                    ] {
+                        send(&mut socket, format!("42{id}{args}"))
+                            .await
+                            .map_err(Error::Connection)?;
+                    }
+                }
+            }
+            Packet::Ack(JOIN_ACK, args) if !joined => {
+                let answer = &args[0];
+                if let Some(error) = answer["error"].as_str() {
+                    // The store failed to resume: worth another try. Anything else (a
+                    // private room, the token's `rooms` claim, a bad name) is final.
+                    if error.starts_with("could not resume") {
+                        return Err(Error::Connection(error.to_owned()));
+                    }
+                    return Err(Error::RoomRefused {
+                        room: room.clone().unwrap_or_default(),
+                        reason: error.to_owned(),
+                    });
+                }
+                joined = true;
+            }
+            Packet::Event(name, data)
+                if name == ROOM_HISTORY
+                    && room.is_some()
+                    && resume.is_none()
+                    && history.is_none()
+                    && data["room"].as_str() == room.as_deref() =>
+            {
+                let page: Page = serde_json::from_value(data)
+                    .map_err(|e| Error::Protocol(format!("bad room:history: {e}")))?;
+                history = Some(page.into());
+            }
+            Packet::Event(name, data) if name == ROOM_LEFT => {
+                let removed: Removed = serde_json::from_value(data)
+                    .map_err(|e| Error::Protocol(format!("bad room:left: {e}")))?;
+                if Some(&removed.room) == room.as_ref() {
+                    return Err(crate::http::removed_error(removed));
+                }
+            }
+            Packet::Event(name, data) if room.is_some() => early.push((name, data)),
             Packet::ConnectError(message) => {
                 // `--auth token`: the message ends with the code in parentheses.
                 if let Some(code) = token_code(&message) {
@@ -168,7 +246,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
                 )));
             }
             Packet::Close => return Err(Error::Connection("closed during the handshake".into())),
-            Packet::Event(name, data) if name == MSG_GET && resume.is_none() => {
+            Packet::Event(name, data) if name == MSG_GET && resume.is_none() && room.is_none() => {
                 let page: Page = serde_json::from_value(data)
                     .map_err(|e| Error::Protocol(format!("bad msg:get: {e}")))?;
                 history = Some(page.into());
@@ -182,8 +260,10 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
             socket,
             window,
             pending: BTreeMap::new(),
-            next_ack: 1,
+            next_ack: JOIN_ACK + 2,
             tokens,
+            room,
+            early,
         }),
         history,
         via: if ctx.transport == Transport::SocketIo {
@@ -213,6 +293,10 @@ pub(crate) struct SioSession {
     next_ack: u64,
     /// With credentials: each fresh token, to send as `auth:refresh`.
     tokens: Option<watch::Receiver<Option<Token>>>,
+    /// The room other than `general` the socket joined ([`crate::Options::room`]).
+    room: Option<String>,
+    /// Events that came while joining it, not handled yet.
+    early: Vec<(String, Value)>,
 }
 
 /// The code at the end of a `connect_error` message, `... (token_expired)`, when it is
@@ -233,6 +317,11 @@ impl SioSession {
     ) -> Result<String, Closed> {
         let mut posts_open = true;
         let mut deadline = Instant::now() + self.window;
+        for (name, data) in std::mem::take(&mut self.early) {
+            if let Err(reason) = self.on_event(&name, data, sink).await? {
+                return Ok(self.lost(reason, posts));
+            }
+        }
         loop {
             tokio::select! {
                 frame = self.socket.next() => {
@@ -290,7 +379,11 @@ impl SioSession {
         }
         let id = self.next_ack;
         self.next_ack += 1;
-        let args = json!([MSG_POST, {"user": cmd.user, "text": cmd.text, "key": cmd.key}]);
+        let mut post = json!({"user": cmd.user, "text": cmd.text, "key": cmd.key});
+        if let Some(room) = &self.room {
+            post["room"] = Value::String(room.clone());
+        }
+        let args = json!([MSG_POST, post]);
         cmd.sent.store(true, Ordering::SeqCst);
         self.pending.insert(id, cmd);
         send(&mut self.socket, format!("42{id}{args}")).await
@@ -334,7 +427,12 @@ impl SioSession {
         data: Value,
         sink: &mut Sink,
     ) -> Result<Result<(), String>, Closed> {
+        // Events of another room than the client's (`msg:new` and `msg:since` name theirs;
+        // none means `general`) are not for it.
+        let mine = self.room.as_deref().unwrap_or(GENERAL);
+        let of_room = |data: &Value| data["room"].as_str().unwrap_or(GENERAL) == mine;
         match name {
+            MSG_NEW | MSG_SINCE | ROOM_HISTORY | ROOM_LEFT if !of_room(&data) => {}
             MSG_NEW => match serde_json::from_value::<Message>(data) {
                 Ok(m) => sink.deliver([m]).await?,
                 Err(e) => return Ok(Err(format!("protocol error: bad msg:new: {e}"))),
@@ -357,12 +455,32 @@ impl SioSession {
                 sink.auth_end = Some(end);
                 return Ok(Err(reason));
             }
-            MSG_GET => {
+            MSG_GET if self.room.is_none() => {
                 if let Ok(page) = serde_json::from_value::<Page>(data) {
                     if page.reset {
                         sink.apply_page(page).await?;
                     }
                 }
+            }
+            // A joined room's history: on a resumed connection, the server starting over.
+            ROOM_HISTORY if self.room.is_some() => {
+                if let Ok(page) = serde_json::from_value::<Page>(data) {
+                    if page.reset {
+                        sink.apply_page(page).await?;
+                    }
+                }
+            }
+            // Taken out of the room (it turned private, the user was removed from it): for
+            // good.
+            ROOM_LEFT if self.room.is_some() => {
+                let removed = Removed {
+                    room: data["room"].as_str().unwrap_or_default().to_owned(),
+                    reason: data["reason"].as_str().unwrap_or_default().to_owned(),
+                };
+                let e = crate::http::removed_error(removed);
+                let reason = e.to_string();
+                sink.fatal = Some(e);
+                return Ok(Err(reason));
             }
             _ => {}
         }

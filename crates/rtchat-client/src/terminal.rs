@@ -107,6 +107,16 @@ pub fn explain(e: &Error) -> String {
                 "{text}: with a token, messages are posted under the token's name; leave out --user"
             );
         }
+        Error::Forbidden { code, .. } if code == "not_a_member" => {
+            return format!(
+                "{text}: only the room's members may chat in it (a direct message's two users; a private room's owner adds members)"
+            );
+        }
+        Error::Forbidden { code, .. } if code == "room_not_allowed" => {
+            return format!(
+                "{text}: the token's rooms claim leaves this room out; get a token for it"
+            );
+        }
         _ => {}
     }
     let untrusted = [
@@ -384,8 +394,14 @@ where
 {
     let mut client = match Client::connect(config.transport, &config.url, config.options).await {
         Ok(client) => client,
-        // Refused for its token: say which code and what to do.
-        Err(e @ (Error::Unauthorized { .. } | Error::Forbidden { .. })) => {
+        // Refused for its token (or its room): say which code and what to do.
+        Err(
+            e @ (Error::Unauthorized { .. }
+            | Error::Forbidden { .. }
+            | Error::RoomRefused { .. }
+            | Error::Removed { .. }
+            | Error::Unsupported(_)),
+        ) => {
             out.say(&format!(
                 "! error: cannot connect to {}: {}",
                 config.url,

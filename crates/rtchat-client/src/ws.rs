@@ -1,7 +1,10 @@
 //! WebSockets at `/ws` (tokio-tungstenite): rtchat's `rtchat.v1` subprotocol (deltas, acks,
 //! `?since=ID&epoch=E` resume) and the course's `json` (a snapshot after every message).
 //! Posts carry their idempotency key (`"key"`), and are sent again on the next connection
-//! when the answer was lost with this one.
+//! when the answer was lost with this one. In a room other than `general`
+//! ([`crate::Options::room`]), rtchat.v1 connects to `/ws?rooms={room}` (its `joined` frame,
+//! then its history), posts carry `"room"`, and an unasked `left` of the room ends the client
+//! ([`Error::Removed`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -20,6 +23,7 @@ use crate::driver::{
     describe, AuthEnd, CatchUpEnd, Closed, Ctx, History, Opened, Outbox, Position, Session, Sink,
 };
 use crate::{valid_epoch, Error, Message, Page, PostCmd, Transport};
+use rtchat_protocol::http::WS;
 use rtchat_protocol::v1::{self, ClientFrame, ServerFrame};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -138,9 +142,13 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
     let v1 = ctx.transport == Transport::Ws;
     // rtchat.v1 resumes (its catch-up ends with a `resumed` frame); the course's json
     // protocol starts with a snapshot every time (an epoch other than ours in it: a reset).
-    let path = match resume {
-        Some(position) if v1 => format!("/ws?{}", position.query()),
-        _ => "/ws".to_owned(),
+    // In a room (rtchat.v1 only: the course's json is `general` only), `?rooms={room}`.
+    let room = ctx.room.clone().filter(|_| v1);
+    let path = match (resume, &room) {
+        (Some(position), None) if v1 => format!("{WS}?{}", position.query()),
+        (Some(position), Some(room)) => format!("{WS}?rooms={room}&{}", position.query()),
+        (None, Some(room)) => format!("{WS}?rooms={room}"),
+        _ => WS.to_owned(),
     };
     let offer = if v1 { RTCHAT_V1 } else { JSON };
     // rtchat.v1 hands each fresh token to the connection (`refresh`); the course's json
@@ -157,19 +165,22 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
             "the server did not accept the rtchat.v1 subprotocol (chose {chosen:?})"
         )));
     }
-    let history: Option<History> = match resume {
-        Some(_) => None,
-        None => {
+    let history: Option<History> = match (resume, &room) {
+        (Some(_), _) => None,
+        (None, None) => {
             let text = next_text(&mut socket).await.map_err(Error::Connection)?;
             let page: Page = serde_json::from_str(&text)
                 .map_err(|e| Error::Protocol(format!("expected the history ({e}): {text}")))?;
             Some(page.into())
         }
+        // The room's `joined`, then its `history` (presence may come in between).
+        (None, Some(room)) => Some(room_history(&mut socket, room).await?),
     };
     Ok(Opened {
         session: Session::Ws(WsSession {
             socket,
             v1,
+            room,
             pending: BTreeMap::new(),
             next_ref: 1,
             outstanding: None,
@@ -182,10 +193,54 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
     })
 }
 
+/// rtchat.v1 in a room named by `?rooms=`: the frames up to the room's `history`.
+async fn room_history(socket: &mut Socket, room: &str) -> Result<History, Error> {
+    loop {
+        let text = next_text(socket).await.map_err(Error::Connection)?;
+        let frame: ServerFrame = match serde_json::from_str(&text) {
+            Ok(frame) => frame,
+            Err(_) => continue, // a frame type this client does not know
+        };
+        match frame {
+            ServerFrame::History {
+                room: of,
+                msg,
+                last,
+                epoch,
+            } if of.as_deref() == Some(room) => {
+                let page = Page {
+                    msg,
+                    last: Some(last),
+                    epoch,
+                    ..Page::default()
+                };
+                return Ok(page.into());
+            }
+            ServerFrame::Left {
+                room: of, reason, ..
+            } if of == room => {
+                return Err(Error::Removed {
+                    room: of,
+                    reason: reason.unwrap_or_default(),
+                })
+            }
+            ServerFrame::Error { error, .. } => {
+                return Err(Error::RoomRefused {
+                    room: room.to_owned(),
+                    reason: error,
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
 /// One WebSocket connection.
 pub(crate) struct WsSession {
     socket: Socket,
     v1: bool,
+    /// rtchat.v1 in a room other than `general` ([`crate::Options::room`]).
+    room: Option<String>,
     /// rtchat.v1: posts sent, by `ref` (the order sent), waiting for `ack` or `error`.
     pending: BTreeMap<u64, PostCmd>,
     next_ref: u64,
@@ -280,7 +335,7 @@ impl WsSession {
             let r = self.next_ref;
             self.next_ref += 1;
             let frame = ClientFrame::Post {
-                room: None,
+                room: self.room.clone(),
                 user: cmd.user.clone(),
                 text: cmd.text.clone(),
                 reference: r.into(),
@@ -350,9 +405,10 @@ impl WsSession {
             Err(e) => return Ok(Err(format!("protocol error: bad frame ({e}): {value}"))),
         };
         let usable = |epoch: String| Some(epoch).filter(|e| valid_epoch(e));
-        // This client is in `general` only (it names no rooms): frames of another room are
-        // not for it.
-        if frame.room().is_some_and(|room| room != v1::GENERAL) {
+        // This client is in one room (`general`, or the one it named): frames of another
+        // room are not for it.
+        let mine = self.room.as_deref().unwrap_or(v1::GENERAL);
+        if frame.room().is_some_and(|room| room != mine) {
             return Ok(Ok(()));
         }
         match frame {
@@ -392,9 +448,19 @@ impl WsSession {
                     let _ = cmd.reply.send(Err(crate::refusal(error, retry_after_ms)));
                 }
             }
+            // This client never leaves its room: a `left` of it is the server taking it out
+            // (the room turned private, the user was removed from it). Not retried.
+            ServerFrame::Left { room, reason, .. } => {
+                let e = Error::Removed {
+                    room,
+                    reason: reason.unwrap_or_default(),
+                };
+                let reason = e.to_string();
+                sink.fatal = Some(e);
+                return Ok(Err(reason));
+            }
             // Rooms, presence and typing: not shown by this client.
             ServerFrame::Joined { .. }
-            | ServerFrame::Left { .. }
             | ServerFrame::Presence(_)
             | ServerFrame::Typing(_)
             | ServerFrame::Refreshed { .. } => {}

@@ -28,7 +28,7 @@ use crate::channel::{Channel, Subscription};
 use crate::entry::{Entry, Since, Snapshot};
 use crate::message::{Limits, NewPost, PostError, Poster};
 use crate::observer::HubObserver;
-use crate::presence::{self, PresenceGuard, Signal, SignalKind};
+use crate::presence::{self, Attendee, PresenceGuard, Signal, SignalKind};
 use crate::room::{check_room_name, RoomError};
 use crate::store::{Append, Appended, ChannelInfo, Store, StoreError};
 
@@ -397,12 +397,23 @@ impl Hub {
     /// Enters a streaming client into `channel`'s presence, named `user` (or unnamed): it is
     /// in the room until the guard is dropped. See [`crate::presence`].
     pub fn present(&self, channel: &Arc<Channel>, user: Option<&str>) -> PresenceGuard {
-        presence::enter(self, channel, user.map(Arc::from))
+        presence::enter(self, channel, user.map(Attendee::named))
+    }
+
+    /// [`Hub::present`] for a client that is a user (`--auth token`): counted once per user
+    /// id, shown by name.
+    pub fn present_as(&self, channel: &Arc<Channel>, user: Option<Attendee>) -> PresenceGuard {
+        presence::enter(self, channel, user)
     }
 
     /// A polling client named `user` read `channel`: it is present for
     /// [`HubConfig::presence_window`] from now.
     pub fn polled(&self, channel: &Arc<Channel>, user: &str) {
+        self.polled_as(channel, &Attendee::named(user));
+    }
+
+    /// [`Hub::polled`] for a user (`--auth token`).
+    pub fn polled_as(&self, channel: &Arc<Channel>, user: &Attendee) {
         presence::polled(self, channel, user, self.inner.config.presence_window);
     }
 

@@ -37,8 +37,10 @@ pub use hub::{
 };
 pub use message::{Limits, Message, NewPost, PostError, Poster, MAX_KEY};
 pub use observer::HubObserver;
-pub use presence::{Member, PresenceGuard, Signal, SignalKind, TYPING_INTERVAL, TYPING_PER_ROOM};
-pub use room::{check_room_name, RoomError};
+pub use presence::{
+    Attendee, Member, PresenceGuard, Signal, SignalKind, TYPING_INTERVAL, TYPING_PER_ROOM,
+};
+pub use room::{check_room_name, is_dm_room, RoomError, DM_PREFIX};
 pub use store::{
     Append, Appended, ChannelInfo, ChannelSummary, MemoryStore, Page, Retention, SqliteStore,
     Store, StoreError, StoreErrorKind,

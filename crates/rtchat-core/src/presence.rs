@@ -2,8 +2,9 @@
 //! beside its messages but never stored and outside the id order.
 //!
 //! # Presence
-//! A room's members are counted per user *name*: several tabs or transports of one user count
-//! once, and a user joins when their first connection enters and leaves when their last one
+//! A room's members are counted per user ([`Attendee`]: by user id with `--auth token`,
+//! where two users may share a display name; by name without): several tabs or transports of
+//! one user count once, and a user joins when their first connection enters and leaves when their last one
 //! goes. A streaming client is in the room while it holds a [`PresenceGuard`]; a polling
 //! client is in it for [`HubConfig::presence_window`] after each poll that names it. Clients
 //! that name no one count in [`Channel::online`] but are not listed.
@@ -141,15 +142,50 @@ impl Signal {
     }
 }
 
+/// Who a client is present as: the name shown and, with `--auth token`, the user id it counts
+/// once under (without one, the name is the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attendee {
+    pub uid: Option<Arc<str>>,
+    pub name: Arc<str>,
+}
+
+impl Attendee {
+    /// A client known by its name only (`--auth off`).
+    pub fn named(name: &str) -> Attendee {
+        Attendee {
+            uid: None,
+            name: Arc::from(name),
+        }
+    }
+
+    /// A user with a token: counted once per user id, shown by name.
+    pub fn user(uid: &str, name: &str) -> Attendee {
+        Attendee {
+            uid: Some(Arc::from(uid)),
+            name: Arc::from(name),
+        }
+    }
+
+    /// What presence counts it under.
+    fn key(&self) -> &Arc<str> {
+        self.uid.as_ref().unwrap_or(&self.name)
+    }
+}
+
 /// One member of a room as presence lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {
     pub user: Arc<str>,
+    /// With `--auth token`: their user id.
+    pub uid: Option<Arc<str>>,
     /// When they came in (milliseconds since the Unix epoch).
     pub since: i64,
 }
 
 struct Present {
+    /// Who, as shown.
+    who: Attendee,
     /// Streaming connections of this user in the room.
     connections: usize,
     since: i64,
@@ -173,8 +209,8 @@ pub(crate) struct PresenceState {
     /// Members with a polling window (the ticker looks at rooms that have any).
     pollers: usize,
     /// Who joined and who left since the last presence event.
-    joined: Vec<Arc<str>>,
-    left: Vec<Arc<str>>,
+    joined: Vec<Attendee>,
+    left: Vec<Attendee>,
     /// A presence event is scheduled.
     flushing: bool,
     last_flush: Option<Instant>,
@@ -185,8 +221,8 @@ pub(crate) struct PresenceState {
 }
 
 impl PresenceState {
-    fn joined(&mut self, user: &Arc<str>) {
-        match self.left.iter().position(|u| u == user) {
+    fn joined(&mut self, user: &Attendee) {
+        match self.left.iter().position(|u| u.key() == user.key()) {
             Some(i) => {
                 self.left.swap_remove(i);
             }
@@ -194,8 +230,8 @@ impl PresenceState {
         }
     }
 
-    fn went(&mut self, user: &Arc<str>) {
-        match self.joined.iter().position(|u| u == user) {
+    fn went(&mut self, user: &Attendee) {
+        match self.joined.iter().position(|u| u.key() == user.key()) {
             Some(i) => {
                 self.joined.swap_remove(i);
             }
@@ -218,8 +254,9 @@ impl PresenceState {
             .members
             .iter()
             .filter(|(_, p)| p.is_in(now))
-            .map(|(user, p)| Member {
-                user: user.clone(),
+            .map(|(_, p)| Member {
+                user: p.who.name.clone(),
+                uid: p.who.uid.clone(),
                 since: p.since,
             })
             .collect();
@@ -231,18 +268,19 @@ impl PresenceState {
     /// if anyone did.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
         let mut gone = Vec::new();
-        for (user, present) in self.members.iter_mut() {
+        for (key, present) in self.members.iter_mut() {
             if present.polled_until.is_some_and(|t| t <= now) {
                 present.polled_until = None;
                 self.pollers -= 1;
                 if present.connections == 0 {
-                    gone.push(user.clone());
+                    gone.push(key.clone());
                 }
             }
         }
-        for user in &gone {
-            self.members.remove(user);
-            self.went(user);
+        for key in &gone {
+            if let Some(present) = self.members.remove(key) {
+                self.went(&present.who);
+            }
         }
         !gone.is_empty()
     }
@@ -257,13 +295,13 @@ impl PresenceState {
 pub struct PresenceGuard {
     hub: Hub,
     channel: Arc<Channel>,
-    user: Option<Arc<str>>,
+    user: Option<Attendee>,
 }
 
 impl PresenceGuard {
     /// The name it is present under, if any.
     pub fn user(&self) -> Option<&Arc<str>> {
-        self.user.as_ref()
+        self.user.as_ref().map(|u| &u.name)
     }
 
     /// The room.
@@ -280,7 +318,7 @@ impl Drop for PresenceGuard {
             return;
         };
         let now = Instant::now();
-        let Some(present) = state.members.get_mut(user) else {
+        let Some(present) = state.members.get_mut(user.key()) else {
             return;
         };
         present.connections = present.connections.saturating_sub(1);
@@ -290,21 +328,23 @@ impl Drop for PresenceGuard {
         if present.polled_until.is_some() {
             state.pollers -= 1;
         }
-        state.members.remove(user);
-        state.went(user);
+        if let Some(present) = state.members.remove(user.key()) {
+            state.went(&present.who);
+        }
         schedule(&self.hub, &self.channel, &mut state);
     }
 }
 
 /// Enters `user` (or an unnamed client) into `channel`'s presence; see [`Hub::present`].
-pub(crate) fn enter(hub: &Hub, channel: &Arc<Channel>, user: Option<Arc<str>>) -> PresenceGuard {
+pub(crate) fn enter(hub: &Hub, channel: &Arc<Channel>, user: Option<Attendee>) -> PresenceGuard {
     {
         let mut state = channel.presence();
         match &user {
             None => state.anonymous += 1,
-            Some(name) => {
+            Some(who) => {
                 let now = Instant::now();
-                let present = state.members.entry(name.clone()).or_insert(Present {
+                let present = state.members.entry(who.key().clone()).or_insert(Present {
+                    who: who.clone(),
                     connections: 0,
                     since: now_millis(),
                     polled_until: None,
@@ -312,7 +352,8 @@ pub(crate) fn enter(hub: &Hub, channel: &Arc<Channel>, user: Option<Arc<str>>) -
                 let was_in = present.is_in(now);
                 present.connections += 1;
                 if !was_in {
-                    state.joined(name);
+                    let who = present.who.clone();
+                    state.joined(&who);
                     schedule(hub, channel, &mut state);
                 }
             }
@@ -326,22 +367,23 @@ pub(crate) fn enter(hub: &Hub, channel: &Arc<Channel>, user: Option<Arc<str>>) -
 }
 
 /// A poll that named `user`: present for `window` from now.
-pub(crate) fn polled(hub: &Hub, channel: &Arc<Channel>, user: &str, window: Duration) {
+pub(crate) fn polled(hub: &Hub, channel: &Arc<Channel>, user: &Attendee, window: Duration) {
     let mut state = channel.presence();
     let now = Instant::now();
-    let name: Arc<str> = Arc::from(user);
-    let present = state.members.entry(name.clone()).or_insert(Present {
+    let present = state.members.entry(user.key().clone()).or_insert(Present {
+        who: user.clone(),
         connections: 0,
         since: now_millis(),
         polled_until: None,
     });
     let was_in = present.is_in(now);
     let was_polling = present.polled_until.replace(now + window).is_some();
+    let who = present.who.clone();
     if !was_polling {
         state.pollers += 1;
     }
     if !was_in {
-        state.joined(&name);
+        state.joined(&who);
         schedule(hub, channel, &mut state);
     }
 }
@@ -407,9 +449,10 @@ fn schedule(hub: &Hub, channel: &Arc<Channel>, state: &mut PresenceState) {
             if state.joined.is_empty() && state.left.is_empty() {
                 return;
             }
+            let names = |list: Vec<Attendee>| list.into_iter().map(|a| a.name).collect();
             SignalKind::Presence {
-                joined: std::mem::take(&mut state.joined),
-                left: std::mem::take(&mut state.left),
+                joined: names(std::mem::take(&mut state.joined)),
+                left: names(std::mem::take(&mut state.left)),
             }
         };
         hub.signal(Signal::new(channel.name().clone(), signal))

@@ -41,7 +41,14 @@ pub mod room {
     pub const TYPING: &str = "typing";
 }
 
-/// `/rooms/{room}/{leaf}` (room names need no escaping: `a-z 0-9 - _`).
+/// `/rooms/{room}/members/{uid}` (`POST`: add, `DELETE`: remove; the owner or an admin).
+pub const ROOM_MEMBER: &str = "/rooms/{room}/members/{uid}";
+/// `POST /me/dm/{uid}`: opens (or finds) the direct message with a user.
+pub const ME_DM: &str = "/me/dm/{uid}";
+/// `GET /me/rooms`: the rooms and direct messages the user belongs to.
+pub const ME_ROOMS: &str = "/me/rooms";
+
+/// `/rooms/{room}/{leaf}` (room names need no escaping: `a-z 0-9 - _`, or `dm:` and hex).
 pub fn room_path(room: &str, leaf: &str) -> String {
     format!("{ROOMS}/{room}/{leaf}")
 }
@@ -71,4 +78,7 @@ pub mod sse_event {
     pub const PRESENCE: &str = "presence";
     /// [`crate::shapes::Typing`] (`/rooms/{room}/events` only).
     pub const TYPING: &str = "typing";
+    /// [`crate::shapes::Removed`]: taken out of the room (it turned private, or the user was
+    /// removed from it); the stream ends.
+    pub const LEFT: &str = "left";
 }

@@ -169,6 +169,9 @@ pub struct RoomPresence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresentUser {
     pub user: String,
+    /// With `--auth token`: their user id (presence counts users by it; two may share a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// When they came in, in milliseconds since the Unix epoch.
     pub since: i64,
 }
@@ -194,6 +197,136 @@ pub struct Typing {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypingPost {
     pub user: String,
+}
+
+/// A room's access settings (`--auth token`): the answer to `PUT /rooms/{room}` and to
+/// `POST|DELETE /rooms/{room}/members/{uid}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    pub room: String,
+    /// Only the owner and the members may join, read, resume into and post to it.
+    pub private: bool,
+    /// The user id of its creator (none for `general`, direct messages and rooms nobody with
+    /// a token has used yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The members' user ids, sorted.
+    pub members: Vec<String>,
+}
+
+/// The body of `PUT /rooms/{room}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettingsChange {
+    pub private: bool,
+}
+
+/// The other party of a direct message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmParty {
+    pub uid: String,
+    /// Their display name, when the server knows it (an account's, or the name their token
+    /// last showed here); `null` otherwise.
+    pub name: Option<String>,
+}
+
+/// `POST /me/dm/{uid}`: the direct message's room with that user (opened, or found).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmOpened {
+    pub room: String,
+    pub with: DmParty,
+}
+
+/// One room of `GET /me/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyRoom {
+    pub room: String,
+    pub private: bool,
+    /// This user made the room.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub owner: bool,
+    /// For a direct message: who it is with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<DmParty>,
+}
+
+/// `GET /me/rooms`: the rooms and direct messages the user belongs to, sorted by room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyRooms {
+    pub rooms: Vec<MyRoom>,
+}
+
+/// Why a connection was taken out of a room it was in (its access narrowed: the room turned
+/// private, or the user was removed from its members): rtchat.v1 `left` with a `reason`, SSE
+/// `event: left`, a `/msgs` line `{"left":{...}}`, Socket.IO `room:left`. Nothing more of the
+/// room follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub room: String,
+    pub reason: String,
+}
+
+/// The body of an admin's ban, mute or revocation: why, and until when (`until`, Unix
+/// seconds, or `for`, a duration such as `"2h"`; neither: until lifted). All optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sanction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub lasting: Option<String>,
+}
+
+/// A ban or a mute in force, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SanctionInfo {
+    pub uid: String,
+    /// For a mute: the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Unix seconds; `null`: until lifted.
+    pub until: Option<u64>,
+    pub reason: String,
+    /// The admin who set it.
+    pub by: String,
+}
+
+/// `GET /admin/bans`, `GET /admin/mutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SanctionList {
+    pub sanctions: Vec<SanctionInfo>,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    /// The admin's user id.
+    pub actor: String,
+    /// `ban`, `unban`, `kick`, `mute`, `unmute`, `revoke`.
+    pub action: String,
+    /// A user id or a token id.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /admin/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    pub entries: Vec<AuditRecord>,
+}
+
+/// The answer to an admin action: `{"status":"ok","audit":ID}` (the audit entry it made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminDone {
+    pub status: String,
+    pub audit: u64,
 }
 
 /// Whether `epoch` is one a client may keep and send back: 1–64 characters of `A–Z a–z 0–9 -

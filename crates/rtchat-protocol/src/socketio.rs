@@ -28,6 +28,9 @@ pub const MSG_ERROR: &str = "msg:error";
 pub const ROOM_JOIN: &str = "room:join";
 /// Client → server: [`RoomName`]; acknowledged with the same [`RoomName`] (or a [`Refusal`]).
 pub const ROOM_LEAVE: &str = "room:leave";
+/// Server → client: [`crate::shapes::Removed`], the socket was taken out of a room (it
+/// turned private, or the user was removed from its members); nothing more of it follows.
+pub const ROOM_LEFT: &str = "room:left";
 /// Server → client: a joined room's history, a [`crate::Page`] with `"room"` (and
 /// `"reset":true` when the position the join named meant nothing here).
 pub const ROOM_HISTORY: &str = "room:history";

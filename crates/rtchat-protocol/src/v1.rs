@@ -92,11 +92,15 @@ pub enum ServerFrame {
         last: u64,
         epoch: String,
     },
-    /// The answer to a `leave`: nothing more of the room follows.
+    /// The answer to a `leave`, or (with a `reason`, unasked) the connection was taken out of
+    /// the room: it turned private, or its user was removed from it. Nothing more of the room
+    /// follows.
     Left {
         room: String,
         #[serde(rename = "ref", default, skip_serializing_if = "Value::is_null")]
         reference: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Who came into the room and who left (coalesced, at most 4 a second per room).
     Presence(PresenceChange),
@@ -344,6 +348,7 @@ mod tests {
             ServerFrame::Left {
                 room: "r".into(),
                 reference: Value::Null,
+                reason: None,
             },
             ServerFrame::Presence(PresenceChange {
                 room: "r".into(),

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use rtchat_core::{PostError, RoomError};
+use rtchat_core::{PostError, RoomError, StoreError};
 use rtchat_protocol::ErrorBody;
 
 use crate::rate_limit::Refused;
@@ -72,6 +72,13 @@ impl From<PostError> for ApiError {
             PostError::Room(e) => return e.into(),
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// `503`: the store failed (the client may try again).
+    fn from(e: StoreError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
 }
 

@@ -27,6 +27,8 @@ pub fn build(state: AppState) -> Router {
         .merge(transport::sse::routes())
         .merge(transport::rooms::routes())
         .merge(transport::websocket::routes())
+        .merge(crate::auth::private_routes::routes())
+        .merge(crate::auth::admin_routes::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::gate::require_token,
@@ -46,7 +48,13 @@ pub fn build(state: AppState) -> Router {
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
-                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::OPTIONS,
+                ])
                 .allow_headers(Any)
                 .max_age(std::time::Duration::from_secs(600))
                 // Every answer is the same whatever the Origin or the preflight asked

@@ -1,6 +1,6 @@
 //! One set of expectations every [`Directory`] must meet, run against each store.
 
-use super::{Account, Directory, DirectoryError, RoomAccess};
+use super::{Account, AuditEntry, Ban, Directory, DirectoryError, Mute, RoomAccess};
 
 fn account(uid: &str, name: &str) -> Account {
     Account {
@@ -89,6 +89,87 @@ pub async fn exercise(d: &dyn Directory) {
     assert!(!d.remove_member("a", "u2").await.unwrap());
     assert!(!d.is_member("a", "u2").await.unwrap());
     assert_eq!(d.members("nowhere").await.unwrap(), Vec::<String>::new());
+
+    // The private rooms, with their members (a private room without any too).
+    d.set_private("c", true).await.unwrap();
+    d.add_member("public", "u1").await.unwrap();
+    let private = d.private_rooms().await.unwrap();
+    let shown: Vec<(&str, Option<&str>, Vec<&str>)> = private
+        .iter()
+        .map(|p| {
+            let members = p.members.iter().map(String::as_str).collect();
+            (p.room.as_str(), p.owner.as_deref(), members)
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("a", Some("u1"), vec!["u1"]),
+            ("b", Some("u2"), vec!["u1"]),
+            ("c", None, vec![]),
+        ]
+    );
+    d.remove_member("public", "u1").await.unwrap();
+
+    // Bans: timed ones end, a second ban replaces the first, unban lifts.
+    let ban = |uid: &str, until: Option<u64>| Ban {
+        uid: uid.into(),
+        until,
+        reason: format!("spam by {uid}"),
+        by: "root".into(),
+    };
+    d.ban(ban("u3", Some(150))).await.unwrap();
+    d.ban(ban("u4", Some(150))).await.unwrap();
+    d.ban(ban("u4", None)).await.unwrap();
+    d.ban(ban("u5", None)).await.unwrap();
+    assert_eq!(
+        d.bans(100).await.unwrap(),
+        [ban("u3", Some(150)), ban("u4", None), ban("u5", None)]
+    );
+    assert_eq!(
+        d.bans(200).await.unwrap(),
+        [ban("u4", None), ban("u5", None)]
+    );
+    assert!(d.unban("u5").await.unwrap());
+    assert!(!d.unban("u5").await.unwrap());
+
+    // Mutes, per room.
+    let mute = |room: &str, uid: &str, until: Option<u64>| Mute {
+        room: room.into(),
+        uid: uid.into(),
+        until,
+        reason: "calm down".into(),
+        by: "root".into(),
+    };
+    d.mute(mute("a", "u2", None)).await.unwrap();
+    d.mute(mute("b", "u2", Some(150))).await.unwrap();
+    assert_eq!(
+        d.mutes(100).await.unwrap(),
+        [mute("a", "u2", None), mute("b", "u2", Some(150))]
+    );
+    assert_eq!(d.mutes(200).await.unwrap(), [mute("a", "u2", None)]);
+    assert!(d.unmute("a", "u2").await.unwrap());
+    assert!(!d.unmute("a", "u2").await.unwrap());
+    d.mute(mute("a", "u3", None)).await.unwrap();
+
+    // The audit log: ids increase, newest first.
+    let entry = |action: &str| AuditEntry {
+        id: 0,
+        at: 1_000,
+        actor: "root".into(),
+        action: action.into(),
+        target: "u4".into(),
+        room: None,
+        reason: Some("why".into()),
+    };
+    let first = d.record(entry("ban")).await.unwrap();
+    let second = d.record(entry("kick")).await.unwrap();
+    assert!(second > first);
+    let log = d.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!((log[0].id, log[0].action.as_str()), (second, "kick"));
+    assert_eq!(log[1].target, "u4");
+    assert_eq!(d.audit_log(1).await.unwrap().len(), 1);
 }
 
 /// What [`exercise`] left, read by a store opened again on the same data.
@@ -105,4 +186,15 @@ pub async fn kept_after_reopen(d: &dyn Directory) {
     );
     assert_eq!(d.members("a").await.unwrap(), ["u1"]);
     assert_eq!(d.rooms_of("u1").await.unwrap(), ["a", "b"]);
+    let bans: Vec<String> = d
+        .bans(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.uid)
+        .collect();
+    // u3's ban ended (and was forgotten at 200); u5's was lifted.
+    assert_eq!(bans, ["u4"]);
+    assert_eq!(d.mutes(100).await.unwrap().len(), 1);
+    assert_eq!(d.audit_log(10).await.unwrap().len(), 2);
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Account, Directory, DirectoryError, RoomAccess};
+use super::{Account, AuditEntry, Ban, Directory, DirectoryError, Mute, PrivateRoom, RoomAccess};
 use crate::store::{MemoryStore, StoreError};
 
 /// What a [`MemoryStore`] remembers besides messages.
@@ -23,6 +23,9 @@ struct Inner {
     rooms: HashMap<String, RoomAccess>,
     /// (room, uid) pairs, ordered so both listings come out sorted.
     members: BTreeSet<(String, String)>,
+    bans: std::collections::BTreeMap<String, Ban>,
+    mutes: std::collections::BTreeMap<(String, String), Mute>,
+    audit: Vec<AuditEntry>,
 }
 
 impl MemDirectory {
@@ -153,6 +156,72 @@ impl Directory for MemoryStore {
             .filter(|(_, u)| u == uid)
             .map(|(r, _)| r.clone())
             .collect())
+    }
+
+    async fn private_rooms(&self) -> Result<Vec<PrivateRoom>, StoreError> {
+        let d = self.directory().lock();
+        let mut rooms: Vec<PrivateRoom> = d
+            .rooms
+            .iter()
+            .filter(|(_, access)| access.private)
+            .map(|(room, access)| PrivateRoom {
+                room: room.clone(),
+                owner: access.owner.clone(),
+                members: d
+                    .members
+                    .iter()
+                    .filter(|(r, _)| r == room)
+                    .map(|(_, u)| u.clone())
+                    .collect(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        Ok(rooms)
+    }
+
+    async fn ban(&self, ban: Ban) -> Result<(), StoreError> {
+        self.directory().lock().bans.insert(ban.uid.clone(), ban);
+        Ok(())
+    }
+
+    async fn unban(&self, uid: &str) -> Result<bool, StoreError> {
+        Ok(self.directory().lock().bans.remove(uid).is_some())
+    }
+
+    async fn bans(&self, now: u64) -> Result<Vec<Ban>, StoreError> {
+        let mut d = self.directory().lock();
+        d.bans.retain(|_, b| b.until.is_none_or(|t| t > now));
+        Ok(d.bans.values().cloned().collect())
+    }
+
+    async fn mute(&self, mute: Mute) -> Result<(), StoreError> {
+        let key = (mute.room.clone(), mute.uid.clone());
+        self.directory().lock().mutes.insert(key, mute);
+        Ok(())
+    }
+
+    async fn unmute(&self, room: &str, uid: &str) -> Result<bool, StoreError> {
+        let key = (room.to_owned(), uid.to_owned());
+        Ok(self.directory().lock().mutes.remove(&key).is_some())
+    }
+
+    async fn mutes(&self, now: u64) -> Result<Vec<Mute>, StoreError> {
+        let mut d = self.directory().lock();
+        d.mutes.retain(|_, m| m.until.is_none_or(|t| t > now));
+        Ok(d.mutes.values().cloned().collect())
+    }
+
+    async fn record(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        let mut d = self.directory().lock();
+        entry.id = d.audit.last().map_or(1, |e| e.id + 1);
+        let id = entry.id;
+        d.audit.push(entry);
+        Ok(id)
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let d = self.directory().lock();
+        Ok(d.audit.iter().rev().take(limit).cloned().collect())
     }
 }
 

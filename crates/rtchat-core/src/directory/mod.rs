@@ -1,5 +1,6 @@
 //! Who may do what, kept next to the messages (identity, issue 15): accounts, revoked
-//! tokens, and each room's owner, privacy and members.
+//! tokens, each room's owner, privacy and members; and moderation (issue 16): bans, mutes and
+//! the audit log.
 //!
 //! A [`Directory`] is the second half of what a store holds: [`crate::SqliteStore`] keeps it
 //! in the same database file (so one backup holds everything), [`crate::MemoryStore`] in
@@ -41,6 +42,53 @@ pub struct RoomAccess {
     pub owner: Option<String>,
     /// Only members may join, read, resume into and post to it.
     pub private: bool,
+}
+
+/// A private room (or direct message) as [`Directory::private_rooms`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateRoom {
+    pub room: String,
+    pub owner: Option<String>,
+    /// Sorted.
+    pub members: Vec<String>,
+}
+
+/// A user banned from the server (`until`: Unix seconds; `None`: until lifted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub uid: String,
+    pub until: Option<u64>,
+    pub reason: String,
+    /// The admin who banned.
+    pub by: String,
+}
+
+/// A user who may read a room but not post in it (`until`: Unix seconds; `None`: until
+/// lifted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mute {
+    pub room: String,
+    pub uid: String,
+    pub until: Option<u64>,
+    pub reason: String,
+    pub by: String,
+}
+
+/// One moderation action, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Assigned by the store, increasing.
+    pub id: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub at: i64,
+    /// Who did it (a user id).
+    pub actor: String,
+    /// What: `ban`, `unban`, `kick`, `mute`, `unmute`, `revoke`...
+    pub action: String,
+    /// On what: a user id, a token id, a message (`room/id`).
+    pub target: String,
+    pub room: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// Why a directory change was refused.
@@ -103,4 +151,33 @@ pub trait Directory: Send + Sync {
 
     /// The rooms `uid` is a member of, sorted.
     async fn rooms_of(&self, uid: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Every private room with its owner and members, sorted by room (the server keeps them
+    /// in memory so that a join or a post is checked without a store access).
+    async fn private_rooms(&self) -> Result<Vec<PrivateRoom>, StoreError>;
+
+    /// Bans a user (replacing an earlier ban of theirs).
+    async fn ban(&self, ban: Ban) -> Result<(), StoreError>;
+
+    /// Lifts a user's ban; false when there was none.
+    async fn unban(&self, uid: &str) -> Result<bool, StoreError>;
+
+    /// The bans not yet over at `now` (Unix seconds), sorted by user; forgets the others.
+    async fn bans(&self, now: u64) -> Result<Vec<Ban>, StoreError>;
+
+    /// Mutes a user in a room (replacing an earlier mute there).
+    async fn mute(&self, mute: Mute) -> Result<(), StoreError>;
+
+    /// Lifts a mute; false when there was none.
+    async fn unmute(&self, room: &str, uid: &str) -> Result<bool, StoreError>;
+
+    /// The mutes not yet over at `now` (Unix seconds), sorted by room and user; forgets the
+    /// others.
+    async fn mutes(&self, now: u64) -> Result<Vec<Mute>, StoreError>;
+
+    /// Appends a moderation action to the audit log (its `id` is assigned); returns the id.
+    async fn record(&self, entry: AuditEntry) -> Result<u64, StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }

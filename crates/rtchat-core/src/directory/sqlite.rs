@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
-use super::{Account, Directory, DirectoryError, RoomAccess};
+use super::{Account, AuditEntry, Ban, Directory, DirectoryError, Mute, PrivateRoom, RoomAccess};
 use crate::store::{SqliteStore, StoreError};
 
 fn row_to_account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
@@ -216,6 +216,176 @@ impl Directory for SqliteStore {
             let mut stmt =
                 conn.prepare_cached("SELECT room FROM room_members WHERE uid = ?1 ORDER BY room")?;
             let rows = stmt.query_map(params![uid], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn private_rooms(&self) -> Result<Vec<PrivateRoom>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.room, a.owner, m.uid FROM room_access a
+                 LEFT JOIN room_members m ON m.room = a.room
+                 WHERE a.private = 1 ORDER BY a.room, m.uid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            let mut rooms: Vec<PrivateRoom> = Vec::new();
+            for row in rows {
+                let (room, owner, member) = row?;
+                if rooms.last().is_none_or(|last| last.room != room) {
+                    rooms.push(PrivateRoom {
+                        room,
+                        owner,
+                        members: Vec::new(),
+                    });
+                }
+                if let (Some(member), Some(last)) = (member, rooms.last_mut()) {
+                    last.members.push(member);
+                }
+            }
+            Ok(rooms)
+        })
+        .await
+    }
+
+    async fn ban(&self, ban: Ban) -> Result<(), StoreError> {
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO bans (uid, until, reason, by) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                ban.uid,
+                ban.until.map(|t| t as i64),
+                ban.reason,
+                ban.by
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unban(&self, uid: &str) -> Result<bool, StoreError> {
+        let uid = uid.to_owned();
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM bans WHERE uid = ?1")?
+                .execute(params![uid])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn bans(&self, now: u64) -> Result<Vec<Ban>, StoreError> {
+        self.with_conn(move |conn| {
+            conn.prepare_cached("DELETE FROM bans WHERE until IS NOT NULL AND until <= ?1")?
+                .execute(params![now as i64])?;
+            let mut stmt =
+                conn.prepare_cached("SELECT uid, until, reason, by FROM bans ORDER BY uid")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Ban {
+                    uid: r.get(0)?,
+                    until: r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+                    reason: r.get(2)?,
+                    by: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn mute(&self, mute: Mute) -> Result<(), StoreError> {
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO mutes (room, uid, until, reason, by)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                mute.room,
+                mute.uid,
+                mute.until.map(|t| t as i64),
+                mute.reason,
+                mute.by
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unmute(&self, room: &str, uid: &str) -> Result<bool, StoreError> {
+        let (room, uid) = (room.to_owned(), uid.to_owned());
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM mutes WHERE room = ?1 AND uid = ?2")?
+                .execute(params![room, uid])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn mutes(&self, now: u64) -> Result<Vec<Mute>, StoreError> {
+        self.with_conn(move |conn| {
+            conn.prepare_cached("DELETE FROM mutes WHERE until IS NOT NULL AND until <= ?1")?
+                .execute(params![now as i64])?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT room, uid, until, reason, by FROM mutes ORDER BY room, uid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Mute {
+                    room: r.get(0)?,
+                    uid: r.get(1)?,
+                    until: r.get::<_, Option<i64>>(2)?.map(|t| t as u64),
+                    reason: r.get(3)?,
+                    by: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO audit (at, actor, action, target, room, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.room,
+                entry.reason
+            ])?;
+            Ok(conn.last_insert_rowid() as u64)
+        })
+        .await
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, at, actor, action, target, room, reason FROM audit
+                 ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |r| {
+                Ok(AuditEntry {
+                    id: r.get::<_, i64>(0)? as u64,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    room: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })?;
             rows.collect()
         })
         .await

@@ -16,7 +16,7 @@ pub struct DbLock {
 
 /// Takes the lock next to `db`, writing this process's pid into the lock file so a second
 /// server can say who holds it.
-pub fn lock(db: &Path) -> Result<DbLock, StoreError> {
+pub(crate) fn lock(db: &Path) -> Result<DbLock, StoreError> {
     let path = lock_path(db);
     let fail = |e: std::io::Error| {
         StoreError::new(

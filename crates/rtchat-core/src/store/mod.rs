@@ -3,6 +3,7 @@
 //! channel's messages, hands out its ids, and remembers its epoch; it does not deliver
 //! anything: delivery is the [`Broker`](crate::broker::Broker)'s job.
 
+pub mod backup;
 mod lock;
 mod memory;
 mod sqlite;

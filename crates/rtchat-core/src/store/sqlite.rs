@@ -92,7 +92,34 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (room, uid)
      ) WITHOUT ROWID;
      CREATE INDEX room_members_uid ON room_members(uid, room);",
+    // v6: moderation (see `directory/`): bans, mutes, the audit log.
+    "CREATE TABLE bans (
+         uid    TEXT PRIMARY KEY,
+         until  INTEGER,
+         reason TEXT NOT NULL,
+         by     TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE mutes (
+         room   TEXT NOT NULL,
+         uid    TEXT NOT NULL,
+         until  INTEGER,
+         reason TEXT NOT NULL,
+         by     TEXT NOT NULL,
+         PRIMARY KEY (room, uid)
+     ) WITHOUT ROWID;
+     CREATE TABLE audit (
+         id     INTEGER PRIMARY KEY AUTOINCREMENT,
+         at     INTEGER NOT NULL,
+         actor  TEXT    NOT NULL,
+         action TEXT    NOT NULL,
+         target TEXT    NOT NULL,
+         room   TEXT,
+         reason TEXT
+     );",
 ];
+
+/// The schema version this rtchat writes (`PRAGMA user_version` after every migration).
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How much history a durable store keeps. The default keeps everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

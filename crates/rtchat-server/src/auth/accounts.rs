@@ -351,7 +351,17 @@ async fn login(state: &AppState, accounts: &Accounts, req: Request) -> Result<Re
         .run(move || verify_password(password.as_bytes(), &hash))
         .await?;
     match account {
-        Some(account) if matches => log_in(state, accounts, &account, &parts, StatusCode::OK),
+        Some(account) if matches => {
+            // A banned user cannot log in (told why: the password was right).
+            if let Some(ban) = state.auth.moderation().ban_of(&account.uid) {
+                let refusal = super::TokenError::Banned {
+                    reason: ban.reason,
+                    until: ban.until,
+                };
+                return Ok(super::Unauthorized(refusal).into_response());
+            }
+            log_in(state, accounts, &account, &parts, StatusCode::OK)
+        }
         _ => {
             tracing::info!(name = %name, "login refused: wrong user name or password");
             Err(bad_credentials())

@@ -20,8 +20,10 @@ use rtchat_core::directory::Directory;
 use rtchat_core::{Poster, StoreError};
 use rtchat_protocol::ErrorBody;
 
+use super::access::{Access, Denied};
 use super::keyring;
-use super::lifetime::Credential;
+use super::lifetime::{Credential, CredentialEnd, Ending};
+use super::moderation::Moderation;
 use super::token::{Claims, Identity, TokenError, Verifier};
 use crate::metrics::PostRefusal;
 use crate::state::AppState;
@@ -41,8 +43,13 @@ pub struct Auth {
     /// How long a live connection whose token expired may take to refresh it
     /// (`--token-grace`).
     pub grace: Duration,
-    /// Each revoked `jti`, told to the live connections' [`Credential`]s.
-    revocations: broadcast::Sender<Arc<str>>,
+    /// Each revoked `jti`, banned or kicked user, told to the live connections'
+    /// [`Credential`]s.
+    endings: broadcast::Sender<Ending>,
+    /// Who may use which room: the `rooms` claim, private rooms, direct messages.
+    access: Access,
+    /// Bans, mutes, the audit log.
+    moderation: Moderation,
 }
 
 impl Auth {
@@ -50,32 +57,67 @@ impl Auth {
     pub fn off(directory: Arc<dyn Directory>) -> Auth {
         Auth {
             verifier: None,
+            access: Access::off(directory.clone()),
+            moderation: Moderation::off(directory.clone()),
             directory,
             revoked: RwLock::default(),
             grace: Duration::from_secs(30),
-            revocations: broadcast::channel(64).0,
+            endings: broadcast::channel(64).0,
         }
     }
 
-    /// `--auth token` with this verifier; reads the revoked tokens from the directory.
+    /// `--auth token` with this verifier; reads the revoked tokens and the private rooms
+    /// (at most `max_private_rooms` of them, `--max-private-rooms`) from the directory.
     pub async fn token(
         verifier: Verifier,
         directory: Arc<dyn Directory>,
         grace: Duration,
+        max_private_rooms: usize,
     ) -> Result<Auth, StoreError> {
         let revoked = directory.revoked(keyring::now()).await?;
         Ok(Auth {
+            access: Access::load(directory.clone(), max_private_rooms).await?,
+            moderation: Moderation::load(directory.clone()).await?,
             verifier: Some(verifier),
             directory,
             revoked: RwLock::new(revoked.into_iter().collect()),
             grace,
-            revocations: broadcast::channel(64).0,
+            endings: broadcast::channel(64).0,
         })
     }
 
     /// Whether tokens are required (`--auth token`).
     pub fn enabled(&self) -> bool {
         self.verifier.is_some()
+    }
+
+    /// Who may use which room (see [`Access`]).
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Whether `who` may post in `room`: [`Access::enter`], and not muted there.
+    pub fn may_post(&self, who: Option<&Identity>, room: &str) -> Result<(), Denied> {
+        self.access.enter(who, room)?;
+        if let Some(mute) = who.and_then(|w| self.moderation.mute_of(room, &w.uid)) {
+            return Err(Denied::Muted {
+                room: room.to_owned(),
+                reason: mute.reason,
+                until: mute.until,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bans, mutes and the audit log (see [`Moderation`]).
+    pub fn moderation(&self) -> &Moderation {
+        &self.moderation
+    }
+
+    /// Ends every live connection of `uid` now, telling it why (an admin's ban or kick).
+    pub fn end_user(&self, uid: &str, end: CredentialEnd) {
+        // No receiver: no live connection to close.
+        let _ = self.endings.send(Ending::User(Arc::from(uid), end));
     }
 
     /// Where accounts, revocations and room access are kept.
@@ -94,6 +136,12 @@ impl Auth {
             if self.is_revoked(jti) {
                 return Err(TokenError::Revoked);
             }
+        }
+        if let Some(ban) = self.moderation.ban_of(&identity.uid) {
+            return Err(TokenError::Banned {
+                reason: ban.reason,
+                until: ban.until,
+            });
         }
         Ok(Some(identity))
     }
@@ -116,18 +164,17 @@ impl Auth {
         revoked.insert(jti.to_owned(), until);
         drop(revoked);
         // No receiver: no live connection to close.
-        let _ = self.revocations.send(Arc::from(jti));
+        let _ = self.endings.send(Ending::Token(Arc::from(jti)));
         Ok(())
     }
 
     /// What ends a live connection authenticated as `identity` (see [`Credential`]).
     pub fn credential(self: &Arc<Self>, identity: &Identity) -> Credential {
-        let auth = self.clone();
         Credential::new(
+            self.clone(),
             identity,
-            self.grace,
-            self.revocations.subscribe(),
-            Arc::new(move |jti| auth.is_revoked(jti)),
+            self.endings.subscribe(),
+            self.access.narrowed(),
         )
     }
 
@@ -246,7 +293,11 @@ impl IntoResponse for Unauthorized {
                 self.0.code()
             ),
         };
-        let mut res = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        let status = match self.0 {
+            TokenError::Banned { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let mut res = (status, axum::Json(body)).into_response();
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }

@@ -8,13 +8,20 @@
 //!   `admin`), verification against the keyring and issuers' public keys (RS256, ES256,
 //!   EdDSA, chosen by `kid`), each refusal with a precise reason, and minting.
 //! - [`accounts`]: the built-in accounts: `/auth/signup`, `login`, `refresh`, `logout`.
+//! - [`access`]: who may use which room: the `rooms` claim, private rooms, direct messages.
+//! - [`moderation`]: bans, mutes, the audit log; [`admin_routes`]: the admin API.
+//! - [`private_routes`]: room settings, members, direct messages over HTTP.
 //! - [`gate`]: `--auth off|token`, where a request's token is found (Bearer, the session
 //!   cookie, `?token=`), the revoked token ids, and the 401 a refused client gets.
 
+pub mod access;
 pub mod accounts;
+pub mod admin_routes;
 pub mod gate;
 pub mod keyring;
 pub mod lifetime;
+pub mod moderation;
+pub mod private_routes;
 pub mod token;
 
 pub use gate::{Auth, Unauthorized};

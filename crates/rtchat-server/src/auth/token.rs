@@ -118,6 +118,9 @@ pub enum TokenError {
     /// Its `jti` was revoked (logout, or an admin).
     #[error("the token has been revoked")]
     Revoked,
+    /// Its user is banned (a `403`, not a `401`: another token would not help).
+    #[error("you are banned{}: {reason}", until.map(|t| format!(" until {}", crate::auth::moderation::when(t))).unwrap_or_default())]
+    Banned { reason: String, until: Option<u64> },
 }
 
 impl TokenError {
@@ -132,6 +135,7 @@ impl TokenError {
             TokenError::NotYetValid => "token_not_yet_valid",
             TokenError::BadClaims(_) => "token_bad_claims",
             TokenError::Revoked => "token_revoked",
+            TokenError::Banned { .. } => "banned",
         }
     }
 }

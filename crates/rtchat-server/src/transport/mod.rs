@@ -18,11 +18,15 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use axum::http::StatusCode;
-use rtchat_core::{Limits, NewPost, Position, Signal, GENERAL};
+use rtchat_core::{Attendee, Limits, NewPost, Position, Signal, GENERAL};
 use serde::Deserialize;
 
 use crate::api::ApiError;
+use crate::auth::lifetime::Credential;
 use crate::auth::token::Identity;
+use crate::state::AppState;
+use rtchat_core::Subscription;
+use rtchat_protocol::shapes::Removed;
 
 /// The room an HTTP request is about, and how it was reached.
 #[derive(Debug, Clone, Copy)]
@@ -86,12 +90,49 @@ pub fn bad_query(e: QueryRejection, expected: &str) -> ApiError {
 /// by [`crate::auth::gate::require_token`]); `None` with `--auth off`.
 pub type Who = Option<axum::Extension<Arc<Identity>>>;
 
-/// With `--auth token`, whether the request's token may use `room` (its `rooms` claim): a
-/// `403` (`code: room_not_allowed`) if not.
-pub fn check_room_claim(who: Option<&Identity>, room: &str) -> Result<(), ApiError> {
-    match who.map(|w| w.may_enter(room)) {
-        Some(Err(e)) => Err(ApiError::new(StatusCode::FORBIDDEN, e).with_code("room_not_allowed")),
-        _ => Ok(()),
+/// Whether the request's client may use `room` (see [`crate::auth::access::Access::check`]):
+/// a `403` (`code` `room_not_allowed` or `not_a_member`) if not; a direct message's name with
+/// `--auth off` is a `400`.
+pub fn check_room(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(), ApiError> {
+    Ok(state.auth.access().check(who, room)?)
+}
+
+/// [`check_room`] at a door that creates the room (a post, a stream, a join): also makes the
+/// first user with a token to come into an unowned room its owner.
+pub fn enter_room(state: &AppState, who: Option<&Identity>, room: &str) -> Result<(), ApiError> {
+    Ok(state.auth.access().enter(who, room)?)
+}
+
+/// Whether a single-room stream must leave its room after
+/// [`Heard::Narrowed`](crate::auth::lifetime::Heard::Narrowed) (`room`, or
+/// `None` for any): the [`Removed`] to tell its client, if so.
+pub fn removed(
+    credential: Option<&Credential>,
+    subscription: &Subscription,
+    room: Option<Arc<str>>,
+) -> Option<Removed> {
+    let mine = subscription.channel().name();
+    if room.is_some_and(|room| *room != **mine) {
+        return None;
+    }
+    let denied = credential?.may_stay(mine).err()?;
+    Some(Removed {
+        room: mine.to_string(),
+        reason: denied.to_string(),
+    })
+}
+
+/// A shape as JSON text (for the few frames written by hand).
+pub fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Who a client is present as: its token's user (`--auth token`: counted once per user id),
+/// else the name it gave, if any.
+pub fn attendee(who: Option<&Identity>, user: Option<&str>) -> Option<Attendee> {
+    match who {
+        Some(who) => Some(Attendee::user(&who.uid, &who.name)),
+        None => user.map(Attendee::named),
     }
 }
 

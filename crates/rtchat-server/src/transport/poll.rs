@@ -33,6 +33,8 @@ use tokio::time::Instant;
 
 use super::{bad_query, query_user, Room, Who};
 use crate::api::{json_bytes, read_json_body, ApiError};
+use crate::auth::lifetime::{CredentialEnd, Heard};
+use crate::auth::{Identity, TokenError, Unauthorized};
 use crate::drain::Deadline;
 use crate::metrics::{PostRefusal, Via};
 use crate::state::AppState;
@@ -83,14 +85,15 @@ pub async fn poll(
     check_room_name(room.name)?;
     let hub = &state.hub;
     let who = who.as_ref().map(|w| &*w.0);
-    super::check_room_claim(who, room.name)?;
+    super::check_room(state, who, room.name)?;
     let user = query_user(query.user.as_deref(), who, &hub.config().limits)?;
     let channel = hub.channel(room.name).await?;
+    let user = super::attendee(who, user.as_deref());
     let Some(since) = query.since else {
         return Ok(match channel {
             Some(channel) => {
                 if let Some(user) = &user {
-                    hub.polled(&channel, user);
+                    hub.polled_as(&channel, user);
                 }
                 json_bytes(channel.snapshot().json.clone())
             }
@@ -130,16 +133,62 @@ pub async fn poll(
         },
     };
     // Present while held, and for the window after the answer.
-    let present = user.as_deref().map(|user| {
-        hub.polled(&channel, user);
-        hub.present(&channel, Some(user))
+    let present = user.as_ref().map(|user| {
+        hub.polled_as(&channel, user);
+        hub.present_as(&channel, Some(user.clone()))
     });
-    let answer = long_poll(state, &channel, &position, deadline, &closing).await;
+    let answer = held(state, who, room.name, async {
+        long_poll(state, &channel, &position, deadline, &closing).await
+    })
+    .await;
     if let (Some(user), Some(present)) = (&user, present) {
-        hub.polled(&channel, user);
+        hub.polled_as(&channel, user);
         drop(present);
     }
+    // The room may have turned private while the poll waited: nothing of it then.
+    super::check_room(state, who, room.name)?;
     answer
+}
+
+/// A held poll, ended early with `--auth token` when its token is revoked (or expires past
+/// the grace period: `401`) or the room turns private under it (`403`): nothing of the room
+/// is answered then.
+async fn held(
+    state: &AppState,
+    who: Option<&Identity>,
+    room: &str,
+    poll: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    let Some(mut credential) = who.map(|who| state.auth.credential(who)) else {
+        return poll.await;
+    };
+    tokio::pin!(poll);
+    loop {
+        tokio::select! {
+            answer = &mut poll => return answer,
+            heard = credential.next() => match heard {
+                Heard::Ended(end) => {
+                    let refusal = match end {
+                        CredentialEnd::Expired => TokenError::Expired,
+                        CredentialEnd::Revoked => TokenError::Revoked,
+                        // An admin ended the user's connections: `403` with the reason.
+                        CredentialEnd::Banned | CredentialEnd::Kicked => {
+                            let (_, reason) = end.close();
+                            let message = format!("{reason} by an administrator");
+                            let error = ApiError::new(StatusCode::FORBIDDEN, message);
+                            return Err(error.with_code(end.event()));
+                        }
+                    };
+                    return Ok(Unauthorized(refusal).into_response());
+                }
+                Heard::Narrowed(narrowed) => {
+                    if narrowed.is_none_or(|r| *r == *room) {
+                        credential.may_stay(room)?;
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// What a room that does not exist reads as: `{"msg":[],"last":0,"epoch":""}` (with `flags`).
@@ -192,10 +241,7 @@ async fn long_poll(
     // Woken by a new message: its fan-out latency is worth measuring.
     let mut woken = false;
     loop {
-        let page = hub
-            .since(channel, since, hub.config().history)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let page = hub.since(channel, since, hub.config().history).await?;
         if let Some(first) = page.entries.first() {
             let last = page.entries.last().map_or(since, |e| e.message.id);
             let answer = json_bytes(page.encode(last, &snapshot.epoch, ""));
@@ -251,10 +297,9 @@ pub async fn post(
         .check(None, client.map(|c| c.ip))
         .inspect_err(|refused| metrics.rate_limited(refused))?;
     check_room_name(room.name).inspect_err(|_| metrics.post_refused(PostRefusal::Invalid))?;
-    if let Some(who) = extensions.get::<std::sync::Arc<crate::auth::token::Identity>>() {
-        super::check_room_claim(Some(who), room.name)
-            .inspect_err(|_| metrics.post_refused(PostRefusal::Unauthorized))?;
-    }
+    let who = extensions.get::<std::sync::Arc<crate::auth::token::Identity>>();
+    let allowed = state.auth.may_post(who.map(|w| &**w), room.name);
+    allowed.inspect_err(|_| metrics.post_refused(PostRefusal::Unauthorized))?;
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body)
         .await

@@ -51,16 +51,14 @@ fn room_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError
 }
 
 async fn list(State(state): State<AppState>, who: Who) -> Result<Json<RoomList>, ApiError> {
-    let rooms = state
-        .hub
-        .rooms()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    // A token with a `rooms` claim sees only those rooms.
+    let rooms = state.hub.rooms().await?;
+    // A token with a `rooms` claim sees only those rooms; private rooms and direct messages
+    // only their members.
     let who = who.as_ref().map(|w| &*w.0);
+    let access = state.auth.access();
     let rooms = rooms
         .into_iter()
-        .filter(|r| who.is_none_or(|w| w.may_enter(&r.name).is_ok()))
+        .filter(|r| access.check(who, &r.name).is_ok())
         .map(|r| RoomInfo {
             name: r.name,
             last: r.last,
@@ -121,7 +119,7 @@ async fn presence(
 ) -> Result<Json<RoomPresence>, ApiError> {
     let name = room_of(path)?;
     check_room_name(&name)?;
-    super::check_room_claim(who.as_ref().map(|w| &*w.0), &name)?;
+    super::check_room(&state, who.as_ref().map(|w| &*w.0), &name)?;
     let answer = match state.hub.channel(&name).await? {
         Some(channel) => {
             let snapshot = channel.snapshot();
@@ -130,6 +128,7 @@ async fn presence(
                 .into_iter()
                 .map(|m| PresentUser {
                     user: m.user.to_string(),
+                    uid: m.uid.as_deref().map(str::to_owned),
                     since: m.since,
                 })
                 .collect();
@@ -162,7 +161,7 @@ async fn typing(
 ) -> Result<Response, ApiError> {
     let name = room_of(path)?;
     check_room_name(&name)?;
-    super::check_room_claim(who.as_ref().map(|w| &*w.0), &name)?;
+    super::check_room(&state, who.as_ref().map(|w| &*w.0), &name)?;
     let config = &state.config;
     let body = read_json_body(&headers, body, config.max_body, config.timeouts.body).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)

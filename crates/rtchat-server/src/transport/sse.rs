@@ -28,20 +28,21 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use rtchat_core::{
-    check_room_name, Delivery, Entry, Position, PresenceGuard, Signal, Start, Subscription,
+    check_room_name, Attendee, Delivery, Entry, Position, PresenceGuard, Signal, Start,
+    Subscription,
 };
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-use super::{is_own_typing, query_user, PositionQuery, Room, Who};
+use super::{attendee, is_own_typing, json_text, query_user, removed, PositionQuery, Room, Who};
 use crate::api::ApiError;
-use crate::auth::lifetime::Credential;
+use crate::auth::lifetime::{Credential, Heard};
 use crate::drain::Deadline;
 use crate::metrics::{Counted, Metrics, Via};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
 use futures_util::future::OptionFuture;
-use rtchat_protocol::http::EVENTS;
+use rtchat_protocol::http::{sse_event, EVENTS};
 
 /// How long browsers wait before reconnecting, sent as the `retry:` hint.
 const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -85,10 +86,11 @@ pub async fn events(
         let (resume, user) = resume_point(&headers, query)?;
         check_room_name(room.name)?;
         let who = who.as_ref().map(|w| &*w.0);
-        super::check_room_claim(who, room.name)?;
+        super::enter_room(state, who, room.name)?;
         let user = query_user(user.as_deref(), who, &state.hub.config().limits)?;
         let credential = who.map(|w| Box::new(state.auth.credential(w)));
-        event_stream(state, room, resume, user.as_deref(), credential).await
+        let user = attendee(who, user.as_deref());
+        event_stream(state, room, resume, user, credential).await
     };
     match opened.await {
         Ok(response) => response,
@@ -134,7 +136,7 @@ async fn event_stream(
     state: &AppState,
     room: Room<'_>,
     resume: Option<Position>,
-    user: Option<&str>,
+    user: Option<Attendee>,
     credential: Option<Box<Credential>>,
 ) -> Result<Response, ApiError> {
     let hub = &state.hub;
@@ -143,7 +145,7 @@ async fn event_stream(
     if room.signals {
         subscription.with_signals();
     }
-    let presence = hub.present(subscription.channel(), user);
+    let presence = hub.present_as(subscription.channel(), user);
     let snapshot = subscription.snapshot().clone();
     let epoch = snapshot.epoch.clone();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
@@ -326,9 +328,19 @@ impl EventStream {
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(HEARTBEAT)),
                 () = self.closing.reached() => return None,
-                Some(end) = OptionFuture::from(self.credential.as_mut().map(|c| c.ended())), if has_credential => {
-                    let (_, reason) = end.close();
-                    let event = format!("event: {}\ndata: {{\"reason\":\"{reason}\"}}\n\n", end.event());
+                Some(heard) = OptionFuture::from(self.credential.as_mut().map(|c| c.next())), if has_credential => {
+                    let event = match heard {
+                        Heard::Ended(end) => {
+                            let (_, reason) = end.close();
+                            format!("event: {}\ndata: {{\"reason\":\"{reason}\"}}\n\n", end.event())
+                        }
+                        Heard::Narrowed(room) => {
+                            let Some(removed) = removed(self.credential.as_deref(), &self.subscription, room) else {
+                                continue;
+                            };
+                            format!("event: {}\ndata: {}\n\n", sse_event::LEFT, json_text(&removed))
+                        }
+                    };
                     self.pending.push_back(event.into());
                     self.ending = true;
                 }

@@ -27,9 +27,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use rtchat_core::{check_room_name, Delivery, PresenceGuard, Signal, Start, Subscription};
 
-use super::{is_own_typing, query_user, sse, PositionQuery, Room, Who};
+use super::{
+    attendee, is_own_typing, json_text, query_user, removed, sse, PositionQuery, Room, Who,
+};
 use crate::api::ApiError;
-use crate::auth::lifetime::Credential;
+use crate::auth::lifetime::{Credential, Heard};
 use crate::drain::Deadline;
 use crate::metrics::{Counted, Metrics, Via};
 use crate::state::AppState;
@@ -81,14 +83,14 @@ async fn open(
     check_room_name(room.name)?;
     let hub = &state.hub;
     let who = who.as_ref().map(|w| &*w.0);
-    super::check_room_claim(who, room.name)?;
+    super::enter_room(state, who, room.name)?;
     let user = query_user(query.user.as_deref(), who, &hub.config().limits)?;
     let opened = hub.subscribe(room.name, query.position().as_ref()).await?;
     let mut subscription = opened.subscription;
     if room.signals {
         subscription.with_signals();
     }
-    let presence = hub.present(subscription.channel(), user.as_deref());
+    let presence = hub.present_as(subscription.channel(), attendee(who, user.as_deref()));
     let snapshot = subscription.snapshot().clone();
     let (first, catching_up) = match opened.start {
         Start::Fresh => (Some(snapshot.json_line.clone()), false),
@@ -134,7 +136,8 @@ struct SnapshotStream {
     /// Once the server stops, the stream ends (cleanly) at this moment of the close window.
     closing: Deadline,
     /// With `--auth token`: the stream ends with a last line `{"expired":{"reason"}}` or
-    /// `{"revoked":{"reason"}}` when its token does.
+    /// `{"revoked":{"reason"}}` when its token does, `{"left":{"room","reason"}}` when it may
+    /// no longer be in its room.
     credential: Option<Box<Credential>>,
     /// That last line was sent.
     ended: bool,
@@ -186,10 +189,20 @@ impl SnapshotStream {
                     }
                 },
                 () = self.closing.reached() => return None,
-                Some(end) = OptionFuture::from(self.credential.as_mut().map(|c| c.ended())), if has_credential => {
+                Some(heard) = OptionFuture::from(self.credential.as_mut().map(|c| c.next())), if has_credential => {
+                    let line = match heard {
+                        Heard::Ended(end) => {
+                            let (_, reason) = end.close();
+                            format!("{{\"{}\":{{\"reason\":\"{reason}\"}}}}\n", end.event())
+                        }
+                        Heard::Narrowed(room) => {
+                            let Some(removed) = removed(self.credential.as_deref(), &self.subscription, room) else {
+                                continue;
+                            };
+                            format!("{{\"left\":{}}}\n", json_text(&removed))
+                        }
+                    };
                     self.ended = true;
-                    let (_, reason) = end.close();
-                    let line = format!("{{\"{}\":{{\"reason\":\"{reason}\"}}}}\n", end.event());
                     return Some(line.into());
                 }
             }

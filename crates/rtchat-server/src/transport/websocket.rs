@@ -66,7 +66,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::auth::lifetime::Credential;
+use crate::auth::access::Denied;
+use crate::auth::lifetime::{Credential, Heard};
 use crate::auth::token::Identity;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, OptionFuture};
@@ -74,7 +75,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 use hyper_util::rt::TokioIo;
 use rtchat_core::{
-    check_room_name, Delivery, Entry, Hub, Limits, NewPost, Position, PostError, Poster,
+    check_room_name, Attendee, Delivery, Entry, Hub, Limits, NewPost, Position, PostError, Poster,
     PresenceGuard, Signal, Snapshot, Start, Subscription, Ticket, TrySubmitError, GENERAL,
 };
 use rtchat_ws::handshake::{select_subprotocol, validate, HandshakeError};
@@ -193,7 +194,7 @@ async fn accept(state: AppState, mut req: Request) -> Response {
     let general = [GENERAL.to_owned()];
     let entering: &[String] = rooms.as_deref().unwrap_or(&general);
     for room in entering {
-        if let Err(e) = super::check_room_claim(identity.as_deref(), room) {
+        if let Err(e) = super::enter_room(&state, identity.as_deref(), room) {
             return e.into_response();
         }
     }
@@ -209,7 +210,8 @@ async fn accept(state: AppState, mut req: Request) -> Response {
     let (rooms, starts) = match rooms {
         None => match hub.subscribe(GENERAL, position.as_ref()).await {
             Ok(opened) => {
-                let joined = Joined::enter(hub, opened.subscription, mode, user.as_deref());
+                let present = super::attendee(identity.as_deref(), user.as_deref());
+                let joined = Joined::enter(hub, opened.subscription, mode, present);
                 (Rooms::One(joined), Starts::General(opened.start))
             }
             Err(e) => return ApiError::from(e).into_response(),
@@ -219,7 +221,8 @@ async fn accept(state: AppState, mut req: Request) -> Response {
             for name in &names {
                 match hub.subscribe(name, position.as_ref()).await {
                     Ok(opened) => {
-                        let joined = Joined::enter(hub, opened.subscription, mode, user.as_deref());
+                        let present = super::attendee(identity.as_deref(), user.as_deref());
+                        let joined = Joined::enter(hub, opened.subscription, mode, present);
                         rooms.push((opened.start, joined));
                     }
                     Err(e) => return ApiError::from(e).into_response(),
@@ -474,6 +477,8 @@ enum Step {
     Join(Box<JoinFrame>),
     /// A `typing` frame: the room, the frame's `user`, its `ref`.
     Typing(Box<(String, Option<String>, Value)>),
+    /// A room's access narrowed (`None`: maybe several): leave those it may no longer be in.
+    Narrowed(Option<Arc<str>>),
 }
 
 /// A `join` frame, read.
@@ -494,9 +499,9 @@ enum Refusal {
     NotAPost,
     #[error("{0}")]
     RateLimited(Refused),
-    /// The token's `rooms` claim does not include the room.
+    /// The token's `rooms` claim leaves the room out, or the room is private.
     #[error("{0}")]
-    RoomNotAllowed(String),
+    RoomNotAllowed(Denied),
 }
 
 impl Refusal {
@@ -576,11 +581,16 @@ struct Joined {
 impl Joined {
     /// In the room of `subscription` from now on; a delta connection hears its presence and
     /// typing too.
-    fn enter(hub: &Hub, mut subscription: Subscription, mode: Mode, user: Option<&str>) -> Joined {
+    fn enter(
+        hub: &Hub,
+        mut subscription: Subscription,
+        mode: Mode,
+        user: Option<Attendee>,
+    ) -> Joined {
         if mode == Mode::Deltas {
             subscription.with_signals();
         }
-        let presence = hub.present(subscription.channel(), user);
+        let presence = hub.present_as(subscription.channel(), user);
         Joined {
             subscription,
             presence,
@@ -757,6 +767,23 @@ impl Rooms {
         };
         let extra = many.rooms.iter().find(|e| e.name() == room)?;
         Some(extra.presence.channel().name())
+    }
+
+    /// The names of the rooms the connection is in.
+    fn names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self
+            .first()
+            .map(|j| j.subscription.channel().name().clone())
+            .into_iter()
+            .collect();
+        if let Rooms::Many(many) = self {
+            names.extend(
+                many.rooms
+                    .iter()
+                    .map(|e| e.presence.channel().name().clone()),
+            );
+        }
+        names
     }
 
     /// Adds a room whose start was sent: polled in place if it is the only one, else in a
@@ -948,9 +975,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     }
                 },
                 () = self.shutdown.reached() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down")),
-                Some(ended) = OptionFuture::from(self.credential.as_mut().map(|c| c.ended())), if has_credential => {
-                    let (code, reason) = ended.close();
-                    Err(End::Close(CloseCode(code), reason))
+                Some(heard) = OptionFuture::from(self.credential.as_mut().map(|c| c.next())), if has_credential => match heard {
+                    Heard::Ended(ended) => {
+                        let (code, reason) = ended.close();
+                        Err(End::Close(CloseCode(code), reason))
+                    }
+                    Heard::Narrowed(room) => Ok(Step::Narrowed(room)),
                 }
             };
             let frame = match step {
@@ -1015,12 +1045,41 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                         None => continue,
                     }
                 }
+                Ok(Step::Narrowed(room)) => match Box::pin(self.narrowed(room)).await {
+                    Ok(()) => continue,
+                    Err(end) => return end,
+                },
                 Err(end) => return end,
             };
             if let Err(end) = self.out.send(&frame).await {
                 return end;
             }
         }
+    }
+
+    /// A room's access narrowed (`None`: maybe several): the connection leaves each room it
+    /// may no longer be in, with an unasked `left` saying why.
+    async fn narrowed(&mut self, room: Option<Arc<str>>) -> Result<(), End> {
+        let Some(credential) = &self.credential else {
+            return Ok(());
+        };
+        let rooms = match room {
+            Some(room) => self.rooms.find(&room).cloned().into_iter().collect(),
+            None => self.rooms.names(),
+        };
+        for room in rooms {
+            let Err(denied) = credential.may_stay(&room) else {
+                continue;
+            };
+            self.rooms.leave(&room);
+            let left = ServerFrame::Left {
+                room: room.to_string(),
+                reference: Value::Null,
+                reason: Some(denied.to_string()),
+            };
+            self.out.send(&text(&left)).await?;
+        }
+        Ok(())
     }
 
     /// A text frame: a post (queued: the ack follows once it is stored, while the connection
@@ -1148,8 +1207,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 match hub.subscribe(&room, position.as_ref()).await {
                     Ok(opened) => {
                         let user = self.rooms.user().map(|u| &**u);
+                        let present = super::attendee(self.out.posts.who.as_deref(), user);
                         let mut joined =
-                            Joined::enter(&hub, opened.subscription, self.out.mode, user);
+                            Joined::enter(&hub, opened.subscription, self.out.mode, present);
                         self.out.joined(&joined.subscription, reference).await?;
                         self.out
                             .start(&mut joined.subscription, opened.start)
@@ -1170,9 +1230,10 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// Why the connection may not join `room` (with `user`), if it may not.
     fn may_join(&mut self, room: &str, user: Option<&str>) -> Result<(), String> {
         check_room_name(room).map_err(|e| e.to_string())?;
-        if let Some(who) = &self.out.posts.who {
-            who.may_enter(room)?;
-        }
+        let access = self.out.posts.state.auth.access();
+        access
+            .enter(self.out.posts.who.as_deref(), room)
+            .map_err(|e| e.to_string())?;
         if self.rooms.find(room).is_some() {
             return Err(format!("this connection is already in room {room:?}"));
         }
@@ -1198,6 +1259,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         text(&ServerFrame::Left {
             room: room.to_owned(),
             reference,
+            reason: None,
         })
     }
 
@@ -1366,9 +1428,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 return Err(Refusal::NotAPost);
             }
             let room = room?;
-            if let Some(who) = &self.out.posts.who {
-                who.may_enter(&room).map_err(Refusal::RoomNotAllowed)?;
-            }
+            let auth = &self.out.posts.state.auth;
+            auth.may_post(self.out.posts.who.as_deref(), &room)
+                .map_err(Refusal::RoomNotAllowed)?;
             let poster = self.out.posts.poster.as_deref();
             NewPost::from_value_by(&value, &limits, poster).map_err(Refusal::Post)
         });

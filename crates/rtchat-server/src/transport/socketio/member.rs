@@ -13,9 +13,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::auth::lifetime::Credential;
 use crate::auth::token::Identity;
 
-use rtchat_core::{check_room_name, Position, PresenceGuard, RoomError, GENERAL};
+use rtchat_core::{check_room_name, Attendee, Position, PresenceGuard, RoomError, GENERAL};
+use rtchat_protocol::shapes::Removed;
 use rtchat_protocol::socketio::{self as sio, Refusal, RoomName};
 use serde_json::{Map, Value};
 use socketioxide::adapter::LocalAdapter;
@@ -47,8 +49,8 @@ pub(super) struct Membership {
 
 impl Membership {
     /// `handle`'s room, with the socket present in it as `user`.
-    pub fn new(chat: &Chat, handle: Arc<Handle>, user: Option<&str>) -> Membership {
-        let presence = chat.rooms.hub().present(&handle.channel, user);
+    pub fn new(chat: &Chat, handle: Arc<Handle>, user: Option<Attendee>) -> Membership {
+        let presence = chat.rooms.hub().present_as(&handle.channel, user);
         Membership {
             handle,
             _presence: presence,
@@ -361,8 +363,9 @@ async fn join(chat: &Chat, member: &Member, data: Result<Value, String>, answer:
         return answer.refuse(&refuse(crate::transport::too_many_joined(max)));
     }
     let who = answer.socket.extensions.get::<Arc<Identity>>();
-    if let Some(Err(e)) = who.map(|w| w.may_enter(room)) {
-        return answer.refuse(&refuse(e));
+    let access = chat.poster.state.auth.access();
+    if let Err(e) = access.enter(who.as_deref(), room) {
+        return answer.refuse(&refuse(e.to_string()));
     }
     let handle = match chat.rooms.enter(room).await {
         Ok(handle) => handle,
@@ -374,7 +377,8 @@ async fn join(chat: &Chat, member: &Member, data: Result<Value, String>, answer:
         }
     };
     let user = member.user().map(|u| &**u);
-    if !member.add(Membership::new(chat, handle.clone(), user)) {
+    let present = crate::transport::attendee(who.as_deref(), user);
+    if !member.add(Membership::new(chat, handle.clone(), present)) {
         return; // Disconnected meanwhile.
     }
     let Answer {
@@ -429,6 +433,37 @@ fn leave(member: &Member, data: Result<Value, String>, answer: Answer) {
     answer.socket.leave(membership.handle.target.rooms(true));
     drop(membership);
     answer.ok(&RoomName { room });
+}
+
+/// The socket's access to a room narrowed (`None`: maybe several): out of each room it may
+/// no longer be in, told by `room:left` `{room, reason}`.
+pub(super) fn narrowed(socket: &SocketRef, credential: &Credential, room: Option<Arc<str>>) {
+    let Some(member) = Member::of(socket) else {
+        return;
+    };
+    let rooms: Vec<Arc<str>> = {
+        let rooms = member.rooms();
+        let names = rooms.joined.iter().map(|m| m.handle.room.clone());
+        match &room {
+            Some(room) => names.filter(|name| name == room).collect(),
+            None => names.collect(),
+        }
+    };
+    for room in rooms {
+        let Err(denied) = credential.may_stay(&room) else {
+            continue;
+        };
+        let Some(membership) = member.remove(&room) else {
+            continue;
+        };
+        socket.leave(membership.handle.target.rooms(true));
+        drop(membership);
+        let removed = Removed {
+            room: room.to_string(),
+            reason: denied.to_string(),
+        };
+        let _ = socket.emit(sio::ROOM_LEFT, &removed);
+    }
 }
 
 /// `typing`: told to the room's other sockets (at most once a second per user and room; the

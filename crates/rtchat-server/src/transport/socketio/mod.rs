@@ -299,7 +299,9 @@ impl Chat {
         let member = Member::new(handshake.user.clone(), handshake.snapshots);
         if in_general {
             let general = self.rooms.general().clone();
-            member.add(Membership::new(self, general, handshake.user.as_deref()));
+            let who = socket.extensions.get::<Arc<crate::auth::Identity>>();
+            let present = crate::transport::attendee(who.as_deref(), handshake.user.as_deref());
+            member.add(Membership::new(self, general, present));
         }
         socket.extensions.insert(member);
         // The closure bodies run as socketioxide reads the packet, in arrival order; only the

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::token::Identity;
+use crate::auth::Auth;
 
 use rtchat_core::{Hub, Limits, NewPost, GENERAL};
 use rtchat_protocol::socketio::Refusal;
@@ -70,6 +71,7 @@ impl Poster {
         let place = refused.is_none().then(|| chain.take_place()).flatten();
         let (hub, limits) = (self.hub.clone(), self.limits);
         let metrics = self.state.metrics.clone();
+        let auth = self.state.auth.clone();
         // `--auth token`: the socket's token holder posts (one lookup per post, none without).
         let who = self
             .state
@@ -97,7 +99,8 @@ impl Poster {
                 return post.answer.refuse(&refusal);
             };
             place.turn().await;
-            store_post(&hub, &limits, who.as_deref(), &metrics, post, place.done).await;
+            let who = who.as_deref();
+            store_post(&hub, &limits, (&auth, who), &metrics, post, place.done).await;
             chain.release();
         }
     }
@@ -196,7 +199,7 @@ fn post_room(value: &Value) -> Result<&str, Refusal> {
 async fn store_post(
     hub: &Hub,
     limits: &Limits,
-    who: Option<&Identity>,
+    (auth, who): (&Auth, Option<&Identity>),
     metrics: &Metrics,
     post: QueuedPost,
     handed_over: oneshot::Sender<()>,
@@ -218,10 +221,10 @@ async fn store_post(
             return answer.refuse(&refusal);
         }
     };
-    // `--auth token`: the token's `rooms` claim.
-    if let Some(Err(e)) = who.map(|w| w.may_enter(room)) {
+    // `--auth token`: the token's `rooms` claim, private rooms, direct messages.
+    if let Err(e) = auth.may_post(who, room) {
         metrics.post_refused(PostRefusal::Unauthorized);
-        return answer.refuse(&Refusal::new(e, Some(room)));
+        return answer.refuse(&Refusal::new(e.to_string(), Some(room)));
     }
     let poster = who.map(Identity::poster);
     let result = match NewPost::from_value_by(&value, limits, poster.as_ref()) {

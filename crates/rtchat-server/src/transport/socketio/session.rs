@@ -10,7 +10,7 @@ use socketioxide::extract::{AckSender, SocketRef, TryData};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::lifetime::CredentialEnd;
+use crate::auth::lifetime::{CredentialEnd, Heard};
 use crate::auth::token::Identity;
 use crate::auth::Auth;
 
@@ -51,7 +51,10 @@ pub(super) fn watch(socket: &SocketRef, auth: &Arc<Auth>, identity: &Identity) {
         let end = loop {
             tokio::select! {
                 () = gone.cancelled() => return,
-                end = credential.ended() => break end,
+                heard = credential.next() => match heard {
+                    Heard::Ended(end) => break end,
+                    Heard::Narrowed(room) => super::member::narrowed(&socket, &credential, room),
+                },
                 Some(identity) = refreshed.recv() => {
                     // Checked by `refresh`: the same user.
                     let _ = credential.refresh(&identity);
@@ -62,6 +65,8 @@ pub(super) fn watch(socket: &SocketRef, auth: &Arc<Auth>, identity: &Identity) {
         let event = match end {
             CredentialEnd::Expired => "auth:expired",
             CredentialEnd::Revoked => "auth:revoked",
+            CredentialEnd::Banned => "auth:banned",
+            CredentialEnd::Kicked => "auth:kicked",
         };
         let _ = socket.emit(event, &json!({ "reason": reason }));
         let _ = socket.disconnect();
