@@ -1,6 +1,6 @@
 //! `rtchat admin`: the admin API of a running server (`--auth token`) from the command line —
-//! ban, unban, kick, mute, unmute, revoke, and the lists and audit log. Each action is one
-//! HTTP request with an admin's token (`--token` or `$RTCHAT_TOKEN`, e.g. from
+//! ban, unban, kick, mute, unmute, revoke, delete a user, and the lists and audit log. Each
+//! action is one HTTP request with an admin's token (`--token` or `$RTCHAT_TOKEN`, e.g. from
 //! `rtchat token --user root --admin`); the server's JSON answer is printed, and a refusal
 //! exits 1 with the server's words.
 
@@ -85,6 +85,15 @@ enum AdminAction {
         #[command(flatten)]
         lasting: Lasting,
     },
+    /// Delete a user: banned for good (every live connection closed, 4003), account and
+    /// room memberships removed, their messages tombstoned or kept as "deleted user".
+    DeleteUser {
+        uid: String,
+        /// What becomes of their messages: delete (tombstoned) or keep (shown under
+        /// "deleted user").
+        #[arg(long, value_name = "delete|keep", value_parser = ["delete", "keep"])]
+        messages: String,
+    },
     /// The bans in force.
     Bans,
     /// The mutes in force.
@@ -161,6 +170,15 @@ pub fn run(args: AdminArgs) -> ExitCode {
             "POST",
             format!("/admin/tokens/{}/revoke", segment(jti)),
             Some(sanction(lasting)),
+        ),
+        AdminAction::DeleteUser { uid, messages } => (
+            "DELETE",
+            format!(
+                "/admin/users/{}?messages={}",
+                segment(uid),
+                segment(messages)
+            ),
+            None,
         ),
         AdminAction::Bans => ("GET", "/admin/bans".to_owned(), None),
         AdminAction::Mutes => ("GET", "/admin/mutes".to_owned(), None),

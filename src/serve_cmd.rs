@@ -353,6 +353,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_private_rooms: usize,
 
+    /// How long after posting an author may delete their own message (admins and room
+    /// owners may delete any, any time), e.g. 15min, 1h, 0s.
+    #[arg(long, value_name = "DURATION", default_value = "15min", value_parser = humantime::parse_duration)]
+    edit_window: Duration,
+
     // The built-in accounts (`POST /auth/signup`, `/auth/login`...; see
     // rtchat_server::auth::accounts).
     /// How long an access token from /auth/login or /auth/refresh is valid (e.g. 15min, 900s).
@@ -672,6 +677,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         web_root: args.web_root,
         fail_rate: args.fail_rate,
         poll_timeout: Duration::from_secs(args.poll_timeout.into()),
+        edit_window: args.edit_window,
         max_body: args.max_body as usize,
         timeouts,
         connections,

@@ -289,7 +289,10 @@ describe('chat app: newest at the bottom', () => {
       await scenario(browser, `chatlike-375-${transport}`, async ({ newContext, newPage }) => {
         const ctx = await newContext({ viewport: { width: 375, height: 667 } });
         const page = await openChat(newPage, `${s.server.url}/${transport}`, undefined, ctx);
-        const newest = await page.locator('#messages > li .msg-text').last().textContent();
+        // The newest message there is, and the page showing it (an SSE page's history comes
+        // as events after it connects: its list may still be filling up).
+        const newest = (await (await fetch(`${s.server.url}/poll`)).json()).msg[0].text;
+        await item(page, newest).waitFor();
         await page.waitForFunction(() => {
           const l = document.getElementById('messages');
           return l.scrollHeight - l.scrollTop - l.clientHeight <= 2;

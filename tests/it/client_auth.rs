@@ -135,6 +135,7 @@ async fn messages_until(client: &mut Client, id: u64, states: &mut Vec<String>) 
                 }
             }
             Ok(Event::State(s)) => states.push(s.to_string()),
+            Ok(Event::Deleted { id }) => states.push(format!("deleted #{id}")),
             Err(e) => panic!("{}: the client failed: {e}", client.transport()),
         }
     }

@@ -68,9 +68,7 @@ async fn next_message(client: &mut Client) -> Message {
         match next(client).await {
             Event::Message(m) => return m,
             Event::State(State::Connected { .. } | State::Resumed { .. }) => {}
-            Event::State(other) => {
-                panic!("{}: expected a message, got {other:?}", client.transport())
-            }
+            other => panic!("{}: expected a message, got {other:?}", client.transport()),
         }
     }
 }
@@ -228,7 +226,7 @@ async fn keeps_to_its_room(t: Transport) {
                 break count;
             }
             Event::State(State::Connected { .. }) => {}
-            Event::State(other) => panic!("{t} resume: unexpected {other:?}"),
+            other => panic!("{t} resume: unexpected {other:?}"),
         }
     };
     let want = [
@@ -382,7 +380,7 @@ async fn taken_out_of_a_room_the_client_ends_with_the_reason() {
         let e = loop {
             match tokio::time::timeout(Duration::from_secs(20), chat.next()).await {
                 Ok(Ok(Event::State(_))) => {}
-                Ok(Ok(Event::Message(m))) => panic!("{t}: unexpected message {m:?}"),
+                Ok(Ok(other)) => panic!("{t}: unexpected {other:?}"),
                 Ok(Err(e)) => break e,
                 Err(_) => panic!("{t}: still going 20 s after the room turned private"),
             }

@@ -675,6 +675,7 @@ async fn rtchat_client_speaks_http3() {
             {
                 Event::Message(m) => got.push(m),
                 Event::State(s) => panic!("{transport}: unexpected {s}"),
+                Event::Deleted { id } => panic!("{transport}: unexpected deletion of #{id}"),
             }
         }
         assert_eq!(got[0].id, own, "{transport}");
@@ -840,6 +841,7 @@ async fn rtchat_client_makes_a_new_quic_connection_after_the_server_closed_one()
                     matches!(s, rtchat_client::State::Connected { .. }),
                     "round {i}: {s}"
                 ),
+                Event::Deleted { id } => panic!("round {i}: unexpected deletion of #{id}"),
             }
         }
     }

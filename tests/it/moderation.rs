@@ -492,3 +492,42 @@ async fn rtchat_admin_wraps_the_api() {
     assert!(!ok);
     assert!(err.contains("only an administrator"), "{err}");
 }
+
+#[tokio::test]
+async fn the_admin_overview_shows_who_is_where() {
+    let server = server(&[]);
+    let root = admin();
+    let bob = token("u-bob", "Bob");
+    let mut ws = v1_connect(&server, &format!("/ws?token={bob}&rooms=lobby")).await;
+    while skip_presence(&mut ws).await["type"] != "history" {}
+    call(
+        &server,
+        "POST",
+        "/admin/rooms/lobby/mutes/u-bob",
+        &root,
+        Value::Null,
+    )
+    .await;
+    let (status, overview) = call(&server, "GET", "/admin/overview", &root, Value::Null).await;
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["you"]["uid"], "u-root");
+    let ws_clients = overview["transports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["transport"] == "ws")
+        .map(|t| t["clients"].as_u64().unwrap());
+    assert_eq!(ws_clients, Some(1), "{overview}");
+    let lobby = overview["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "lobby")
+        .cloned()
+        .unwrap_or_else(|| panic!("lobby listed: {overview}"));
+    assert_eq!(lobby["users"][0]["uid"], "u-bob", "{lobby}");
+    assert_eq!(overview["mutes"][0]["uid"], "u-bob");
+    assert_eq!(overview["audit"][0]["action"], "mute");
+    let (status, body) = call(&server, "GET", "/admin/overview", &bob, Value::Null).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("admin_only")));
+}

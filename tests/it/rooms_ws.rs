@@ -872,6 +872,7 @@ async fn a_client_that_knows_no_rooms_sees_general_as_before() {
         {
             Event::Message(m) => texts.push((m.id, m.text)),
             Event::State(_) => {}
+            Event::Deleted { id } => panic!("unexpected deletion of #{id}"),
         }
     }
     texts.sort();

@@ -251,6 +251,24 @@ describe('Socket.IO with --auth token', () => {
     assert.equal(elsewhere.status, 'ok', JSON.stringify(elsewhere));
   });
 
+  test('a deleted message: msg:deleted to the room, a fresh msg:get to snapshot sockets', T, async () => {
+    const author = good('u-del', 'Del');
+    const deltas = open({ transports: ['websocket'], auth: { token: good('u-d1', 'D1'), snapshots: false } });
+    const snapshots = open({ auth: { token: good('u-d2', 'D2') } });
+    await Promise.all([connected(deltas), connected(snapshots)]);
+    const [status, posted] = await call('POST', '/rooms/general/msgs', author, { text: 'regrettable' });
+    assert.equal(status, 200, JSON.stringify(posted));
+    const told = new Promise((resolve) => deltas.on('msg:deleted', resolve));
+    const fresh = new Promise((resolve) => snapshots.on('msg:get', (page) => {
+      if (!page.msg.some((m) => m.id === posted.id)) resolve(page);
+    }));
+    const [deleted, answer] = await call('DELETE', `/rooms/general/msgs/${posted.id}`, author);
+    assert.equal(deleted, 200, JSON.stringify(answer));
+    assert.deepEqual(await told, { room: 'general', id: posted.id });
+    const page = await fresh;
+    assert.ok(page.msg.every((m) => m.text !== 'regrettable'), JSON.stringify(page));
+  });
+
   test('auth.user naming someone else is refused at connect', T, async () => {
     const s = open({ auth: { token: good('u-ann', 'Ann'), user: 'Bob' } });
     const err = await connectError(s);

@@ -101,6 +101,20 @@
     return merged.slice(0, max);
   }
 
+  /**
+   * `list` without the message `id` (a deletion: rtchat.v1 `deleted`, SSE `event: deleted`,
+   * Socket.IO `msg:deleted`). With `epoch` (the page's current server run, as sse.js and
+   * websocket.js number them), only a message of that run: an older run's id is another
+   * message. Returns a new array.
+   */
+  function removeMessage(list, id, epoch) {
+    if (!Array.isArray(list) || typeof id !== 'number') return Array.isArray(list) ? list.slice() : [];
+    return list.filter(function (m) {
+      if (!m || m.id !== id) return true;
+      return typeof epoch === 'number' && (m.epoch || 0) !== epoch;
+    });
+  }
+
   /** Build the <li> for one message. Text only: nothing is parsed as HTML. */
   function createMessageElement(m, key) {
     var li = document.createElement('li');
@@ -691,6 +705,7 @@
 
   /** What a page says when the server ended its session (`code`: revoked, expired, token_*...). */
   function signedOutText(code) {
+    if (/banned/.test(String(code || ''))) return 'You were signed out: an administrator banned you.';
     return /expired/.test(String(code || '')) ? 'You were signed out: your session expired.'
       : 'You were signed out.';
   }
@@ -724,6 +739,12 @@
    * calls removed(room, reason) when the server takes it out of a room (it turned private, or
    * the user was removed from it): the page says so in #room-notice and goes back to general;
    * probeRoom(room) asks a room why a connection into it failed (refused() if it refuses).
+   * Deletions (--auth token): each of the account's own messages gets a "Delete" button
+   * (`DELETE /rooms/{room}/msgs/{id}`; a refusal shows the server's words under the composer);
+   * the transport calls deleted(room, id) when the server says a message was deleted (after
+   * dropping it from its own list, RtChat.removeMessage): it leaves the list at once and is
+   * never shown again on this page (the snapshot transports need not call it: their next
+   * snapshot lacks it).
    * and calls start() once it is ready. start() reads GET /config first: with `"auth":
    * "token"` the page signs in (the sign-in box, or the session cookie it already has) before
    * the transport's first enter(); the transport tells the page when the server ended the
@@ -867,7 +888,14 @@
       retrying: false,      // offline, waiting to retry (the "Reconnect now" button is up)
       stick: true,          // keep the message list scrolled to the bottom (the reader has not scrolled up)
       config: null,         // GET /config, once read
-      started: false
+      started: false,
+      // Deleted messages (--auth token): room -> the keys (RtChat.messageKey) of messages this
+      // page was told are gone. render() never shows them again, whatever a transport merges
+      // back in (a resume, a room entered again).
+      tombstones: new Map(),
+      lastMsgs: [],         // what the transport rendered last in this room, and its decorate
+      lastDecorate: null,
+      deletions: 0          // messages this page deleted (its Delete buttons)
     };
     // Accounts: mode 'off' | 'token' (GET /config's `auth`, once read); state 'unknown' (not
     // read yet), 'in' (signed in: uid, name) or 'out' (the sign-in box is up).
@@ -1182,7 +1210,108 @@
       Array.prototype.forEach.call(els.list.children, function (li) {
         var u = li.querySelector('.msg-user');
         li.classList.toggle('mine', !!u && isMine(u.textContent, li.getAttribute('data-uid')));
+        markDeletable(li);
       });
+    }
+
+    // ---- deleting one's own messages (--auth token) ----
+    /**
+     * May this page offer to delete the message `li`? Signed in, the account's own message
+     * (its uid), with an id of the server's current run (not one kept from before a restart:
+     * that id may name another message now).
+     */
+    function canDelete(li) {
+      return auth.mode === 'token' && auth.state === 'in' && !!auth.uid &&
+        li.getAttribute('data-uid') === auth.uid && li.hasAttribute('data-id') &&
+        !li.classList.contains('msg-before-restart');
+    }
+
+    /** Give `li` its "Delete" button, or take it away, as canDelete says. */
+    function markDeletable(li) {
+      var button = li.querySelector('.msg-delete');
+      var want = canDelete(li);
+      if (want && !button) {
+        var id = li.getAttribute('data-id');
+        button = h('button', { type: 'button', class: 'msg-delete', 'aria-label': 'Delete message ' + id,
+          title: 'Delete this message' }, 'Delete');
+        button.addEventListener('click', function () { deleteMessage(li, button); });
+        li.querySelector('.msg-meta').appendChild(button);
+      } else if (!want && button) {
+        button.remove();
+      }
+    }
+
+    /** A refused `DELETE /rooms/{room}/msgs/{id}` in words: the server's own when it gives some. */
+    function deleteErrorText(r) {
+      if (r.status === 0) return 'Could not reach the server to delete the message; try again';
+      if (r.body && typeof r.body.error === 'string' && r.body.error) return r.body.error;
+      return 'The server refused to delete the message (HTTP ' + r.status + ')';
+    }
+
+    /**
+     * The Delete button of `li`: `DELETE /rooms/{room}/msgs/{id}` with the session cookie. Done
+     * (or already gone: 404 no_such_message), the message leaves the list at once (the server
+     * tells the other pages); refused (after the edit window...), the server's words go under
+     * the composer.
+     */
+    function deleteMessage(li, button) {
+      var id = Number(li.getAttribute('data-id'));
+      var key = li.getAttribute('data-key');
+      var room = st.room;
+      if (!isFinite(id) || button.disabled || auth.state !== 'in') return;
+      button.disabled = true;
+      composer.showError('');
+      var gen = auth.gen;
+      fetch(roomPath(room, 'msgs/' + id), {
+        method: 'DELETE', cache: 'no-store', credentials: 'same-origin', headers: { Accept: 'application/json' }
+      }).then(function (res) {
+        return res.text().then(function (raw) {
+          var body = null;
+          try { body = raw ? JSON.parse(raw) : null; } catch (e) { body = null; }
+          return { ok: res.ok, status: res.status, body: body };
+        });
+      }, function () {
+        return { ok: false, status: 0, body: null };
+      }).then(function (r) {
+        button.disabled = false;
+        if (gen !== auth.gen || auth.state !== 'in') return;
+        if (r.ok || (r.status === 404 && errorCode(r.body) === 'no_such_message')) {
+          if (r.ok) st.deletions += 1;
+          deleted(room, id, key);
+          return;
+        }
+        if (r.status === 401) {
+          signedOut(errorCode(r.body));
+          return;
+        }
+        if (room === st.room) composer.showError(deleteErrorText(r));
+      });
+    }
+
+    /**
+     * From the transport (or a Delete button): the message `id` of `room` was deleted. The
+     * shown one (of the server's current run; `key` when known) leaves the list at once and
+     * never comes back on this page, not even after leaving the room and entering it again.
+     */
+    function deleted(room, id, key) {
+      if (typeof room !== 'string' || typeof id !== 'number' || !isFinite(id)) return;
+      if (!key && room === st.room) {
+        var shown = Array.prototype.filter.call(els.list.children, function (li) {
+          return li.getAttribute('data-id') === String(id) && !li.classList.contains('msg-before-restart');
+        });
+        if (shown.length) key = shown[shown.length - 1].getAttribute('data-key');
+      }
+      if (!key) return; // not shown here: the transport's own list no longer has it either
+      var set = st.tombstones.get(room);
+      if (!set) st.tombstones.set(room, set = new Set());
+      set.add(key);
+      if (room === st.room && els.list.querySelector('li[data-key="' + cssEscape(key) + '"]')) {
+        render(st.lastMsgs, st.lastDecorate);
+      }
+    }
+
+    function cssEscape(s) {
+      return window.CSS && CSS.escape ? CSS.escape(s) : String(s).replace(/["\\]/g, '\\$&');
     }
     els.user.addEventListener('input', remarkMine);
 
@@ -1202,8 +1331,12 @@
      */
     function render(msgs, decorate) {
       loaded();
+      st.lastMsgs = msgs;
+      st.lastDecorate = decorate || null;
       var keys = new Set();
       var clean = sanitize(msgs);
+      var gone = st.tombstones.get(st.room);
+      if (gone && gone.size) clean = clean.filter(function (m) { return !gone.has(messageKey(m)); });
       var arrived = false;
       for (var i = 0; i < clean.length; i++) {
         var key = messageKey(clean[i]);
@@ -1221,9 +1354,10 @@
       st.shownKeys = keys;
       if (arrived && composer) composer.clearConnectionError(); // a message came: the server is there
       var anchors = st.stick ? [] : scrollAnchors();
-      renderMessages(els.list, msgs, els.empty, function (li, m) {
+      renderMessages(els.list, clean, els.empty, function (li, m) {
         markMine(li, m);
         if (decorate) decorate(li, m);
+        markDeletable(li);
       });
       if (st.stick || firstRender) {
         scrollToBottom();
@@ -1316,6 +1450,8 @@
       st.unnamed = 0;
       st.presenceGen += 1;
       st.shownKeys = null;
+      st.lastMsgs = [];
+      st.lastDecorate = null;
       st.stick = true;
       els.newMessages.hidden = true;
       clearTyping();
@@ -1612,6 +1748,8 @@
       els.dm.hidden = true;
       els.notice.textContent = '';
       st.shownKeys = null;
+      st.lastMsgs = [];
+      st.lastDecorate = null;
       renderMessages(els.list, [], els.empty);
       els.empty.textContent = 'Loading messages…';
       line('');
@@ -1725,6 +1863,12 @@
         return out;
       },
       removals: function () { return st.removals; },
+      deletions: function () { return st.deletions; },
+      tombstones: function () {
+        var out = {};
+        st.tombstones.forEach(function (keys, room) { out[room] = Array.from(keys); });
+        return out;
+      },
       unread: function () { return Array.from(st.unread).sort(); },
       members: function () { return Array.from(st.members.keys()).filter(function (n) { return st.members.get(n); }).sort(); },
       typingUsers: function () { return Array.from(st.typing.keys()).sort(); },
@@ -1762,6 +1906,8 @@
       joined: joined,
       refused: refused,
       removed: removed,
+      /** The server deleted message `id` of `room` (rtchat.v1 `deleted`, SSE `deleted`, `msg:deleted`). */
+      deleted: function (room, id) { deleted(room, id); },
       probeRoom: probeRoom,
       start: start,
       /** With `--auth token` (known once start() read GET /config). */
@@ -1780,6 +1926,7 @@
     messageKey: messageKey,
     sanitize: sanitize,
     mergeMessages: mergeMessages,
+    removeMessage: removeMessage,
     renderMessages: renderMessages,
     setPresence: setPresence,
     backoffDelay: backoffDelay,

@@ -32,7 +32,9 @@
  *   `{"revoked":{...}}` / `{"expired":{...}}`, or a 401 on (re)connecting, signs the page out
  *   (RtChat's signedOut), which aborts the stream (stop()) until it signs in again. A last line
  *   `{"left":{"room","reason"}}` (the room turned private, or the user was removed from it): the
- *   page says so and goes to general (RtChat's removed).
+ *   page says so and goes to general (RtChat's removed). A deleted message: the server sends a
+ *   fresh snapshot without it, and a snapshot line replaces what the page holds of the
+ *   server's current run (catch-up pages only add), so it leaves the list.
  *
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F.
  * Read-only debug hook: window.rtchatDebug.
@@ -69,6 +71,8 @@
     timer: null,
     delays: [],         // the scheduled reconnect delays (ms), oldest first
     lastError: '',
+    history: C.HISTORY, // the server's --history (GET /config): how long a full snapshot is
+    pruned: 0,          // messages a snapshot no longer had (deleted), taken out
     messages: []
   };
 
@@ -153,6 +157,31 @@
   }
 
   /**
+   * A snapshot line is the server's history as it is now: a message of the current run the page
+   * holds but the snapshot lacks was deleted (`rtchat serve --auth token`; the server sends a
+   * fresh snapshot then), so it goes. One newer than the snapshot's oldest is certainly gone; an
+   * older one only when the snapshot is not full (fewer than the server's `--history`: nothing
+   * older is kept). Catch-up pages only add.
+   */
+  function pruneToSnapshot(held, snapshot) {
+    var ids = new Set();
+    var oldest = null;
+    for (var i = 0; i < snapshot.length; i++) {
+      var id = snapshot[i].id;
+      if (typeof id !== 'number') continue;
+      ids.add(id);
+      if (oldest === null || id < oldest) oldest = id;
+    }
+    var full = oldest !== null && snapshot.length >= state.history;
+    var kept = held.filter(function (m) {
+      if ((m.epoch || 0) !== state.epoch || typeof m.id !== 'number' || ids.has(m.id)) return true;
+      return oldest !== null && m.id < oldest && full;
+    });
+    state.pruned += held.length - kept.length;
+    return kept;
+  }
+
+  /**
    * Merge one line (a catch-up page or a snapshot) into what the page holds; rendering is
    * left to the caller.
    */
@@ -177,6 +206,7 @@
       if (newest === null || data.last > newest) newest = data.last;
     }
     state.lastId = newest;
+    if (!r) state.messages = pruneToSnapshot(state.messages, incoming);
     state.messages = C.mergeMessages(state.messages, incoming, C.HISTORY);
     if (r) {
       state.pages += 1;
@@ -214,8 +244,8 @@
         ui.removed(room, typeof data.left.reason === 'string' ? data.left.reason : '');
         return null;
       }
-      if (data && (data.revoked || data.expired) && typeof (data.revoked || data.expired) === 'object') {
-        ui.signedOut(data.revoked ? 'revoked' : 'expired'); // the stream ends after it
+      if (data && (data.revoked || data.expired || data.banned) && typeof (data.revoked || data.expired || data.banned) === 'object') {
+        ui.signedOut(data.banned ? 'banned' : data.revoked ? 'revoked' : 'expired'); // the stream ends after it
         return null;
       }
     } catch (e) { /* fall through */ }
@@ -403,11 +433,15 @@
       get delays() { return state.delays.slice(); },
       get lastError() { return state.lastError; },
       get count() { return state.messages.length; },
+      get pruned() { return state.pruned; },
       get protocol() { return pageProtocol(); },
       config: cfg
     }
   });
 
-  C.loadConfig().then(showNote);
+  C.loadConfig().then(function (config) {
+    if (config && typeof config.history === 'number' && config.history > 0) state.history = config.history;
+    showNote(config);
+  });
   ui.start();
 })();

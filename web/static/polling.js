@@ -26,7 +26,10 @@
  *   was revoked or expired) signs the page out (RtChat's signedOut), which stops polling
  *   (stop()) until it signs in again. A 403 `not_a_member` / `room_not_allowed` in a room: the
  *   page was removed from it (a held long poll ended: it turned private) or may not join it; it
- *   says so and goes to general, without retrying.
+ *   says so and goes to general, without retrying. Messages can be deleted then, which a long
+ *   poll (only what is new) does not show: once a hold's length (`timeout`, 25 s by default)
+ *   has passed since the last full read, the next request re-reads the whole list (no
+ *   `since`), which no longer has a deleted message.
  *
  * Tuning for tests via the page URL: ?interval=MS&step=MS&cap=MS&timeout=S&jitter=F
  * (timeout = the long-poll timeout passed to the server; jitter = fraction, 0.2 default).
@@ -75,8 +78,15 @@
     abort: null,         // aborts the request in flight
     answered: false,     // the current room answered once (the page is in it)
     lastError: '',
+    lastFull: 0,         // when the last request without `since` went out (ms)
+    rereads: 0,          // full reads made only to see deletions (--auth token)
     messages: []         // newest first
   };
+
+  /** How often (ms) a long-polling page re-reads the whole list with --auth token: one hold. */
+  function fullEvery() {
+    return cfg.timeout !== null ? Math.max(1000, cfg.timeout * 1000) : 25000;
+  }
 
   function isHidden() {
     return document.visibilityState === 'hidden';
@@ -144,7 +154,15 @@
     if (state.inFlight) { state.pollSoon = true; return; }
     if (isHidden()) return;
 
-    var longPoll = state.mode === 'long' && !state.resync && typeof state.last === 'number';
+    // --auth token: messages can be deleted, and a long poll only brings what is new; so the
+    // whole list is re-read (no `since`) once a hold's length has passed since the last full
+    // read: a deleted message leaves the list then.
+    var reread = state.mode === 'long' && ui.authRequired() && Date.now() - state.lastFull >= fullEvery();
+    var longPoll = state.mode === 'long' && !state.resync && !reread && typeof state.last === 'number';
+    if (!longPoll) {
+      state.lastFull = Date.now();
+      if (reread && !state.resync) state.rereads += 1;
+    }
     var room = ui.room;
     var general = room === C.GENERAL;
     var query = general ? [] : [['user', ui.user()]];
@@ -336,6 +354,7 @@
       get delays() { return state.delays.slice(); },
       get paused() { return isHidden() && !state.inFlight && state.timer === null; },
       get lastError() { return state.lastError; },
+      get rereads() { return state.rereads; },
       get count() { return state.messages.length; },
       config: cfg
     }

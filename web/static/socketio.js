@@ -33,7 +33,8 @@
  *   session still holds (RtChat's checkSession). The socket is made at the first enter()
  *   (after GET /config and, with accounts, signing in), and connects again at the next one.
  *   `room:left` {room, reason} (the room turned private, or the user was removed from it): the
- *   page says so and goes back to general (RtChat's removed).
+ *   page says so and goes back to general (RtChat's removed). `msg:deleted` {room, id}: the
+ *   message leaves the list at once.
  * Tuning for tests via the page URL: ?base=MS&cap=MS&jitter=F (socket.io-client's
  * reconnectionDelay, reconnectionDelayMax and randomizationFactor).
  * User text is rendered with textContent only (RtChat.renderMessages).
@@ -47,7 +48,7 @@
   var socket = null;
   var stopped = false; // signed out (--auth token): no (re)connecting until the next enter()
   var state = { messages: [], last: null, epoch: null, loaded: false, resumed: 0, joins: 0, reconnects: 0,
-    gone: null };
+    gone: null, deleted: 0 };
 
   function see(id) {
     if (typeof id === 'number' && (state.last === null || id > state.last)) state.last = id;
@@ -122,7 +123,7 @@
 
   /** `code` names a refused token (a connect_error's "... (token_revoked)"), or ''. */
   function tokenCode(message) {
-    var m = /\((token_[a-z_]+|session_expired)\)/.exec(String(message || ''));
+    var m = /\((token_[a-z_]+|session_expired|banned)\)/.exec(String(message || ''));
     return m ? m[1] : '';
   }
 
@@ -167,6 +168,7 @@
       get resumed() { return state.resumed; },
       get joins() { return state.joins; },
       get reconnects() { return state.reconnects; },
+      get deleted() { return state.deleted; },
       get connected() { return !!socket && socket.connected; }
     }
   });
@@ -300,11 +302,25 @@
       if (e && typeof e.room === 'string' && e.room !== ui.room) return;
       ui.showError((e && e.error) || 'error');
     });
+    // --auth token: `msg:deleted` {room, id}: the message is gone.
+    socket.on('msg:deleted', function (e) {
+      if (!e || typeof e.id !== 'number' || roomOf(e) !== ui.room) return;
+      state.deleted += 1;
+      state.messages = C.removeMessage(state.messages, e.id);
+      if (state.loaded) ui.deleted(roomOf(e), e.id);
+    });
     socket.on('presence', function (e) { ui.presence(roomOf(e), e); });
     socket.on('typing', function (e) { ui.typing(roomOf(e), e && e.user); });
     // --auth token: the server ended the session (logout, expiry); a disconnect follows.
     socket.on('auth:revoked', function () { ui.signedOut('revoked'); });
     socket.on('auth:expired', function () { ui.signedOut('expired'); });
+    socket.on('auth:banned', function () { ui.signedOut('banned'); });
+    // Kicked: the server disconnects the socket (socket.io-client does not come back by
+    // itself from a server's disconnect), and the user may come back at once.
+    socket.on('auth:kicked', function () {
+      ui.line('An administrator disconnected you; reconnecting.');
+      socket.once('disconnect', function () { if (!stopped) socket.connect(); });
+    });
     // --auth token: the server took the socket out of a room (it turned private, or the user
     // was removed from it). In it: the page says why and goes back to general.
     socket.on('room:left', function (e) {

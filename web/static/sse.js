@@ -22,6 +22,8 @@
  *   `{room, joined, left}` and `event: typing` `{room, user}`), posts go to
  *   `POST /rooms/{room}/poll`, typing to `POST /rooms/{room}/typing`. Entering another room
  *   closes the EventSource and opens the room's.
+ * - Deletions (`rtchat serve --auth token`): `event: deleted` (`{room, id}`, no `id:`) takes the
+ *   message out of the list at once.
  *
  * - "Reconnect now" (offered while offline): closes the EventSource and opens a new one at
  *   once, resuming after the newest id held (`?since=&epoch=`), instead of waiting out the
@@ -63,6 +65,7 @@
     resets: 0,
     truncated: 0,
     truncatedAfter: null,
+    deleted: 0,        // `deleted` events
     failures: 0,       // consecutive failed connections of our own EventSources
     recreated: 0,      // EventSources the page opened after the browser gave up
     reconnects: 0,     // "Reconnect now": EventSources opened at once instead of waiting
@@ -251,9 +254,22 @@
     es.addEventListener('resumed', onResumed);
     es.addEventListener('presence', function (ev) { ui.presence(room, dataOf(ev)); });
     es.addEventListener('typing', function (ev) { ui.typing(room, dataOf(ev).user); });
+    // --auth token: `event: deleted` {room, id}: the message is gone (from this server run).
+    es.addEventListener('deleted', function (ev) {
+      if (state.es !== es) return;
+      var info = dataOf(ev);
+      if (typeof info.id !== 'number' || (typeof info.room === 'string' && info.room !== room)) return;
+      state.deleted += 1;
+      state.byKey.forEach(function (m, k) {
+        if (m.id === info.id && (m.epoch || 0) === state.epoch) state.byKey.delete(k);
+      });
+      state.messages = C.removeMessage(state.messages, info.id, state.epoch);
+      ui.deleted(room, info.id);
+    });
     // --auth token: the server ended the session (logout, expiry); the stream ends after it.
     es.addEventListener('revoked', function () { if (state.es === es) ui.signedOut('revoked'); });
     es.addEventListener('expired', function () { if (state.es === es) ui.signedOut('expired'); });
+    es.addEventListener('banned', function () { if (state.es === es) ui.signedOut('banned'); });
     // --auth token: the server took the page out of the room (it turned private, or the user
     // was removed from it); the stream ends after it. Closed here, so the browser does not
     // reconnect into the room; the page says why and goes to general.
@@ -321,6 +337,7 @@
       get errors() { return state.errors; },
       get resets() { return state.resets; },
       get truncated() { return state.truncated; },
+      get deleted() { return state.deleted; },
       get failures() { return state.failures; },
       get recreated() { return state.recreated; },
       get reconnects() { return state.reconnects; },

@@ -26,6 +26,8 @@
  *   left are dropped. Posts and typing carry `room`; `presence` and `typing` frames feed the
  *   member list and "… is typing". A reconnect in a room opens
  *   /ws?rooms=<room>&user=<name>[&since=N&epoch=E], so it resumes like general does.
+ * - Deletions (`rtchat serve --auth token`): {"type":"deleted","room","id"} takes the message
+ *   out of the list at once (RtChat's removeMessage and the shared page's deleted).
  *
  * - Accounts (`rtchat serve --auth token`): the browser sends the session cookie with the
  *   upgrade. A close 4005 "token revoked" or 4001 "token expired" signs the page out (no
@@ -64,6 +66,7 @@
     histories: 0,       // history frames received
     frames: 0,          // msg frames received
     errors: 0,          // error frames received
+    deleted: 0,         // deleted frames received
     resets: 0,
     truncated: 0,
     epoch: 0,           // bumped by every reset
@@ -275,6 +278,14 @@
       case 'resumed':
         onResumed(data);
         break;
+      case 'deleted':
+        // --auth token: {"type":"deleted","room","id"}: the message is gone, at once.
+        if (typeof data.id === 'number') {
+          state.deleted += 1;
+          state.messages = C.removeMessage(state.messages, data.id, state.epoch);
+          ui.deleted(room, data.id);
+        }
+        break;
       default:
         break;
     }
@@ -327,8 +338,11 @@
     // 'error' is always followed by 'close'.
   }
 
-  /** The server ended the connection's session: 4001 "token expired", 4005 "token revoked". */
-  var AUTH_CLOSE = { 4001: 'expired', 4005: 'revoked' };
+  /**
+   * The server ended the connection's session: 4001 "token expired", 4005 "token revoked",
+   * 4003 "banned" (an administrator). (4004 "kicked" is not one: the page reconnects.)
+   */
+  var AUTH_CLOSE = { 4001: 'expired', 4005: 'revoked', 4003: 'banned' };
 
   function onClose(ev) {
     state.ws = null;
@@ -460,6 +474,7 @@
       get histories() { return state.histories; },
       get frames() { return state.frames; },
       get errors() { return state.errors; },
+      get deleted() { return state.deleted; },
       get resets() { return state.resets; },
       get truncated() { return state.truncated; },
       get epoch() { return state.epoch; },

@@ -1,7 +1,7 @@
 //! The background task behind a [`Client`](crate::Client): one connection at a time,
 //! reconnection with backoff, and the delivery rule (each message once, in id order).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use reqwest::Url;
@@ -307,6 +307,10 @@ pub(crate) enum AuthEnd {
     Expired(String),
     /// The token was revoked (a logout, an administrator).
     Revoked(String),
+    /// An administrator banned the user (WebSocket close 4003, Socket.IO `auth:banned`, SSE
+    /// `banned`, the `/msgs` line `{"banned":...}`): the client tries again at once, and the
+    /// server's refusal (`403 banned`, with its reason and how long) ends it.
+    Banned(String),
 }
 
 impl std::fmt::Display for AuthEnd {
@@ -314,6 +318,7 @@ impl std::fmt::Display for AuthEnd {
         let (what, reason) = match self {
             AuthEnd::Expired(reason) => ("the token expired", reason),
             AuthEnd::Revoked(reason) => ("the token was revoked", reason),
+            AuthEnd::Banned(reason) => ("an administrator banned the user", reason),
         };
         if reason.is_empty() {
             write!(f, "{what}")
@@ -408,6 +413,23 @@ pub(crate) struct Sink {
     /// Set by a session the server ended for good: it took the client out of its room
     /// ([`Error::Removed`]). Ends the client; not retried.
     pub fatal: Option<Error>,
+    /// The newest ids handed out (at most [`TRACKED`]): a snapshot without one of them that
+    /// still covers it means the message was deleted.
+    handed_out: BTreeSet<u64>,
+    /// The ids reported as [`Event::Deleted`] (at most [`TRACKED`], the newest): each once.
+    deleted: BTreeSet<u64>,
+}
+
+/// How many ids [`Sink`] remembers as handed out, and as reported deleted: far more than a
+/// snapshot holds (the server's `--history`, 50 by default).
+const TRACKED: usize = 4096;
+
+/// Adds `id` to `set`, forgetting the oldest beyond [`TRACKED`].
+fn remember(set: &mut BTreeSet<u64>, id: u64) {
+    set.insert(id);
+    while set.len() > TRACKED {
+        set.pop_first();
+    }
 }
 
 struct CatchUp {
@@ -448,6 +470,7 @@ impl Sink {
         fresh.dedup_by_key(|m| m.id);
         for m in fresh {
             self.last = m.id;
+            remember(&mut self.handed_out, m.id);
             if let Some(c) = &mut self.catch_up {
                 c.count += 1;
             }
@@ -488,7 +511,42 @@ impl Sink {
         self.catch_up = None;
         self.last = 0;
         self.epoch = epoch;
+        self.handed_out.clear();
+        self.deleted.clear();
         self.state(State::Reset { last }).await
+    }
+
+    /// The message `id` was deleted (rtchat.v1 `deleted`, SSE `event: deleted`, Socket.IO
+    /// `msg:deleted`, or gone from a snapshot): [`Event::Deleted`], once, if it was handed
+    /// out (an id not newer than the newest delivered: ids the client skipped with
+    /// [`crate::Options::resume_after`] count as handed out).
+    pub async fn deleted(&mut self, id: u64) -> Result<(), Closed> {
+        if id == 0 || id > self.last || self.deleted.contains(&id) {
+            return Ok(());
+        }
+        self.handed_out.remove(&id);
+        remember(&mut self.deleted, id);
+        self.emit(Ok(Event::Deleted { id })).await
+    }
+
+    /// The ids handed out that a snapshot (`msg`, up to `last`) no longer holds although
+    /// it covers them (they are not older than its oldest message): deleted. A page after a
+    /// position holds only newer ids than the ones handed out, so it finds none; an empty
+    /// snapshot cannot be told from an empty page and finds none either.
+    fn vanished(&self, msg: &[Message], last: u64) -> Vec<u64> {
+        let Some(oldest) = msg.iter().map(|m| m.id).min() else {
+            return Vec::new();
+        };
+        let top = last.min(self.last);
+        if oldest > top {
+            return Vec::new();
+        }
+        let held: HashSet<u64> = msg.iter().map(|m| m.id).collect();
+        self.handed_out
+            .range(oldest..=top)
+            .filter(|id| !held.contains(id))
+            .copied()
+            .collect()
     }
 
     /// Messages right after the newest delivered one are lost.
@@ -512,6 +570,9 @@ impl Sink {
         }
         if page.truncated {
             self.truncated().await?;
+        }
+        for id in self.vanished(&page.msg, last) {
+            self.deleted(id).await?;
         }
         let more = page.more;
         self.deliver(page.msg).await?;
@@ -541,6 +602,8 @@ pub(crate) async fn run(
         catch_up: None,
         auth_end: None,
         fatal: None,
+        handed_out: BTreeSet::new(),
+        deleted: BTreeSet::new(),
     };
     let opened = match Session::open(&ctx, resume.as_ref()).await {
         Ok(opened) => opened,
@@ -553,6 +616,9 @@ pub(crate) async fn run(
         Some(h) => {
             sink.last = h.last;
             sink.epoch = h.epoch;
+            for m in &h.msg {
+                remember(&mut sink.handed_out, m.id);
+            }
             h.msg
         }
         None => Vec::new(),
@@ -612,6 +678,11 @@ async fn connected(
 /// A connection ended for its token: `Ok` when the client holds (or got) a token to go on
 /// with, else the error for the caller.
 async fn after_auth_end(ctx: &Ctx, end: AuthEnd) -> Result<(), Error> {
+    // Banned: the reconnection is refused with the server's words (`403 banned`), which end
+    // the client; if the ban was lifted meanwhile, it goes on.
+    if matches!(end, AuthEnd::Banned(_)) {
+        return Ok(());
+    }
     let Some(auth) = &ctx.auth else {
         return Ok(()); // no token of ours: not ours to judge
     };
@@ -629,6 +700,7 @@ async fn after_auth_end(ctx: &Ctx, end: AuthEnd) -> Result<(), Error> {
             Ok(true) => Ok(()),
             _ => Err(Error::TokenRevoked(reason)),
         },
+        AuthEnd::Banned(_) => Ok(()),
     }
 }
 
@@ -690,8 +762,91 @@ async fn reconnect(
 
 #[cfg(test)]
 mod tests {
-    use super::{base_url, chosen_room};
-    use crate::{Error, Transport};
+    use super::{base_url, chosen_room, Sink};
+    use crate::{Error, Event, Message, Page, Transport};
+    use std::collections::BTreeSet;
+    use tokio::sync::mpsc;
+
+    fn msg(id: u64) -> Message {
+        Message {
+            id,
+            user: "ann".into(),
+            text: format!("#{id}"),
+            time: 0,
+            uid: None,
+        }
+    }
+
+    /// A snapshot holding `ids` (newest first), up to `last`.
+    fn snapshot(ids: &[u64], last: u64) -> Page {
+        Page {
+            msg: ids.iter().rev().map(|&id| msg(id)).collect(),
+            last: Some(last),
+            epoch: Some("e1".into()),
+            ..Page::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_without_a_message_handed_out_tell_its_deletion() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sink = Sink {
+            tx,
+            last: 0,
+            epoch: None,
+            catch_up: None,
+            auth_end: None,
+            fatal: None,
+            handed_out: BTreeSet::new(),
+            deleted: BTreeSet::new(),
+        };
+        let mut events = Vec::new();
+        let mut drain = |rx: &mut mpsc::Receiver<_>| {
+            while let Ok(Ok(e)) = rx.try_recv() {
+                events.push(e);
+            }
+            std::mem::take(&mut events)
+        };
+        sink.apply_page(snapshot(&[1, 2, 3, 4], 4)).await.unwrap();
+        assert_eq!(drain(&mut rx).len(), 4);
+        // #3 vanished from within the range; #1 fell out of it (older than its oldest).
+        sink.apply_page(snapshot(&[2, 4, 5], 5)).await.unwrap();
+        assert_eq!(
+            drain(&mut rx),
+            [Event::Deleted { id: 3 }, Event::Message(msg(5))]
+        );
+        // Each id once, whether by a snapshot or a notice; ids never handed out: never.
+        sink.apply_page(snapshot(&[2, 4, 5], 5)).await.unwrap();
+        sink.deleted(3).await.unwrap();
+        sink.deleted(9).await.unwrap();
+        assert_eq!(drain(&mut rx), []);
+        sink.deleted(4).await.unwrap();
+        assert_eq!(drain(&mut rx), [Event::Deleted { id: 4 }]);
+        // A page after the position (a resume, polling) holds only newer ids: nothing.
+        let page = Page {
+            msg: vec![msg(7), msg(6)],
+            last: Some(7),
+            ..Page::default()
+        };
+        sink.apply_page(page).await.unwrap();
+        assert_eq!(
+            drain(&mut rx),
+            [Event::Message(msg(6)), Event::Message(msg(7))]
+        );
+        // An empty snapshot cannot be told from an empty page: nothing.
+        sink.apply_page(snapshot(&[], 7)).await.unwrap();
+        assert_eq!(drain(&mut rx), []);
+        // After a reset (another epoch), the ids handed out before mean nothing.
+        let mut other = snapshot(&[1], 1);
+        other.epoch = Some("e2".into());
+        sink.apply_page(other).await.unwrap();
+        let events = drain(&mut rx);
+        assert!(matches!(
+            events[0],
+            Event::State(crate::State::Reset { last: 1 })
+        ));
+        assert_eq!(events[1..], [Event::Message(msg(1))]);
+    }
 
     #[test]
     fn rooms() {

@@ -368,6 +368,7 @@ pub(crate) async fn open_stream(ctx: &Ctx, resume: Option<&Position>) -> Result<
                 Line::Signal => continue,
                 Line::Removed(removed) => return Err(removed_error(removed)),
                 Line::AuthEnd(end) => return Err(Error::Connection(end.to_string())),
+                Line::Kicked(reason) => return Err(Error::Connection(kicked(&reason))),
                 Line::Page => break Some(parse_line(&line)?.into()),
             }
         },
@@ -418,12 +419,16 @@ impl StreamSession {
             match stream_line(&line) {
                 // A room's presence and typing: not shown by this client.
                 Line::Signal => continue,
-                // `--auth token`: the last line `{"expired":{"reason"}}` or `{"revoked":...}`.
+                // `--auth token`: the last line `{"expired":{"reason"}}`, `{"revoked":...}`
+                // or `{"banned":...}`.
                 Line::AuthEnd(end) => {
                     let reason = end.to_string();
                     sink.auth_end = Some(end);
                     return Ok(reason);
                 }
+                // The last line `{"kicked":{"reason"}}`: an administrator ended the user's
+                // connections; they may connect again.
+                Line::Kicked(reason) => return Ok(kicked(&reason)),
                 // The last line `{"left":{"room","reason"}}`: out of the room for good.
                 Line::Removed(removed) => {
                     let e = removed_error(removed);
@@ -446,8 +451,12 @@ enum Line {
     Page,
     /// `{"presence":{...}}` or `{"typing":{...}}` (room streams).
     Signal,
-    /// `--auth token`: the stream's token no longer holds (the last line).
+    /// `--auth token`: the stream's token no longer holds, or its user was banned (the last
+    /// line).
     AuthEnd(AuthEnd),
+    /// `--auth token`: `{"kicked":{"reason"}}`, an administrator ended the user's
+    /// connections (the last line); they may connect again.
+    Kicked(String),
     /// `{"left":{"room","reason"}}`: taken out of the room (the last line).
     Removed(Removed),
 }
@@ -466,11 +475,21 @@ fn stream_line(line: &[u8]) -> Line {
         sse_event::PRESENCE | sse_event::TYPING => Line::Signal,
         "expired" => Line::AuthEnd(AuthEnd::Expired(reason(value))),
         "revoked" => Line::AuthEnd(AuthEnd::Revoked(reason(value))),
+        "banned" => Line::AuthEnd(AuthEnd::Banned(reason(value))),
+        "kicked" => Line::Kicked(reason(value)),
         sse_event::LEFT => Line::Removed(Removed {
             room: value["room"].as_str().unwrap_or_default().to_owned(),
             reason: reason(value),
         }),
         _ => Line::Page,
+    }
+}
+
+/// Why a connection ended when an administrator kicked its user (they may connect again).
+pub(crate) fn kicked(reason: &str) -> String {
+    match reason {
+        "" | "kicked" => "an administrator kicked the user".to_owned(),
+        reason => format!("an administrator kicked the user ({reason})"),
     }
 }
 
@@ -572,13 +591,14 @@ async fn on_event(sink: &mut Sink, event: SseEvent) -> Result<Result<(), String>
             sink.reset(last, epoch()).await?
         }
         sse_event::TRUNCATED => sink.truncated().await?,
-        // `--auth token`: the stream's token no longer holds; the stream ends.
-        "expired" | "revoked" => {
+        // `--auth token`: the stream's token no longer holds, or an administrator banned
+        // its user; the stream ends.
+        "expired" | "revoked" | "banned" => {
             let reason = data["reason"].as_str().unwrap_or_default().to_owned();
-            let end = if event.event == "expired" {
-                AuthEnd::Expired(reason)
-            } else {
-                AuthEnd::Revoked(reason)
+            let end = match event.event.as_str() {
+                "expired" => AuthEnd::Expired(reason),
+                "revoked" => AuthEnd::Revoked(reason),
+                _ => AuthEnd::Banned(reason),
             };
             let reason = end.to_string();
             sink.auth_end = Some(end);
@@ -594,6 +614,13 @@ async fn on_event(sink: &mut Sink, event: SseEvent) -> Result<Result<(), String>
             sink.fatal = Some(e);
             return Ok(Err(reason));
         }
+        // An administrator kicked the user: the stream ends; they may connect again.
+        "kicked" => return Ok(Err(kicked(data["reason"].as_str().unwrap_or_default()))),
+        // `{"room","id"}`: a message of the room was deleted.
+        sse_event::DELETED => match data.get("id").and_then(Value::as_u64) {
+            Some(id) => sink.deleted(id).await?,
+            None => return Ok(Err(format!("bad SSE deleted event: {}", event.data))),
+        },
         // A room's presence and typing: not shown by this client.
         sse_event::PRESENCE | sse_event::TYPING => {}
         // `{"after","count","last","epoch"}`: everything missed has been sent.
@@ -714,6 +741,14 @@ mod tests {
         assert!(matches!(
             kind(r#"{"expired":{"reason":"r"}}"#),
             Line::AuthEnd(AuthEnd::Expired(r)) if r == "r"
+        ));
+        assert!(matches!(
+            kind(r#"{"banned":{"reason":"banned"}}"#),
+            Line::AuthEnd(AuthEnd::Banned(r)) if r == "banned"
+        ));
+        assert!(matches!(
+            kind(r#"{"kicked":{"reason":"kicked"}}"#),
+            Line::Kicked(r) if r == "kicked"
         ));
         match kind(r#"{"left":{"room":"a","reason":"private"}}"#) {
             Line::Removed(removed) => {

@@ -12,6 +12,7 @@
 //!     match client.next().await? {
 //!         Event::Message(m) => println!("{}: {}", m.user, m.text),
 //!         Event::State(s) => println!("* {s}"),
+//!         Event::Deleted { id } => println!("(message #{id} was deleted)"),
 //!     }
 //! }
 //! # }
@@ -26,7 +27,9 @@
 //! an empty store and handed out the same ids again answers with a reset, reported as
 //! [`State::Reset`]), and every message comes out of [`Client::next`] exactly once and in id
 //! order. Posts carry an idempotency key each and are sent again when their answer was lost
-//! with a connection: the server stores them once (see [`Poster::post`]).
+//! with a connection: the server stores them once (see [`Poster::post`]). A message the server
+//! deletes after it was handed out (its author, a moderator: see the server's tombstones)
+//! comes out as [`Event::Deleted`].
 //!
 //! For a server run with `rtchat serve --auth token`, [`Options::credentials`] gives a token
 //! or an account to log in with ([`Credentials`]): every request and handshake carries the
@@ -178,6 +181,17 @@ pub enum Event {
     Message(Message),
     /// A change of the connection's state.
     State(State),
+    /// A message handed out earlier (by [`Client::next`] or in [`Client::history`]) was
+    /// deleted: drop it. Told by rtchat.v1's `deleted` frame, SSE's `event: deleted` and
+    /// Socket.IO's `msg:deleted`; on the snapshot transports ([`Transport::Stream`],
+    /// [`Transport::WsJson`]) when a fresh snapshot no longer holds a message within its
+    /// range (from its oldest message on) that was handed out. Polling cannot tell (its pages
+    /// only hold newer messages), nor can any transport for a message deleted while the
+    /// client was disconnected, except the snapshot ones. Each id at most once.
+    Deleted {
+        /// The deleted message's id.
+        id: u64,
+    },
 }
 
 /// Connection state changes, in the order they happen.
@@ -321,7 +335,8 @@ pub enum Error {
         message: String,
     },
     /// The server refused a post under another name than the token's (`403`,
-    /// `not_your_name`), or another action the token does not allow.
+    /// `not_your_name`), or another action the token does not allow; `banned`: an
+    /// administrator banned the user (also a Socket.IO `connect_error` ending `(banned)`).
     #[error("HTTP 403: {message} ({code})")]
     Forbidden {
         /// The server's machine-readable reason.
@@ -620,7 +635,10 @@ impl Client {
     /// holds and no fresh one could be had ([`Error::TokenExpired`], [`Error::TokenRevoked`],
     /// [`Error::Unauthorized`]), or, in a room ([`Options::room`]), when the server took it
     /// out of the room or no longer lets it in ([`Error::Removed`], [`Error::Forbidden`],
-    /// [`Error::RoomRefused`]); after that it keeps failing.
+    /// [`Error::RoomRefused`]), or when an administrator banned the user ([`Error::Forbidden`]
+    /// with `code` `banned`: the client tries once more at once, and the server's refusal
+    /// says why and until when; a kicked user's client just reconnects); after that it keeps
+    /// failing.
     pub async fn next(&mut self) -> Result<Event, Error> {
         if let Some(e) = &self.failed {
             return Err(e.clone());

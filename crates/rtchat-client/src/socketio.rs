@@ -31,8 +31,8 @@ use crate::ws::{answer_close, close_reason, connect, next_text, next_token, Sock
 use crate::{Error, Message, Page, PostCmd, Transport};
 use rtchat_protocol::shapes::Removed;
 use rtchat_protocol::socketio::{
-    Auth, JoinRequest, RoomName, MSG_GET, MSG_NEW, MSG_POST, MSG_SINCE, ROOM_HISTORY, ROOM_JOIN,
-    ROOM_LEAVE, ROOM_LEFT,
+    Auth, JoinRequest, RoomName, MSG_DELETED, MSG_GET, MSG_NEW, MSG_POST, MSG_SINCE, ROOM_HISTORY,
+    ROOM_JOIN, ROOM_LEAVE, ROOM_LEFT,
 };
 use rtchat_protocol::v1::GENERAL;
 use tokio::sync::watch;
@@ -44,6 +44,11 @@ const REFRESH: &str = "auth:refresh";
 const EXPIRED: &str = "auth:expired";
 /// Server → client: the token was revoked (`{reason}`); a disconnect follows.
 const REVOKED: &str = "auth:revoked";
+/// Server → client: an administrator banned the user (`{reason}`); a disconnect follows.
+const BANNED: &str = "auth:banned";
+/// Server → client: an administrator kicked the user (`{reason}`); a disconnect follows.
+/// They may connect again.
+const KICKED: &str = "auth:kicked";
 
 /// The ack id of the connection's `room:join` (in a room other than `general`); the
 /// `room:leave` of `general` takes the next one, the posts those after.
@@ -233,18 +238,7 @@ pub(crate) async fn open(ctx: &Ctx, resume: Option<&Position>) -> Result<Opened,
                 }
             }
             Packet::Event(name, data) if room.is_some() => early.push((name, data)),
-            Packet::ConnectError(message) => {
-                // `--auth token`: the message ends with the code in parentheses.
-                if let Some(code) = token_code(&message) {
-                    return Err(Error::Unauthorized {
-                        code: Some(code),
-                        message,
-                    });
-                }
-                return Err(Error::Connection(format!(
-                    "Socket.IO refused the connection: {message}"
-                )));
-            }
+            Packet::ConnectError(message) => return Err(connect_refusal(message)),
             Packet::Close => return Err(Error::Connection("closed during the handshake".into())),
             Packet::Event(name, data) if name == MSG_GET && resume.is_none() && room.is_none() => {
                 let page: Page = serde_json::from_value(data)
@@ -297,6 +291,25 @@ pub(crate) struct SioSession {
     room: Option<String>,
     /// Events that came while joining it, not handled yet.
     early: Vec<(String, Value)>,
+}
+
+/// A `connect_error`: for its token ([`Error::Unauthorized`]) or its user's ban
+/// ([`Error::Forbidden`] `banned`, as `403 banned` over HTTP), with the code in parentheses at
+/// the end of the message; else a connection error.
+fn connect_refusal(message: String) -> Error {
+    if let Some(code) = token_code(&message) {
+        return Error::Unauthorized {
+            code: Some(code),
+            message,
+        };
+    }
+    if let Some(words) = message.trim_end().strip_suffix("(banned)") {
+        return Error::Forbidden {
+            code: "banned".to_owned(),
+            message: words.trim_end().to_owned(),
+        };
+    }
+    Error::Connection(format!("Socket.IO refused the connection: {message}"))
 }
 
 /// The code at the end of a `connect_error` message, `... (token_expired)`, when it is
@@ -432,7 +445,7 @@ impl SioSession {
         let mine = self.room.as_deref().unwrap_or(GENERAL);
         let of_room = |data: &Value| data["room"].as_str().unwrap_or(GENERAL) == mine;
         match name {
-            MSG_NEW | MSG_SINCE | ROOM_HISTORY | ROOM_LEFT if !of_room(&data) => {}
+            MSG_NEW | MSG_SINCE | ROOM_HISTORY | ROOM_LEFT | MSG_DELETED if !of_room(&data) => {}
             MSG_NEW => match serde_json::from_value::<Message>(data) {
                 Ok(m) => sink.deliver([m]).await?,
                 Err(e) => return Ok(Err(format!("protocol error: bad msg:new: {e}"))),
@@ -444,17 +457,29 @@ impl SioSession {
             // On a resumed connection the history only matters when the server starts over;
             // otherwise `msg:since` has exactly what was missed.
             // `--auth token`: the token no longer holds; the server disconnects next.
-            EXPIRED | REVOKED => {
+            // Banned: likewise (the reconnection is refused, which ends the client).
+            EXPIRED | REVOKED | BANNED => {
                 let reason = data["reason"].as_str().unwrap_or_default().to_owned();
-                let end = if name == EXPIRED {
-                    AuthEnd::Expired(reason)
-                } else {
-                    AuthEnd::Revoked(reason)
+                let end = match name {
+                    EXPIRED => AuthEnd::Expired(reason),
+                    REVOKED => AuthEnd::Revoked(reason),
+                    _ => AuthEnd::Banned(reason),
                 };
                 let reason = end.to_string();
                 sink.auth_end = Some(end);
                 return Ok(Err(reason));
             }
+            // An administrator kicked the user; the server disconnects next. They may
+            // connect again.
+            KICKED => {
+                let reason = data["reason"].as_str().unwrap_or_default();
+                return Ok(Err(crate::http::kicked(reason)));
+            }
+            // `{"room","id"}`: a message of the room was deleted.
+            MSG_DELETED => match data["id"].as_u64() {
+                Some(id) => sink.deleted(id).await?,
+                None => return Ok(Err(format!("protocol error: bad msg:deleted: {data}"))),
+            },
             MSG_GET if self.room.is_none() => {
                 if let Ok(page) = serde_json::from_value::<Page>(data) {
                     if page.reset {
@@ -530,6 +555,23 @@ mod tests {
         );
         assert_eq!(token_code("Invalid namespace"), None);
         assert_eq!(token_code("auth.user must be ann (not_your_name)"), None);
+        use super::connect_refusal;
+        use crate::Error;
+        assert_eq!(
+            connect_refusal("you are banned: spam (banned)".into()),
+            Error::Forbidden {
+                code: "banned".into(),
+                message: "you are banned: spam".into()
+            }
+        );
+        assert!(matches!(
+            connect_refusal("the token has expired (token_expired)".into()),
+            Error::Unauthorized { code: Some(c), .. } if c == "token_expired"
+        ));
+        assert!(matches!(
+            connect_refusal("Invalid namespace".into()),
+            Error::Connection(_)
+        ));
         assert!(parse("").is_err());
     }
 }

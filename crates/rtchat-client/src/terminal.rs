@@ -95,6 +95,49 @@ fn token_hint(code: Option<&str>) -> &'static str {
     }
 }
 
+/// The messages printed lately, to say which one a deletion is about (the chat's lines do
+/// not show ids).
+#[derive(Default)]
+struct Shown {
+    /// `(id, line)`, oldest first, at most [`Shown::KEPT`].
+    lines: VecDeque<(u64, String)>,
+}
+
+impl Shown {
+    const KEPT: usize = 1000;
+
+    fn add(&mut self, m: &Message, line: &str) {
+        self.lines.push_back((m.id, line.to_owned()));
+        if self.lines.len() > Self::KEPT {
+            self.lines.pop_front();
+        }
+    }
+
+    /// The line shown when the message `id` was deleted: which one, if it was printed lately.
+    fn deleted(&mut self, id: u64) -> String {
+        match self.lines.iter().position(|(shown, _)| *shown == id) {
+            Some(i) => {
+                let (_, line) = self.lines.remove(i).expect("found");
+                deleted_notice(id, Some(&line))
+            }
+            None => deleted_notice(id, None),
+        }
+    }
+}
+
+/// `* (message #ID was deleted: [HH:MM:SS] user: text)`, the line cut at 60 characters.
+fn deleted_notice(id: u64, line: Option<&str>) -> String {
+    const CUT: usize = 60;
+    match line {
+        Some(line) if line.chars().count() > CUT => {
+            let cut: String = line.chars().take(CUT).collect();
+            format!("* (message #{id} was deleted: {cut}...)")
+        }
+        Some(line) => format!("* (message #{id} was deleted: {line})"),
+        None => format!("* (message #{id} was deleted)"),
+    }
+}
+
 /// An error as the chat prints it, with a hint at the fix where there is one.
 pub fn explain(e: &Error) -> String {
     let text = e.to_string();
@@ -110,6 +153,11 @@ pub fn explain(e: &Error) -> String {
         Error::Forbidden { code, .. } if code == "not_a_member" => {
             return format!(
                 "{text}: only the room's members may chat in it (a direct message's two users; a private room's owner adds members)"
+            );
+        }
+        Error::Forbidden { code, .. } if code == "banned" => {
+            return format!(
+                "{text}: an administrator banned this user; the server refuses them until the ban ends or is lifted"
             );
         }
         Error::Forbidden { code, .. } if code == "room_not_allowed" => {
@@ -424,8 +472,11 @@ where
         ))
         .await?;
     }
+    let mut shown = Shown::default();
     for m in client.history().iter().rev() {
-        out.say(&format_message(m)).await?;
+        let line = format_message(m);
+        shown.add(m, &line);
+        out.say(&line).await?;
     }
     let poster = client.poster();
     // With a token, posts go out under its name: the poster fills it in (an empty name).
@@ -461,7 +512,12 @@ where
         let waiting_since = input_ended.filter(|_| !connected);
         tokio::select! {
             event = client.next() => match event {
-                Ok(Event::Message(m)) => out.say(&format_message(&m)).await?,
+                Ok(Event::Message(m)) => {
+                    let line = format_message(&m);
+                    shown.add(&m, &line);
+                    out.say(&line).await?;
+                }
+                Ok(Event::Deleted { id }) => out.say(&shown.deleted(id)).await?,
                 Ok(Event::State(state)) => {
                     match state {
                         State::Connected { .. } => {
@@ -575,8 +631,34 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{explain, format_message, queued_notice};
+    use super::{explain, format_message, queued_notice, Shown};
     use crate::{Error, Message};
+
+    #[test]
+    fn deletions_name_the_message() {
+        let m = |id: u64, text: &str| Message {
+            id,
+            user: "ann".into(),
+            text: text.into(),
+            time: 0,
+            uid: None,
+        };
+        let mut shown = Shown::default();
+        let short = m(1, "hi");
+        shown.add(&short, &format_message(&short));
+        let long = m(2, &"x".repeat(100));
+        shown.add(&long, &format_message(&long));
+        let notice = shown.deleted(1);
+        assert!(
+            notice.starts_with("* (message #1 was deleted: ["),
+            "{notice}"
+        );
+        assert!(notice.ends_with("] ann: hi)"), "{notice}");
+        let notice = shown.deleted(2);
+        assert!(notice.ends_with("xxx...)"), "{notice}");
+        assert_eq!(shown.deleted(1), "* (message #1 was deleted)");
+        assert_eq!(shown.deleted(9), "* (message #9 was deleted)");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

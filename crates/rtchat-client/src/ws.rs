@@ -99,13 +99,15 @@ pub(crate) async fn answer_close(socket: &mut Socket) {
 }
 
 /// `--auth token`: a close for the connection's token (4001 "token expired", 4005 "token
-/// revoked").
+/// revoked") or its user (4003 "banned"; 4004 "kicked" is an ordinary close: the client
+/// connects again).
 pub(crate) fn auth_end(frame: Option<&CloseFrame>) -> Option<AuthEnd> {
     let frame = frame?;
     let reason = frame.reason.to_string();
     match u16::from(frame.code) {
         4001 => Some(AuthEnd::Expired(reason)),
         4005 => Some(AuthEnd::Revoked(reason)),
+        4003 => Some(AuthEnd::Banned(reason)),
         _ => None,
     }
 }
@@ -448,6 +450,8 @@ impl WsSession {
                     let _ = cmd.reply.send(Err(crate::refusal(error, retry_after_ms)));
                 }
             }
+            // A message of the room was deleted: drop it.
+            ServerFrame::Deleted { id, .. } => sink.deleted(id).await?,
             // This client never leaves its room: a `left` of it is the server taking it out
             // (the room turned private, the user was removed from it). Not retried.
             ServerFrame::Left { room, reason, .. } => {

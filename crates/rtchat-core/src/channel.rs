@@ -30,6 +30,10 @@ use crate::store::StoreError;
 /// for it (they are not worth catching up on).
 const SIGNAL_QUEUE: usize = 64;
 
+/// How many deletions a subscriber may fall behind (each carries the whole snapshot, so the
+/// newest supersedes the others for snapshot transports).
+const DELETION_QUEUE: usize = 16;
+
 /// One new message as published to a channel's subscribers, with the snapshot that includes
 /// it.
 #[derive(Debug)]
@@ -49,6 +53,16 @@ pub enum Delivery {
     /// A presence or typing event of the channel (only for subscriptions that asked for
     /// them, [`Subscription::with_signals`]).
     Signal(Arc<Signal>),
+    /// A message was deleted: clients that hold it should drop it; `snapshot` is the history
+    /// without it (snapshot transports send it at once).
+    Deleted(Arc<Deletion>),
+}
+
+/// A deleted message of a channel, with the history rebuilt without it.
+#[derive(Debug)]
+pub struct Deletion {
+    pub id: u64,
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// A channel held by this node.
@@ -60,6 +74,8 @@ pub struct Channel {
     queue: usize,
     /// Presence and typing events, while anyone listens for them.
     signals: Mutex<Option<broadcast::Sender<Arc<Signal>>>>,
+    /// Deletions, told to every subscriber (rare: a short queue).
+    deletions: broadcast::Sender<Arc<Deletion>>,
     presence: Mutex<PresenceState>,
 }
 
@@ -71,6 +87,7 @@ impl Channel {
             ring: Mutex::new(None),
             queue,
             signals: Mutex::new(None),
+            deletions: broadcast::channel(DELETION_QUEUE).0,
             presence: Mutex::new(PresenceState::default()),
         }
     }
@@ -166,10 +183,26 @@ impl Channel {
         }
     }
 
-    /// Replaces the snapshot (after a deletion, reloaded from the store). Subscribers are not
-    /// told; long polls wake and find nothing new.
-    pub(crate) fn replace_snapshot(&self, snapshot: Snapshot) {
-        self.snapshot.send_replace(Arc::new(snapshot));
+    /// Replaces the snapshot (after a deletion, reloaded from the store); long polls wake
+    /// and find nothing new.
+    /// `None` (nothing replaced) when a newer message was published meanwhile: the caller
+    /// reads the store again.
+    pub(crate) fn replace_snapshot(&self, snapshot: Snapshot) -> Option<Arc<Snapshot>> {
+        let snapshot = Arc::new(snapshot);
+        let replaced = self.snapshot.send_if_modified(|current| {
+            if current.last_id > snapshot.last_id {
+                return false;
+            }
+            *current = snapshot.clone();
+            true
+        });
+        replaced.then_some(snapshot)
+    }
+
+    /// Tells every subscriber that message `id` was deleted (the snapshot already without it).
+    pub(crate) fn deleted(&self, id: u64, snapshot: Arc<Snapshot>) {
+        // No receiver: nobody to tell.
+        let _ = self.deletions.send(Arc::new(Deletion { id, snapshot }));
     }
 }
 
@@ -183,6 +216,7 @@ pub struct Subscription {
     skip_to: Option<u64>,
     /// Presence and typing, for subscriptions that asked ([`Subscription::with_signals`]).
     signals: Option<broadcast::Receiver<Arc<Signal>>>,
+    deletions: broadcast::Receiver<Arc<Deletion>>,
     channel: Arc<Channel>,
     hub: Hub,
 }
@@ -195,6 +229,7 @@ impl Subscription {
             last_seen: snapshot.last_id,
             skip_to: None,
             signals: None,
+            deletions: channel.deletions.subscribe(),
             snapshot,
             channel,
             hub,
@@ -261,10 +296,25 @@ impl Subscription {
             let delivery = match self.rx.try_recv() {
                 Ok(event) => self.deliver(event),
                 Err(TryRecvError::Lagged(missed)) => Some(self.lagged(missed)),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return self.try_signal(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => {
+                    return self.try_deletion().or_else(|| self.try_signal())
+                }
             };
             if delivery.is_some() {
                 return delivery;
+            }
+        }
+    }
+
+    /// A queued deletion, if any (one lagging behind gets the newest: its snapshot holds
+    /// every deletion before it).
+    fn try_deletion(&mut self) -> Option<Delivery> {
+        use broadcast::error::TryRecvError;
+        loop {
+            match self.deletions.try_recv() {
+                Ok(deletion) => return Some(Delivery::Deleted(deletion)),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
             }
         }
     }
@@ -290,11 +340,24 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Delivery> {
         use broadcast::error::RecvError;
         loop {
+            // Messages first, then deletions (a deletion follows the message it deletes),
+            // then signals.
             let received = match self.signals.as_mut() {
-                None => Ok(self.rx.recv().await),
+                None => tokio::select! {
+                    biased;
+                    event = self.rx.recv() => Ok(event),
+                    deletion = self.deletions.recv() => match deletion {
+                        Ok(deletion) => return Some(Delivery::Deleted(deletion)),
+                        Err(_) => continue,
+                    },
+                },
                 Some(signals) => tokio::select! {
                     biased;
                     event = self.rx.recv() => Ok(event),
+                    deletion = self.deletions.recv() => match deletion {
+                        Ok(deletion) => return Some(Delivery::Deleted(deletion)),
+                        Err(_) => continue,
+                    },
                     signal = signals.recv() => Err(signal),
                 },
             };

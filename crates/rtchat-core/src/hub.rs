@@ -180,12 +180,15 @@ impl Deliver for HubDeliver {
         match publication {
             Publication::Message { entry, .. } => channel.publish(entry, inner.config.history),
             Publication::Signal(signal) => channel.signal(signal),
-            Publication::Deleted { .. } => {
-                // Rebuilt from the store, off the broker's task.
+            Publication::Deleted { id, .. } => {
+                // Rebuilt from the store, off the broker's task; then the subscribers are told.
                 let hub = Hub { inner };
                 tokio::spawn(async move {
-                    if let Err(e) = hub.reload(&channel).await {
-                        tracing::warn!(error = %e, channel = %channel.name(), "could not reload the history after a deletion");
+                    match hub.reload(&channel).await {
+                        Ok(snapshot) => channel.deleted(id, snapshot),
+                        Err(e) => {
+                            tracing::warn!(error = %e, channel = %channel.name(), "could not reload the history after a deletion")
+                        }
                     }
                 });
             }
@@ -498,12 +501,17 @@ impl Hub {
     }
 
     /// Re-reads a channel's history from the store (after a deletion).
-    async fn reload(&self, channel: &Channel) -> Result<(), StoreError> {
+    async fn reload(&self, channel: &Channel) -> Result<Arc<Snapshot>, StoreError> {
         let _loading = self.inner.loading.lock().await;
-        let info = self.inner.store.open_channel(channel.name()).await?;
-        let snapshot = self.read_snapshot(channel.name(), &info).await?;
-        channel.replace_snapshot(snapshot);
-        Ok(())
+        // A message published while the store was read would be lost by the older snapshot:
+        // read again then (a message a try, so this ends).
+        loop {
+            let info = self.inner.store.open_channel(channel.name()).await?;
+            let snapshot = self.read_snapshot(channel.name(), &info).await?;
+            if let Some(snapshot) = channel.replace_snapshot(snapshot) {
+                return Ok(snapshot);
+            }
+        }
     }
 
     /// The door for reading: a subscription to `channel` (created if needed, as a join
@@ -604,12 +612,41 @@ impl Hub {
         Ok(Ticket(rx))
     }
 
+    /// Reads `channel`'s history again from the store, if this node holds it (after messages
+    /// were changed in the store behind the hub's back, e.g. a deleted user's renamed). Live
+    /// subscribers are not told; what they get next is built on the new history.
+    pub async fn refresh(&self, channel: &str) -> Result<(), StoreError> {
+        if let Some(held) = self.inner.loaded(channel) {
+            self.reload(&held).await?;
+        }
+        Ok(())
+    }
+
+    /// The message `id` of `channel`, unless it does not exist or was deleted (read from the
+    /// store: for deciding who may delete it, not for serving).
+    pub async fn message(
+        &self,
+        channel: &str,
+        id: u64,
+    ) -> Result<Option<crate::Message>, StoreError> {
+        if id == 0 {
+            return Ok(None);
+        }
+        let page = self.inner.store.after(channel, id - 1, 1).await?;
+        Ok(page.messages.into_iter().next().filter(|m| m.id == id))
+    }
+
     /// Deletes a message: its tombstone keeps the id, history and resume skip it from now on
     /// (delivered through the broker, so every node forgets it). False if there is no such
     /// message.
     pub async fn delete(&self, channel: &str, id: u64) -> Result<bool, StoreError> {
         let deleted = self.inner.store.delete(channel, id).await?;
         if deleted {
+            // This node's history without it before the caller is answered (the broker's
+            // delivery rebuilds it again, on every node, and tells the subscribers).
+            if let Some(held) = self.inner.loaded(channel) {
+                self.reload(&held).await?;
+            }
             let publication = Publication::Deleted {
                 channel: Arc::from(channel),
                 id,

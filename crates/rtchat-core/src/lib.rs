@@ -28,7 +28,7 @@ pub mod room;
 pub mod store;
 
 pub use broker::{Broker, BrokerError, Deliver, LocalBroker, Publication};
-pub use channel::{Channel, Delivery, Event, Subscription};
+pub use channel::{Channel, Deletion, Delivery, Event, Subscription};
 pub use directory::{Account, Directory, DirectoryError, RoomAccess};
 pub use entry::{encode_list, encode_list_with, page_flags, Encodings, Entry, Since, Snapshot};
 pub use hub::{

@@ -44,6 +44,7 @@ fn next_id(sub: &mut rtchat_core::Subscription) -> Option<u64> {
         Delivery::Event(e) => Some(e.entry.message.id),
         Delivery::Lagged { .. } => panic!("lagged"),
         Delivery::Signal(s) => panic!("a signal nobody asked for: {s:?}"),
+        Delivery::Deleted(d) => panic!("a deletion nobody made: {d:?}"),
     }
 }
 
@@ -284,6 +285,34 @@ async fn a_deleted_message_leaves_history_and_resume_without_a_gap() {
     assert_eq!(opened.start, Start::Resume { after: 4 });
 }
 
+#[tokio::test]
+async fn subscribers_are_told_of_a_deletion_with_the_history_without_it() {
+    let hub = hub(50, 64).await;
+    for i in 0..3 {
+        hub.post(GENERAL, post(i)).await.unwrap();
+    }
+    let mut opened = hub.subscribe(GENERAL, None).await.unwrap();
+    assert!(hub.delete(GENERAL, 2).await.unwrap());
+    // The deleting caller is answered once this node's history has forgotten it.
+    assert_eq!(ids(&hub.general().snapshot().entries), [3, 1]);
+    hub.post(GENERAL, post(3)).await.unwrap();
+    // The deletion (told once the history is rebuilt, maybe after message 4) and message 4.
+    let (mut deleted, mut messages) = (Vec::new(), Vec::new());
+    while deleted.is_empty() || messages.is_empty() {
+        match opened.subscription.recv().await.unwrap() {
+            Delivery::Deleted(deletion) => {
+                assert!(!ids(&deletion.snapshot.entries).contains(&2));
+                deleted.push(deletion.id);
+            }
+            Delivery::Event(event) => messages.push(event.entry.message.id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((deleted, messages), (vec![2], vec![4]));
+    // The history has message 4 and not 2, whatever the order the two happened in.
+    assert_eq!(ids(&hub.general().snapshot().entries), [4, 3, 1]);
+}
+
 /// A broker that can hold back the next publication and inject ones never stored.
 #[derive(Default)]
 struct TestBroker {
@@ -387,6 +416,7 @@ async fn a_subscriber_that_never_reads_stalls_nobody_and_can_catch_up() {
                     got.extend(since.entries.iter().map(|e| e.message.id));
                 }
                 Some(Delivery::Signal(s)) => panic!("a signal nobody asked for: {s:?}"),
+                Some(Delivery::Deleted(d)) => panic!("a deletion nobody made: {d:?}"),
                 None => break,
             }
         }

@@ -31,7 +31,7 @@ async fn next_signal(sub: &mut Subscription) -> Arc<Signal> {
         loop {
             match sub.recv().await.expect("the hub is open") {
                 Delivery::Signal(signal) => return signal,
-                Delivery::Event(_) | Delivery::Lagged { .. } => {}
+                Delivery::Event(_) | Delivery::Lagged { .. } | Delivery::Deleted(_) => {}
             }
         }
     })

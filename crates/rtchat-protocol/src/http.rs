@@ -81,4 +81,6 @@ pub mod sse_event {
     /// [`crate::shapes::Removed`]: taken out of the room (it turned private, or the user was
     /// removed from it); the stream ends.
     pub const LEFT: &str = "left";
+    /// [`crate::shapes::MessageDeleted`]: a message of the room was deleted; drop it.
+    pub const DELETED: &str = "deleted";
 }

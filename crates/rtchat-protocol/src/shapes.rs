@@ -255,6 +255,14 @@ pub struct MyRooms {
     pub rooms: Vec<MyRoom>,
 }
 
+/// A deleted message: SSE `event: deleted`'s data, Socket.IO `msg:deleted`, and (with
+/// `status`) the answer to `DELETE /rooms/{room}/msgs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDeleted {
+    pub room: String,
+    pub id: u64,
+}
+
 /// Why a connection was taken out of a room it was in (its access narrowed: the room turned
 /// private, or the user was removed from its members): rtchat.v1 `left` with a `reason`, SSE
 /// `event: left`, a `/msgs` line `{"left":{...}}`, Socket.IO `room:left`. Nothing more of the
@@ -327,6 +335,60 @@ pub struct AuditLog {
 pub struct AdminDone {
     pub status: String,
     pub audit: u64,
+}
+
+/// `GET /admin/overview`: what the admin page shows, in one answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminOverview {
+    /// The administrator asking.
+    pub you: AdminSelf,
+    /// Clients following the chat now, per transport (the figures of `rtchat_clients`).
+    pub transports: Vec<TransportClients>,
+    /// Every room (as `GET /rooms` lists them, private ones and direct messages included),
+    /// with who is in it.
+    pub rooms: Vec<RoomOverview>,
+    /// The bans in force.
+    pub bans: Vec<SanctionInfo>,
+    /// The mutes in force.
+    pub mutes: Vec<SanctionInfo>,
+    /// The newest entries of the audit log, newest first (at most 20).
+    pub audit: Vec<AuditRecord>,
+}
+
+/// Who asked for an [`AdminOverview`]: their user id and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSelf {
+    pub uid: String,
+    pub name: String,
+}
+
+/// One transport of [`AdminOverview`]: its `transport` label and how many follow through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportClients {
+    pub transport: String,
+    pub clients: u64,
+}
+
+/// One room of [`AdminOverview`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomOverview {
+    pub name: String,
+    /// How many are in it now.
+    pub online: u64,
+    /// The newest id handed out in it.
+    pub last: u64,
+    /// The named users in it now (presence), for a room this node holds.
+    pub users: Vec<PresentUser>,
+}
+
+/// The answer to `DELETE /admin/users/{uid}?messages=delete|keep`:
+/// `{"status":"ok","audit":ID,"messages":N}`, `N` the user's messages tombstoned (`delete`)
+/// or shown under "deleted user" (`keep`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub status: String,
+    pub audit: u64,
+    pub messages: u64,
 }
 
 /// Whether `epoch` is one a client may keep and send back: 1–64 characters of `A–Z a–z 0–9 -

@@ -28,6 +28,10 @@ pub const MSG_ERROR: &str = "msg:error";
 pub const ROOM_JOIN: &str = "room:join";
 /// Client → server: [`RoomName`]; acknowledged with the same [`RoomName`] (or a [`Refusal`]).
 pub const ROOM_LEAVE: &str = "room:leave";
+/// Server → client: [`crate::shapes::MessageDeleted`], a message of a room the socket is in
+/// was deleted: drop it (sockets that asked for the course's snapshots get a fresh `msg:get`
+/// too).
+pub const MSG_DELETED: &str = "msg:deleted";
 /// Server → client: [`crate::shapes::Removed`], the socket was taken out of a room (it
 /// turned private, or the user was removed from its members); nothing more of it follows.
 pub const ROOM_LEFT: &str = "room:left";

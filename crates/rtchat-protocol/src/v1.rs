@@ -114,6 +114,9 @@ pub enum ServerFrame {
         reference: Value,
         expires: u64,
     },
+    /// A message of the room was deleted (a moderator, its room's owner, or its author):
+    /// drop it; histories and resumes leave it out from now on.
+    Deleted { room: String, id: u64 },
 }
 
 /// The `"type"` of [`ClientFrame::Post`], for a server that reads frames as loose JSON (to
@@ -186,7 +189,7 @@ pub enum ClientFrame {
 
 impl ServerFrame {
     /// Every frame `"type"` a server sends (a client skips the ones it does not know).
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 13] = [
         "history",
         "msg",
         "ack",
@@ -199,6 +202,7 @@ impl ServerFrame {
         "presence",
         "typing",
         "refreshed",
+        "deleted",
     ];
 
     /// The frame as the text of a WebSocket message.
@@ -220,6 +224,7 @@ impl ServerFrame {
             ServerFrame::Presence(p) => Some(&p.room),
             ServerFrame::Typing(t) => Some(&t.room),
             ServerFrame::Refreshed { .. } => None,
+            ServerFrame::Deleted { room, .. } => Some(room),
         }
     }
 }
@@ -362,6 +367,10 @@ mod tests {
             ServerFrame::Refreshed {
                 reference: Value::from(7),
                 expires: 1_800_000_000,
+            },
+            ServerFrame::Deleted {
+                room: "r".into(),
+                id: 3,
             },
         ];
         assert_eq!(frames.len(), ServerFrame::TYPES.len());

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub poll_timeout: Duration,
     /// The most a client may ask a long poll to be held.
     pub poll_timeout_max: Duration,
+    /// How long after posting an author may delete their own message (`--edit-window`).
+    pub edit_window: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     /// Concurrent streams allowed on one HTTP/2 connection.
@@ -235,6 +237,7 @@ impl Default for ServerConfig {
             fail_rate: 0.0,
             poll_timeout: Duration::from_secs(25),
             poll_timeout_max: Duration::from_secs(120),
+            edit_window: Duration::from_secs(15 * 60),
             max_body: 64 * 1024,
             h2_max_streams: 1024,
             sse_heartbeat: Duration::from_secs(15),

@@ -598,6 +598,23 @@ impl Metrics {
         self.deliveries[via as usize].inc_by(sockets);
     }
 
+    /// `rtchat_clients` as a scrape would read it now, for the admin overview: each way a
+    /// client follows the chat (its `transport` label) and how many do (Socket.IO's sockets
+    /// counted now).
+    pub fn clients_by_transport(&self) -> Vec<(&'static str, u64)> {
+        Via::ALL
+            .into_iter()
+            .filter(|via| via.listens())
+            .map(|via| {
+                let n = match (via, self.socketio_sockets.get()) {
+                    (Via::SocketIo, Some(count)) => count() as i64,
+                    _ => self.clients[via as usize].get(),
+                };
+                (via.label(), n.max(0) as u64)
+            })
+            .collect()
+    }
+
     /// The exposition: the scrape-time gauges are read first. The Prometheus text format
     /// (0.0.4), or OpenMetrics 1.0 when `openmetrics`.
     pub fn render(&self, state: &AppState, openmetrics: bool) -> String {

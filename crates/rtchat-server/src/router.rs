@@ -29,6 +29,9 @@ pub fn build(state: AppState) -> Router {
         .merge(transport::websocket::routes())
         .merge(crate::auth::private_routes::routes())
         .merge(crate::auth::admin_routes::routes())
+        .merge(crate::auth::deletion::routes())
+        .merge(crate::auth::user_deletion::routes())
+        .merge(crate::auth::admin_overview::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::gate::require_token,

@@ -1,6 +1,11 @@
 //! One set of expectations every [`Directory`] must meet, run against each store.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::{Account, AuditEntry, Ban, Directory, DirectoryError, Mute, RoomAccess};
+use crate::message::NewPost;
+use crate::store::Append;
 
 fn account(uid: &str, name: &str) -> Account {
     Account {
@@ -170,6 +175,98 @@ pub async fn exercise(d: &dyn Directory) {
     assert_eq!((log[0].id, log[0].action.as_str()), (second, "kick"));
     assert_eq!(log[1].target, "u4");
     assert_eq!(d.audit_log(1).await.unwrap().len(), 1);
+
+    deleting_a_user(d).await;
+}
+
+/// An admin deleting a user: the account and memberships go, the name is free again; the
+/// user's messages are found by `uid`, tombstoned or shown under another name.
+async fn deleting_a_user(d: &dyn Directory) {
+    d.create_account(account("u7", "dee")).await.unwrap();
+    d.add_member("a", "u7").await.unwrap();
+    d.add_member("z", "u7").await.unwrap();
+    d.add_member("z", "u8").await.unwrap();
+    let dm = "dm:0123456789abcdef";
+    d.add_member(dm, "u7").await.unwrap();
+    d.add_member(dm, "u8").await.unwrap();
+    assert!(d.delete_account("u7").await.unwrap());
+    assert!(!d.delete_account("u7").await.unwrap(), "already gone");
+    assert_eq!(d.account("u7").await.unwrap(), None);
+    assert_eq!(d.account_by_name("dee").await.unwrap(), None);
+    assert_eq!(d.remove_memberships("u7").await.unwrap(), 2);
+    assert_eq!(d.remove_memberships("u7").await.unwrap(), 0);
+    assert_eq!(
+        d.rooms_of("u7").await.unwrap(),
+        [dm],
+        "a direct message keeps its two users"
+    );
+    assert_eq!(d.members("z").await.unwrap(), ["u8"], "others stay");
+    assert_eq!(d.members("a").await.unwrap(), ["u1"]);
+    d.create_account(account("u9", "dee"))
+        .await
+        .expect("the name is free again");
+    assert_eq!(d.account_by_name("dee").await.unwrap().unwrap().uid, "u9");
+
+    // Messages, by uid (not by name: u8 posts under the same name).
+    let by = |channel: &str, user: &str, uid: &str, text: &str| Append {
+        channel: Arc::from(channel),
+        post: NewPost {
+            user: user.into(),
+            text: text.into(),
+            key: None,
+            uid: Some(uid.into()),
+        },
+    };
+    let window = Duration::from_secs(120);
+    d.append(
+        &[
+            by("x", "dee", "u7", "one"),
+            by("y", "dee", "u7", "two"),
+            by("x", "dee", "u8", "not mine"),
+            by("x", "dee", "u7", "three"),
+            by("y", "dee", "u7", "four"),
+        ],
+        5_000,
+        window,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        d.messages_of("u7").await.unwrap(),
+        [
+            ("x".to_owned(), 1),
+            ("x".to_owned(), 3),
+            ("y".to_owned(), 1),
+            ("y".to_owned(), 2)
+        ]
+    );
+    assert!(d.delete("x", 1).await.unwrap());
+    assert_eq!(
+        d.messages_of("u7").await.unwrap().len(),
+        3,
+        "tombstones left out"
+    );
+    assert_eq!(d.messages_of("nobody").await.unwrap(), []);
+    assert_eq!(d.anonymize("u7", "deleted user").await.unwrap(), 3);
+    assert_eq!(d.messages_of("u7").await.unwrap(), []);
+    assert_eq!(d.anonymize("u7", "deleted user").await.unwrap(), 0);
+    let shown = |messages: Vec<crate::message::Message>| -> Vec<(String, Option<String>)> {
+        messages.into_iter().map(|m| (m.user, m.uid)).collect()
+    };
+    assert_eq!(
+        shown(d.recent("x", 10).await.unwrap()),
+        [
+            ("deleted user".to_owned(), None),
+            ("dee".to_owned(), Some("u8".to_owned()))
+        ]
+    );
+    assert_eq!(
+        shown(d.recent("y", 10).await.unwrap()),
+        [
+            ("deleted user".to_owned(), None),
+            ("deleted user".to_owned(), None)
+        ]
+    );
 }
 
 /// What [`exercise`] left, read by a store opened again on the same data.
@@ -197,4 +294,17 @@ pub async fn kept_after_reopen(d: &dyn Directory) {
     assert_eq!(bans, ["u4"]);
     assert_eq!(d.mutes(100).await.unwrap().len(), 1);
     assert_eq!(d.audit_log(10).await.unwrap().len(), 2);
+    // The deleted user's account stays gone, their messages renamed.
+    assert_eq!(d.account("u7").await.unwrap(), None);
+    assert_eq!(d.account_by_name("dee").await.unwrap().unwrap().uid, "u9");
+    assert_eq!(d.rooms_of("u7").await.unwrap(), ["dm:0123456789abcdef"]);
+    let users: Vec<String> = d
+        .recent("y", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(users, ["deleted user", "deleted user"]);
+    assert_eq!(d.messages_of("u7").await.unwrap(), []);
 }

@@ -71,6 +71,15 @@ impl Directory for MemoryStore {
         })
     }
 
+    async fn delete_account(&self, uid: &str) -> Result<bool, StoreError> {
+        let mut d = self.directory().lock();
+        let Some(account) = d.accounts.remove(uid) else {
+            return Ok(false);
+        };
+        d.names.remove(&account.name);
+        Ok(true)
+    }
+
     async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError> {
         let mut d = self.directory().lock();
         let entry = d.revoked.entry(jti.to_owned()).or_insert(until);
@@ -156,6 +165,14 @@ impl Directory for MemoryStore {
             .filter(|(_, u)| u == uid)
             .map(|(r, _)| r.clone())
             .collect())
+    }
+
+    async fn remove_memberships(&self, uid: &str) -> Result<usize, StoreError> {
+        let mut d = self.directory().lock();
+        let before = d.members.len();
+        d.members
+            .retain(|(room, u)| u != uid || crate::room::is_dm_room(room));
+        Ok(before - d.members.len())
     }
 
     async fn private_rooms(&self) -> Result<Vec<PrivateRoom>, StoreError> {

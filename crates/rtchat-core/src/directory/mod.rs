@@ -18,7 +18,7 @@ mod conformance;
 
 use async_trait::async_trait;
 
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// A built-in account (`POST /auth/signup`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +106,13 @@ pub enum DirectoryError {
 }
 
 /// Accounts, revoked tokens and room access, as a store keeps them.
+///
+/// A directory is always the second half of a [`Store`] (the same object keeps both), so
+/// whoever holds only the directory (the server's auth layer) can still reach the messages,
+/// e.g. a user's messages when an admin deletes the user ([`Store::messages_of`],
+/// [`Store::anonymize`]).
 #[async_trait]
-pub trait Directory: Send + Sync {
+pub trait Directory: Store {
     /// Makes an account; refuses a name or uid already used.
     async fn create_account(&self, account: Account) -> Result<(), DirectoryError>;
 
@@ -119,6 +124,10 @@ pub trait Directory: Send + Sync {
 
     /// Makes an account an administrator or not; false when there is no such account.
     async fn set_admin(&self, uid: &str, admin: bool) -> Result<bool, StoreError>;
+
+    /// Deletes the account with this user id (an admin deleting the user): its name is free
+    /// again for a new signup (which gets a new user id). False when there was none.
+    async fn delete_account(&self, uid: &str) -> Result<bool, StoreError>;
 
     /// Refuses the token `jti` until `until` (Unix seconds: its expiry, after which it is
     /// refused anyway and the entry can go).
@@ -151,6 +160,11 @@ pub trait Directory: Send + Sync {
 
     /// The rooms `uid` is a member of, sorted.
     async fn rooms_of(&self, uid: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Removes `uid` from every room it is a member of (an admin deleting the user), except
+    /// direct messages (whose members are always their two users: the other one keeps the
+    /// conversation); returns how many memberships went. Rooms it owns keep it as owner.
+    async fn remove_memberships(&self, uid: &str) -> Result<usize, StoreError>;
 
     /// Every private room with its owner and members, sorted by room (the server keeps them
     /// in memory so that a join or a post is checked without a store access).

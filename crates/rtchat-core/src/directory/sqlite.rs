@@ -99,6 +99,17 @@ impl Directory for SqliteStore {
         .await
     }
 
+    async fn delete_account(&self, uid: &str) -> Result<bool, StoreError> {
+        let uid = uid.to_owned();
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM accounts WHERE uid = ?1")?
+                .execute(params![uid])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError> {
         let jti = jti.to_owned();
         self.with_conn(move |conn| {
@@ -217,6 +228,28 @@ impl Directory for SqliteStore {
                 conn.prepare_cached("SELECT room FROM room_members WHERE uid = ?1 ORDER BY room")?;
             let rows = stmt.query_map(params![uid], |r| r.get(0))?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn remove_memberships(&self, uid: &str) -> Result<usize, StoreError> {
+        let uid = uid.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let rooms: Vec<String> = tx
+                .prepare_cached("SELECT room FROM room_members WHERE uid = ?1")?
+                .query_map(params![uid], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut removed = 0;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM room_members WHERE room = ?1 AND uid = ?2")?;
+                for room in rooms.iter().filter(|r| !crate::room::is_dm_room(r)) {
+                    removed += delete.execute(params![room, uid])?;
+                }
+            }
+            tx.commit()?;
+            Ok(removed)
         })
         .await
     }

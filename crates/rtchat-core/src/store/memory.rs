@@ -211,6 +211,36 @@ impl Store for MemoryStore {
             _ => Ok(false),
         }
     }
+
+    async fn messages_of(&self, uid: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let channels = self.lock();
+        let mut out: Vec<(String, u64)> = channels
+            .iter()
+            .flat_map(|(name, ch)| {
+                ch.messages
+                    .iter()
+                    .filter(|k| !k.deleted && k.message.uid.as_deref() == Some(uid))
+                    .map(move |k| (name.clone(), k.message.id))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn anonymize(&self, uid: &str, name: &str) -> Result<usize, StoreError> {
+        let mut channels = self.lock();
+        let mut changed = 0;
+        for ch in channels.values_mut() {
+            for k in &mut ch.messages {
+                if k.message.uid.as_deref() == Some(uid) {
+                    k.message.user = name.to_owned();
+                    k.message.uid = None;
+                    changed += usize::from(!k.deleted);
+                }
+            }
+        }
+        Ok(changed)
+    }
 }
 
 #[cfg(test)]

@@ -168,6 +168,15 @@ pub trait Store: Send + Sync + 'static {
     /// False if there is no such message.
     async fn delete(&self, channel: &str, id: u64) -> Result<bool, StoreError>;
 
+    /// Every message `uid` posted (matching the messages' `uid`) that is not deleted, as
+    /// (channel, id), sorted by channel then id: what an admin deleting the user tombstones.
+    async fn messages_of(&self, uid: &str) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Shows every message `uid` posted under `name` instead, and clears its `uid` (an admin
+    /// deleting the user but keeping their messages). Tombstones of theirs are changed too;
+    /// returns how many messages that are not deleted were changed.
+    async fn anonymize(&self, uid: &str, name: &str) -> Result<usize, StoreError>;
+
     /// A cheap check that the store answers (for readiness probes, `GET /readyz`): a durable
     /// store runs one small read against its database, so a database that has become
     /// unreadable, or a connection stuck behind a hung disk, shows here. It reads no

@@ -514,6 +514,39 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    /// A full scan of `messages` (there is no index on `uid`): an admin's rare action.
+    async fn messages_of(&self, uid: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let uid = uid.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, id FROM messages WHERE uid = ?1 AND deleted = 0
+                 ORDER BY channel, id",
+            )?;
+            let rows = stmt.query_map(params![uid], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn anonymize(&self, uid: &str, name: &str) -> Result<usize, StoreError> {
+        let (uid, name) = (uid.to_owned(), name.to_owned());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let live = tx
+                .prepare_cached(
+                    "UPDATE messages SET user = ?2, uid = NULL WHERE uid = ?1 AND deleted = 0",
+                )?
+                .execute(params![uid, name])?;
+            tx.prepare_cached("UPDATE messages SET user = ?2, uid = NULL WHERE uid = ?1")?
+                .execute(params![uid, name])?;
+            tx.commit()?;
+            Ok(live)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -301,6 +301,22 @@ impl Access {
         self.settings(room).await
     }
 
+    /// Drops `uid` from the members of every private room held in memory (an admin deleted
+    /// the user; the directory's memberships go separately, see
+    /// [`Directory::remove_memberships`]). Direct messages keep their two users, and rooms it
+    /// owns keep it as their owner. Returns how many rooms it left.
+    pub fn forget_user(&self, uid: &str) -> usize {
+        let mut private = self.write();
+        let mut left = 0;
+        for (room, rule) in private.iter_mut() {
+            if rule.members.contains(uid) && !is_dm_room(room) {
+                Arc::make_mut(rule).members.remove(uid);
+                left += 1;
+            }
+        }
+        left
+    }
+
     /// `POST /me/dm/{uid}`: the direct message of `who` with `uid`, opened if it was not.
     pub async fn open_dm(&self, who: &Identity, uid: &str) -> Result<DmOpened, ApiError> {
         check_uid(uid)?;

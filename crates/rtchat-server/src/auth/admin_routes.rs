@@ -51,7 +51,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The caller, who must be an admin.
-fn admin(who: Who) -> Result<Arc<Identity>, ApiError> {
+pub(super) fn admin(who: Who) -> Result<Arc<Identity>, ApiError> {
     let who = who.map(|w| w.0).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

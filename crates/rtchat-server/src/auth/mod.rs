@@ -16,13 +16,16 @@
 
 pub mod access;
 pub mod accounts;
+pub mod admin_overview;
 pub mod admin_routes;
+pub mod deletion;
 pub mod gate;
 pub mod keyring;
 pub mod lifetime;
 pub mod moderation;
 pub mod private_routes;
 pub mod token;
+pub mod user_deletion;
 
 pub use gate::{Auth, Unauthorized};
 pub use keyring::{Keyring, KeyringError};

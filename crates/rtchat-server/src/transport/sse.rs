@@ -43,6 +43,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::future::OptionFuture;
 use rtchat_protocol::http::{sse_event, EVENTS};
+use rtchat_protocol::shapes::MessageDeleted;
 
 /// How long browsers wait before reconnecting, sent as the `retry:` hint.
 const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -319,6 +320,15 @@ impl EventStream {
                     }
                     // Delta mode: re-read what was skipped from the store; nothing is lost.
                     Delivery::Lagged { .. } => self.catching_up = true,
+                    Delivery::Deleted(deletion) => {
+                        self.heartbeat.reset();
+                        let deleted = MessageDeleted {
+                            room: self.subscription.channel().name().to_string(),
+                            id: deletion.id,
+                        };
+                        let event = format!("event: {}\ndata: {}\n\n", sse_event::DELETED, json_text(&deleted));
+                        return Some(event.into());
+                    }
                     Delivery::Signal(signal) => {
                         if !is_own_typing(&signal, self.presence.user()) {
                             self.heartbeat.reset();

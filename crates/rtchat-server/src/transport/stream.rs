@@ -182,6 +182,8 @@ impl SnapshotStream {
                     Delivery::Lagged { .. } => {
                         return Some(self.subscription.current().json_line.clone())
                     }
+                    // The history without the deleted message, at once.
+                    Delivery::Deleted(deletion) => return Some(deletion.snapshot.json_line.clone()),
                     Delivery::Signal(signal) => {
                         if let Some(line) = signal_line(&signal, self.presence.user()) {
                             return Some(line);

@@ -1645,6 +1645,14 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Out<S> {
                 Mode::Snapshots => Step::Nothing,
                 Mode::Deltas => Step::Signal(signal),
             },
+            // The course's clients get the history without it; rtchat.v1 ones are told.
+            Delivery::Deleted(deletion) => Step::Send(match self.mode {
+                Mode::Snapshots => self.ws.frame_for(&snapshot_frame(&deletion.snapshot)),
+                Mode::Deltas => text(&ServerFrame::Deleted {
+                    room: subscription.channel().name().to_string(),
+                    id: deletion.id,
+                }),
+            }),
         }
     }
 

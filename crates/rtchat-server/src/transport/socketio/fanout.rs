@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rtchat_core::{Delivery, Hub, Signal, Snapshot, Subscription};
+use rtchat_protocol::shapes::MessageDeleted;
 use rtchat_protocol::socketio as sio;
 use rtchat_protocol::ErrorBody;
 use socketioxide::extract::{AckSender, SocketRef};
@@ -156,6 +157,15 @@ impl Broadcaster {
                         self.join_pending(&current).await;
                     }
                     Some(Delivery::Signal(signal)) => self.signal(&signal).await,
+                    Some(Delivery::Deleted(deletion)) => {
+                        current = deletion.snapshot.clone();
+                        if self.is_general() {
+                            self.broadcast_snapshot(&current.json).await;
+                        }
+                        let deleted = MessageDeleted { room: self.room.to_string(), id: deletion.id };
+                        let json = serde_json::to_vec(&deleted).unwrap_or_default();
+                        self.broadcast(sio::MSG_DELETED, &json, None).await;
+                    }
                     None => break,
                 },
                 join = joins.recv() => match join {
