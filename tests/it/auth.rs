@@ -61,6 +61,44 @@ pub(crate) fn token(sub: &str, name: &str) -> String {
     )
 }
 
+/// An administrator's token (`admin: true`).
+pub(crate) fn admin() -> String {
+    hs256(
+        SECRET,
+        json!({"sub": "u-root", "name": "Root", "exp": now() + 3600, "admin": true, "jti": "j-root"}),
+    )
+}
+
+/// `METHOD path` as `token`'s user (with a JSON body unless it is `Null`): the status and the
+/// JSON answer (or its text as a JSON string).
+pub(crate) async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
+    let http = client();
+    let url = server.url(path);
+    let mut req = match method {
+        "GET" => http.get(url),
+        "POST" => http.post(url),
+        "PUT" => http.put(url),
+        "DELETE" => http.delete(url),
+        _ => unreachable!("{method}"),
+    };
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    let res = req.bearer_auth(token).send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
 /// The ways a token can be bad, and the code each is refused with.
 fn bad_tokens() -> Vec<(&'static str, Option<String>, &'static str)> {
     let t = now();

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rtchat_client::{Backoff, Client, Credentials, Error, Event, Options, State, Transport};
 use serde_json::{json, Value};
 
-use crate::auth::{hs256, now, server, token, SECRET};
-use crate::common::{client, Server};
+use crate::auth::{admin, call, server, token};
+use crate::common::Server;
 
 /// How long any one awaited event may take.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -29,31 +29,6 @@ fn options(token: &str) -> Options {
         credentials: Some(Credentials::Token(token.to_owned())),
         ..Options::default()
     }
-}
-
-fn admin() -> String {
-    hs256(
-        SECRET,
-        json!({"sub": "u-root", "name": "Root", "exp": now() + 3600, "admin": true}),
-    )
-}
-
-/// `METHOD path` as `token`'s user: status and JSON body.
-async fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let http = client();
-    let url = server.url(path);
-    let req = match method {
-        "POST" => http.post(url).json(&body),
-        "DELETE" => http.delete(url),
-        _ => unreachable!("{method}"),
-    };
-    let res = req.bearer_auth(token).send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 /// Posts `text` to `general` over HTTP as `token`'s user: the id.

@@ -6,40 +6,14 @@
 
 use serde_json::{json, Value};
 
-use crate::auth::{hs256, now, server, skip_presence, token, v1_connect, SECRET};
+use crate::auth::{admin, call, server, skip_presence, token, v1_connect};
 use crate::common::{client, ids, ws_json, Server, Sse};
-
-/// `METHOD path` as `token`'s user: status and JSON body.
-async fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let http = client();
-    let url = server.url(path);
-    let req = match method {
-        "GET" => http.get(url),
-        "POST" => http.post(url).json(&body),
-        "DELETE" => http.delete(url),
-        _ => unreachable!("{method}"),
-    };
-    let res = req.bearer_auth(token).send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn post(server: &Server, token: &str, room: &str, text: &str) -> u64 {
     let path = format!("/rooms/{room}/msgs");
     let (status, body) = call(server, "POST", &path, token, json!({ "text": text })).await;
     assert_eq!(status, 200, "{body}");
     body["id"].as_u64().unwrap()
-}
-
-fn admin() -> String {
-    hs256(
-        SECRET,
-        json!({"sub": "u-root", "name": "Root", "exp": now() + 3600, "admin": true}),
-    )
 }
 
 /// The next line of a `/msgs` stream, as JSON.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-use crate::auth::{hs256, now, send, server, skip_presence, token, v1_connect, SECRET};
+use crate::auth::{admin, call, send, server, skip_presence, token, v1_connect};
 use crate::common::{client, temp_dir, ws_url, Server, Sse, Ws};
 
 /// `dm:` and the first 16 hex digits of SHA-256 over the two ids, sorted and joined by a
@@ -33,26 +33,6 @@ fn expected_dm(a: &str, b: &str) -> String {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     format!("dm:{}", &String::from_utf8(out.stdout).unwrap()[..16])
-}
-
-/// `METHOD path` with `token` (and a JSON body for `POST`/`PUT`): status and JSON body.
-async fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let http = client();
-    let url = server.url(path);
-    let req = match method {
-        "GET" => http.get(url),
-        "POST" => http.post(url).json(&body),
-        "PUT" => http.put(url).json(&body),
-        "DELETE" => http.delete(url),
-        _ => unreachable!("{method}"),
-    };
-    let res = req.bearer_auth(token).send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 /// Posts `text` to `room` as `token`'s user; returns the message id.
@@ -408,10 +388,7 @@ async fn a_room_turned_private_removes_connected_non_members() {
     );
 
     // An admin may change any room: public again, Bob joins and resumes.
-    let admin = hs256(
-        SECRET,
-        json!({"sub": "u-root", "name": "Root", "exp": now() + 3600, "admin": true}),
-    );
+    let admin = admin();
     let (status, settings) = call(
         &server,
         "PUT",

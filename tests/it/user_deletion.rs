@@ -7,41 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::auth::{hs256, now, server, skip_presence, token, until_closed, v1_connect, SECRET};
+use crate::auth::{admin, call, server, skip_presence, token, until_closed, v1_connect};
 use crate::common::{client, rtchat, temp_dir, Server};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// An admin's token.
-fn admin() -> String {
-    hs256(
-        SECRET,
-        json!({"sub": "u-root", "name": "Root", "exp": now() + 3600, "admin": true, "jti": "j-root"}),
-    )
-}
-
-/// `METHOD path` as `token`'s user (a JSON body unless `Null`): status and JSON body.
-async fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let http = client();
-    let url = server.url(path);
-    let mut req = match method {
-        "GET" => http.get(url),
-        "POST" => http.post(url),
-        "PUT" => http.put(url),
-        "DELETE" => http.delete(url),
-        _ => unreachable!("{method}"),
-    };
-    if !body.is_null() {
-        req = req.json(&body);
-    }
-    let res = req.bearer_auth(token).send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn post(server: &Server, token: &str, room: &str, text: &str) {
     let path = format!("/rooms/{room}/msgs");

@@ -10,8 +10,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use rtchat_protocol::shapes::{
-    AdminOverview, AdminSelf, AuditRecord, PresentUser, RoomOverview, SanctionInfo,
-    TransportClients,
+    AdminOverview, AdminSelf, PresentUser, RoomOverview, TransportClients,
 };
 
 use super::admin_routes::admin;
@@ -74,38 +73,18 @@ async fn overview(
     let bans = moderation
         .bans()
         .into_iter()
-        .map(|b| SanctionInfo {
-            uid: b.uid,
-            room: None,
-            until: b.until,
-            reason: b.reason,
-            by: b.by,
-        })
+        .map(super::admin_routes::ban_info)
         .collect();
     let mutes = moderation
         .mutes()
         .into_iter()
-        .map(|m| SanctionInfo {
-            uid: m.uid,
-            room: Some(m.room),
-            until: m.until,
-            reason: m.reason,
-            by: m.by,
-        })
+        .map(super::admin_routes::mute_info)
         .collect();
     let audit = moderation
         .audit_log(AUDIT_ENTRIES)
         .await?
         .into_iter()
-        .map(|e| AuditRecord {
-            id: e.id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            target: e.target,
-            room: e.room,
-            reason: e.reason,
-        })
+        .map(super::admin_routes::audit_record)
         .collect();
     Ok(Json(AdminOverview {
         you: AdminSelf {

@@ -303,13 +303,7 @@ async fn bans(State(state): State<AppState>, who: Who) -> Result<Json<SanctionLi
         .moderation()
         .bans()
         .into_iter()
-        .map(|b| SanctionInfo {
-            uid: b.uid,
-            room: None,
-            until: b.until,
-            reason: b.reason,
-            by: b.by,
-        })
+        .map(ban_info)
         .collect();
     Ok(Json(SanctionList { sanctions }))
 }
@@ -321,13 +315,7 @@ async fn mutes(State(state): State<AppState>, who: Who) -> Result<Json<SanctionL
         .moderation()
         .mutes()
         .into_iter()
-        .map(|m| SanctionInfo {
-            uid: m.uid,
-            room: Some(m.room),
-            until: m.until,
-            reason: m.reason,
-            by: m.by,
-        })
+        .map(mute_info)
         .collect();
     Ok(Json(SanctionList { sanctions }))
 }
@@ -351,15 +339,42 @@ async fn audit(
         .audit_log(limit)
         .await?
         .into_iter()
-        .map(|e| AuditRecord {
-            id: e.id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            target: e.target,
-            room: e.room,
-            reason: e.reason,
-        })
+        .map(audit_record)
         .collect();
     Ok(Json(AuditLog { entries }))
+}
+
+/// A ban as the API shows it.
+pub(super) fn ban_info(b: Ban) -> SanctionInfo {
+    SanctionInfo {
+        uid: b.uid,
+        room: None,
+        until: b.until,
+        reason: b.reason,
+        by: b.by,
+    }
+}
+
+/// A mute as the API shows it.
+pub(super) fn mute_info(m: Mute) -> SanctionInfo {
+    SanctionInfo {
+        uid: m.uid,
+        room: Some(m.room),
+        until: m.until,
+        reason: m.reason,
+        by: m.by,
+    }
+}
+
+/// An audit entry as the API shows it.
+pub(super) fn audit_record(e: rtchat_core::directory::AuditEntry) -> AuditRecord {
+    AuditRecord {
+        id: e.id,
+        at: e.at,
+        actor: e.actor,
+        action: e.action,
+        target: e.target,
+        room: e.room,
+        reason: e.reason,
+    }
 }
