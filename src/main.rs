@@ -6,6 +6,7 @@ mod admin_cmd;
 mod backup_cmd;
 mod client_cmd;
 mod serve_cmd;
+mod store_arg;
 mod token_cmd;
 mod user_cmd;
 

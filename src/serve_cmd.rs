@@ -7,9 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store_arg::{parse_store, StoreArg};
 use clap::Args;
+use rtchat_core::broker::RedisBroker;
 use rtchat_core::directory::Directory;
-use rtchat_core::{Hub, HubConfig, Limits, MemoryStore, Retention, SqliteStore, Store};
+use rtchat_core::{
+    Broker, Hub, HubConfig, Limits, LocalBroker, MemoryStore, RedisStore, Retention, SqliteStore,
+    Store,
+};
 use rtchat_server::admission::default_max_connections;
 use rtchat_server::auth::{Auth, Keyring, PublicKey, Verifier};
 use rtchat_server::tls::{self, CertSource};
@@ -217,10 +222,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(256..))]
     max_body: u32,
 
-    /// Where messages are kept: `sqlite` (durable, in the data directory) or `memory` (lost on
-    /// restart, as in the course).
-    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
-    store: StoreKind,
+    /// Where messages are kept: `sqlite` (durable, in the data directory), `memory` (lost on
+    /// restart, as in the course), or `redis://HOST:PORT/DB` (shared by every node of a
+    /// cluster: the same URL on each; see README "Running a cluster").
+    #[arg(long, value_name = "sqlite|memory|redis://HOST:PORT/DB", default_value = "sqlite", value_parser = parse_store)]
+    store: StoreArg,
+
+    /// With a Redis store: the `HOST:PORT` of this node's plain HTTP listener as the other
+    /// nodes reach it (they forward requests for Socket.IO sessions opened here) [default:
+    /// the --listen address, when it is not a wildcard]
+    #[arg(long, value_name = "HOST:PORT")]
+    cluster_addr: Option<String>,
+
+    /// With a Redis store: wait for Redis at start (retrying) instead of exiting when it does
+    /// not answer.
+    #[arg(long)]
+    store_wait: bool,
 
     /// The SQLite database file [default: <data dir>/rtchat.db]
     #[arg(long, value_name = "FILE")]
@@ -228,10 +245,11 @@ pub struct ServeArgs {
 
     /// Cap the database file at this many MiB: posts beyond it are refused, as on a full disk
     /// (0: no cap).
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    db_max_mb: u64,
+    #[arg(long, value_name = "MIB")]
+    db_max_mb: Option<u64>,
 
-    /// Keep only the newest N messages [default: all with sqlite, 10000 in memory]
+    /// Keep only the newest N messages per room [default: all with sqlite, 10000 in memory,
+    /// 100000 in Redis]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     retain: Option<u64>,
 
@@ -399,25 +417,34 @@ enum H3Congestion {
     Newreno,
 }
 
-/// Where messages are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum StoreKind {
-    Sqlite,
-    Memory,
-}
+/// The default `--db-max-mb`.
+const DB_MAX_MB: u64 = 1024;
 
 /// The token checks `--auth` asks for: with `token`, the server's own secrets (generated into
 /// the data directory, or `--jwt-secret-file`) and the issuers' public keys.
-async fn auth(args: &ServeArgs, directory: Arc<dyn Directory>) -> Result<Auth, String> {
+async fn auth(
+    args: &ServeArgs,
+    directory: Arc<dyn Directory>,
+    shared: Option<&RedisStore>,
+) -> Result<Auth, String> {
     if args.auth == AuthArg::Off {
         if args.jwt_secret_file.is_some() || !args.jwt_public_key.is_empty() {
             return Err("--jwt-secret-file and --jwt-public-key need --auth token".to_owned());
         }
         return Ok(Auth::off(directory));
     }
-    let keyring = match &args.jwt_secret_file {
-        Some(file) => Keyring::from_secret_file(file),
-        None => Keyring::open(&args.tls.data_dir()),
+    let keyring = match (&args.jwt_secret_file, shared) {
+        (Some(file), _) => Keyring::from_secret_file(file),
+        // A cluster: the first node makes the secret, every node reads it from Redis.
+        (None, Some(redis)) => {
+            let fresh = Keyring::fresh_json().map_err(|e| e.to_string())?;
+            let json = redis
+                .get_or_init("jwt-secrets", &fresh)
+                .await
+                .map_err(|e| format!("cannot read the shared token secret: {e}"))?;
+            Keyring::from_json(&json)
+        }
+        (None, None) => Keyring::open(&args.tls.data_dir()),
     }
     .map_err(|e| e.to_string())?;
     let public = args
@@ -551,8 +578,33 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         },
         ..HubConfig::default()
     };
-    let (store, directory): (Arc<dyn Store>, Arc<dyn Directory>) = match args.store {
-        StoreKind::Memory => {
+    let mut broker: Option<Arc<dyn Broker>> = None;
+    let mut shared: Option<RedisStore> = None;
+    let (store, directory): (Arc<dyn Store>, Arc<dyn Directory>) = match &args.store {
+        StoreArg::Redis(url) => {
+            let refused: Vec<&str> = [
+                ("--db", args.db.is_some()),
+                ("--db-max-mb", args.db_max_mb.is_some()),
+                ("--retain-age", args.retain_age.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect();
+            if !refused.is_empty() {
+                return Err(format!(
+                    "{} only apply to --store sqlite (a Redis store keeps --retain messages per room; see README \"Running a cluster\")",
+                    refused.join(", ")
+                ));
+            }
+            let retain = args.retain.unwrap_or(100_000).max(history as u64);
+            let retain = retain.try_into().unwrap_or(usize::MAX);
+            let store = connect_redis(url, retain, args.store_wait).await?;
+            broker = Some(Arc::new(RedisBroker::new(&store)));
+            shared = Some(store.clone());
+            let store = Arc::new(store);
+            (store.clone(), store)
+        }
+        StoreArg::Memory => {
             if args.retain_age.is_some() {
                 return Err("--retain-age needs --store sqlite".to_owned());
             }
@@ -560,7 +612,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let store = Arc::new(MemoryStore::new(retain.try_into().unwrap_or(usize::MAX)));
             (store.clone(), store)
         }
-        StoreKind::Sqlite => {
+        StoreArg::Sqlite => {
             let path = args
                 .db
                 .clone()
@@ -570,13 +622,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 max_age: args.retain_age,
             };
             // A default cap, so that a busy chat cannot fill the disk by surprise.
-            let max_bytes =
-                (args.db_max_mb > 0).then(|| args.db_max_mb.saturating_mul(1024 * 1024));
-            if args.db_max_mb > 0 {
+            let db_max_mb = args.db_max_mb.unwrap_or(DB_MAX_MB);
+            let max_bytes = (db_max_mb > 0).then(|| db_max_mb.saturating_mul(1024 * 1024));
+            if db_max_mb > 0 {
                 tracing::info!(
-                    db_max_mb = args.db_max_mb,
+                    db_max_mb,
                     "the database is capped at {} MiB: posts beyond it are refused as on a full disk (change it with --db-max-mb MIB; --db-max-mb 0 for no cap)",
-                    args.db_max_mb
+                    db_max_mb
                 );
             } else {
                 tracing::info!(
@@ -593,10 +645,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             (store.clone(), store)
         }
     };
-    let auth = Arc::new(auth(&args, directory).await?);
-    let hub = Hub::open(store, hub_config)
+    let auth = Arc::new(auth(&args, directory, shared.as_ref()).await?);
+    let broker = broker.unwrap_or_else(|| Arc::new(LocalBroker::new()));
+    let hub = Hub::open_with(store, broker, hub_config)
         .await
         .map_err(|e| format!("cannot open the message store: {e}"))?;
+    // Bans, revocations and room rules made on other nodes reach this one (a cluster).
+    auth.join_cluster(&hub);
     let secs = Duration::from_secs_f64;
     let timeouts = Timeouts {
         sniff: secs(args.sniff_timeout),
@@ -709,6 +764,23 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
+    if let Some(store) = shared {
+        let cluster_addr = match &args.cluster_addr {
+            Some(a) => a.clone(),
+            None if !addr.ip().is_unspecified() => addr.to_string(),
+            None => {
+                return Err(format!(
+                    "--listen {addr} is a wildcard address: with --store redis:// give --cluster-addr HOST:PORT, the address the other nodes reach this one at"
+                ))
+            }
+        };
+        server.join_cluster(rtchat_server::Cluster {
+            store,
+            addr: cluster_addr,
+        });
+    } else if args.cluster_addr.is_some() {
+        return Err("--cluster-addr needs --store redis://".to_owned());
+    }
     tracing::info!(store = %hub.store_description(), history, web_root = ?config.web_root, "rtchat ready");
     if let Some(tls) = server.tls_info() {
         let how = if tls.generated {
@@ -874,4 +946,25 @@ async fn wait_for_signal(mut signals: Signals, drain: Drain, phases: DrainPhases
     let signal = signals.next().await;
     tracing::info!("{signal} while shutting down: closing every connection now");
     drain.hurry();
+}
+
+/// Connects to the Redis store; with `wait`, retries until it answers (with a line in the
+/// log each time) instead of failing at once.
+async fn connect_redis(url: &str, retain: usize, wait: bool) -> Result<RedisStore, String> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match RedisStore::connect(url, retain).await {
+            Ok(store) => return Ok(store),
+            Err(e) if wait => {
+                tracing::warn!(error = %e, retry_in = ?delay, "waiting for the Redis store (--store-wait)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(format!(
+                "cannot open the message store: {e} (is Redis running? --store-wait waits for it)"
+            ))
+            }
+        }
+    }
 }

@@ -1,5 +1,9 @@
 //! `rtchat token` and `rtchat secret`: tokens from the command line, signed with the server's
 //! own HS256 secret (the one `rtchat serve --auth token` verifies), and the secret's rotation.
+//!
+//! With `--store redis://HOST:PORT/DB` the secrets are a cluster's, shared through Redis
+//! (`rtchat:jwt-secrets`): read, or made there if no node made them yet, exactly as `rtchat
+//! serve --store redis://...` does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +13,10 @@ use clap::{Args, Subcommand};
 use rtchat_server::auth::token::{mint, Claims};
 use rtchat_server::auth::{keyring, Keyring};
 
-/// Where the server's secrets are: the data directory's keyring or `--jwt-secret-file`.
+use crate::store_arg::{block_on, connect_redis, parse_store, redact, with_causes, StoreArg};
+
+/// Where the server's secrets are: the data directory's keyring, a cluster's shared one
+/// (`--store redis://...`) or `--jwt-secret-file`.
 #[derive(Args, Debug)]
 pub struct SecretSource {
     /// The server's data directory, which holds its token secrets (`jwt-secrets.json`)
@@ -20,6 +27,11 @@ pub struct SecretSource {
     /// Sign with the secret in this file, as a server started with the same flag verifies.
     #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
     jwt_secret_file: Option<PathBuf>,
+
+    /// The store, as given to `rtchat serve`: with a cluster's `redis://HOST:PORT/DB`, sign
+    /// with the secret the cluster shares there (--jwt-secret-file still wins).
+    #[arg(long, value_name = "sqlite|memory|redis://HOST:PORT/DB", value_parser = parse_store)]
+    store: Option<StoreArg>,
 }
 
 impl SecretSource {
@@ -30,12 +42,30 @@ impl SecretSource {
     }
 
     fn keyring(&self) -> Result<Keyring, String> {
-        match &self.jwt_secret_file {
-            Some(file) => Keyring::from_secret_file(file),
-            None => Keyring::open(&self.data_dir()),
+        match (&self.jwt_secret_file, &self.store) {
+            (Some(file), _) => Keyring::from_secret_file(file).map_err(|e| e.to_string()),
+            (None, Some(StoreArg::Redis(url))) => block_on(shared_keyring(url))?,
+            (None, _) => Keyring::open(&self.data_dir()).map_err(|e| e.to_string()),
         }
-        .map_err(|e| e.to_string())
     }
+}
+
+/// A cluster's keyring, from its Redis store; made there first if no node made it yet (as
+/// `rtchat serve --store redis://...` does, so the first of them to run makes it).
+async fn shared_keyring(url: &str) -> Result<Keyring, String> {
+    let store = connect_redis(url).await?;
+    let fresh = Keyring::fresh_json().map_err(|e| e.to_string())?;
+    let json = store
+        .get_or_init("jwt-secrets", &fresh)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot read the shared token secret from {}: {}",
+                redact(url),
+                with_causes(&e)
+            )
+        })?;
+    Keyring::from_json(&json).map_err(|e| e.to_string())
 }
 
 /// `rtchat token --user ID ...`.
@@ -84,12 +114,22 @@ enum SecretCommand {
         /// The server's data directory [default: $XDG_DATA_HOME/rtchat or ~/.local/share/rtchat]
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+
+        /// The store, as given to `rtchat serve` (a cluster's `redis://HOST:PORT/DB` is
+        /// refused: its shared secret cannot be rotated yet).
+        #[arg(long, value_name = "sqlite|memory|redis://HOST:PORT/DB", value_parser = parse_store)]
+        store: Option<StoreArg>,
     },
     /// List the secrets' key ids, when each was made and until when it verifies.
     List {
         /// The server's data directory [default: $XDG_DATA_HOME/rtchat or ~/.local/share/rtchat]
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+
+        /// The store, as given to `rtchat serve`: with a cluster's `redis://HOST:PORT/DB`,
+        /// list the secrets it shares there.
+        #[arg(long, value_name = "sqlite|memory|redis://HOST:PORT/DB", value_parser = parse_store)]
+        store: Option<StoreArg>,
     },
 }
 
@@ -120,22 +160,36 @@ pub fn token(args: TokenArgs) -> ExitCode {
 /// `rtchat secret rotate|list`.
 pub fn secret(args: SecretArgs) -> ExitCode {
     let (ring, rotated) = match &args.command {
-        SecretCommand::Rotate { grace, data_dir } => {
-            let dir = data_dir
-                .clone()
-                .unwrap_or_else(rtchat_server::config::default_data_dir);
-            (Keyring::rotate(&dir, *grace), true)
+        SecretCommand::Rotate {
+            store: Some(StoreArg::Redis(_)),
+            ..
+        } => {
+            return fail(
+                "with a Redis store, rotation of the shared secret is not supported yet; use --jwt-secret-file on every node to rotate by hand",
+            )
         }
-        SecretCommand::List { data_dir } => {
+        SecretCommand::Rotate {
+            grace, data_dir, ..
+        } => {
             let dir = data_dir
                 .clone()
                 .unwrap_or_else(rtchat_server::config::default_data_dir);
-            (Keyring::open(&dir), false)
+            (Keyring::rotate(&dir, *grace).map_err(|e| e.to_string()), true)
+        }
+        SecretCommand::List {
+            store: Some(StoreArg::Redis(url)),
+            ..
+        } => (block_on(shared_keyring(url)).and_then(|r| r), false),
+        SecretCommand::List { data_dir, .. } => {
+            let dir = data_dir
+                .clone()
+                .unwrap_or_else(rtchat_server::config::default_data_dir);
+            (Keyring::open(&dir).map_err(|e| e.to_string()), false)
         }
     };
     let ring = match ring {
         Ok(r) => r,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fail(&e),
     };
     if rotated {
         println!(

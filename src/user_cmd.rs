@@ -6,12 +6,24 @@
 //! connection, which WAL mode lets write next to the server's (waiting up to 5 s for the
 //! server's writer). It changes the same row `Directory::set_admin` does; the server reads
 //! accounts at each login and refresh, so the change shows from the account's next one.
+//!
+//! With `--store redis://HOST:PORT/DB` (a cluster's shared store, as `rtchat serve --store`
+//! takes it) it changes the account in Redis instead, through the store's own
+//! `Directory::set_admin`; every node reads accounts from there at each login and refresh.
+//!
+//! The `--store` option and the Redis connection are shared with `rtchat token`, `rtchat
+//! secret`, `rtchat backup` and `rtchat restore` ([`StoreArg`], [`parse_store`],
+//! [`connect_redis`], [`block_on`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use rtchat_core::store::StoreError;
+use rtchat_core::Directory;
+
+use crate::store_arg::{block_on, connect_redis, parse_store, redact, with_causes, StoreArg};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 /// The schema version that made the accounts' table (see rtchat-core's `store/sqlite.rs`).
@@ -30,6 +42,13 @@ pub struct UserArgs {
     /// The SQLite database, as given to `rtchat serve` [default: <data dir>/rtchat.db]
     #[arg(long, value_name = "FILE", global = true)]
     db: Option<PathBuf>,
+
+    /// The store, as given to `rtchat serve`: `sqlite` (the database above), or a cluster's
+    /// `redis://HOST:PORT/DB`.
+    // An id of its own: a global option's value is also set on the parent command, whose
+    // flattened `rtchat serve` options have a `store` of another type.
+    #[arg(id = "user_store", long = "store", value_name = "sqlite|redis://HOST:PORT/DB", default_value = "sqlite", value_parser = parse_store, global = true)]
+    store: StoreArg,
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +84,24 @@ fn act(args: &UserArgs) -> Result<String, String> {
         UserAction::GrantAdmin(t) => (t, true),
         UserAction::RevokeAdmin(t) => (t, false),
     };
+    match &args.store {
+        StoreArg::Sqlite => {}
+        StoreArg::Memory => {
+            return Err(
+                "a memory store lives in its server's process: no command can reach its accounts"
+                    .to_owned(),
+            )
+        }
+        StoreArg::Redis(url) => {
+            if args.db.is_some() {
+                return Err(
+                    "--db only applies to --store sqlite (a Redis store keeps the accounts)"
+                        .to_owned(),
+                );
+            }
+            return block_on(act_redis(url, &target.id, admin))?;
+        }
+    }
     let path = args.db.clone().unwrap_or_else(|| {
         args.data_dir
             .clone()
@@ -122,10 +159,7 @@ fn act(args: &UserArgs) -> Result<String, String> {
         ));
     };
     if was_admin == admin {
-        return Ok(format!(
-            "{id} ({name:?}) {} an administrator already: nothing changed",
-            if admin { "is" } else { "is not" }
-        ));
+        return Ok(unchanged(id, &name, admin));
     }
     // What `Directory::set_admin` does on SQLite.
     conn.execute(
@@ -133,11 +167,50 @@ fn act(args: &UserArgs) -> Result<String, String> {
         params![id, admin],
     )
     .map_err(fail)?;
-    Ok(if admin {
+    Ok(changed(id, &name, admin))
+}
+
+/// `act` on a cluster's Redis store, through its `Directory`.
+async fn act_redis(url: &str, id: &str, admin: bool) -> Result<String, String> {
+    let store = connect_redis(url).await?;
+    let shown = redact(url);
+    let fail = |e: StoreError| format!("cannot use the Redis store {shown}: {}", with_causes(&e));
+    let missing = |hint: String| {
+        format!("no account has the user id {id:?} in the Redis store {shown}{hint}")
+    };
+    let Some(account) = store.account(id).await.map_err(fail)? else {
+        // A name given for an id: say which id it has.
+        let hint = store
+            .account_by_name(id)
+            .await
+            .map_err(fail)?
+            .map(|a| format!(" (the account named {id:?} has the user id {})", a.uid))
+            .unwrap_or_default();
+        return Err(missing(hint));
+    };
+    if account.admin == admin {
+        return Ok(unchanged(id, &account.name, admin));
+    }
+    if !store.set_admin(id, admin).await.map_err(fail)? {
+        // Deleted in between.
+        return Err(missing(String::new()));
+    }
+    Ok(changed(id, &account.name, admin))
+}
+
+fn unchanged(id: &str, name: &str, admin: bool) -> String {
+    format!(
+        "{id} ({name:?}) {} an administrator already: nothing changed",
+        if admin { "is" } else { "is not" }
+    )
+}
+
+fn changed(id: &str, name: &str, admin: bool) -> String {
+    if admin {
         format!("{id} ({name:?}) is now an administrator, from its next login or token refresh")
     } else {
         format!(
             "{id} ({name:?}) is no longer an administrator, from its next login or token refresh"
         )
-    })
+    }
 }

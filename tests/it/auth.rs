@@ -24,7 +24,7 @@ pub(crate) fn now() -> u64 {
 }
 
 /// A `--jwt-secret-file` holding [`SECRET`].
-fn secret_file() -> PathBuf {
+pub(crate) fn secret_file() -> PathBuf {
     let dir = temp_dir("auth-secret");
     let file = dir.join("secret");
     std::fs::write(&file, SECRET).unwrap();

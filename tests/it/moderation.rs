@@ -12,21 +12,21 @@ use crate::auth::{
 };
 use crate::common::{client, Server, Sse, Ws};
 
-async fn post(server: &Server, token: &str, room: &str, text: &str) -> (u16, Value) {
+pub(crate) async fn post(server: &Server, token: &str, room: &str, text: &str) -> (u16, Value) {
     let path = format!("/rooms/{room}/msgs");
     call(server, "POST", &path, token, json!({ "text": text })).await
 }
 
 /// Bob on every streaming transport and in a held long poll: (WebSocket, SSE, `/msgs`, the
 /// long poll's answer).
-struct Everywhere {
+pub(crate) struct Everywhere {
     ws: Ws,
     sse: Sse,
     msgs: reqwest::Response,
     parked: tokio::task::JoinHandle<(u16, Value)>,
 }
 
-async fn everywhere(server: &Server, token: &str) -> Everywhere {
+pub(crate) async fn everywhere(server: &Server, token: &str) -> Everywhere {
     let http = client();
     let mut ws = v1_connect(server, &format!("/ws?token={token}")).await;
     assert_eq!(skip_presence(&mut ws).await["type"], "history");
@@ -80,7 +80,7 @@ async fn last_line(mut res: reqwest::Response) -> Value {
 
 /// Every connection of `e` ends with `event` (`banned`, `kicked`) and WebSocket close `code`,
 /// within a second of the admin's answer.
-async fn all_end(e: Everywhere, event: &str, code: u16) {
+pub(crate) async fn all_end(e: Everywhere, event: &str, code: u16) {
     let Everywhere {
         mut ws,
         mut sse,

@@ -199,6 +199,27 @@ impl Channel {
         replaced.then_some(snapshot)
     }
 
+    /// Goes on under a new epoch (a shared store lost the room's history, or went back in
+    /// time): the snapshot is replaced whatever it holds, and the messages of the new epoch
+    /// that this node had not delivered go to the subscribers. Ids never go back (the store
+    /// goes on after the highest any node saw), so live subscribers simply continue; a client
+    /// that comes back with the old epoch is told to start over (`reset`).
+    pub(crate) fn restart(&self, snapshot: Snapshot) {
+        let previous = self.snapshot.send_replace(Arc::new(snapshot));
+        let snapshot = self.snapshot();
+        let ring = self.ring();
+        if let Some(sender) = ring.as_ref() {
+            for entry in snapshot.entries.iter().rev() {
+                if entry.message.id > previous.last_id {
+                    let _ = sender.send(Arc::new(Event {
+                        entry: entry.clone(),
+                        snapshot: snapshot.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
     /// Tells every subscriber that message `id` was deleted (the snapshot already without it).
     pub(crate) fn deleted(&self, id: u64, snapshot: Arc<Snapshot>) {
         // No receiver: nobody to tell.

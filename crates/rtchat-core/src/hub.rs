@@ -28,7 +28,10 @@ use crate::channel::{Channel, Subscription};
 use crate::entry::{Entry, Since, Snapshot};
 use crate::message::{Limits, NewPost, PostError, Poster};
 use crate::observer::HubObserver;
-use crate::presence::{self, Attendee, PresenceGuard, Signal, SignalKind};
+use crate::presence::{self, Attendee, Member, PresenceGuard, Signal, SignalKind};
+
+/// How often this node renews its shares of presence (a third of their life).
+const PRESENCE_RENEW: Duration = Duration::from_secs(crate::broker::PRESENCE_TTL.as_secs() / 3);
 use crate::room::{check_room_name, RoomError};
 use crate::store::{Append, Appended, ChannelInfo, Store, StoreError};
 
@@ -169,6 +172,29 @@ pub struct Hub {
 struct HubDeliver(Weak<Inner>);
 
 impl Deliver for HubDeliver {
+    fn restart(
+        &self,
+        channel: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let held = self
+            .0
+            .upgrade()
+            .and_then(|inner| Some((inner.loaded(channel)?, inner)));
+        Box::pin(async move {
+            let Some((channel, inner)) = held else {
+                return;
+            };
+            if let Err(e) = (Hub { inner }).restart(&channel).await {
+                tracing::warn!(error = %e, channel = %channel.name(), "could not reload a room under its new epoch");
+            }
+        })
+    }
+
+    fn position(&self, channel: &str) -> Option<(Arc<str>, u64)> {
+        let snapshot = self.0.upgrade()?.loaded(channel)?.snapshot();
+        Some((snapshot.epoch.clone(), snapshot.last_id))
+    }
+
     fn deliver(&self, publication: Publication) {
         let Some(inner) = self.0.upgrade() else {
             return;
@@ -233,6 +259,19 @@ async fn ticker(hub: Weak<Inner>) {
             .collect();
         for channel in &polled {
             presence::expire(&hub, channel);
+        }
+        if ticks.is_multiple_of(PRESENCE_RENEW.as_secs()) {
+            // This node's shares of presence, renewed before they run out.
+            let present: Vec<Arc<Channel>> = hub
+                .inner
+                .channels()
+                .values()
+                .filter(|c| !c.presence().is_empty())
+                .cloned()
+                .collect();
+            for channel in &present {
+                hub.share_presence(channel).await;
+            }
         }
         if ticks.is_multiple_of(sweep_every) {
             if let Err(e) = hub.sweep().await {
@@ -310,9 +349,17 @@ impl Hub {
     /// then re-reads which rooms count.
     pub async fn sweep(&self) -> Result<(), StoreError> {
         let _loading = self.inner.loading.lock().await;
-        self.inner
-            .channels()
-            .retain(|name, channel| &**name == GENERAL || !channel.is_unused(1));
+        let mut gone = Vec::new();
+        self.inner.channels().retain(|name, channel| {
+            let keep = &**name == GENERAL || !channel.is_unused(1);
+            if !keep {
+                gone.push(name.clone());
+            }
+            keep
+        });
+        for name in gone {
+            self.inner.broker.unsubscribe(&name);
+        }
         self.recount().await
     }
 
@@ -479,6 +526,7 @@ impl Hub {
             self.inner.config.queue,
         ));
         self.inner.channels().insert(name.clone(), channel.clone());
+        self.inner.broker.subscribe(&name);
         self.inner.counted().insert(name);
         if create {
             // A post or a join: the room may be new (a read only loads an existing one).
@@ -514,6 +562,62 @@ impl Hub {
         }
     }
 
+    /// Shares this node's members of `channel` with the other nodes (see
+    /// [`Broker::share_presence`]).
+    pub(crate) async fn share_presence(&self, channel: &Channel) {
+        let members = channel.members();
+        self.inner
+            .broker
+            .share_presence(channel.name(), &members)
+            .await;
+    }
+
+    /// Everyone in `channel` now, on every node of a cluster: named members (each once,
+    /// earliest first). See [`crate::presence`].
+    pub async fn members(&self, channel: &Channel) -> Vec<Member> {
+        let mut members = channel.members();
+        let Some(elsewhere) = self.inner.broker.presence_elsewhere(channel.name()).await else {
+            return members;
+        };
+        for m in elsewhere {
+            let key = |x: &Member| x.uid.clone().unwrap_or_else(|| x.user.clone());
+            match members.iter_mut().find(|x| key(x) == key(&m)) {
+                Some(x) => x.since = x.since.min(m.since),
+                None => members.push(m),
+            }
+        }
+        members.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
+        members
+    }
+
+    /// Before deciding where a client at `from` starts: if it has seen more of `channel`
+    /// than this node holds (it was on a node further ahead in a cluster), this node first
+    /// takes in what it missed, so the client resumes instead of being told to start over.
+    pub async fn settle(&self, channel: &Channel, from: &Position) {
+        let snapshot = channel.snapshot();
+        let same_epoch = from.epoch.as_deref().is_none_or(|e| e == &*snapshot.epoch);
+        if same_epoch && from.after > snapshot.last_id {
+            self.inner.broker.sync(channel.name()).await;
+        }
+    }
+
+    /// Loads a channel again after its history began under a new epoch (a shared store lost
+    /// it): its subscribers end (they come back and are told to start over), and its
+    /// snapshot is the store's.
+    ///
+    /// It does not take `loading`: the writer holds it while the broker delivers, and the
+    /// broker awaits this before delivering more of the channel.
+    async fn restart(&self, channel: &Channel) -> Result<(), StoreError> {
+        let info = self.inner.store.open_channel(channel.name()).await?;
+        if *channel.snapshot().epoch == *info.epoch {
+            return Ok(());
+        }
+        let snapshot = self.read_snapshot(channel.name(), &info).await?;
+        tracing::warn!(channel = %channel.name(), epoch = %info.epoch, "the room's history began again under a new epoch");
+        channel.restart(snapshot);
+        Ok(())
+    }
+
     /// The door for reading: a subscription to `channel` (created if needed, as a join
     /// creates a room) starting from `from`, and how it starts ([`decide`]). A resuming
     /// subscription is already positioned: its [`Subscription::catch_up`] pages bring what
@@ -525,7 +629,9 @@ impl Hub {
         from: Option<&Position>,
     ) -> Result<Opened, RoomError> {
         let channel = self.open_channel(channel).await?;
-        self.inner.broker.subscribe(channel.name());
+        if let Some(from) = from {
+            self.settle(&channel, from).await;
+        }
         let mut subscription = Subscription::new(channel, self.clone());
         let start = decide(subscription.snapshot(), from);
         if let Start::Resume { after } = start {
@@ -658,8 +764,27 @@ impl Hub {
         Ok(deleted)
     }
 
+    /// Tells every other node of the cluster something the server must act on (see
+    /// [`Broker::announce`]); logged, not returned, when it cannot.
+    pub async fn announce(&self, notice: bytes::Bytes) {
+        if let Err(e) = self.inner.broker.announce(notice).await {
+            tracing::warn!(error = %e, "could not tell the other nodes");
+        }
+    }
+
+    /// What the other nodes announce (see [`Broker::notices`]).
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.inner.broker.notices()
+    }
+
     /// Whether the store answers: a cheap read (see [`Store::ping`]), for readiness probes.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        if !self.inner.broker.is_connected() {
+            return Err(StoreError::new(
+                crate::store::StoreErrorKind::Unavailable,
+                "not listening to the other nodes (the broker's connection is down)",
+            ));
+        }
         self.inner.store.ping().await
     }
 

@@ -42,6 +42,6 @@ pub use presence::{
 };
 pub use room::{check_room_name, is_dm_room, RoomError, DM_PREFIX};
 pub use store::{
-    Append, Appended, ChannelInfo, ChannelSummary, MemoryStore, Page, Retention, SqliteStore,
-    Store, StoreError, StoreErrorKind,
+    Append, Appended, ChannelInfo, ChannelSummary, MemoryStore, Page, RedisStore, Retention,
+    SqliteStore, Store, StoreError, StoreErrorKind,
 };

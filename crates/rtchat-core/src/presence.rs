@@ -21,8 +21,11 @@
 //! names, so a client inventing a new name for each signal cannot flood a room's members.
 //!
 //! Signals travel through the broker like messages ([`Publication::Signal`]), so every node's
-//! clients hear them. The presence *lists* are this node's own (a shared broker will have to
-//! share them).
+//! clients hear them. Each node shares its own members of each room through the broker
+//! ([`crate::Broker::share_presence`], renewed while the node lives), and
+//! [`crate::Hub::members`] lists everyone on every node: a node that dies drops out within
+//! [`crate::broker::PRESENCE_TTL`]. The joined/left *events* are each node's own changes (a
+//! user on two nodes who leaves one is told as leaving).
 //!
 //! [`HubConfig::presence_window`]: crate::HubConfig::presence_window
 //! [`Hub::typing`]: crate::Hub::typing
@@ -92,6 +95,28 @@ struct TypingJson<'a> {
 }
 
 impl Signal {
+    /// A signal heard from another node (its [`Signal::json`]), encoded again; `None` when
+    /// it is not one.
+    pub fn decode(room: Arc<str>, json: &[u8]) -> Option<Signal> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            user: Option<Arc<str>>,
+            #[serde(default)]
+            joined: Vec<Arc<str>>,
+            #[serde(default)]
+            left: Vec<Arc<str>>,
+        }
+        let wire: Wire = serde_json::from_slice(json).ok()?;
+        let kind = match wire.user {
+            Some(user) => SignalKind::Typing { user },
+            None => SignalKind::Presence {
+                joined: wire.joined,
+                left: wire.left,
+            },
+        };
+        Some(Signal::new(room, kind))
+    }
+
     /// A signal of `room`, encoded.
     pub fn new(room: Arc<str>, kind: SignalKind) -> Signal {
         let encode = |typed: bool| -> Bytes {
@@ -174,7 +199,7 @@ impl Attendee {
 }
 
 /// One member of a room as presence lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Member {
     pub user: Arc<str>,
     /// With `--auth token`: their user id.
@@ -457,5 +482,6 @@ fn schedule(hub: &Hub, channel: &Arc<Channel>, state: &mut PresenceState) {
         };
         hub.signal(Signal::new(channel.name().clone(), signal))
             .await;
+        hub.share_presence(&channel).await;
     });
 }

@@ -35,7 +35,7 @@ pub use config::{
     Congestion, ConnectionLimits, H3Listen, PostLimits, ServerConfig, Timeouts, TlsListen,
 };
 pub use drain::Drain;
-pub use state::AppState;
+pub use state::{AppState, Cluster};
 
 /// A bound, not yet serving rtchat server.
 pub struct Server {
@@ -126,6 +126,12 @@ impl Server {
     }
 
     /// The plain HTTP address actually bound (useful with port 0).
+    /// Makes this node one of a cluster (`--store redis://`): Socket.IO sessions opened here
+    /// are noted as this node's, and requests for other nodes' sessions forwarded to them.
+    pub fn join_cluster(&self, cluster: state::Cluster) {
+        let _ = self.state.cluster.set(cluster);
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

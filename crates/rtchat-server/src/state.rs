@@ -52,6 +52,17 @@ pub struct SharedState {
     pub listening: crate::page_config::Listening,
     /// Who is who (`--auth`): token checks, revocations, and the accounts' directory.
     pub auth: Arc<Auth>,
+    /// With `--store redis://`: the shared store and this node's address for the others
+    /// (set once at start; see [`crate::transport::socketio::owner`]).
+    pub cluster: std::sync::OnceLock<Cluster>,
+}
+
+/// This node as the other nodes of a cluster reach it.
+#[derive(Clone)]
+pub struct Cluster {
+    pub store: rtchat_core::RedisStore,
+    /// `host:port` of this node's plain HTTP listener (`--cluster-addr`).
+    pub addr: String,
 }
 
 impl AppState {
@@ -79,6 +90,7 @@ impl AppState {
             listening: Default::default(),
             auth,
             config,
+            cluster: Default::default(),
         }))
     }
 }

@@ -11,6 +11,7 @@
 //! Account names (the display names people log in with) are unique, compared exactly.
 
 pub(crate) mod memory;
+mod redis;
 mod sqlite;
 
 #[cfg(test)]

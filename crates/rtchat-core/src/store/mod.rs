@@ -6,6 +6,7 @@
 pub mod backup;
 mod lock;
 mod memory;
+pub mod redis;
 mod sqlite;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use sqlite::{Retention, SqliteStore};
 
 use crate::message::{Message, NewPost};

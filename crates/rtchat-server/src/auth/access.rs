@@ -25,6 +25,7 @@ use rtchat_protocol::shapes::{DmOpened, DmParty, MyRoom, RoomSettings};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use super::cluster::{Announcer, Notice};
 use super::token::Identity;
 use crate::api::ApiError;
 
@@ -113,6 +114,8 @@ pub struct Access {
     names: Mutex<HashMap<String, String>>,
     /// Each room whose access narrowed, told to the live connections.
     narrowings: broadcast::Sender<Arc<str>>,
+    /// Tells the other nodes of a cluster.
+    pub(super) announcer: Announcer,
 }
 
 impl Access {
@@ -154,7 +157,47 @@ impl Access {
             claimed: Mutex::default(),
             names: Mutex::default(),
             narrowings: broadcast::channel(256).0,
+            announcer: Announcer::default(),
         }
+    }
+
+    /// Reads one room's access again (another node changed it); its connections check
+    /// whether they may stay.
+    pub async fn reload_room(&self, room: &str) -> Result<(), StoreError> {
+        let access = self.directory.room_access(room).await?;
+        if access.private {
+            let members = self.directory.members(room).await?;
+            let rule = Private {
+                owner: access.owner,
+                members: members.into_iter().collect(),
+            };
+            self.write().insert(Arc::from(room), Arc::new(rule));
+        } else {
+            self.write().remove(room);
+        }
+        self.narrow(room);
+        Ok(())
+    }
+
+    /// Reads every private room again (another node changed many, or notices were missed).
+    pub async fn reload_all(&self) -> Result<(), StoreError> {
+        let rooms = self.directory.private_rooms().await?;
+        let private: HashMap<Arc<str>, Arc<Private>> = rooms
+            .into_iter()
+            .map(|p| {
+                let rule = Private {
+                    owner: p.owner,
+                    members: p.members.into_iter().collect(),
+                };
+                (Arc::from(p.room), Arc::new(rule))
+            })
+            .collect();
+        let rooms: Vec<Arc<str>> = private.keys().cloned().collect();
+        *self.write() = private;
+        for room in rooms {
+            self.narrow(&room);
+        }
+        Ok(())
     }
 
     /// Whether `who` (`None` with `--auth off`) may use `room`: read it, join it, resume into
@@ -264,6 +307,7 @@ impl Access {
         } else {
             self.write().remove(room);
         }
+        self.announce(room);
         self.settings(room).await
     }
 
@@ -280,6 +324,7 @@ impl Access {
         self.edit(room, |rule| {
             rule.members.insert(uid.to_owned());
         });
+        self.announce(room);
         self.settings(room).await
     }
 
@@ -298,6 +343,7 @@ impl Access {
         }) {
             self.narrow(room);
         }
+        self.announce(room);
         self.settings(room).await
     }
 
@@ -314,6 +360,8 @@ impl Access {
                 left += 1;
             }
         }
+        drop(private);
+        self.announcer.send(Notice::Rooms);
         left
     }
 
@@ -357,6 +405,7 @@ impl Access {
             };
             self.write()
                 .insert(Arc::from(room.as_str()), Arc::new(rule));
+            self.announce(&room);
         }
         Ok(DmOpened {
             room,
@@ -443,6 +492,13 @@ impl Access {
             }
             None => false,
         }
+    }
+
+    /// Tells the other nodes that `room`'s access changed.
+    fn announce(&self, room: &str) {
+        self.announcer.send(Notice::Room {
+            room: room.to_owned(),
+        });
     }
 
     /// Tells the live connections that `room`'s access narrowed.

@@ -47,8 +47,10 @@ async fn overview(
         // one would load it.
         let users = if room.online > 0 {
             match state.hub.channel(&room.name).await {
-                Ok(Some(channel)) => channel
-                    .members()
+                Ok(Some(channel)) => state
+                    .hub
+                    .members(&channel)
+                    .await
                     .into_iter()
                     .map(|m| PresentUser {
                         user: m.user.to_string(),

@@ -21,6 +21,7 @@ use rtchat_core::{Poster, StoreError};
 use rtchat_protocol::ErrorBody;
 
 use super::access::{Access, Denied};
+use super::cluster::{Announcer, Notice};
 use super::keyring;
 use super::lifetime::{Credential, CredentialEnd, Ending};
 use super::moderation::Moderation;
@@ -55,10 +56,13 @@ pub struct Auth {
 impl Auth {
     /// `--auth off`: nobody is asked for anything.
     pub fn off(directory: Arc<dyn Directory>) -> Auth {
+        let access = Access::off(directory.clone());
+        let mut moderation = Moderation::off(directory.clone());
+        moderation.announcer = access.announcer.clone();
         Auth {
             verifier: None,
-            access: Access::off(directory.clone()),
-            moderation: Moderation::off(directory.clone()),
+            access,
+            moderation,
             directory,
             revoked: RwLock::default(),
             grace: Duration::from_secs(30),
@@ -75,9 +79,12 @@ impl Auth {
         max_private_rooms: usize,
     ) -> Result<Auth, StoreError> {
         let revoked = directory.revoked(keyring::now()).await?;
+        let access = Access::load(directory.clone(), max_private_rooms).await?;
+        let mut moderation = Moderation::load(directory.clone()).await?;
+        moderation.announcer = access.announcer.clone();
         Ok(Auth {
-            access: Access::load(directory.clone(), max_private_rooms).await?,
-            moderation: Moderation::load(directory.clone()).await?,
+            access,
+            moderation,
             verifier: Some(verifier),
             directory,
             revoked: RwLock::new(revoked.into_iter().collect()),
@@ -114,8 +121,19 @@ impl Auth {
         &self.moderation
     }
 
-    /// Ends every live connection of `uid` now, telling it why (an admin's ban or kick).
+    /// Ends every live connection of `uid` now, telling it why (an admin's ban or kick), on
+    /// every node (a ban is announced by [`Moderation::ban`]).
     pub fn end_user(&self, uid: &str, end: CredentialEnd) {
+        if end == CredentialEnd::Kicked {
+            self.announcer().send(Notice::Kicked {
+                uid: uid.to_owned(),
+            });
+        }
+        self.end_here(uid, end);
+    }
+
+    /// Ends `uid`'s live connections on this node only.
+    pub(super) fn end_here(&self, uid: &str, end: CredentialEnd) {
         // No receiver: no live connection to close.
         let _ = self.endings.send(Ending::User(Arc::from(uid), end));
     }
@@ -165,7 +183,49 @@ impl Auth {
         drop(revoked);
         // No receiver: no live connection to close.
         let _ = self.endings.send(Ending::Token(Arc::from(jti)));
+        self.announcer().send(Notice::Revoked {
+            jti: jti.to_owned(),
+            until,
+        });
         Ok(())
+    }
+
+    /// Another node revoked `jti`: refuse it here too and close its connections here.
+    pub(super) fn revoked_elsewhere(&self, jti: &str, until: u64) {
+        self.revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(jti.to_owned(), until);
+        let _ = self.endings.send(Ending::Token(Arc::from(jti)));
+    }
+
+    /// Reads every mirror again (notices from other nodes were missed).
+    pub(super) async fn reload_all(&self) {
+        let results = [
+            self.moderation.reload_bans().await,
+            self.moderation.reload_mutes().await,
+            self.access.reload_all().await,
+        ];
+        match self.directory.revoked(keyring::now()).await {
+            Ok(revoked) => {
+                *self.revoked.write().unwrap_or_else(|e| e.into_inner()) =
+                    revoked.into_iter().collect()
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the revoked tokens again"),
+        }
+        for e in results.into_iter().filter_map(Result::err) {
+            tracing::warn!(error = %e, "could not read the moderation and room rules again");
+        }
+    }
+
+    /// What tells the other nodes of a cluster (shared by the moderation and room rules).
+    pub(super) fn announcer(&self) -> &Announcer {
+        &self.access.announcer
+    }
+
+    /// Connects to the cluster `hub` belongs to (see [`super::cluster`]).
+    pub fn join_cluster(self: &Arc<Self>, hub: &rtchat_core::Hub) {
+        super::cluster::join(self, hub);
     }
 
     /// What ends a live connection authenticated as `identity` (see [`Credential`]).

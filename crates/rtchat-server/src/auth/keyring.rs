@@ -96,6 +96,30 @@ impl Keyring {
         }
     }
 
+    /// A new keyring of one secret, as JSON: what a cluster's first node stores in Redis for
+    /// every node ([`Keyring::from_json`]).
+    pub fn fresh_json() -> Result<Vec<u8>, KeyringError> {
+        let file = File {
+            secrets: vec![new_secret(now())?],
+        };
+        Ok(serde_json::to_vec(&file).expect("secrets serialize"))
+    }
+
+    /// The keyring a cluster shares (stored in Redis by its first node).
+    pub fn from_json(json: &[u8]) -> Result<Keyring, KeyringError> {
+        let file: File = serde_json::from_slice(json)
+            .map_err(|e| KeyringError(format!("the shared token secrets cannot be read: {e}")))?;
+        if file.secrets.is_empty() {
+            return Err(KeyringError(
+                "the shared token secrets are empty".to_owned(),
+            ));
+        }
+        Ok(Keyring {
+            path: None,
+            secrets: file.secrets,
+        })
+    }
+
     /// One fixed secret from `--jwt-secret-file` (its bytes, a trailing newline ignored).
     pub fn from_secret_file(path: &Path) -> Result<Keyring, KeyringError> {
         let mut key = std::fs::read(path).map_err(|e| {

@@ -11,6 +11,7 @@
 //! - [`access`]: who may use which room: the `rooms` claim, private rooms, direct messages.
 //! - [`moderation`]: bans, mutes, the audit log; [`admin_routes`]: the admin API.
 //! - [`private_routes`]: room settings, members, direct messages over HTTP.
+//! - [`cluster`]: keeping every node's mirrors in step (`--store redis://`).
 //! - [`gate`]: `--auth off|token`, where a request's token is found (Bearer, the session
 //!   cookie, `?token=`), the revoked token ids, and the 401 a refused client gets.
 
@@ -18,6 +19,7 @@ pub mod access;
 pub mod accounts;
 pub mod admin_overview;
 pub mod admin_routes;
+pub mod cluster;
 pub mod deletion;
 pub mod gate;
 pub mod keyring;

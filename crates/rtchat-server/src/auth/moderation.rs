@@ -14,6 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use rtchat_core::directory::{AuditEntry, Ban, Directory, Mute};
 use rtchat_core::StoreError;
 
+use super::cluster::{Announcer, Notice};
 use super::keyring;
 
 /// A Unix time as an RFC 3339 date, for messages.
@@ -24,6 +25,8 @@ pub fn when(unix: u64) -> String {
 /// Bans, mutes and the audit log (see the module docs).
 pub struct Moderation {
     directory: Arc<dyn Directory>,
+    /// Tells the other nodes of a cluster.
+    pub(super) announcer: Announcer,
     bans: RwLock<HashMap<String, Ban>>,
     mutes: RwLock<HashMap<(String, String), Mute>>,
 }
@@ -33,6 +36,7 @@ impl Moderation {
     pub fn off(directory: Arc<dyn Directory>) -> Moderation {
         Moderation {
             directory,
+            announcer: Announcer::default(),
             bans: RwLock::default(),
             mutes: RwLock::default(),
         }
@@ -52,7 +56,26 @@ impl Moderation {
                     .collect(),
             ),
             directory,
+            announcer: Announcer::default(),
         })
+    }
+
+    /// Reads the bans again (another node changed them).
+    pub async fn reload_bans(&self) -> Result<(), StoreError> {
+        let bans = self.directory.bans(keyring::now()).await?;
+        *self.bans.write().unwrap_or_else(|e| e.into_inner()) =
+            bans.into_iter().map(|b| (b.uid.clone(), b)).collect();
+        Ok(())
+    }
+
+    /// Reads the mutes again (another node changed them).
+    pub async fn reload_mutes(&self) -> Result<(), StoreError> {
+        let mutes = self.directory.mutes(keyring::now()).await?;
+        *self.mutes.write().unwrap_or_else(|e| e.into_inner()) = mutes
+            .into_iter()
+            .map(|m| ((m.room.clone(), m.uid.clone()), m))
+            .collect();
+        Ok(())
     }
 
     /// The ban in force on `uid`, if any.
@@ -77,7 +100,10 @@ impl Moderation {
         self.directory.ban(ban.clone()).await?;
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
         bans.retain(|_, b| in_force(b.until));
+        let uid = ban.uid.clone();
         bans.insert(ban.uid.clone(), ban);
+        drop(bans);
+        self.announcer.send(Notice::Banned { uid });
         Ok(())
     }
 
@@ -85,7 +111,12 @@ impl Moderation {
     pub async fn unban(&self, uid: &str) -> Result<bool, StoreError> {
         let lifted = self.directory.unban(uid).await?;
         let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
-        Ok(bans.remove(uid).is_some() || lifted)
+        let removed = bans.remove(uid).is_some();
+        drop(bans);
+        self.announcer.send(Notice::Unbanned {
+            uid: uid.to_owned(),
+        });
+        Ok(removed || lifted)
     }
 
     /// The bans in force, sorted by user.
@@ -106,6 +137,8 @@ impl Moderation {
         let mut mutes = self.mutes.write().unwrap_or_else(|e| e.into_inner());
         mutes.retain(|_, m| in_force(m.until));
         mutes.insert((mute.room.clone(), mute.uid.clone()), mute);
+        drop(mutes);
+        self.announcer.send(Notice::Mutes);
         Ok(())
     }
 
@@ -113,7 +146,10 @@ impl Moderation {
     pub async fn unmute(&self, room: &str, uid: &str) -> Result<bool, StoreError> {
         let lifted = self.directory.unmute(room, uid).await?;
         let mut mutes = self.mutes.write().unwrap_or_else(|e| e.into_inner());
-        Ok(mutes.remove(&(room.to_owned(), uid.to_owned())).is_some() || lifted)
+        let removed = mutes.remove(&(room.to_owned(), uid.to_owned())).is_some();
+        drop(mutes);
+        self.announcer.send(Notice::Mutes);
+        Ok(removed || lifted)
     }
 
     /// The mutes in force, sorted by room and user.

@@ -227,6 +227,7 @@ async fn long_poll(
     closing: &Deadline,
 ) -> Result<Response, ApiError> {
     let hub = &state.hub;
+    hub.settle(channel, position).await;
     // Watch before looking, so a post between the look and the wait still wakes us.
     let mut changes = channel.watch();
     let snapshot = changes.borrow_and_update().clone();

@@ -123,8 +123,10 @@ async fn presence(
     let answer = match state.hub.channel(&name).await? {
         Some(channel) => {
             let snapshot = channel.snapshot();
-            let users: Vec<PresentUser> = channel
-                .members()
+            let users: Vec<PresentUser> = state
+                .hub
+                .members(&channel)
+                .await
                 .into_iter()
                 .map(|m| PresentUser {
                     user: m.user.to_string(),

@@ -89,6 +89,7 @@ mod fanout;
 mod gate;
 mod handshake;
 mod member;
+pub mod owner;
 mod post;
 mod resume;
 mod rooms;
@@ -233,6 +234,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             gate::check_request,
         ))
         .layer(gate::cors(&guard, &config.allow_origins))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            owner::route,
+        ))
         .route(BUNDLE_PATH, get(gate::bundle))
         .route(&format!("{BUNDLE_PATH}.map"), get(gate::bundle))
 }

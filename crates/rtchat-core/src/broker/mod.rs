@@ -2,14 +2,24 @@
 //! each stored message to [`Broker::publish`]; every node's channels (their history caches and
 //! subscribers) are fed only by what the broker delivers back through [`Deliver`] — a node
 //! receives its own publications back, as in centrifuge's broker/hub split. [`LocalBroker`]
-//! delivers in-process, at once; a Redis broker will deliver to every node.
+//! delivers in-process, at once; [`RedisBroker`] delivers to every node through Redis.
+
+mod redis;
+
+pub use self::redis::RedisBroker;
 
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::broadcast;
 
 use crate::entry::Entry;
-use crate::presence::Signal;
+use crate::presence::{Member, Signal};
+
+/// How long a node's share of a room's presence counts without being renewed (it renews it
+/// every third of that while it lives).
+pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One thing a channel's subscribers must learn about.
 #[derive(Debug, Clone)]
@@ -45,6 +55,19 @@ pub struct BrokerError(pub String);
 /// publication on every channel, in each channel's order.
 pub trait Deliver: Send + Sync + 'static {
     fn deliver(&self, publication: Publication);
+
+    /// The channel's history began again under a new epoch (a shared store lost it or went
+    /// back in time): the node reads it again from the store. Awaited before the broker
+    /// delivers anything more of the channel.
+    fn restart(
+        &self,
+        channel: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    /// Where this node is in `channel`: its epoch and the newest message id it holds, or
+    /// `None` when it does not hold the channel. A broker that can miss publications
+    /// compares the next one with this and refills the gap first.
+    fn position(&self, channel: &str) -> Option<(Arc<str>, u64)>;
 }
 
 /// Hands stored messages to every node's subscribers.
@@ -61,11 +84,41 @@ pub trait Broker: Send + Sync + 'static {
     /// Hands `publication` to every node (this one included). Returns once it is on its way.
     async fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
-    /// This node now has subscribers on `channel` (a shared broker starts listening to it).
+    /// This node now holds `channel` (a shared broker starts listening to it).
     fn subscribe(&self, _channel: &str) {}
 
-    /// This node has no subscribers left on `channel`.
+    /// This node let `channel` go.
     fn unsubscribe(&self, _channel: &str) {}
+
+    /// Shares this node's members of `channel` (empty: none any more) with the other nodes,
+    /// for a while ([`PRESENCE_TTL`]): a node that dies drops out of every room's presence.
+    /// One process: nobody to tell.
+    async fn share_presence(&self, _channel: &str, _members: &[Member]) {}
+
+    /// The members of `channel` on the *other* nodes, or `None` with one process.
+    async fn presence_elsewhere(&self, _channel: &str) -> Option<Vec<Member>> {
+        None
+    }
+
+    /// Delivers now whatever of `channel` this node has not received yet (a client arrived
+    /// from a node further ahead). One process: nothing is ever behind.
+    async fn sync(&self, _channel: &str) {}
+
+    /// Whether publications flow (a shared broker's connection is up); `/readyz` asks.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    /// Tells every *other* node something that is not a room's (a ban, a revoked token, a
+    /// room turned private: the server's business, opaque here). One process: nobody to tell.
+    async fn announce(&self, _notice: Bytes) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// What the other nodes announce, as it arrives. One process: nothing ever does.
+    fn notices(&self) -> broadcast::Receiver<Bytes> {
+        broadcast::channel(1).1
+    }
 }
 
 /// One process, no network: publications are delivered at once, in the caller's task.
