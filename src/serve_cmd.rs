@@ -234,6 +234,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     cluster_addr: Option<String>,
 
+    /// With a Redis store: acknowledge a post only once this many Redis replicas have it too
+    /// (Redis's WAIT; a post that does not reach them within --redis-wait-timeout is refused
+    /// with 503, stored but not acknowledged) [default: 0, the primary alone]
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    redis_wait_replicas: usize,
+
+    /// How long a post waits for --redis-wait-replicas, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
+    redis_wait_timeout: f64,
+
     /// With a Redis store: wait for Redis at start (retrying) instead of exiting when it does
     /// not answer.
     #[arg(long)]
@@ -598,7 +608,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
             let retain = args.retain.unwrap_or(100_000).max(history as u64);
             let retain = retain.try_into().unwrap_or(usize::MAX);
-            let store = connect_redis(url, retain, args.store_wait).await?;
+            let store = connect_redis(url, retain, args.store_wait)
+                .await?
+                .wait_for_replicas(
+                    args.redis_wait_replicas,
+                    Duration::from_secs_f64(args.redis_wait_timeout),
+                );
             broker = Some(Arc::new(RedisBroker::new(&store)));
             shared = Some(store.clone());
             let store = Arc::new(store);

@@ -16,6 +16,7 @@ mod client_rooms;
 mod cluster;
 mod cluster_cli;
 mod cluster_moderation;
+mod cluster_replicas;
 mod connections;
 mod deletion;
 mod drain;

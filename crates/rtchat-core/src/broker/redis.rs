@@ -53,10 +53,14 @@ pub struct RedisBroker {
 enum Command {
     Subscribe(Arc<str>),
     Unsubscribe(Arc<str>),
+    /// Read a room again from its streams (a refill failed).
+    Resync(Arc<str>),
 }
 
 struct Shared {
     store: RedisStore,
+    /// To the listening task (a refill to try again).
+    commands: mpsc::UnboundedSender<Command>,
     /// This process among the nodes (so it skips its own notices).
     node: String,
     notices: broadcast::Sender<Bytes>,
@@ -94,6 +98,7 @@ impl RedisBroker {
         RedisBroker {
             shared: Arc::new(Shared {
                 store: store.clone(),
+                commands: commands.clone(),
                 node: crate::store::new_epoch(),
                 notices: broadcast::channel(256).0,
                 deliver: OnceLock::new(),
@@ -281,6 +286,8 @@ async fn listen(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRe
                     }
                 }
                 if ok {
+                    // The store's connections come back when used: before the next post.
+                    let _ = s.store.ping().await;
                     s.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     tracing::info!(rooms = rooms.len(), "listening to Redis");
@@ -317,6 +324,7 @@ async fn listen(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRe
                                         // Published between the room's load and now: read it.
                                         s.resync(&room).await;
                                     }
+                                    Command::Resync(room) => s.resync(&room).await,
                                     Command::Unsubscribe(room) => {
                                         if sink.unsubscribe(RedisStore::room_channel(&room)).await.is_err() {
                                             break;
@@ -438,7 +446,11 @@ impl Shared {
         }
         if id > last + 1 {
             if let Err(e) = self.fill(room, last, id - 1).await {
-                tracing::warn!(error = %e, room = %room, "could not refill missed messages");
+                // Never past a hole: this message waits for the refill after the reconnect
+                // (or for the next message, which shows the same gap).
+                tracing::warn!(error = %e, room = %room, "could not refill missed messages; delivering later");
+                let _ = self.commands.send(Command::Resync(room.clone()));
+                return;
             }
         }
         self.deliver(Publication::Message {

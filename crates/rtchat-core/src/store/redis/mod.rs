@@ -57,6 +57,11 @@ pub struct RedisStore {
     retain: usize,
     /// What this node has seen of each room (shared by clones).
     pub(crate) seen: Arc<Seen>,
+    /// The posts' own connection: `WAIT` (see [`RedisStore::wait_for_replicas`]) waits for
+    /// the writes of its connection and blocks it meanwhile, so it is not the one reads use.
+    writer: ConnectionManager,
+    /// Replicas each batch must reach before it is acknowledged, and for how long to wait.
+    wait: Option<(usize, Duration)>,
 }
 
 impl RedisStore {
@@ -71,7 +76,7 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(1);
         let conn = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(config.clone())
             .await
             .map_err(|e| {
                 StoreError::with_source(
@@ -80,10 +85,16 @@ impl RedisStore {
                     e,
                 )
             })?;
+        let writer = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
         let store = RedisStore {
             url: redact(url),
             client,
             conn,
+            writer,
+            wait: None,
             retain: retain.max(1),
             seen: Arc::default(),
         };
@@ -160,6 +171,16 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)
+    }
+
+    /// Acknowledges a batch of posts only once `replicas` replicas have it too (Redis's
+    /// `WAIT`, up to `timeout`; `--redis-wait-replicas`). A batch that does not reach them in
+    /// time is refused as unavailable: it is stored on the primary (and delivered), but not
+    /// acknowledged, so a retry with the same idempotency key finds it instead of storing it
+    /// twice.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> RedisStore {
+        self.wait = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// `url` without its password, for logs and messages.
@@ -373,9 +394,26 @@ impl Store for RedisStore {
                 .arg(&**channel)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer.clone();
         let replies: Vec<(String, String, String)> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        if let Some((replicas, timeout)) = self.wait {
+            let reached: usize = redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis().max(1) as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if reached < replicas {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!(
+                        "the post reached {reached} of the {replicas} Redis replicas --redis-wait-replicas asks for within {} ms: not acknowledged (it may still appear; retry with the same idempotency key)",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+        }
         let mut out = Vec::with_capacity(posts.len());
         for (Append { channel, .. }, (status, epoch, value)) in posts.iter().zip(replies) {
             let appended = match status.as_str() {
@@ -487,11 +525,14 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        // Both connections: the posts' own one reconnects only when used, and a post must
+        // not be the first to find it broken after an outage.
+        for conn in [&self.conn, &self.writer] {
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(())
     }
 }
