@@ -534,12 +534,7 @@ impl Directory for RedisStore {
 
     async fn private_rooms(&self) -> Result<Vec<PrivateRoom>, StoreError> {
         let mut conn = self.conn.clone();
-        let mut names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(RedisStore::key("private-rooms"))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        names.sort();
+        let names = self.sorted_members("private-rooms").await?;
         if names.is_empty() {
             return Ok(Vec::new());
         }

@@ -188,6 +188,17 @@ impl RedisStore {
         redact(url)
     }
 
+    /// The members of the shared set `name` (`rtchat:<name>`), sorted.
+    pub(crate) async fn sorted_members(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(RedisStore::key(name))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        names.sort();
+        Ok(names)
+    }
+
     /// The client it was opened with (the broker opens its pub/sub connection from it).
     pub fn client(&self) -> &redis::Client {
         &self.client
@@ -285,12 +296,7 @@ impl Store for RedisStore {
 
     async fn channels(&self) -> Result<Vec<ChannelSummary>, StoreError> {
         let mut conn = self.conn.clone();
-        let mut names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(RedisStore::key("rooms"))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        names.sort();
+        let names = self.sorted_members("rooms").await?;
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -543,12 +549,7 @@ impl RedisStore {
     async fn every_message(&self) -> Result<Vec<(String, Message, bool)>, StoreError> {
         const PAGE: usize = 1000;
         let mut conn = self.conn.clone();
-        let mut rooms: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(RedisStore::key("rooms"))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        rooms.sort();
+        let rooms = self.sorted_members("rooms").await?;
         let mut out = Vec::new();
         for room in rooms {
             let deleted: Vec<u64> = redis::cmd("ZRANGE")
