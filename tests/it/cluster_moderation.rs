@@ -177,33 +177,107 @@ async fn present(node: &crate::common::Server, token: &str) -> Vec<String> {
     users
 }
 
+/// The next presence frame on `ws` (skipping anything else), failing at `deadline`.
+async fn presence_frame(ws: &mut crate::common::Ws, deadline: Instant, what: &str) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("in time: {what}"))
+            .expect("the socket stays open")
+            .expect("a valid frame");
+        if let Message::Text(t) = frame {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "presence" {
+                return v;
+            }
+        }
+    }
+}
+
+/// Who `ws` has been told is present, after reading presence frames until `want` is (every
+/// frame checked: nobody joins twice or leaves without having joined); the frames read.
+async fn told_until(
+    ws: &mut crate::common::Ws,
+    told: &mut Vec<String>,
+    want: &[&str],
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    let mut frames = Vec::new();
+    while told.iter().map(String::as_str).collect::<Vec<_>>() != want {
+        let frame = presence_frame(ws, deadline, &format!("{want:?} present")).await;
+        for name in frame["joined"].as_array().unwrap() {
+            let name = name.as_str().unwrap().to_owned();
+            assert!(!told.contains(&name), "{name} joined twice: {frame}");
+            told.push(name);
+        }
+        for name in frame["left"].as_array().unwrap() {
+            let name = name.as_str().unwrap();
+            let at = told.iter().position(|n| n == name);
+            told.remove(at.unwrap_or_else(|| panic!("{name} left unseen: {frame}")));
+        }
+        told.sort();
+        frames.push(frame);
+    }
+    frames
+}
+
 #[tokio::test]
-async fn presence_lists_every_node_and_forgets_a_dead_nodes_users() {
+async fn presence_is_one_room_across_nodes_and_a_dead_nodes_users_leave_within_the_ttl() {
     let mut c = cluster();
-    let (ann, bob) = (token("u-ann", "Ann"), token("u-bob", "Bob"));
-    let mut on_0 = v1_connect(&c.nodes[0], &format!("/ws?token={ann}")).await;
-    assert_eq!(skip_presence(&mut on_0).await["type"], "history");
-    let mut on_1 = v1_connect(&c.nodes[1], &format!("/ws?token={bob}")).await;
-    assert_eq!(skip_presence(&mut on_1).await["type"], "history");
-    let start = Instant::now();
-    while present(&c.nodes[2], &ann).await != ["u-ann", "u-bob"] {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "both users listed on node 2"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Node 0 dies without a word: Ann leaves every list within the presence TTL (30 s).
-    let died = Instant::now();
-    c.nodes[0].kill();
-    while present(&c.nodes[2], &bob).await != ["u-bob"] {
-        assert!(
-            died.elapsed() <= Duration::from_secs(31),
-            "the dead node's user still present after 31 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    drop(on_0);
+    let token_of = |name: &str| token(&format!("u-{}", name.to_lowercase()), name);
+    // Bob watches from node 2.
+    let mut bob = v1_connect(&c.nodes[2], &format!("/ws?token={}", token_of("Bob"))).await;
+    assert_eq!(skip_presence(&mut bob).await["type"], "history");
+    let mut told = Vec::new();
+    told_until(&mut bob, &mut told, &["Bob"], Duration::from_secs(5)).await;
+
+    // Ann has a tab on node 0 and one on node 1; Carol is on node 1: Ann joined once.
+    let ann = token_of("Ann");
+    let mut ann_0 = v1_connect(&c.nodes[0], &format!("/ws?token={ann}")).await;
+    assert_eq!(skip_presence(&mut ann_0).await["type"], "history");
+    let mut ann_1 = v1_connect(&c.nodes[1], &format!("/ws?token={ann}")).await;
+    assert_eq!(skip_presence(&mut ann_1).await["type"], "history");
+    let mut carol = v1_connect(&c.nodes[1], &format!("/ws?token={}", token_of("Carol"))).await;
+    assert_eq!(skip_presence(&mut carol).await["type"], "history");
+    let wait = Duration::from_secs(5);
+    told_until(&mut bob, &mut told, &["Ann", "Bob", "Carol"], wait).await;
+
+    // Ann closes her tab on node 0 (node 0 has let it go), then Dave comes to node 0: Ann
+    // never left, since she is still on node 1.
+    drop(ann_0);
+    crate::common::wait_for_stat(&c.nodes[0], "subscribers", 0).await;
+    let mut dave = v1_connect(&c.nodes[0], &format!("/ws?token={}", token_of("Dave"))).await;
+    assert_eq!(skip_presence(&mut dave).await["type"], "history");
+    let frames = told_until(&mut bob, &mut told, &["Ann", "Bob", "Carol", "Dave"], wait).await;
+    assert!(
+        frames.iter().all(|f| f["left"] == json!([])),
+        "nobody left: {frames:?}"
+    );
+    let everyone = ["u-ann", "u-bob", "u-carol", "u-dave"];
+    assert_eq!(present(&c.nodes[2], &ann).await, everyone);
+    assert_eq!(present(&c.nodes[0], &ann).await, everyone);
+
+    // Node 1 dies without a word: Ann and Carol leave, told as leaving, within the presence
+    // TTL and a check (30 s); every list forgets them.
+    c.nodes[1].kill();
+    let frames = told_until(
+        &mut bob,
+        &mut told,
+        &["Bob", "Dave"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        frames.iter().all(|f| f["joined"] == json!([])),
+        "nobody joined: {frames:?}"
+    );
+    assert_eq!(present(&c.nodes[2], &ann).await, ["u-bob", "u-dave"]);
+    assert_eq!(present(&c.nodes[0], &ann).await, ["u-bob", "u-dave"]);
+    drop((ann_1, carol, dave));
 }
 
 #[tokio::test]

@@ -56,6 +56,11 @@ pub enum Delivery {
     /// A message was deleted: clients that hold it should drop it; `snapshot` is the history
     /// without it (snapshot transports send it at once).
     Deleted(Arc<Deletion>),
+    /// The room's history began again under a new epoch (a shared store lost it): this
+    /// history replaces whatever the client holds — transports tell it as they tell a
+    /// [`crate::Start::Reset`]. The subscription goes on from it ([`Subscription::snapshot`]
+    /// is it now).
+    Reset(Arc<Snapshot>),
 }
 
 /// A deleted message of a channel, with the history rebuilt without it.
@@ -108,6 +113,13 @@ impl Channel {
 
     fn signals(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Signal>>>> {
         self.signals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether any subscriber listens for signals (presence and typing).
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.signals()
+            .as_ref()
+            .is_some_and(|s| s.receiver_count() > 0)
     }
 
     /// A delivered signal, to every subscriber listening for signals.
@@ -201,9 +213,10 @@ impl Channel {
 
     /// Goes on under a new epoch (a shared store lost the room's history, or went back in
     /// time): the snapshot is replaced whatever it holds, and the messages of the new epoch
-    /// that this node had not delivered go to the subscribers. Ids never go back (the store
-    /// goes on after the highest any node saw), so live subscribers simply continue; a client
-    /// that comes back with the old epoch is told to start over (`reset`).
+    /// that this node had not delivered go to the subscribers, whose subscriptions turn the
+    /// first of them into a [`Delivery::Reset`] (ids never go back: the store goes on after
+    /// the highest any node saw). A client that comes back with the old epoch is told to start
+    /// over too (`reset`).
     pub(crate) fn restart(&self, snapshot: Snapshot) {
         let previous = self.snapshot.send_replace(Arc::new(snapshot));
         let snapshot = self.snapshot();
@@ -270,7 +283,7 @@ impl Subscription {
         }
     }
 
-    /// The history at the moment of subscribing.
+    /// The history at the moment of subscribing (or of the last [`Delivery::Reset`]).
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
     }
@@ -410,6 +423,12 @@ impl Subscription {
     /// An event of the ring as a delivery, or `None` for one at or below what was already
     /// delivered (or resumed past).
     fn deliver(&mut self, event: Arc<Event>) -> Option<Delivery> {
+        if event.snapshot.epoch != self.snapshot.epoch {
+            // The first event of a new epoch: its history holds it and everything before.
+            self.snapshot = event.snapshot.clone();
+            self.last_seen = self.last_seen.max(event.snapshot.last_id);
+            return Some(Delivery::Reset(event.snapshot.clone()));
+        }
         if event.entry.message.id <= self.last_seen {
             return None;
         }

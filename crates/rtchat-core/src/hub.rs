@@ -28,7 +28,7 @@ use crate::channel::{Channel, Subscription};
 use crate::entry::{Entry, Since, Snapshot};
 use crate::message::{Limits, NewPost, PostError, Poster};
 use crate::observer::HubObserver;
-use crate::presence::{self, Attendee, Member, PresenceGuard, Signal, SignalKind};
+use crate::presence::{self, Attendee, Member, PresenceGuard, Signal, SignalKind, PRESENCE_CHECK};
 
 /// How often this node renews its shares of presence (a third of their life).
 const PRESENCE_RENEW: Duration = Duration::from_secs(crate::broker::PRESENCE_TTL.as_secs() / 3);
@@ -190,6 +190,15 @@ impl Deliver for HubDeliver {
         })
     }
 
+    fn presence_changed(&self, channel: &str) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        if let Some(channel) = inner.loaded(channel) {
+            presence::recheck(&Hub { inner }, &channel);
+        }
+    }
+
     fn position(&self, channel: &str) -> Option<(Arc<str>, u64)> {
         let snapshot = self.0.upgrade()?.loaded(channel)?.snapshot();
         Some((snapshot.epoch.clone(), snapshot.last_id))
@@ -270,7 +279,23 @@ async fn ticker(hub: Weak<Inner>) {
                 .cloned()
                 .collect();
             for channel in &present {
-                hub.share_presence(channel).await;
+                hub.share_presence(channel, &channel.members(), false).await;
+            }
+        }
+        if ticks.is_multiple_of(PRESENCE_CHECK.as_secs()) {
+            // Other nodes' members this node knows of: one whose node died leaves when its
+            // share runs out. Every so often, every room with listeners (a node's word that
+            // its members changed may have been lost with a connection).
+            let everything = ticks.is_multiple_of(PRESENCE_CHECK.as_secs() * 6);
+            let check: Vec<Arc<Channel>> = hub
+                .inner
+                .channels()
+                .values()
+                .filter(|c| c.presence().knows_others() || (everything && c.has_listeners()))
+                .cloned()
+                .collect();
+            for channel in &check {
+                presence::recheck(&hub, channel);
             }
         }
         if ticks.is_multiple_of(sweep_every) {
@@ -527,6 +552,10 @@ impl Hub {
         ));
         self.inner.channels().insert(name.clone(), channel.clone());
         self.inner.broker.subscribe(&name);
+        // Who is in it elsewhere already: this node's clients are not told they joined.
+        if let Ok(elsewhere) = self.presence_elsewhere(&channel).await {
+            channel.presence().knew(&elsewhere);
+        }
         self.inner.counted().insert(name);
         if create {
             // A post or a join: the room may be new (a read only loads an existing one).
@@ -562,32 +591,34 @@ impl Hub {
         }
     }
 
-    /// Shares this node's members of `channel` with the other nodes (see
-    /// [`Broker::share_presence`]).
-    pub(crate) async fn share_presence(&self, channel: &Channel) {
-        let members = channel.members();
+    /// Shares this node's `members` of `channel` with the other nodes (see
+    /// [`Broker::share_presence`]); `changed`: they changed, so the others look again.
+    pub(crate) async fn share_presence(
+        &self,
+        channel: &Channel,
+        members: &[Member],
+        changed: bool,
+    ) {
         self.inner
             .broker
-            .share_presence(channel.name(), &members)
+            .share_presence(channel.name(), members, changed)
             .await;
     }
 
+    /// The members of `channel` on the other nodes (none with one process).
+    pub(crate) async fn presence_elsewhere(
+        &self,
+        channel: &Channel,
+    ) -> Result<Vec<Member>, crate::BrokerError> {
+        self.inner.broker.presence_elsewhere(channel.name()).await
+    }
+
     /// Everyone in `channel` now, on every node of a cluster: named members (each once,
-    /// earliest first). See [`crate::presence`].
+    /// earliest first). See [`crate::presence`]. Without the other nodes (Redis is away):
+    /// this node's.
     pub async fn members(&self, channel: &Channel) -> Vec<Member> {
-        let mut members = channel.members();
-        let Some(elsewhere) = self.inner.broker.presence_elsewhere(channel.name()).await else {
-            return members;
-        };
-        for m in elsewhere {
-            let key = |x: &Member| x.uid.clone().unwrap_or_else(|| x.user.clone());
-            match members.iter_mut().find(|x| key(x) == key(&m)) {
-                Some(x) => x.since = x.since.min(m.since),
-                None => members.push(m),
-            }
-        }
-        members.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
-        members
+        let elsewhere = self.presence_elsewhere(channel).await.unwrap_or_default();
+        presence::merge(channel.members(), elsewhere)
     }
 
     /// Before deciding where a client at `from` starts: if it has seen more of `channel`
@@ -602,8 +633,8 @@ impl Hub {
     }
 
     /// Loads a channel again after its history began under a new epoch (a shared store lost
-    /// it): its subscribers end (they come back and are told to start over), and its
-    /// snapshot is the store's.
+    /// it): its snapshot is the store's, and its subscribers are told to start over with it
+    /// ([`crate::Delivery::Reset`], with the first message of the new epoch they get).
     ///
     /// It does not take `loading`: the writer holds it while the broker delivers, and the
     /// broker awaits this before delivering more of the channel.

@@ -20,12 +20,17 @@
 //! carries at most [`TYPING_PER_ROOM`] typing signals per [`TYPING_INTERVAL`] whatever the
 //! names, so a client inventing a new name for each signal cannot flood a room's members.
 //!
-//! Signals travel through the broker like messages ([`Publication::Signal`]), so every node's
-//! clients hear them. Each node shares its own members of each room through the broker
-//! ([`crate::Broker::share_presence`], renewed while the node lives), and
-//! [`crate::Hub::members`] lists everyone on every node: a node that dies drops out within
-//! [`crate::broker::PRESENCE_TTL`]. The joined/left *events* are each node's own changes (a
-//! user on two nodes who leaves one is told as leaving).
+//! # In a cluster
+//! Each node shares its own members of each room through the broker
+//! ([`crate::Broker::share_presence`], renewed while the node lives, and the other nodes are
+//! told it changed), and [`crate::Hub::members`] lists everyone on every node. Presence
+//! events are each node's to make for its own clients: it remembers who it last told them
+//! were in the room (everyone on every node), and tells them the difference whenever its own
+//! members change, another node says its members changed, or (every [`PRESENCE_CHECK`], for
+//! rooms with members elsewhere) a node's share may have run out. So a user on two nodes who
+//! leaves one has not left, and a node that dies takes its users out — `left` included —
+//! within [`crate::broker::PRESENCE_TTL`] and a check. Typing signals travel through the
+//! broker like messages ([`Publication::Signal`]).
 //!
 //! [`HubConfig::presence_window`]: crate::HubConfig::presence_window
 //! [`Hub::typing`]: crate::Hub::typing
@@ -45,6 +50,9 @@ use crate::hub::{now_millis, Hub};
 
 /// The shortest time between two presence events of one room.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a node looks again at the other nodes' members of a room it knows some of (a
+/// node that died stops renewing its share; see [`crate::broker::PRESENCE_TTL`]).
+pub const PRESENCE_CHECK: Duration = Duration::from_secs(5);
 /// The shortest time between two typing signals of one user in one room.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 /// The most typing signals one room carries per [`TYPING_INTERVAL`], all users together.
@@ -233,10 +241,13 @@ pub(crate) struct PresenceState {
     anonymous: usize,
     /// Members with a polling window (the ticker looks at rooms that have any).
     pollers: usize,
-    /// Who joined and who left since the last presence event.
-    joined: Vec<Attendee>,
-    left: Vec<Attendee>,
-    /// A presence event is scheduled.
+    /// Who this node's clients were last told are in the room, on every node: key → name.
+    told: HashMap<Arc<str>, Arc<str>>,
+    /// This node's members changed since they were last shared.
+    changed: bool,
+    /// Presence may have changed since the clients were last told (here or elsewhere).
+    dirty: bool,
+    /// A presence task is running (it tells, then waits [`PRESENCE_INTERVAL`] before the next).
     flushing: bool,
     last_flush: Option<Instant>,
     /// When each user last sent a typing signal here.
@@ -246,22 +257,48 @@ pub(crate) struct PresenceState {
 }
 
 impl PresenceState {
-    fn joined(&mut self, user: &Attendee) {
-        match self.left.iter().position(|u| u.key() == user.key()) {
-            Some(i) => {
-                self.left.swap_remove(i);
-            }
-            None => self.joined.push(user.clone()),
+    /// This node's members changed: share them, and tell.
+    fn changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// The members of the other nodes when this node took the room in: nobody here is told
+    /// they joined.
+    pub(crate) fn knew(&mut self, elsewhere: &[Member]) {
+        for m in elsewhere {
+            self.told.insert(key_of(m).clone(), m.user.clone());
         }
     }
 
-    fn went(&mut self, user: &Attendee) {
-        match self.joined.iter().position(|u| u.key() == user.key()) {
-            Some(i) => {
-                self.joined.swap_remove(i);
-            }
-            None => self.left.push(user.clone()),
+    /// Whether this node's clients know of members on other nodes (whose shares may run out).
+    pub(crate) fn knows_others(&self) -> bool {
+        self.told.keys().any(|k| !self.members.contains_key(k))
+    }
+
+    /// Who joined and who left since the clients were last told, given the other nodes'
+    /// members; `None` when nothing changed. What is returned is now told.
+    fn tell(&mut self, elsewhere: Vec<Member>, now: Instant) -> Option<SignalKind> {
+        let everyone = merge(self.members(now), elsewhere);
+        let joined: Vec<Arc<str>> = everyone
+            .iter()
+            .filter(|m| !self.told.contains_key(key_of(m)))
+            .map(|m| m.user.clone())
+            .collect();
+        let mut left: Vec<Arc<str>> = self
+            .told
+            .iter()
+            .filter(|(k, _)| !everyone.iter().any(|m| key_of(m) == *k))
+            .map(|(_, name)| name.clone())
+            .collect();
+        if joined.is_empty() && left.is_empty() {
+            return None;
         }
+        left.sort();
+        self.told = everyone
+            .into_iter()
+            .map(|m| (key_of(&m).clone(), m.user))
+            .collect();
+        Some(SignalKind::Presence { joined, left })
     }
 
     /// Whether anyone is here (a room nobody is in may be let go).
@@ -303,9 +340,10 @@ impl PresenceState {
             }
         }
         for key in &gone {
-            if let Some(present) = self.members.remove(key) {
-                self.went(&present.who);
-            }
+            self.members.remove(key);
+        }
+        if !gone.is_empty() {
+            self.changed();
         }
         !gone.is_empty()
     }
@@ -353,9 +391,8 @@ impl Drop for PresenceGuard {
         if present.polled_until.is_some() {
             state.pollers -= 1;
         }
-        if let Some(present) = state.members.remove(user.key()) {
-            state.went(&present.who);
-        }
+        state.members.remove(user.key());
+        state.changed();
         schedule(&self.hub, &self.channel, &mut state);
     }
 }
@@ -377,8 +414,7 @@ pub(crate) fn enter(hub: &Hub, channel: &Arc<Channel>, user: Option<Attendee>) -
                 let was_in = present.is_in(now);
                 present.connections += 1;
                 if !was_in {
-                    let who = present.who.clone();
-                    state.joined(&who);
+                    state.changed();
                     schedule(hub, channel, &mut state);
                 }
             }
@@ -403,12 +439,11 @@ pub(crate) fn polled(hub: &Hub, channel: &Arc<Channel>, user: &Attendee, window:
     });
     let was_in = present.is_in(now);
     let was_polling = present.polled_until.replace(now + window).is_some();
-    let who = present.who.clone();
     if !was_polling {
         state.pollers += 1;
     }
     if !was_in {
-        state.joined(&who);
+        state.changed();
         schedule(hub, channel, &mut state);
     }
 }
@@ -449,9 +484,16 @@ pub(crate) fn may_type(channel: &Channel, user: &Arc<str>) -> bool {
     true
 }
 
+/// A node's members of `channel` may have changed (it said so, or its share may have run out):
+/// look again and tell this node's clients.
+pub(crate) fn recheck(hub: &Hub, channel: &Arc<Channel>) {
+    schedule(hub, channel, &mut channel.presence());
+}
+
 /// Makes sure a presence event goes out: at once if the last one was long enough ago,
 /// otherwise [`PRESENCE_INTERVAL`] after it, carrying every change until then.
 fn schedule(hub: &Hub, channel: &Arc<Channel>, state: &mut PresenceState) {
+    state.dirty = true;
     if state.flushing {
         return;
     }
@@ -463,25 +505,59 @@ fn schedule(hub: &Hub, channel: &Arc<Channel>, state: &mut PresenceState) {
     let at = state
         .last_flush
         .map_or_else(Instant::now, |t| t + PRESENCE_INTERVAL);
-    let hub = hub.clone();
-    let channel = channel.clone();
-    runtime.spawn(async move {
+    runtime.spawn(flush(hub.clone(), channel.clone(), at));
+}
+
+/// The presence task of a room: from `at`, while anything changed, shares this node's members
+/// (if they changed), reads the other nodes' and tells this node's clients the difference;
+/// then waits [`PRESENCE_INTERVAL`] before the next time.
+async fn flush(hub: Hub, channel: Arc<Channel>, mut at: Instant) {
+    loop {
         tokio::time::sleep_until(at).await;
-        let signal = {
+        let (changed, members) = {
             let mut state = channel.presence();
-            state.flushing = false;
-            state.last_flush = Some(Instant::now());
-            if state.joined.is_empty() && state.left.is_empty() {
+            if !state.dirty {
+                state.flushing = false;
                 return;
             }
-            let names = |list: Vec<Attendee>| list.into_iter().map(|a| a.name).collect();
-            SignalKind::Presence {
-                joined: names(std::mem::take(&mut state.joined)),
-                left: names(std::mem::take(&mut state.left)),
-            }
+            state.dirty = false;
+            state.last_flush = Some(Instant::now());
+            let changed = std::mem::take(&mut state.changed);
+            (changed, state.members(Instant::now()))
         };
-        hub.signal(Signal::new(channel.name().clone(), signal))
-            .await;
-        hub.share_presence(&channel).await;
-    });
+        if changed {
+            hub.share_presence(&channel, &members, true).await;
+        }
+        match hub.presence_elsewhere(&channel).await {
+            Ok(elsewhere) => {
+                let told = channel.presence().tell(elsewhere, Instant::now());
+                if let Some(kind) = told {
+                    channel.signal(Arc::new(Signal::new(channel.name().clone(), kind)));
+                }
+            }
+            // Told later: when Redis is back, at the next check.
+            Err(e) => {
+                tracing::debug!(error = %e, channel = %channel.name(), "could not read the other nodes' presence")
+            }
+        }
+        at = Instant::now() + PRESENCE_INTERVAL;
+    }
+}
+
+/// Everyone in a room: this node's `local` members and the other nodes' (`elsewhere`), each
+/// user once (the earliest `since`), earliest first.
+pub(crate) fn merge(mut local: Vec<Member>, elsewhere: Vec<Member>) -> Vec<Member> {
+    for m in elsewhere {
+        match local.iter_mut().find(|x| key_of(x) == key_of(&m)) {
+            Some(x) => x.since = x.since.min(m.since),
+            None => local.push(m),
+        }
+    }
+    local.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user.cmp(&b.user)));
+    local
+}
+
+/// What presence counts a member under (as [`Attendee::key`]).
+fn key_of(m: &Member) -> &Arc<str> {
+    m.uid.as_ref().unwrap_or(&m.user)
 }

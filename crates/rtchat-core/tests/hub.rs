@@ -45,6 +45,7 @@ fn next_id(sub: &mut rtchat_core::Subscription) -> Option<u64> {
         Delivery::Lagged { .. } => panic!("lagged"),
         Delivery::Signal(s) => panic!("a signal nobody asked for: {s:?}"),
         Delivery::Deleted(d) => panic!("a deletion nobody made: {d:?}"),
+        Delivery::Reset(s) => panic!("a new epoch nobody made: {}", s.epoch),
     }
 }
 
@@ -417,6 +418,7 @@ async fn a_subscriber_that_never_reads_stalls_nobody_and_can_catch_up() {
                 }
                 Some(Delivery::Signal(s)) => panic!("a signal nobody asked for: {s:?}"),
                 Some(Delivery::Deleted(d)) => panic!("a deletion nobody made: {d:?}"),
+                Some(Delivery::Reset(s)) => panic!("a new epoch nobody made: {}", s.epoch),
                 None => break,
             }
         }

@@ -29,9 +29,8 @@ async fn room_names(hub: &Hub) -> Vec<String> {
 async fn next_signal(sub: &mut Subscription) -> Arc<Signal> {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            match sub.recv().await.expect("the hub is open") {
-                Delivery::Signal(signal) => return signal,
-                Delivery::Event(_) | Delivery::Lagged { .. } | Delivery::Deleted(_) => {}
+            if let Delivery::Signal(signal) = sub.recv().await.expect("the hub is open") {
+                return signal;
             }
         }
     })

@@ -324,10 +324,30 @@ async fn redis_restarted_empty_is_a_new_epoch_and_old_positions_get_a_reset() {
     let (old, old_epoch) = history(&bases[0]).await;
     assert_eq!(old.len(), 5);
     let old_last = old.last().unwrap().0;
-    // A live WebSocket on node 1, a live SSE stream on node 2.
+    // A live WebSocket on node 1, a live SSE stream on node 2, a live `/msgs` on node 0.
     let (target_tx, target) = watch::channel(0u64);
     let live_ws = readers_on(&bases[1], &[Kind::Ws], &target, Duration::from_secs(20)).await;
     let live_sse = readers_on(&bases[2], &[Kind::Sse], &target, Duration::from_secs(20)).await;
+    let live_msgs = readers_on(&bases[0], &[Kind::Stream], &target, Duration::from_secs(20)).await;
+    // And the official Socket.IO client on node 1.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/socketio/cluster_reset.mjs");
+    let mut sio = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&bases[1])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed (scripts/setup)");
+    let mut sio_out =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(sio.stdout.take().unwrap()));
+    let line = tokio::time::timeout(Duration::from_secs(10), sio_out.next_line()).await;
+    assert_eq!(
+        line.expect("the Socket.IO client connects within 10 s")
+            .unwrap()
+            .as_deref(),
+        Some("ready")
+    );
     cluster.redis.kill();
     cluster.redis.restart();
     for base in &bases {
@@ -444,35 +464,59 @@ async fn redis_restarted_empty_is_a_new_epoch_and_old_positions_get_a_reset() {
         body.contains(&format!("\"epoch\":\"{new_epoch}\"")),
         "{body}"
     );
-    // The live subscriptions opened in the old epoch. Either they end (or are told `reset`)
-    // when the room's epoch changes, and come back to a reset; or, ids never going back
-    // (channel.rs: "live subscribers simply continue"), they go on with exactly the new
-    // epoch's messages, each once, in order, after the old ones. Never an id again, never a
-    // message of the new epoch skipped. What they did is printed.
+    // The live subscriptions opened in the old epoch stay open and are told to start over
+    // (`reset` with the new epoch, then its history): never an id again, never a message of
+    // the new epoch skipped. What they did is printed.
     let ws_out = live_ws.into_iter().next().unwrap().task;
     let sse_out = live_sse.into_iter().next().unwrap().task;
-    let ws_out = ws_out.await.unwrap();
-    let sse_out = sse_out.await.unwrap();
-    let report = format!(
-        "live WebSocket (node 1): saw {:?}, ended {}, epoch {:?}, notes {:?}\n\
-         live SSE (node 2): saw {:?}, ended {}, epoch {:?}, notes {:?}",
-        ws_out.got,
-        ws_out.ended,
-        ws_out.epoch,
-        ws_out.notes,
-        sse_out.got,
-        sse_out.ended,
-        sse_out.epoch,
-        sse_out.notes
-    );
+    let msgs_out = live_msgs.into_iter().next().unwrap().task;
+    let outs = [
+        ws_out.await.unwrap(),
+        sse_out.await.unwrap(),
+        msgs_out.await.unwrap(),
+    ];
+    let report: Vec<String> = ["WebSocket (node 1)", "SSE (node 2)", "/msgs (node 0)"]
+        .iter()
+        .zip(&outs)
+        .map(|(what, out)| {
+            format!(
+                "live {what}: saw {:?}, ended {}, epoch {:?}, notes {:?}",
+                out.got, out.ended, out.epoch, out.notes
+            )
+        })
+        .collect();
+    let report = report.join("\n");
     eprintln!("{report}");
     for (i, node) in cluster.nodes.iter().enumerate() {
         let log = node.stderr();
         let log: Vec<&str> = log.lines().filter(|l| !l.contains("answered")).collect();
         eprintln!("node {i}:\n{}", log.join("\n"));
     }
-    for out in [&ws_out, &sse_out] {
-        let told = out.ended || out.notes.iter().any(|n| n.contains("reset"));
+    // The Socket.IO client got the new history as a reset, still connected.
+    let line = tokio::time::timeout(Duration::from_secs(25), sio_out.next_line())
+        .await
+        .expect("the Socket.IO client reports within 25 s")
+        .unwrap()
+        .unwrap_or_default();
+    let report_sio: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+    assert_eq!(report_sio["connected"], true, "{report_sio}");
+    assert_eq!(
+        report_sio["reset"]["epoch"],
+        new_epoch.as_str(),
+        "{report_sio}"
+    );
+    assert_eq!(oldest_first(&report_sio["reset"]), new, "{report_sio}");
+    for out in &outs {
+        let told = out
+            .notes
+            .iter()
+            .any(|n| n.contains("reset") && n.contains(new_epoch.as_str()));
+        assert!(
+            told && !out.ended,
+            "{}: a live subscription is told `reset` with the new epoch, and stays open\n{report}\n{}",
+            out.name,
+            cluster.logs()
+        );
         let before: Vec<Seen> = out
             .got
             .iter()
@@ -485,16 +529,12 @@ async fn redis_restarted_empty_is_a_new_epoch_and_old_positions_get_a_reset() {
             "{}: the old epoch's messages, once\n{report}",
             out.name
         );
-        if !told {
-            assert_eq!(
-                after,
-                new,
-                "{}: a live subscription that went on across the epoch change must get exactly \
-                 the new epoch's messages\n{report}\n{}",
-                out.name,
-                cluster.logs()
-            );
-        }
+        assert_eq!(
+            (after.as_slice(), out.epoch.as_str()),
+            (new.as_slice(), new_epoch.as_str()),
+            "{}: after the reset, exactly the new epoch's messages\n{report}",
+            out.name
+        );
         assert!(
             out.notes.iter().all(|n| !n.contains(" after ")),
             "{}: an id again or out of order\n{report}",

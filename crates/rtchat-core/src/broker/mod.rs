@@ -18,8 +18,9 @@ use crate::entry::Entry;
 use crate::presence::{Member, Signal};
 
 /// How long a node's share of a room's presence counts without being renewed (it renews it
-/// every third of that while it lives).
-pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// every third of that while it lives). With the other nodes' check every
+/// [`crate::presence::PRESENCE_CHECK`], a dead node's users leave within 30 s.
+pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(24);
 
 /// One thing a channel's subscribers must learn about.
 #[derive(Debug, Clone)]
@@ -68,6 +69,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// `None` when it does not hold the channel. A broker that can miss publications
     /// compares the next one with this and refills the gap first.
     fn position(&self, channel: &str) -> Option<(Arc<str>, u64)>;
+
+    /// Another node's members of `channel` changed ([`Broker::share_presence`]): look again.
+    fn presence_changed(&self, _channel: &str) {}
 }
 
 /// Hands stored messages to every node's subscribers.
@@ -92,12 +96,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Shares this node's members of `channel` (empty: none any more) with the other nodes,
     /// for a while ([`PRESENCE_TTL`]): a node that dies drops out of every room's presence.
-    /// One process: nobody to tell.
-    async fn share_presence(&self, _channel: &str, _members: &[Member]) {}
+    /// `changed`: they changed (not a renewal), so each other node's
+    /// [`Deliver::presence_changed`] is called. One process: nobody to tell.
+    async fn share_presence(&self, _channel: &str, _members: &[Member], _changed: bool) {}
 
-    /// The members of `channel` on the *other* nodes, or `None` with one process.
-    async fn presence_elsewhere(&self, _channel: &str) -> Option<Vec<Member>> {
-        None
+    /// The members of `channel` on the *other* nodes (none with one process).
+    async fn presence_elsewhere(&self, _channel: &str) -> Result<Vec<Member>, BrokerError> {
+        Ok(Vec::new())
     }
 
     /// Delivers now whatever of `channel` this node has not received yet (a client arrived

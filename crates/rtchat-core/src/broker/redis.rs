@@ -168,7 +168,7 @@ impl Broker for RedisBroker {
         self.shared.connected.load(Ordering::Relaxed)
     }
 
-    async fn share_presence(&self, channel: &str, members: &[Member]) {
+    async fn share_presence(&self, channel: &str, members: &[Member], changed: bool) {
         let key = presence_key(channel, &self.shared.node);
         let nodes = RedisStore::room_key(channel, "presence-nodes");
         let mut pipe = redis::pipe();
@@ -185,30 +185,38 @@ impl Broker for RedisBroker {
                 .ignore();
             pipe.cmd("SADD").arg(&nodes).arg(&self.shared.node).ignore();
         }
+        if changed {
+            // After the share, on the same connection: whoever looks on hearing it sees it.
+            pipe.cmd("PUBLISH")
+                .arg(RedisStore::room_channel(channel))
+                .arg(format!("p {}", self.shared.node))
+                .ignore();
+        }
         let mut conn = self.shared.store.conn.clone();
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             tracing::debug!(error = %e, channel, "could not share presence");
         }
     }
 
-    async fn presence_elsewhere(&self, channel: &str) -> Option<Vec<Member>> {
+    async fn presence_elsewhere(&self, channel: &str) -> Result<Vec<Member>, BrokerError> {
+        let failed = |e: redis::RedisError| BrokerError(e.to_string());
         let nodes_key = RedisStore::room_key(channel, "presence-nodes");
         let mut conn = self.shared.store.conn.clone();
         let nodes: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&nodes_key)
             .query_async(&mut conn)
             .await
-            .ok()?;
+            .map_err(failed)?;
         let others: Vec<&String> = nodes.iter().filter(|n| **n != self.shared.node).collect();
         if others.is_empty() {
-            return Some(Vec::new());
+            return Ok(Vec::new());
         }
         let keys: Vec<String> = others.iter().map(|n| presence_key(channel, n)).collect();
         let shares: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut conn)
             .await
-            .ok()?;
+            .map_err(failed)?;
         let mut members = Vec::new();
         for (node, share) in others.iter().zip(shares) {
             match share {
@@ -225,7 +233,7 @@ impl Broker for RedisBroker {
                 }
             }
         }
-        Some(members)
+        Ok(members)
     }
 
     async fn sync(&self, channel: &str) {
@@ -417,6 +425,11 @@ impl Shared {
                     return;
                 };
                 self.accept_deleted(&room, epoch, id, entry).await;
+            }
+            Some(("p", node)) if node != self.node => {
+                if let Some(deliver) = self.deliver.get() {
+                    deliver.presence_changed(&room);
+                }
             }
             Some(("s", json)) => match Signal::decode(room.clone(), json.as_bytes()) {
                 Some(signal) => self.deliver(Publication::Signal(Arc::new(signal))),

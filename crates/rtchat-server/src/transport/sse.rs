@@ -28,7 +28,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use rtchat_core::{
-    check_room_name, Attendee, Delivery, Entry, Position, PresenceGuard, Signal, Start,
+    check_room_name, Attendee, Delivery, Entry, Position, PresenceGuard, Signal, Snapshot, Start,
     Subscription,
 };
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
@@ -148,7 +148,6 @@ async fn event_stream(
     }
     let presence = hub.present_as(subscription.channel(), user);
     let snapshot = subscription.snapshot().clone();
-    let epoch = snapshot.epoch.clone();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
     let mut catching_up = false;
     let mut resuming = None;
@@ -157,22 +156,8 @@ async fn event_stream(
             catching_up = true;
             resuming = Some((after, 0));
         }
-        start => {
-            if start == Start::Reset {
-                let reset = format!(
-                    "event: reset\ndata: {{\"last\":{},\"epoch\":\"{epoch}\"}}\n\n",
-                    snapshot.last_id
-                );
-                pending.push_back(reset.into());
-            }
-            pending.extend(
-                snapshot
-                    .entries
-                    .iter()
-                    .rev()
-                    .map(|e| encode_event(e, &epoch)),
-            );
-        }
+        Start::Reset => pending.extend(reset_events(&snapshot)),
+        Start::Fresh => pending.extend(history_events(&snapshot)),
     }
     let period = state.config.sse_heartbeat;
     let mut heartbeat = interval_at(Instant::now() + period, period);
@@ -268,6 +253,25 @@ struct EventStream {
     metrics: Arc<Metrics>,
 }
 
+/// A history as events, oldest first.
+fn history_events(snapshot: &Snapshot) -> impl Iterator<Item = Bytes> + '_ {
+    snapshot
+        .entries
+        .iter()
+        .rev()
+        .map(|e| encode_event(e, &snapshot.epoch))
+}
+
+/// `event: reset` (the position meant nothing, or the room began a new epoch), then the
+/// history.
+fn reset_events(snapshot: &Snapshot) -> impl Iterator<Item = Bytes> + '_ {
+    let reset = format!(
+        "event: reset\ndata: {{\"last\":{},\"epoch\":\"{}\"}}\n\n",
+        snapshot.last_id, snapshot.epoch
+    );
+    std::iter::once(Bytes::from(reset)).chain(history_events(snapshot))
+}
+
 impl EventStream {
     async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -328,6 +332,12 @@ impl EventStream {
                         };
                         let event = format!("event: {}\ndata: {}\n\n", sse_event::DELETED, json_text(&deleted));
                         return Some(event.into());
+                    }
+                    // A new epoch: a reset notice and its history, as a reconnect would get.
+                    Delivery::Reset(snapshot) => {
+                        self.heartbeat.reset();
+                        self.pending.extend(reset_events(&snapshot));
+                        continue;
                     }
                     Delivery::Signal(signal) => {
                         if !is_own_typing(&signal, self.presence.user()) {

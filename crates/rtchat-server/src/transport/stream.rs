@@ -184,6 +184,8 @@ impl SnapshotStream {
                     }
                     // The history without the deleted message, at once.
                     Delivery::Deleted(deletion) => return Some(deletion.snapshot.json_line.clone()),
+                    // A new epoch: its history, marked as a reset.
+                    Delivery::Reset(snapshot) => return Some(snapshot.reset_json("\n")),
                     Delivery::Signal(signal) => {
                         if let Some(line) = signal_line(&signal, self.presence.user()) {
                             return Some(line);

@@ -469,6 +469,8 @@ enum Step {
     Wait(Box<(Option<Value>, Arc<str>, NewPost)>),
     /// Re-read what the first room's delta subscription missed.
     CatchUp,
+    /// The first room's history began again under a new epoch: `reset`, then `history`.
+    Reset,
     /// Presence or typing of a room (see [`signal_step`]).
     Signal(Arc<Signal>),
     /// A room beyond the first has something.
@@ -1001,6 +1003,14 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                                 Err(end) => return end,
                             }
                         }
+                        Ok(Step::Reset) => {
+                            match Box::pin(self.out.start(&mut room.subscription, Start::Reset))
+                                .await
+                            {
+                                Ok(()) => continue,
+                                Err(end) => return end,
+                            }
+                        }
                         Ok(Step::Signal(signal)) => match signal_step(&signal, self.rooms.user()) {
                             Step::Send(frame) => frame,
                             _ => continue,
@@ -1027,6 +1037,15 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                     };
                     match Box::pin(self.out.catch_up(&mut room.subscription)).await {
                         Ok(_) => continue,
+                        Err(end) => return end,
+                    }
+                }
+                Ok(Step::Reset) => {
+                    let Some(room) = self.rooms.first_mut() else {
+                        continue;
+                    };
+                    match Box::pin(self.out.start(&mut room.subscription, Start::Reset)).await {
+                        Ok(()) => continue,
                         Err(end) => return end,
                     }
                 }
@@ -1325,6 +1344,10 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
                 }
                 Step::CatchUp => {
                     self.out.catch_up(&mut subscription).await?;
+                    break;
+                }
+                Step::Reset => {
+                    self.out.start(&mut subscription, Start::Reset).await?;
                     break;
                 }
                 _ => break,
@@ -1639,6 +1662,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Out<S> {
                     Step::Send(self.ws.frame_for(&snapshot_frame(&subscription.current())))
                 }
                 Mode::Deltas => Step::CatchUp,
+            },
+            // A new epoch: the course's clients get its history; rtchat.v1 ones are told to
+            // start over with it (`Step::Reset`).
+            Delivery::Reset(snapshot) => match self.mode {
+                Mode::Snapshots => Step::Send(self.ws.frame_for(&snapshot_frame(&snapshot))),
+                Mode::Deltas => Step::Reset,
             },
             // Presence and typing (delta connections only ask for them), for `signal_step`.
             Delivery::Signal(signal) => match self.mode {

@@ -157,6 +157,12 @@ impl Broadcaster {
                         self.join_pending(&current).await;
                     }
                     Some(Delivery::Signal(signal)) => self.signal(&signal).await,
+                    // A new epoch: every socket in the room gets its history as a reset.
+                    Some(Delivery::Reset(snapshot)) => {
+                        current = snapshot;
+                        self.reset(&current).await;
+                        self.join_pending(&current).await;
+                    }
                     Some(Delivery::Deleted(deletion)) => {
                         current = deletion.snapshot.clone();
                         if self.is_general() {
@@ -208,6 +214,18 @@ impl Broadcaster {
         });
         let result = self.io.to(ROOM_GET).emit(sio::MSG_GET, raw).await;
         self.check(Room::Borrowed(ROOM_GET), result);
+    }
+
+    /// A new epoch: every socket in the room gets the room's history as a reset, as a
+    /// reconnect from the old epoch would (`msg:get` with `"reset":true` in general,
+    /// `room:history` with it elsewhere).
+    async fn reset(&self, current: &Snapshot) {
+        let (event, json) = if self.is_general() {
+            (sio::MSG_GET, current.reset_json(""))
+        } else {
+            (sio::ROOM_HISTORY, wire::room_reset(current, &self.room))
+        };
+        self.broadcast(event, &json, None).await;
     }
 
     /// One event to every socket in the room (but those in `except`), encoded once.
