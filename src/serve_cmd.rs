@@ -236,11 +236,12 @@ pub struct ServeArgs {
 
     /// With a Redis store: acknowledge a post only once this many Redis replicas have it too
     /// (Redis's WAIT; a post that does not reach them within --redis-wait-timeout is refused
-    /// with 503, stored but not acknowledged) [default: 0, the primary alone]
+    /// with 503, stored but not acknowledged); directory changes (bans, accounts, ...) wait
+    /// the same way [default: 0, the primary alone]
     #[arg(long, value_name = "N", default_value_t = 0)]
     redis_wait_replicas: usize,
 
-    /// How long a post waits for --redis-wait-replicas, in seconds.
+    /// How long a post (or a directory change) waits for --redis-wait-replicas, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
     redis_wait_timeout: f64,
 

@@ -1,9 +1,12 @@
 //! `--redis-wait-replicas N`: a post is acknowledged only once N Redis replicas have it; one
 //! that does not reach them in time is refused (503), and its retry with the same idempotency
-//! key lands once.
+//! key lands once. The directory's changes (a ban here) wait for the replicas the same way.
 
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
+use crate::auth::{admin, call, secret_file};
 use crate::cluster::{history, http, post_msg, Redis};
 use crate::common::Server;
 
@@ -16,12 +19,20 @@ fn replication_says(redis: &Redis, field: &str, value: &str) -> bool {
         .any(|l| l.trim() == format!("{field}:{value}"))
 }
 
-/// Makes `replica` follow `primary` and waits until the link is up.
+/// Makes `replica` follow `primary` and waits until the link is up on both sides (the
+/// primary counts a replica for `WAIT` once it is `online` there).
 fn follow(replica: &Redis, primary: &Redis) {
     let port = primary.port.to_string();
     replica.cmd(&["REPLICAOF", "127.0.0.1", &port]);
     let start = Instant::now();
-    while !replication_says(replica, "master_link_status", "up") {
+    let online = || {
+        primary
+            .cmd(&["INFO", "replication"])
+            .text()
+            .lines()
+            .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+    };
+    while !replication_says(replica, "master_link_status", "up") || !online() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "the replica never synced"
@@ -53,14 +64,7 @@ async fn a_post_is_acknowledged_only_once_the_replicas_have_it() {
 
     // The replica is gone: posts are refused, with the reason, after the timeout.
     replica.kill();
-    let start = Instant::now();
-    while !replication_says(&primary, "connected_slaves", "0") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the primary never noticed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    alone(&primary);
     let (status, body) = post_msg(&http, &node.base, "/msgs", "ann", "alone", Some("k2"))
         .await
         .unwrap();
@@ -81,4 +85,78 @@ async fn a_post_is_acknowledged_only_once_the_replicas_have_it() {
     );
     let (all, _) = history(&node.base).await;
     assert_eq!(all, [(1, "replicated".to_owned()), (2, "alone".to_owned())]);
+}
+
+/// Waits until `primary` sees no replica.
+fn alone(primary: &Redis) {
+    let start = Instant::now();
+    while !replication_says(primary, "connected_slaves", "0") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the primary never noticed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_directory_change_is_confirmed_only_once_the_replicas_have_it() {
+    let primary = Redis::start();
+    let mut replica = Redis::start_volatile();
+    follow(&replica, &primary);
+    let secret = secret_file();
+    let node = Server::start(&[
+        "--no-tls",
+        "--store",
+        &primary.url(),
+        "--auth",
+        "token",
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+        "--redis-wait-replicas",
+        "1",
+        "--redis-wait-timeout",
+        "0.5",
+    ]);
+    let root = admin();
+    let ban = |uid: &str| format!("/admin/users/{uid}/ban");
+    let reason = json!({"reason": "spam", "for": "1h"});
+    let (status, body) = call(&node, "POST", &ban("u-bob"), &root, reason.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // Confirmed: the replica has it already.
+    let on_replica = replica.cmd(&["HEXISTS", "rtchat:bans", "u-bob"]);
+    assert!(
+        matches!(on_replica, crate::cluster::Resp::Int(1)),
+        "the replica holds the ban once it is confirmed: {on_replica:?}"
+    );
+
+    // Without the replica: refused with the reason.
+    replica.kill();
+    alone(&primary);
+    let (status, body) = call(&node, "POST", &ban("u-eve"), &root, reason.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("0 of the 1 Redis replicas") && error.contains("not confirmed"),
+        "{body}"
+    );
+    // Back: the retry is confirmed, and the ban is on the replica and in force.
+    replica.restart();
+    follow(&replica, &primary);
+    let (status, body) = call(&node, "POST", &ban("u-eve"), &root, reason).await;
+    assert_eq!(status, 200, "{body}");
+    let on_replica = replica.cmd(&["HEXISTS", "rtchat:bans", "u-eve"]);
+    assert!(
+        matches!(on_replica, crate::cluster::Resp::Int(1)),
+        "{on_replica:?}"
+    );
+    let (status, bans) = call(&node, "GET", "/admin/bans", &root, Value::Null).await;
+    assert_eq!(status, 200, "{bans}");
+    let banned: Vec<&str> = bans["sanctions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(banned, ["u-bob", "u-eve"], "{bans}");
 }

@@ -258,7 +258,7 @@ impl RedisStore {
 #[async_trait]
 impl Directory for RedisStore {
     async fn create_account(&self, account: Account) -> Result<(), DirectoryError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let outcome: String = scripts()
             .create_account
             .key(name_key(&account.name))
@@ -271,6 +271,7 @@ impl Directory for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         match outcome.as_str() {
             "ok" => Ok(()),
             "name" => Err(DirectoryError::NameTaken(account.name)),
@@ -303,7 +304,7 @@ impl Directory for RedisStore {
     }
 
     async fn set_admin(&self, uid: &str, admin: bool) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let set: i64 = scripts()
             .set_admin
             .key(account_key(uid))
@@ -311,11 +312,12 @@ impl Directory for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(set == 1)
     }
 
     async fn delete_account(&self, uid: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         // The name key is named after the account's name, read first; the script checks it
         // is still that name (a deletion and a new signup under the same uid in between).
         for _ in 0..5 {
@@ -338,6 +340,7 @@ impl Directory for RedisStore {
                 .await
                 .map_err(unavailable)?;
             if deleted >= 0 {
+                self.replicated(&mut conn).await?;
                 return Ok(deleted == 1);
             }
         }
@@ -348,7 +351,7 @@ impl Directory for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let _: i64 = redis::cmd("ZADD")
             .arg(RedisStore::key("revoked"))
             .arg("GT")
@@ -357,6 +360,7 @@ impl Directory for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(())
     }
 
@@ -403,7 +407,7 @@ impl Directory for RedisStore {
 
     async fn claim_room(&self, room: &str, uid: &str) -> Result<String, StoreError> {
         let key = RedisStore::room_key(room, "access");
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let (owner,): (String,) = redis::pipe()
             .atomic()
             .cmd("HSETNX")
@@ -417,11 +421,12 @@ impl Directory for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(owner)
     }
 
     async fn set_private(&self, room: &str, private: bool) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
@@ -434,11 +439,12 @@ impl Directory for RedisStore {
             .arg(room)
             .ignore();
         let () = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(())
     }
 
     async fn add_member(&self, room: &str, uid: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let (added,): (i64,) = redis::pipe()
             .atomic()
             .cmd("SADD")
@@ -451,11 +457,12 @@ impl Directory for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(added == 1)
     }
 
     async fn remove_member(&self, room: &str, uid: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let (removed,): (i64,) = redis::pipe()
             .atomic()
             .cmd("SREM")
@@ -468,6 +475,7 @@ impl Directory for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(removed == 1)
     }
 
@@ -504,7 +512,7 @@ impl Directory for RedisStore {
     }
 
     async fn remove_memberships(&self, uid: &str) -> Result<usize, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let rooms: Vec<String> = redis::cmd("SMEMBERS")
             .arg(rooms_of_key(uid))
             .query_async(&mut conn)
@@ -529,6 +537,7 @@ impl Directory for RedisStore {
                 .ignore();
         }
         let removed: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(removed.into_iter().filter(|&n| n == 1).count())
     }
 
@@ -580,7 +589,7 @@ impl Directory for RedisStore {
             by: ban.by,
         };
         let json = serde_json::to_string(&stored).expect("a ban serializes");
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let _: i64 = redis::cmd("HSET")
             .arg(RedisStore::key("bans"))
             .arg(&stored.uid)
@@ -588,17 +597,19 @@ impl Directory for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(())
     }
 
     async fn unban(&self, uid: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let removed: i64 = redis::cmd("HDEL")
             .arg(RedisStore::key("bans"))
             .arg(uid)
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(removed == 1)
     }
 
@@ -630,7 +641,7 @@ impl Directory for RedisStore {
             by: mute.by,
         };
         let json = serde_json::to_string(&stored).expect("a mute serializes");
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let _: i64 = redis::cmd("HSET")
             .arg(RedisStore::key("mutes"))
             .arg(mute_field(&stored.room, &stored.uid))
@@ -638,17 +649,19 @@ impl Directory for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(())
     }
 
     async fn unmute(&self, room: &str, uid: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let removed: i64 = redis::cmd("HDEL")
             .arg(RedisStore::key("mutes"))
             .arg(mute_field(room, uid))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(removed == 1)
     }
 
@@ -682,15 +695,17 @@ impl Directory for RedisStore {
             reason: entry.reason,
         };
         let json = serde_json::to_string(&stored).expect("an audit entry serializes");
-        let mut conn = self.conn.clone();
-        scripts()
+        let mut conn = self.writer();
+        let id = scripts()
             .record
             .key(RedisStore::key("audit-seq"))
             .key(RedisStore::key("audit"))
             .arg(json)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
+        Ok(id)
     }
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -120,7 +120,7 @@ impl RedisStore {
     /// The value of the shared key `name` (`rtchat:<name>`), set to `value` first if it has
     /// none: how a cluster's nodes agree on something made once (the token secret).
     pub async fn get_or_init(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let key = RedisStore::key(name);
         let (_, value): ((), Vec<u8>) = redis::pipe()
             .cmd("SET")
@@ -134,6 +134,7 @@ impl RedisStore {
             .await
             .map(|v: (Vec<u8>,)| ((), v.0))
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(value)
     }
 
@@ -181,6 +182,52 @@ impl RedisStore {
     pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> RedisStore {
         self.wait = (replicas > 0).then_some((replicas, timeout));
         self
+    }
+
+    /// The connection writes go through, so that [`RedisStore::replicated`] (`WAIT`) waits
+    /// for them, and blocks only writes meanwhile.
+    pub(crate) fn writer(&self) -> ConnectionManager {
+        self.writer.clone()
+    }
+
+    /// After a change written on `conn` (from [`RedisStore::writer`]): with
+    /// `--redis-wait-replicas N`, waits until N replicas have it; refused as unavailable when
+    /// they do not in time (the primary has the change, a failover may lose it: the caller
+    /// retries, and every directory change may be made again).
+    pub(crate) async fn replicated(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+        self.reached_replicas(
+            conn,
+            "the change",
+            "not confirmed (the primary has it; a failover may lose it): retry it once the replicas are back",
+        )
+        .await
+    }
+
+    async fn reached_replicas(
+        &self,
+        conn: &mut ConnectionManager,
+        what: &str,
+        otherwise: &str,
+    ) -> Result<(), StoreError> {
+        let Some((replicas, timeout)) = self.wait else {
+            return Ok(());
+        };
+        let reached: usize = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis().max(1) as u64)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if reached < replicas {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "{what} reached {reached} of the {replicas} Redis replicas --redis-wait-replicas asks for within {} ms: {otherwise}",
+                    timeout.as_millis()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `url` without its password, for logs and messages.
@@ -400,26 +447,15 @@ impl Store for RedisStore {
                 .arg(&**channel)
                 .ignore();
         }
-        let mut conn = self.writer.clone();
+        let mut conn = self.writer();
         let replies: Vec<(String, String, String)> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        if let Some((replicas, timeout)) = self.wait {
-            let reached: usize = redis::cmd("WAIT")
-                .arg(replicas)
-                .arg(timeout.as_millis().max(1) as u64)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if reached < replicas {
-                return Err(StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    format!(
-                        "the post reached {reached} of the {replicas} Redis replicas --redis-wait-replicas asks for within {} ms: not acknowledged (it may still appear; retry with the same idempotency key)",
-                        timeout.as_millis()
-                    ),
-                ));
-            }
-        }
+        self.reached_replicas(
+            &mut conn,
+            "the post",
+            "not acknowledged (it may still appear; retry with the same idempotency key)",
+        )
+        .await?;
         let mut out = Vec::with_capacity(posts.len());
         for (Append { channel, .. }, (status, epoch, value)) in posts.iter().zip(replies) {
             let appended = match status.as_str() {
@@ -482,7 +518,7 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, channel: &str, id: u64) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         let deleted: u8 = scripts()
             .delete
             .key(RedisStore::room_key(channel, "meta"))
@@ -495,6 +531,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(deleted == 1)
     }
 
@@ -510,7 +547,7 @@ impl Store for RedisStore {
 
     async fn anonymize(&self, uid: &str, name: &str) -> Result<usize, StoreError> {
         let mut changed = 0;
-        let mut conn = self.conn.clone();
+        let mut conn = self.writer();
         for (room, mut message, deleted) in self.every_message().await? {
             if message.uid.as_deref() != Some(uid) {
                 continue;
@@ -527,6 +564,7 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
             changed += usize::from(!deleted);
         }
+        self.replicated(&mut conn).await?;
         Ok(changed)
     }
 
