@@ -24,7 +24,6 @@ fn replication_says(redis: &Redis, field: &str, value: &str) -> bool {
 fn follow(replica: &Redis, primary: &Redis) {
     let port = primary.port.to_string();
     replica.cmd(&["REPLICAOF", "127.0.0.1", &port]);
-    let start = Instant::now();
     let online = || {
         primary
             .cmd(&["INFO", "replication"])
@@ -32,10 +31,19 @@ fn follow(replica: &Redis, primary: &Redis) {
             .lines()
             .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
     };
-    while !replication_says(replica, "master_link_status", "up") || !online() {
+    until("the replica syncs", || {
+        replication_says(replica, "master_link_status", "up") && online()
+    });
+}
+
+/// Polls `done` (Redis's own view of its replication; it tells no one) until it holds,
+/// failing after 20 s.
+fn until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "the replica never synced"
+            "{what}: not after 20 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -89,14 +97,9 @@ async fn a_post_is_acknowledged_only_once_the_replicas_have_it() {
 
 /// Waits until `primary` sees no replica.
 fn alone(primary: &Redis) {
-    let start = Instant::now();
-    while !replication_says(primary, "connected_slaves", "0") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the primary never noticed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("the primary notices its replica is gone", || {
+        replication_says(primary, "connected_slaves", "0")
+    });
 }
 
 #[tokio::test]
