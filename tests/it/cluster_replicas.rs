@@ -19,20 +19,25 @@ fn replication_says(redis: &Redis, field: &str, value: &str) -> bool {
         .any(|l| l.trim() == format!("{field}:{value}"))
 }
 
-/// Makes `replica` follow `primary` and waits until the link is up on both sides (the
-/// primary counts a replica for `WAIT` once it is `online` there).
+/// Makes `replica` follow `primary` and waits until the primary has heard it acknowledge
+/// everything so far: only then does `WAIT` count it (right after a full sync the primary
+/// holds the replica's command stream until its first acknowledgement, up to a second later).
 fn follow(replica: &Redis, primary: &Redis) {
     let port = primary.port.to_string();
     replica.cmd(&["REPLICAOF", "127.0.0.1", &port]);
-    let online = || {
-        primary
-            .cmd(&["INFO", "replication"])
-            .text()
-            .lines()
-            .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+    let caught_up = || {
+        let info = primary.cmd(&["INFO", "replication"]).text();
+        let field = |prefix: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+        };
+        let (Some(replica), Some(offset)) = (field("slave0:"), field("master_repl_offset:")) else {
+            return false;
+        };
+        replica.contains("state=online") && replica.contains(&format!("offset={offset},"))
     };
     until("the replica syncs", || {
-        replication_says(replica, "master_link_status", "up") && online()
+        replication_says(replica, "master_link_status", "up") && caught_up()
     });
 }
 
@@ -119,7 +124,7 @@ async fn a_directory_change_is_confirmed_only_once_the_replicas_have_it() {
         "--redis-wait-replicas",
         "1",
         "--redis-wait-timeout",
-        "0.5",
+        "2",
     ]);
     let root = admin();
     let ban = |uid: &str| format!("/admin/users/{uid}/ban");
